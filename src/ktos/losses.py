@@ -54,6 +54,7 @@ def kto_loss(
     desirable_weight: float = 1.0,
     undesirable_weight: float = 1.0,
     sign_correction: bool,
+    kl: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Per-example KTO (``sign_correction=False``) or KTO-S (``True``) losses.
 
@@ -62,9 +63,10 @@ def kto_loss(
     Gradients flow through the policy's chosen and rejected log-probs only: ``z0`` and the sign are
     detached. Returns ``(losses, chosen_rewards, rejected_rewards, kl)``: losses of the desirable
     examples then the undesirable ones (shape ``n_chosen + n_rejected``), rewards ``beta * r`` detached,
-    and ``kl = z0`` (a 0-d tensor).
+    and ``kl = z0`` (a 0-d tensor). ``kl`` may pass a precomputed ``z0`` (a trainer gathers it across
+    processes); by default it is :func:`kl_reference_point` of the KL log-probs.
     """
-    z0 = kl_reference_point(policy_KL_logps, reference_KL_logps)
+    z0 = kl_reference_point(policy_KL_logps, reference_KL_logps) if kl is None else kl.detach()
     r_chosen = policy_chosen_logps - reference_chosen_logps
     r_rejected = policy_rejected_logps - reference_rejected_logps
     ref_chosen = reference_point(r_chosen, z0, sign_correction=sign_correction)

@@ -1,0 +1,171 @@
+"""The ``ktos`` command line: one subcommand per pipeline stage, argument parsing and nothing else.
+
+``ktos train`` parses :class:`~ktos.run.ModelArguments`, :class:`~ktos.run.DataArguments` and
+:class:`~ktos.trainer.KTOSConfig` with ``HfArgumentParser``, from ``--config FILE.yaml`` and/or flags
+(flags win), so every ``KTOConfig`` field works from the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+log = logging.getLogger("ktos")
+
+#: Exit status for invalid input data (the message is one line on stderr).
+EXIT_BAD_DATA = 2
+
+
+def _yaml_to_flags(path: str) -> list[str]:
+    """Turn a YAML mapping into ``--key value`` flags for ``HfArgumentParser`` (lists as repeated values)."""
+    config = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(config, dict):
+        raise SystemExit(f"ktos train: error: {path} must hold a mapping of argument names to values")
+    flags: list[str] = []
+    for key, value in config.items():
+        if value is None:
+            continue
+        flags.append(f"--{key}")
+        if isinstance(value, list):
+            flags.extend(str(v) for v in value)
+        elif isinstance(value, dict):
+            flags.append(json.dumps(value))
+        else:
+            flags.append(str(value))
+    return flags
+
+
+def _train(argv: list[str]) -> int:
+    from transformers import HfArgumentParser
+
+    from .run import DataArguments, ModelArguments, train
+    from .trainer import KTOSConfig
+
+    parser = HfArgumentParser((ModelArguments, DataArguments, KTOSConfig), prog="ktos train")
+    parser.add_argument("--config", help="YAML file of arguments (flags given on the command line win)")
+    config_flags: list[str] = []
+    if "--config" in argv:
+        i = argv.index("--config")
+        config_flags = _yaml_to_flags(argv[i + 1])
+        argv = argv[:i] + argv[i + 2 :]
+    model_args, data_args, config, _ = parser.parse_args_into_dataclasses(args=config_flags + argv)
+    train(model_args, data_args, config)
+    return 0
+
+
+def _stage_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth-data", help="write the embedded default's synthetic feedback data and corpus")
+    p.add_argument("--output", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rows", type=int, default=1000)
+    p.add_argument("--desirable", type=int, default=746)
+    p.add_argument("--heldout", type=int, default=200)
+
+    p = sub.add_parser("pretrain-base", help="pretrain the embedded default's tiny base model on the corpus")
+    p.add_argument("--corpus", required=True)
+    p.add_argument("--output", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--max-seconds", type=float, default=None)
+
+    p = sub.add_parser("prepare", help="load and validate binary-feedback data into a dataset dir")
+    p.add_argument("--input", required=True, help="JSONL, CSV, Parquet, save_to_disk folder, dataset dir or hub id")
+    p.add_argument("--output", required=True)
+    p.add_argument("--split", default="train", help="split to read from a dataset dict or hub dataset")
+
+    p = sub.add_parser("split", help="stratified, seeded train/eval split of a dataset dir")
+    p.add_argument("--input", required=True)
+    p.add_argument("--output", required=True)
+    p.add_argument("--eval-fraction", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("balance", help="order/subsample the training set and compute class weights")
+    p.add_argument("--input", required=True)
+    p.add_argument("--output", required=True)
+    p.add_argument("--strategy", choices=("none", "subset", "interleave"), required=True)
+    p.add_argument("--batch-size", type=int, required=True, help="per-device train batch size")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("extract-kl", help="collect run dirs' per-step trajectories into one tidy CSV table")
+    p.add_argument("--runs", nargs="+", required=True)
+    p.add_argument("--output", required=True)
+
+    p = sub.add_parser("figures", help="draw Figures 2, 3 and companions from a trajectory table")
+    p.add_argument("--table", required=True)
+    p.add_argument("--output", required=True)
+    p.add_argument("--threshold", type=float, required=True, help="KL stability threshold (sequence-level nats)")
+
+
+def _run_stage(args: argparse.Namespace) -> Any:
+    if args.command == "synth-data":
+        from .synthetic import synth_data
+
+        return synth_data(args.output, seed=args.seed, rows=args.rows, desirable=args.desirable, heldout=args.heldout)
+    if args.command == "pretrain-base":
+        from .synthetic import pretrain_base
+
+        kwargs = {"steps": args.steps} if args.steps else {}
+        return pretrain_base(args.corpus, args.output, seed=args.seed, max_seconds=args.max_seconds, **kwargs)
+    if args.command == "prepare":
+        from .data import prepare
+
+        return prepare(args.input, args.output, split=args.split)
+    if args.command == "split":
+        from .data import split
+
+        return split(args.input, args.output, eval_fraction=args.eval_fraction, seed=args.seed)
+    if args.command == "balance":
+        from .balance import balance
+
+        return balance(args.input, args.output, strategy=args.strategy, batch_size=args.batch_size, seed=args.seed)
+    if args.command == "extract-kl":
+        from .trajectories import extract
+
+        extract(args.runs, args.output)
+        return None
+    if args.command == "figures":
+        from .figures import draw_all
+
+        return [str(p) for p in draw_all(args.table, args.output, threshold=args.threshold)]
+    raise AssertionError(args.command)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ktos", description=__doc__.splitlines()[0], allow_abbrev=False)
+    parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("train", help="train KTO or KTO-S (ktos train --help lists every KTOConfig field)", add_help=False)
+    _stage_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ktos`` console script and ``python -m ktos``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # KTOTrainer lives in trl.experimental by design
+    args, rest = build_parser().parse_known_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
+    from .data import DataValidationError
+
+    try:
+        if args.command == "train":
+            return _train(rest)
+        if rest:
+            build_parser().error(f"unrecognized arguments: {' '.join(rest)}")
+        result = _run_stage(args)
+    except (DataValidationError, FileNotFoundError) as err:
+        print(f"ktos {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_BAD_DATA
+    if isinstance(result, dict):
+        log.info("%s: %s", args.command, json.dumps(result, default=str)[:2000])
+    return 0

@@ -1,0 +1,440 @@
+"""Load, validate, prepare and split KTO feedback data.
+
+KTO learns from *unpaired* feedback: rows of ``prompt``, ``completion`` and a boolean ``label``
+(``True``: desirable, ``False``: undesirable). :func:`load_feedback` is the one loader for every
+supported source; it validates the rows and returns a :class:`datasets.Dataset` with exactly those
+three columns and ``label`` as a Python ``bool``. Any problem with the input raises
+:class:`DataValidationError`, whose message is one line naming the source, the column and the first
+offending rows.
+
+Sources (picked by what ``source`` names):
+
+* a ``.jsonl`` file (one JSON object per line) or a ``.json`` file (JSON lines, or one JSON array
+  of objects);
+* a ``.csv`` file (every cell is text; ``label`` reads ``true``/``false``/``1``/``0``, any case);
+* a ``.parquet`` (or ``.pq``) file;
+* a directory written by :func:`write_dataset_dir` (a "dataset dir": ``data.jsonl`` and
+  ``manifest.json``, whose ``sha256`` must match);
+* a directory written by :meth:`datasets.Dataset.save_to_disk` or
+  :meth:`datasets.DatasetDict.save_to_disk` (``split`` picks the split of a ``DatasetDict``);
+* otherwise a Hugging Face hub dataset id, loaded with ``datasets.load_dataset(id, split=split)``
+  (with ``HF_HUB_OFFLINE=1`` only from the local cache).
+
+Two other shapes are accepted as TRL accepts them: *conversational* rows, whose ``prompt`` and
+``completion`` are lists of ``{"role": ..., "content": ...}`` messages (kept as lists; every message
+needs a non-empty ``content``), and *paired* preference rows (``prompt``, ``chosen``, ``rejected``),
+unpaired into two KTO rows each: ``(prompt, chosen, True)`` then ``(prompt, rejected, False)``.
+
+On disk a prepared dataset is a dataset dir (see :func:`write_dataset_dir`), read back with
+:func:`read_dataset_dir`; :func:`prepare` and :func:`split` write them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+from datasets.exceptions import DatasetsError
+import pandas as pd
+import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
+
+#: Columns of a KTO dataset, in the order they are written.
+KTO_COLUMNS: tuple[str, str, str] = ("prompt", "completion", "label")
+#: Columns of a paired preference dataset, unpaired by :func:`load_feedback`.
+PAIRED_COLUMNS: tuple[str, str, str] = ("prompt", "chosen", "rejected")
+DATA_FILE = "data.jsonl"
+MANIFEST_FILE = "manifest.json"
+#: How many offending rows (and their values) an error message shows.
+MAX_ROWS_SHOWN = 5
+_JSON_SUFFIXES = (".jsonl", ".json")
+_CSV_SUFFIXES = (".csv",)
+_PARQUET_SUFFIXES = (".parquet", ".pq")
+_CSV_LABELS = {"true": True, "false": False, "1": True, "0": False}
+
+Columns = dict[str, list[Any]]
+
+
+class DataValidationError(ValueError):
+    """The input data cannot be used; the message is one line naming source, column and rows."""
+
+
+# --------------------------------------------------------------------------------------------
+# Messages
+
+
+def _short_repr(value: Any, limit: int = 40) -> str:
+    """``repr`` of ``value`` on one line, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _row_error(source: str, column: str, problem: str, rows: Sequence[int], values: Sequence[Any]) -> DataValidationError:
+    """Build the one-line error for ``rows`` (0-based) of ``column`` holding bad ``values``."""
+    shown = list(rows[:MAX_ROWS_SHOWN])
+    more = f" (and {len(rows) - len(shown)} more)" if len(rows) > len(shown) else ""
+    vals = ", ".join(_short_repr(v) for v in values[:MAX_ROWS_SHOWN])
+    return DataValidationError(f"{source}: column {column!r}: {problem} at rows {shown}{more}: {vals}")
+
+
+# --------------------------------------------------------------------------------------------
+# Readers: each returns the columns of the source as Python lists
+
+
+def _records_to_columns(records: list[dict[str, Any]]) -> Columns:
+    """Columns from a list of row objects; a key missing from a row reads as ``None`` there."""
+    names: dict[str, None] = {}
+    for rec in records:
+        names.update(dict.fromkeys(rec))
+    return {name: [rec.get(name) for rec in records] for name in names}
+
+
+def _read_json_file(path: Path) -> Columns:
+    """Read JSON lines (blank lines skipped; rows are numbered by object, from 0) or a JSON array."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json" and text.lstrip().startswith("["):
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise DataValidationError(f"{path}: invalid JSON at line {err.lineno}: {err.msg}") from err
+    else:
+        records = []
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise DataValidationError(f"{path}: invalid JSON at line {lineno}: {err.msg}") from err
+    bad = [i for i, rec in enumerate(records) if not isinstance(rec, dict)]
+    if bad:
+        raise _row_error(str(path), "<row>", "rows that are not JSON objects", bad, [records[i] for i in bad])
+    return _records_to_columns(records)
+
+
+def _read_csv_file(path: Path) -> Columns:
+    """Read a CSV file as text (no NA guessing: an empty cell is ``""``); parse ``label`` words."""
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        return {}
+    columns: Columns = {name: frame[name].tolist() for name in frame.columns}
+    if "label" in columns:
+        columns["label"] = [_CSV_LABELS.get(v.strip().lower(), v) for v in columns["label"]]
+    return columns
+
+
+def _read_dataset_dir_columns(path: Path) -> tuple[str, Columns]:
+    """Read ``path/data.jsonl`` after checking it against the ``sha256`` in ``path/manifest.json``."""
+    data, manifest_path = path / DATA_FILE, path / MANIFEST_FILE
+    for needed in (data, manifest_path):
+        if not needed.is_file():
+            raise DataValidationError(f"{path}: not a dataset dir: {needed.name} is missing")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    expected = manifest.get("sha256")
+    if expected is None:
+        log.warning("%s has no sha256: data.jsonl not checked", manifest_path)
+    elif _sha256(data) != expected:
+        raise DataValidationError(f"{data}: sha256 differs from {manifest_path} (file changed after it was written)")
+    return str(data), _read_json_file(data)
+
+
+def _is_save_to_disk_dir(path: Path) -> bool:
+    """Whether ``path`` holds a ``Dataset.save_to_disk`` or ``DatasetDict.save_to_disk`` folder."""
+    return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
+
+
+def _load_dataset_split(loaded: datasets.Dataset | datasets.DatasetDict, name: str, split: str) -> Columns:
+    """Columns of ``loaded``, or of its ``split`` when it is a ``DatasetDict``."""
+    if isinstance(loaded, datasets.DatasetDict):
+        if split not in loaded:
+            raise DataValidationError(f"{name}: no split {split!r} (splits: {', '.join(map(repr, loaded))})")
+        loaded = loaded[split]
+    return loaded.to_dict()
+
+
+def _looks_like_path(source: str) -> bool:
+    """A missing ``source`` that is meant as a local path rather than a hub id (``org/name``)."""
+    suffixes = _JSON_SUFFIXES + _CSV_SUFFIXES + _PARQUET_SUFFIXES
+    return (
+        source.startswith((".", "/", "~"))
+        or source.count("/") > 1
+        or (os.sep != "/" and os.sep in source)
+        or source.lower().endswith(suffixes)
+    )
+
+
+def _load_columns(source: str, split: str) -> tuple[str, str, Columns]:
+    """Read ``source`` into columns. Returns (name for messages, format, columns)."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if (path / DATA_FILE).is_file():
+            name, columns = _read_dataset_dir_columns(path)
+            return name, "dataset_dir", columns
+        if _is_save_to_disk_dir(path):
+            name = f"{path} (split {split!r})"
+            return name, "save_to_disk", _load_dataset_split(datasets.load_from_disk(str(path)), name, split)
+        raise DataValidationError(
+            f"{path}: directory is neither a dataset dir ({DATA_FILE} + {MANIFEST_FILE}) nor a save_to_disk folder"
+        )
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix in _JSON_SUFFIXES:
+            return str(path), "json", _read_json_file(path)
+        if suffix in _CSV_SUFFIXES:
+            return str(path), "csv", _read_csv_file(path)
+        if suffix in _PARQUET_SUFFIXES:
+            return str(path), "parquet", pq.read_table(path).to_pydict()
+        raise DataValidationError(f"{path}: unsupported file type {suffix!r} (use .jsonl, .json, .csv or .parquet)")
+    if _looks_like_path(source):
+        raise DataValidationError(f"{source}: no such file or directory")
+    name = f"hub dataset {source!r} (split {split!r})"
+    try:
+        loaded = datasets.load_dataset(source, split=split)
+    except (OSError, ValueError, DatasetsError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataValidationError(f"{name}: could not load: {first_line}") from err
+    return name, "hub", _load_dataset_split(loaded, name, split)
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+
+
+def _is_bad_text(value: Any) -> bool:
+    """Whether ``value`` is not usable as a prompt or completion.
+
+    Good: a string with a non-blank character, or a non-empty list of messages, each a dict with a
+    string ``role`` and a non-blank string ``content`` (conversational form).
+    """
+    if isinstance(value, str):
+        return not value.strip()
+    if isinstance(value, list):
+        return not value or not all(
+            isinstance(m, dict)
+            and isinstance(m.get("role"), str)
+            and isinstance(m.get("content"), str)
+            and m["content"].strip()
+            for m in value
+        )
+    return True
+
+
+def _check_text(source: str, columns: Columns, column: str) -> None:
+    """Raise on null, blank or non-text values of a text column."""
+    bad = [i for i, v in enumerate(columns[column]) if _is_bad_text(v)]
+    if bad:
+        raise _row_error(source, column, "empty or null text", bad, [columns[column][i] for i in bad])
+
+
+def _normalise_labels(source: str, values: list[Any]) -> list[bool]:
+    """Labels as Python bools: ``True``/``False`` as they are, ints ``1``/``0`` converted; others raise."""
+    out: list[bool] = []
+    bad: list[int] = []
+    for i, v in enumerate(values):
+        if isinstance(v, bool):
+            out.append(v)
+        elif isinstance(v, int) and v in (0, 1):
+            out.append(bool(v))
+        else:
+            bad.append(i)
+    if bad:
+        raise _row_error(source, "label", "values that are not bool or 0/1", bad, [values[i] for i in bad])
+    return out
+
+
+def _require_columns(source: str, columns: Columns, needed: Sequence[str]) -> None:
+    """Raise naming the first missing column and the columns present."""
+    for name in needed:
+        if name not in columns:
+            present = ", ".join(map(repr, columns)) or "none"
+            raise DataValidationError(f"{source}: missing column {name!r} (columns present: {present})")
+
+
+def _unpair(source: str, columns: Columns) -> Columns:
+    """Turn paired rows (prompt, chosen, rejected) into KTO rows: chosen -> True, rejected -> False.
+
+    Pair ``i`` becomes rows ``2i`` (chosen) and ``2i + 1`` (rejected); texts are checked first so that
+    errors name the rows of the paired source.
+    """
+    for name in PAIRED_COLUMNS:
+        _check_text(source, columns, name)
+    n = len(columns["prompt"])
+    log.info("%s: unpairing %d preference pairs into %d KTO rows", source, n, 2 * n)
+    return {
+        "prompt": [p for p in columns["prompt"] for _ in range(2)],
+        "completion": [c for pair in zip(columns["chosen"], columns["rejected"]) for c in pair],
+        "label": [True, False] * n,
+    }
+
+
+def _validate(source: str, columns: Columns, *, require_both_labels: bool) -> datasets.Dataset:
+    """Validate ``columns`` and return a dataset of exactly (prompt, completion, label: bool)."""
+    n = len(next(iter(columns.values()))) if columns else 0
+    if n == 0:
+        raise DataValidationError(f"{source}: no rows")
+    if "label" not in columns and "chosen" in columns and "rejected" in columns:
+        _require_columns(source, columns, PAIRED_COLUMNS)
+        columns = _unpair(source, columns)
+    _require_columns(source, columns, KTO_COLUMNS)
+    for name in ("prompt", "completion"):
+        _check_text(source, columns, name)
+    labels = _normalise_labels(source, columns["label"])
+    n_desirable = sum(labels)
+    if require_both_labels and n_desirable in (0, len(labels)):
+        present, missing = ("desirable (True)", "undesirable (False)") if n_desirable else (
+            "undesirable (False)",
+            "desirable (True)",
+        )
+        raise DataValidationError(
+            f"{source}: column 'label': all {len(labels)} rows are {present}, none {missing}; KTO needs both labels"
+        )
+    extra = [c for c in columns if c not in KTO_COLUMNS]
+    if extra:
+        log.info("%s: dropping columns %s", source, ", ".join(map(repr, extra)))
+    return datasets.Dataset.from_dict({"prompt": columns["prompt"], "completion": columns["completion"], "label": labels})
+
+
+# --------------------------------------------------------------------------------------------
+# Public API
+
+
+def _load(source: str, split: str) -> tuple[str, str, datasets.Dataset]:
+    """Load and validate ``source``. Returns (name for messages, format, dataset)."""
+    name, fmt, columns = _load_columns(str(source), split)
+    ds = _validate(name, columns, require_both_labels=True)
+    n_desirable = sum(ds["label"])
+    log.info("loaded %s (%s): %d rows, %d desirable, %d undesirable", name, fmt, len(ds), n_desirable, len(ds) - n_desirable)
+    return name, fmt, ds
+
+
+def load_feedback(source: str, *, split: str = "train") -> datasets.Dataset:
+    """Load and validate KTO feedback from a file, a folder or a hub dataset id (see the module doc).
+
+    Returns a dataset with columns ``prompt``, ``completion`` and ``label`` (``bool``) holding both
+    labels. Raises :class:`DataValidationError` for a missing source or column, empty or null
+    text, labels other than bool or 0/1, no rows, or one label only.
+    """
+    return _load(source, split)[2]
+
+
+def _sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_dataset_dir(ds: datasets.Dataset, out_dir: str | Path, **extra_manifest: Any) -> dict[str, Any]:
+    """Write ``ds`` as a dataset dir and return its manifest.
+
+    ``out_dir/data.jsonl`` holds one JSON object per row, keys ``prompt``, ``completion``, ``label``
+    in that order, in the row order of ``ds`` (the order a TRL ``KTOTrainer`` batches them).
+    ``out_dir/manifest.json`` holds ``rows``, ``desirable``, ``undesirable``, ``sha256`` (hex digest
+    of ``data.jsonl``) and then ``extra_manifest``, whose keys must not repeat those four.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cols = ds.select_columns(list(KTO_COLUMNS)).to_dict()
+    labels = [bool(v) for v in cols["label"]]
+    data = out / DATA_FILE
+    with data.open("w", encoding="utf-8", newline="\n") as fh:
+        for prompt, completion, label in zip(cols["prompt"], cols["completion"], labels):
+            fh.write(json.dumps({"prompt": prompt, "completion": completion, "label": label}, ensure_ascii=False) + "\n")
+    manifest: dict[str, Any] = {
+        "rows": len(labels),
+        "desirable": sum(labels),
+        "undesirable": len(labels) - sum(labels),
+        "sha256": _sha256(data),
+    }
+    clash = set(manifest) & set(extra_manifest)
+    if clash:
+        raise ValueError(f"extra manifest keys {sorted(clash)} would overwrite the computed ones")
+    manifest.update(extra_manifest)
+    (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return manifest
+
+
+def read_dataset_dir(path: str | Path) -> datasets.Dataset:
+    """Read a dataset dir written by :func:`write_dataset_dir` (rows in file order).
+
+    Checks the ``sha256`` of ``data.jsonl`` against the manifest and validates the rows; one label
+    only is allowed here (an eval split may hold one).
+    """
+    name, columns = _read_dataset_dir_columns(Path(path))
+    return _validate(name, columns, require_both_labels=False)
+
+
+def prepare(source: str, out_dir: str | Path, *, split: str = "train") -> dict[str, Any]:
+    """Load and validate ``source`` (see :func:`load_feedback`) and write it as a dataset dir.
+
+    The manifest adds ``source`` (as given) and ``split`` (``None`` unless a ``DatasetDict`` folder
+    or hub dataset was read). Returns the manifest.
+    """
+    name, fmt, ds = _load(source, split)
+    manifest = write_dataset_dir(
+        ds, out_dir, source=str(source), format=fmt, split=split if fmt in ("save_to_disk", "hub") else None
+    )
+    log.info(
+        "prepared %s -> %s: %d rows (%d desirable, %d undesirable)",
+        name,
+        out_dir,
+        manifest["rows"],
+        manifest["desirable"],
+        manifest["undesirable"],
+    )
+    return manifest
+
+
+def split(in_dir: str | Path, out_dir: str | Path, *, eval_fraction: float = 0.1, seed: int = 0) -> dict[str, Any]:
+    """Split a dataset dir into ``out_dir/train`` and ``out_dir/eval``, stratified by label.
+
+    For each label (``True`` then ``False``) its ``n`` rows are shuffled with a NumPy generator
+    seeded by ``seed`` and the first ``k = round(eval_fraction * n)`` go to eval, with ``k`` kept in
+    ``[1, n - 1]`` when ``n >= 2`` (a label with one row stays in train). Both outputs keep the rows
+    in their input order, so the files depend only on the input, ``eval_fraction`` and ``seed``.
+    Writes ``out_dir/manifest.json`` with rows/desirable/undesirable/sha256 per split and returns it.
+    """
+    if not 0.0 < eval_fraction < 1.0:
+        raise ValueError(f"eval_fraction must lie in (0, 1), got {eval_fraction}")
+    ds = read_dataset_dir(in_dir)
+    labels = list(ds["label"])
+    rng = np.random.default_rng(seed)
+    eval_rows: list[int] = []
+    for label in (True, False):
+        rows = [i for i, v in enumerate(labels) if v == label]
+        n = len(rows)
+        k = min(max(int(eval_fraction * n + 0.5), 1), n - 1) if n >= 2 else 0
+        if k == 0:
+            log.warning("label %s has %d row(s): eval gets none of it", label, n)
+        eval_rows += [rows[j] for j in rng.permutation(n)[:k]]
+    eval_set = set(eval_rows)
+    train_idx = [i for i in range(len(labels)) if i not in eval_set]
+    eval_idx = sorted(eval_set)
+    common = {"source": str(in_dir), "eval_fraction": eval_fraction, "seed": seed}
+    parts = {
+        name: write_dataset_dir(ds.select(idx), Path(out_dir) / name, split=name, **common)
+        for name, idx in (("train", train_idx), ("eval", eval_idx))
+    }
+    keys = ("rows", "desirable", "undesirable", "sha256")
+    manifest: dict[str, Any] = {
+        **common,
+        **{name: {k: part[k] for k in keys} for name, part in parts.items()},
+    }
+    (Path(out_dir) / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    log.info(
+        "split %s: train %d (%d/%d), eval %d (%d/%d) [rows (desirable/undesirable)]",
+        in_dir,
+        *(parts[s][k] for s in ("train", "eval") for k in ("rows", "desirable", "undesirable")),
+    )
+    return manifest

@@ -1,0 +1,95 @@
+"""Measurements on fixed held-out data during and after training.
+
+* :class:`KLProbe`: the KL from policy to reference on a fixed set of mismatched prompt/completion
+  pairs, built exactly as TRL builds the pairs behind its logged ``kl`` (completions rotated by one
+  inside each chunk of ``per_device_train_batch_size``), so the units match: sequence-level nats,
+  ``mean_i [log pi_theta(y'_i|x_i) - log pi_ref(y'_i|x_i)]``. Unlike TRL's value it is not clamped
+  at 0, and it is also reported per completion token.
+* :func:`preference_accuracy`: the share of held-out examples whose implied reward
+  ``r = log pi_theta(y|x) - log pi_ref(y|x)`` has the label's sign (desirable ``r > 0``,
+  undesirable ``r < 0``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from datasets import Dataset
+
+log = logging.getLogger(__name__)
+
+
+def _batches(trainer: Any, dataset: Dataset, name: str) -> list[dict[str, Any]]:
+    """Tokenise ``dataset`` as the trainer does (with KL pairs) and collate it into fixed batches."""
+    prepared = trainer._prepare_dataset(dataset, trainer.processing_class, trainer.args, name)
+    size = trainer.args.per_device_train_batch_size
+    return [
+        trainer.data_collator([prepared[i] for i in range(start, min(start + size, len(prepared)))])
+        for start in range(0, len(prepared), size)
+    ]
+
+
+@contextlib.contextmanager
+def _reference(trainer: Any) -> Iterator[torch.nn.Module]:
+    """The reference model: the trainer's copy, or the policy with its adapter disabled (PEFT)."""
+    if trainer.ref_model is not None:
+        yield trainer.ref_model
+    else:
+        with trainer.null_ref_context():
+            yield trainer.model
+
+
+def _completion_logps(trainer: Any, model: torch.nn.Module, batch: dict[str, Any], prefix: str) -> torch.Tensor:
+    """Summed log-probs of the batch's ``{prefix}`` completions under ``model`` (no gradient)."""
+    device = trainer.accelerator.device
+    with torch.no_grad():
+        logits = model(
+            input_ids=batch[f"{prefix}_input_ids"].to(device),
+            attention_mask=batch[f"{prefix}_attention_mask"].to(device),
+        ).logits
+        return trainer.get_batch_logps(logits, batch[f"{prefix}_labels"].to(device)).float().cpu()
+
+
+class KLProbe:
+    """KL to the reference model on fixed held-out mismatched pairs (see module docstring)."""
+
+    def __init__(self, trainer: Any, dataset: Dataset, size: int) -> None:
+        if len(dataset) < size:
+            log.warning("KL probe: asked for %d pairs, the held-out set has %d; using all of it", size, len(dataset))
+        self.trainer = trainer
+        self.batches = _batches(trainer, dataset.select(range(min(size, len(dataset)))), "kl_probe")
+        self.n_pairs = sum(len(b["label"]) for b in self.batches)
+        self.n_tokens = int(sum((b["KL_completion_labels"][:, 1:] != -100).sum() for b in self.batches))
+        self._reference_logps: torch.Tensor | None = None
+
+    def _logps(self, model: torch.nn.Module) -> torch.Tensor:
+        return torch.cat([_completion_logps(self.trainer, model, b, "KL_completion") for b in self.batches])
+
+    def measure(self) -> dict[str, float]:
+        """``{"probe_kl": nats per sequence, "probe_kl_per_token": nats per token}`` for the current policy."""
+        if self._reference_logps is None:
+            with _reference(self.trainer) as ref:
+                self._reference_logps = self._logps(ref)
+        diff = self._logps(self.trainer.model) - self._reference_logps
+        return {
+            "probe_kl": float(diff.mean()),
+            "probe_kl_per_token": float(diff.sum() / max(self.n_tokens, 1)),
+        }
+
+
+def preference_accuracy(trainer: Any, dataset: Dataset) -> dict[str, Any]:
+    """Share of ``dataset`` rows whose implied reward has the label's sign (ties count as wrong)."""
+    correct = total = 0
+    for batch in _batches(trainer, dataset, "preference_eval"):
+        policy = _completion_logps(trainer, trainer.model, batch, "completion")
+        with _reference(trainer) as ref:
+            reference = _completion_logps(trainer, ref, batch, "completion")
+        r = policy - reference
+        labels = torch.as_tensor(batch["label"], dtype=torch.bool)
+        correct += int(torch.where(labels, r > 0, r < 0).sum())
+        total += len(labels)
+    return {"metric": "preference_accuracy", "value": correct / max(total, 1), "n": total}

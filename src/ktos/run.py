@@ -1,0 +1,151 @@
+"""One training run: load model and data, train KTO or KTO-S, write the run directory.
+
+A run directory holds ``trajectory.jsonl`` (one row per optimizer step, see
+:class:`~ktos.trainer.TrajectoryCallback`), ``run_info.json`` (config, seed, versions, git revision,
+status, task quality) and TRL's checkpoints while training. A run that finds a checkpoint in its
+directory resumes from the last one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset
+from transformers.trainer_utils import get_last_checkpoint
+
+from .models import load_model_and_tokenizer
+from .probe import KLProbe, preference_accuracy
+from .provenance import git_revision, package_versions, update_json, write_json
+from .trainer import RUN_INFO_FILE, KTOSConfig, KTOSTrainer, TrajectoryCallback
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelArguments:
+    """Which model to train (it is also the frozen reference model)."""
+
+    model_name_or_path: str = field(metadata={"help": "Hub id or local directory of the base causal LM."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code from the hub."})
+    save_model: bool = field(
+        default=True, metadata={"help": "Save the trained model to output_dir/model (weights: keep out of git)."}
+    )
+
+
+@dataclass
+class DataArguments:
+    """Where the prepared data lives (dataset dirs written by `ktos prepare/split/balance`)."""
+
+    train_data: str = field(metadata={"help": "Training data: a dataset dir, or any format `ktos prepare` reads."})
+    eval_data: str | None = field(
+        default=None, metadata={"help": "Held-out data for the KL probe and preference accuracy (optional)."}
+    )
+    heldout: str | None = field(
+        default=None,
+        metadata={"help": "Synthetic held-out prompts with answers (heldout.jsonl): task accuracy is measured."},
+    )
+    weights_from: str | None = field(
+        default=None,
+        metadata={"help": "A balance manifest.json whose desirable/undesirable weights override the config's."},
+    )
+
+
+def _load(path: str) -> Dataset:
+    from .data import load_feedback
+
+    return load_feedback(path)
+
+
+def _apply_balance_weights(config: KTOSConfig, manifest_path: str) -> None:
+    manifest = json.loads(Path(manifest_path).read_text())
+    config.desirable_weight = float(manifest["desirable_weight"])
+    config.undesirable_weight = float(manifest["undesirable_weight"])
+    log.info(
+        "class weights from %s (%s strategy): desirable %.4g, undesirable %.4g",
+        manifest_path, manifest.get("strategy", "?"), config.desirable_weight, config.undesirable_weight,
+    )
+
+
+def _quality(trainer: KTOSTrainer, data_args: DataArguments, eval_dataset: Dataset | None) -> dict[str, Any] | None:
+    if data_args.heldout:
+        from .synthetic import task_accuracy
+
+        return task_accuracy(trainer.model, trainer.processing_class, data_args.heldout)
+    if eval_dataset is not None:
+        return preference_accuracy(trainer, eval_dataset)
+    return None
+
+
+def train(model_args: ModelArguments, data_args: DataArguments, config: KTOSConfig) -> Path:
+    """Train one run into ``config.output_dir`` and return that directory.
+
+    Writes ``run_info.json`` first (status ``running``), then trains with the trajectory callback
+    and the KL probe (when ``eval_data`` is given and ``kl_probe_size > 0``), then records the final
+    status (``completed`` or ``diverged``), wall time and task quality (base model's and final).
+    """
+    run_dir = Path(config.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if data_args.weights_from:
+        _apply_balance_weights(config, data_args.weights_from)
+    train_dataset = _load(data_args.train_data)
+    eval_dataset = _load(data_args.eval_data) if data_args.eval_data else None
+    model, tokenizer = load_model_and_tokenizer(
+        model_args.model_name_or_path, trust_remote_code=model_args.trust_remote_code
+    )
+    resume = get_last_checkpoint(str(run_dir)) if any(run_dir.glob("checkpoint-*")) else None
+    info_path = run_dir / RUN_INFO_FILE
+    write_json(
+        info_path,
+        {
+            "method": config.method,
+            "use_kto_s": config.use_kto_s,
+            "beta": config.beta,
+            "learning_rate": config.learning_rate,
+            "seed": config.seed,
+            "status": "running",
+            "diverged_at_step": None,
+            "quality": None,
+            "base_quality": None,
+            "resumed_from": resume,
+            "model": asdict(model_args),
+            "data": asdict(data_args),
+            "config": config.to_dict(),
+            "versions": package_versions(),
+            "git_revision": git_revision(),
+            "train_rows": len(train_dataset),
+            "elapsed_s": None,
+        },
+    )
+    trainer = KTOSTrainer(
+        model=model, args=config, train_dataset=train_dataset, eval_dataset=None, processing_class=tokenizer
+    )
+    probe = None
+    if eval_dataset is not None and config.kl_probe_size > 0:
+        probe = KLProbe(trainer, eval_dataset, config.kl_probe_size)
+        log.info("KL probe: %d held-out mismatched pairs (%d tokens)", probe.n_pairs, probe.n_tokens)
+    callback = TrajectoryCallback(run_dir, probe=probe, probe_steps=config.kl_probe_steps)
+    trainer.add_callback(callback)
+    base_quality = _quality(trainer, data_args, None) if data_args.heldout and not resume else None
+    started = time.monotonic()
+    if resume:
+        log.info("resuming from %s", resume)
+    trainer.train(resume_from_checkpoint=resume)
+    elapsed = time.monotonic() - started
+    status = "diverged" if callback.diverged_at is not None else "completed"
+    quality = None if status == "diverged" else _quality(trainer, data_args, eval_dataset)
+    changes: dict[str, Any] = {"status": status, "quality": quality, "elapsed_s": round(elapsed, 2)}
+    if base_quality is not None:
+        changes["base_quality"] = base_quality
+    update_json(info_path, **changes)
+    if model_args.save_model:
+        trainer.save_model(str(run_dir / "model"))
+    log.info(
+        "%s run %s in %.1fs: %d steps, quality %s",
+        config.method, status, elapsed, trainer.state.global_step, quality,
+    )
+    return run_dir
