@@ -104,6 +104,13 @@ def mean_spread(values: Iterable[float]) -> tuple[float, float, float, int]:
     return float(x.mean()), std, t975(n - 1) * std / math.sqrt(n), n
 
 
+def fmt_lr(lr: float) -> str:
+    """Compact learning rate, 3 significant digits: ``5e-06`` -> ``"5e-6"``, ``0.001`` -> ``"0.001"``."""
+    if lr is None or not np.isfinite(lr):
+        return "?"
+    return re.sub(r"e([+-])0*(\d)", lambda m: "e" + ("-" if m.group(1) == "-" else "") + m.group(2), f"{lr:.3g}")
+
+
 def method_label(method: str) -> str:
     """``"kto_s"`` -> ``"KTO-S"``; unknown names are returned unchanged."""
     return METHOD_LABELS.get(method, method)
@@ -391,7 +398,7 @@ def checkpoint_markdown(table: pd.DataFrame, *, threshold: float) -> str:
     for (method, lr), grp in table.groupby(["method", "lr"], sort=True, dropna=False):
         by = {name: g.iloc[0] for name, g in grp[grp["row"] != "run"].groupby("row")}
         for r in grp[grp["row"] == "run"].itertuples(index=False):
-            cells = [method_label(method), _fmt(lr), _fmt(r.seed), *[_fmt(getattr(r, c)) for c in kl_cols]]
+            cells = [method_label(method), fmt_lr(lr), _fmt(r.seed), *[_fmt(getattr(r, c)) for c in kl_cols]]
             lines.append("| " + " | ".join([*cells, _fmt(r.max_kl), _fmt(r.quality), r.stability]) + " |")
 
         def summary(col: str) -> str:
@@ -400,7 +407,7 @@ def checkpoint_markdown(table: pd.DataFrame, *, threshold: float) -> str:
                 return "—"
             return _fmt(m) if n == 1 else f"{_fmt(m)} ± {_fmt(s, 2)} [±{_fmt(h, 2)}] ({int(n)})"
 
-        cells = [f"**{method_label(method)}**", _fmt(lr), "mean", *[summary(c) for c in kl_cols]]
+        cells = [f"**{method_label(method)}**", fmt_lr(lr), "mean", *[summary(c) for c in kl_cols]]
         lines.append("| " + " | ".join([*cells, summary("max_kl"), summary("quality"), by["mean"]["stability"]]) + " |")
     return "\n".join(lines) + "\n"
 
@@ -461,7 +468,7 @@ def verdict(df: pd.DataFrame, *, step: int = 20, threshold: float, lr: float | N
     lr = default_lr(df, lr)
     sub = df[np.isclose(df["lr"], lr, rtol=1e-9, atol=0)]
     beta = table_beta(sub)
-    where = f"lr {lr:g}" + (f", β {beta:g}" if beta is not None else "")
+    where = f"lr {fmt_lr(lr)}" + (f", β {beta:g}" if beta is not None else "")
     present = [m for m in METHODS if m in set(sub["method"])]
     if len(present) < 2:
         have = ", ".join(method_label(m) for m in present) or "no KTO or KTO-S"

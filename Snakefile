@@ -1,0 +1,48 @@
+"""KTO vs KTO-S trained from a base model with no SFT: the ktos study as a Snakemake workflow.
+
+    snakemake --profile profiles/default                     # embedded default (CPU, offline)
+    snakemake --profile profiles/default --configfile config/paper.yaml
+    snakemake --profile profiles/default figures             # redraw from the committed table
+
+See config/README.md for every config key and profiles/README.md for SLURM.
+"""
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml", set_default=True)
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/kl.smk"
+include: "workflow/rules/figures.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        expand(
+            [*rules.draw_figures.output, *rules.write_tables.output],
+            origin="study",
+        ),
+        "results/study/trajectories.csv",
+    localrule: True
+
+
+rule figures:
+    input:
+        expand(
+            [*rules.draw_figures.output, *rules.write_tables.output],
+            origin="reference",
+        ),
+    localrule: True

@@ -1,0 +1,114 @@
+rule synth_data:
+    output:
+        data="results/data/synthetic/data.jsonl",
+        manifest="results/data/synthetic/manifest.json",
+        heldout="results/data/synthetic/heldout.jsonl",
+        corpus="results/data/synthetic/corpus.txt",
+    params:
+        out_dir=output_dir("manifest"),
+        synthetic=config["synthetic"],
+    log:
+        "results/logs/synth_data.log",
+    benchmark:
+        "results/benchmarks/synth_data.tsv"
+    conda:
+        "../../environment.yml"
+    shell:
+        "ktos synth-data --output {params.out_dir} --seed {params.synthetic[seed]} "
+        "--rows {params.synthetic[rows]} --desirable {params.synthetic[desirable]} "
+        "--heldout {params.synthetic[heldout]} > {log} 2>&1"
+
+
+rule pretrain_base:
+    input:
+        corpus="results/data/synthetic/corpus.txt",
+    output:
+        maybe_temp(directory("results/models/base")),
+    params:
+        synthetic=config["synthetic"],
+        max_seconds=cli_flags({"max-seconds": config["synthetic"]["pretrain_max_seconds"]}),
+    threads: config["resources"]["threads"]
+    resources:
+        mem_mb=config["resources"]["mem_mb"],
+        runtime=config["resources"]["runtime"],
+    log:
+        "results/logs/pretrain_base.log",
+    benchmark:
+        "results/benchmarks/pretrain_base.tsv"
+    conda:
+        "../../environment.yml"
+    shell:
+        "ktos pretrain-base --corpus {input.corpus} --output {output} "
+        "--seed {params.synthetic[seed]} --steps {params.synthetic[pretrain_steps]} "
+        "{params.max_seconds} > {log} 2>&1"
+
+
+rule prepare:
+    input:
+        unpack(prepare_input),
+    output:
+        data="results/data/prepared/data.jsonl",
+        manifest="results/data/prepared/manifest.json",
+    params:
+        source=prepare_source,
+        split=config["data"]["split"],
+        out_dir=output_dir("manifest"),
+    log:
+        "results/logs/prepare.log",
+    benchmark:
+        "results/benchmarks/prepare.tsv"
+    conda:
+        "../../environment.yml"
+    shell:
+        "ktos prepare --input {params.source:q} --output {params.out_dir} "
+        "--split {params.split:q} > {log} 2>&1"
+
+
+rule split:
+    input:
+        data="results/data/prepared/data.jsonl",
+        manifest="results/data/prepared/manifest.json",
+    output:
+        train="results/data/split/train/data.jsonl",
+        train_manifest="results/data/split/train/manifest.json",
+        eval="results/data/split/eval/data.jsonl",
+        eval_manifest="results/data/split/eval/manifest.json",
+        manifest="results/data/split/manifest.json",
+    params:
+        in_dir=input_dir("manifest"),
+        out_dir=output_dir("manifest"),
+        data=config["data"],
+    log:
+        "results/logs/split.log",
+    benchmark:
+        "results/benchmarks/split.tsv"
+    conda:
+        "../../environment.yml"
+    shell:
+        "ktos split --input {params.in_dir} --output {params.out_dir} "
+        "--eval-fraction {params.data[eval_fraction]} --seed {params.data[seed]} > {log} 2>&1"
+
+
+rule balance:
+    input:
+        data="results/data/split/train/data.jsonl",
+        manifest="results/data/split/train/manifest.json",
+    output:
+        data="results/data/balanced/data.jsonl",
+        manifest="results/data/balanced/manifest.json",
+    params:
+        in_dir=input_dir("manifest"),
+        out_dir=output_dir("manifest"),
+        strategy=config["balance"]["strategy"],
+        batch_size=config["train"]["per_device_train_batch_size"],
+        seed=config["data"]["seed"],
+    log:
+        "results/logs/balance.log",
+    benchmark:
+        "results/benchmarks/balance.tsv"
+    conda:
+        "../../environment.yml"
+    shell:
+        "ktos balance --input {params.in_dir} --output {params.out_dir} "
+        "--strategy {params.strategy} --batch-size {params.batch_size} "
+        "--seed {params.seed} > {log} 2>&1"

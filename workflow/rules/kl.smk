@@ -1,0 +1,16 @@
+rule extract_kl:
+    input:
+        trajectories=run_files("trajectory.jsonl"),
+        run_info=run_files("run_info.json"),
+    output:
+        "results/study/trajectories.csv",
+    params:
+        run_dirs=run_dirs(),
+    log:
+        "results/logs/extract_kl.log",
+    benchmark:
+        "results/benchmarks/extract_kl.tsv"
+    conda:
+        "../../environment.yml"
+    shell:
+        "ktos extract-kl --runs {params.run_dirs} --output {output} > {log} 2>&1"
