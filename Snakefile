@@ -22,6 +22,15 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    method="|".join(config["methods"]),
+    lr=r"[0-9.]+(e[+-]?[0-9]+)?",
+    seed=r"[0-9]+",
+    origin="|".join(ORIGINS),
+
+
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/kl.smk"

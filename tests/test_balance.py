@@ -74,7 +74,8 @@ def test_class_weights_need_both_labels() -> None:
 def test_count_one_label_batches() -> None:
     labels = [True, True, True, False, False, False, True]
     assert count_one_label_batches(labels, 2) == 3  # [T,T] [T,F] [F,F] [T]
-    assert count_one_label_batches(labels, 3) == 2  # [T,T,T] [F,F,F] [T]
+    assert count_one_label_batches(labels, 3) == 3  # [T,T,T] [F,F,F] [T]
+    assert count_one_label_batches(labels, 4) == 0  # [T,T,T,F] [F,F,T]
     assert count_one_label_batches(labels, 7) == 0
     assert count_one_label_batches([], 4) == 0
 
@@ -180,7 +181,7 @@ def test_balance_errors(tmp_path: Path) -> None:
         balance(src, tmp_path / "o", strategy="oversample", batch_size=8)
     with pytest.raises(ValueError, match="batch_size must be >= 2"):
         balance(src, tmp_path / "o", strategy="none", batch_size=1)
-    with pytest.raises(ValueError, match="'subset' or a batch size of at least 4"):
+    with pytest.raises(DataValidationError, match="'subset' or a batch size of at least 4"):
         balance(src, tmp_path / "o", strategy="interleave", batch_size=2)
     one = tmp_path / "one"
     write_dataset_dir(datasets.Dataset.from_list([{"prompt": "a", "completion": "b", "label": True}] * 3), one)
@@ -229,7 +230,9 @@ def test_trainer_batches_hold_both_labels(
     src = make_dir(tmp_path / "in", n_d, n_u)
     m = balance(src, tmp_path / "out", strategy="interleave", batch_size=batch_size, seed=0)
     with caplog.at_level(logging.WARNING):
-        batches = trainer_batch_labels(tmp_path / "out", batch_size, tmp_path, (m["desirable_weight"], m["undesirable_weight"]))
+        batches = trainer_batch_labels(
+            tmp_path / "out", batch_size, tmp_path, (m["desirable_weight"], m["undesirable_weight"])
+        )
     assert "don't seem to be in an ideal range" not in caplog.text
     assert len(batches) == -(-(n_d + n_u) // batch_size)
     assert sum(map(len, batches)) == n_d + n_u

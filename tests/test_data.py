@@ -32,7 +32,11 @@ ROWS: list[dict[str, Any]] = [
     {"prompt": "5+1=", "completion": "6", "label": True},
     {"prompt": "7+1=", "completion": "9", "label": False},
 ]
-EXPECTED = {"prompt": [r["prompt"] for r in ROWS], "completion": [r["completion"] for r in ROWS], "label": [r["label"] for r in ROWS]}
+EXPECTED = {
+    "prompt": [r["prompt"] for r in ROWS],
+    "completion": [r["completion"] for r in ROWS],
+    "label": [r["label"] for r in ROWS],
+}
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
@@ -74,6 +78,12 @@ def test_csv_label_words_and_digits(tmp_path: Path) -> None:
         lines.append(f'"{r["prompt"]}","{r["completion"]}",{words[r["label"]][i % 2]}')
     (tmp_path / "d.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     assert_kto(load_feedback(str(tmp_path / "d.csv")))
+
+
+def test_tsv(tmp_path: Path) -> None:
+    lines = ["prompt\tcompletion\tlabel"] + [f"{r['prompt']}\t{r['completion']}\t{int(r['label'])}" for r in ROWS]
+    (tmp_path / "d.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert_kto(load_feedback(str(tmp_path / "d.tsv")))
 
 
 def test_csv_text_na_is_text(tmp_path: Path) -> None:
@@ -142,8 +152,16 @@ def test_conversational_kept_as_messages(tmp_path: Path) -> None:
 
 def test_conversational_empty_content(tmp_path: Path) -> None:
     rows = [
-        {"prompt": [{"role": "user", "content": "hi"}], "completion": [{"role": "assistant", "content": "ok"}], "label": True},
-        {"prompt": [{"role": "user", "content": "hi"}], "completion": [{"role": "assistant", "content": " "}], "label": False},
+        {
+            "prompt": [{"role": "user", "content": "hi"}],
+            "completion": [{"role": "assistant", "content": "ok"}],
+            "label": True,
+        },
+        {
+            "prompt": [{"role": "user", "content": "hi"}],
+            "completion": [{"role": "assistant", "content": " "}],
+            "label": False,
+        },
         {"prompt": [], "completion": [{"role": "assistant", "content": "x"}], "label": False},
     ]
     message = error_of(write_jsonl(tmp_path / "c.jsonl", rows))
@@ -190,13 +208,18 @@ def test_empty_or_null_text(tmp_path: Path, column: str) -> None:
     rows[3][column] = None
     rows[4][column] = "   "
     message = error_of(write_jsonl(tmp_path / "d.jsonl", rows))
-    assert message == f"{tmp_path / 'd.jsonl'}: column {column!r}: empty or null text at rows [1, 3, 4]: '', None, '   '"
+    assert (
+        message
+        == f"{tmp_path / 'd.jsonl'}: column {column!r}: empty, null or non-text values at rows [1, 3, 4]: '', None, '   '"
+    )
 
 
 def test_key_missing_in_some_rows_is_null(tmp_path: Path) -> None:
     rows = [dict(r) for r in ROWS]
     del rows[2]["completion"]
-    assert "column 'completion': empty or null text at rows [2]: None" in error_of(write_jsonl(tmp_path / "d.jsonl", rows))
+    assert "column 'completion': empty, null or non-text values at rows [2]: None" in error_of(
+        write_jsonl(tmp_path / "d.jsonl", rows)
+    )
 
 
 def test_bad_labels_rows_and_values(tmp_path: Path) -> None:
@@ -216,7 +239,9 @@ def test_bad_csv_label(tmp_path: Path) -> None:
 
 
 def test_parquet_float_labels_rejected(tmp_path: Path) -> None:
-    pq.write_table(pa.table({"prompt": ["a", "b"], "completion": ["c", "d"], "label": [1.0, 0.0]}), tmp_path / "d.parquet")
+    pq.write_table(
+        pa.table({"prompt": ["a", "b"], "completion": ["c", "d"], "label": [1.0, 0.0]}), tmp_path / "d.parquet"
+    )
     assert "values that are not bool or 0/1 at rows [0, 1]: 1.0, 0.0" in error_of(tmp_path / "d.parquet")
 
 
@@ -224,6 +249,8 @@ def test_empty_dataset(tmp_path: Path) -> None:
     (tmp_path / "d.jsonl").write_text("", encoding="utf-8")
     assert error_of(tmp_path / "d.jsonl") == f"{tmp_path / 'd.jsonl'}: no rows"
     (tmp_path / "d.csv").write_text("prompt,completion,label\n", encoding="utf-8")
+    assert error_of(tmp_path / "d.csv").endswith(": no rows")
+    (tmp_path / "d.csv").write_text("", encoding="utf-8")
     assert error_of(tmp_path / "d.csv").endswith(": no rows")
 
 
@@ -237,6 +264,8 @@ def test_one_label_only(tmp_path: Path, label: bool, present: str) -> None:
 def test_invalid_json_line(tmp_path: Path) -> None:
     (tmp_path / "d.jsonl").write_text(json.dumps(ROWS[0]) + "\n{oops\n", encoding="utf-8")
     assert "invalid JSON at line 2" in error_of(tmp_path / "d.jsonl")
+    (tmp_path / "d.jsonl").write_text(json.dumps(ROWS[0]) + "\n[1, 2]\n", encoding="utf-8")
+    assert error_of(tmp_path / "d.jsonl").endswith("rows [1] are not JSON objects: [1, 2]")
 
 
 def test_missing_path_and_unknown_suffix(tmp_path: Path) -> None:
@@ -258,7 +287,11 @@ def test_hub_id_offline_is_a_clear_error() -> None:
 def test_prepare_writes_dataset_dir(tmp_path: Path) -> None:
     src = write_jsonl(tmp_path / "in.jsonl", [dict(r, label=int(r["label"])) for r in ROWS])
     manifest = prepare(str(src), tmp_path / "out")
-    assert {k: manifest[k] for k in ("rows", "desirable", "undesirable")} == {"rows": 5, "desirable": 3, "undesirable": 2}
+    assert {k: manifest[k] for k in ("rows", "desirable", "undesirable")} == {
+        "rows": 5,
+        "desirable": 3,
+        "undesirable": 2,
+    }
     assert manifest["source"] == str(src) and manifest["format"] == "json" and manifest["split"] is None
     assert json.loads((tmp_path / "out" / "manifest.json").read_text()) == manifest
     lines = (tmp_path / "out" / "data.jsonl").read_text().splitlines()
@@ -318,7 +351,9 @@ def test_split_deterministic(tmp_path: Path) -> None:
     split(src, tmp_path / "c", seed=4)
     assert files(tmp_path / "a") == files(tmp_path / "b")
     assert len(files(tmp_path / "a")) == 5
-    assert (tmp_path / "a" / "eval" / "data.jsonl").read_bytes() != (tmp_path / "c" / "eval" / "data.jsonl").read_bytes()
+    assert (tmp_path / "a" / "eval" / "data.jsonl").read_bytes() != (
+        tmp_path / "c" / "eval" / "data.jsonl"
+    ).read_bytes()
 
 
 def test_split_small_labels(tmp_path: Path) -> None:

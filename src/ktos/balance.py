@@ -123,7 +123,9 @@ def interleave_order(labels: Sequence[bool], batch_size: int, seed: int) -> list
     desirable = [i for i, v in enumerate(labels) if v]
     undesirable = [i for i, v in enumerate(labels) if not v]
     if not desirable or not undesirable:
-        raise ValueError(f"interleave needs both labels, got {len(desirable)} desirable and {len(undesirable)} undesirable")
+        raise ValueError(
+            f"interleave needs both labels, got {len(desirable)} desirable and {len(undesirable)} undesirable"
+        )
     sizes = [len(c) for c in _chunks(len(labels), batch_size)]
     mixed = sum(s >= 2 for s in sizes)
     minority = min(len(desirable), len(undesirable))
@@ -153,7 +155,9 @@ def _subset_order(labels: Sequence[bool], rng: np.random.Generator) -> list[int]
     return [kept[j] for j in rng.permutation(len(kept))]
 
 
-def balance(in_dir: str | Path, out_dir: str | Path, *, strategy: str, batch_size: int, seed: int = 0) -> dict[str, Any]:
+def balance(
+    in_dir: str | Path, out_dir: str | Path, *, strategy: str, batch_size: int, seed: int = 0
+) -> dict[str, Any]:
     """Reorder (and for ``subset``, subsample) a dataset dir for training; write a dataset dir.
 
     ``batch_size`` is TRL's ``per_device_train_batch_size``. The manifest holds ``rows``,
@@ -175,7 +179,10 @@ def balance(in_dir: str | Path, out_dir: str | Path, *, strategy: str, batch_siz
         )
     rng = np.random.default_rng(seed)
     if strategy == "interleave":
-        order = interleave_order(labels, batch_size, seed)
+        try:
+            order = interleave_order(labels, batch_size, seed)
+        except ValueError as err:
+            raise DataValidationError(f"{in_dir}: {err}") from err
     elif strategy == "subset":
         order = _subset_order(labels, rng)
     else:

@@ -11,7 +11,8 @@ Sources (picked by what ``source`` names):
 
 * a ``.jsonl`` file (one JSON object per line) or a ``.json`` file (JSON lines, or one JSON array
   of objects);
-* a ``.csv`` file (every cell is text; ``label`` reads ``true``/``false``/``1``/``0``, any case);
+* a ``.csv`` or ``.tsv`` file (every cell is text; ``label`` reads ``true``/``false``/``1``/``0``,
+  any case);
 * a ``.parquet`` (or ``.pq``) file;
 * a directory written by :func:`write_dataset_dir` (a "dataset dir": ``data.jsonl`` and
   ``manifest.json``, whose ``sha256`` must match);
@@ -56,7 +57,7 @@ MANIFEST_FILE = "manifest.json"
 #: How many offending rows (and their values) an error message shows.
 MAX_ROWS_SHOWN = 5
 _JSON_SUFFIXES = (".jsonl", ".json")
-_CSV_SUFFIXES = (".csv",)
+_CSV_SUFFIXES = (".csv", ".tsv")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 _CSV_LABELS = {"true": True, "false": False, "1": True, "0": False}
 
@@ -77,7 +78,9 @@ def _short_repr(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _row_error(source: str, column: str, problem: str, rows: Sequence[int], values: Sequence[Any]) -> DataValidationError:
+def _row_error(
+    source: str, column: str, problem: str, rows: Sequence[int], values: Sequence[Any]
+) -> DataValidationError:
     """Build the one-line error for ``rows`` (0-based) of ``column`` holding bad ``values``."""
     shown = list(rows[:MAX_ROWS_SHOWN])
     more = f" (and {len(rows) - len(shown)} more)" if len(rows) > len(shown) else ""
@@ -100,7 +103,7 @@ def _records_to_columns(records: list[dict[str, Any]]) -> Columns:
 def _read_json_file(path: Path) -> Columns:
     """Read JSON lines (blank lines skipped; rows are numbered by object, from 0) or a JSON array."""
     text = path.read_text(encoding="utf-8")
-    if path.suffix == ".json" and text.lstrip().startswith("["):
+    if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
         try:
             records = json.loads(text)
         except json.JSONDecodeError as err:
@@ -116,14 +119,16 @@ def _read_json_file(path: Path) -> Columns:
                 raise DataValidationError(f"{path}: invalid JSON at line {lineno}: {err.msg}") from err
     bad = [i for i, rec in enumerate(records) if not isinstance(rec, dict)]
     if bad:
-        raise _row_error(str(path), "<row>", "rows that are not JSON objects", bad, [records[i] for i in bad])
+        shown = ", ".join(_short_repr(records[i]) for i in bad[:MAX_ROWS_SHOWN])
+        raise DataValidationError(f"{path}: rows {bad[:MAX_ROWS_SHOWN]} are not JSON objects: {shown}")
     return _records_to_columns(records)
 
 
 def _read_csv_file(path: Path) -> Columns:
-    """Read a CSV file as text (no NA guessing: an empty cell is ``""``); parse ``label`` words."""
+    """Read a CSV (or, for ``.tsv``, tab-separated) file as text (no NA guessing: an empty cell is
+    ``""``); parse ``label`` words."""
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        frame = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
         return {}
     columns: Columns = {name: frame[name].tolist() for name in frame.columns}
@@ -190,10 +195,12 @@ def _load_columns(source: str, split: str) -> tuple[str, str, Columns]:
         if suffix in _JSON_SUFFIXES:
             return str(path), "json", _read_json_file(path)
         if suffix in _CSV_SUFFIXES:
-            return str(path), "csv", _read_csv_file(path)
+            return str(path), suffix[1:], _read_csv_file(path)
         if suffix in _PARQUET_SUFFIXES:
             return str(path), "parquet", pq.read_table(path).to_pydict()
-        raise DataValidationError(f"{path}: unsupported file type {suffix!r} (use .jsonl, .json, .csv or .parquet)")
+        raise DataValidationError(
+            f"{path}: unsupported file type {suffix!r} (use .jsonl, .json, .csv, .tsv or .parquet)"
+        )
     if _looks_like_path(source):
         raise DataValidationError(f"{source}: no such file or directory")
     name = f"hub dataset {source!r} (split {split!r})"
@@ -232,7 +239,7 @@ def _check_text(source: str, columns: Columns, column: str) -> None:
     """Raise on null, blank or non-text values of a text column."""
     bad = [i for i, v in enumerate(columns[column]) if _is_bad_text(v)]
     if bad:
-        raise _row_error(source, column, "empty or null text", bad, [columns[column][i] for i in bad])
+        raise _row_error(source, column, "empty, null or non-text values", bad, [columns[column][i] for i in bad])
 
 
 def _normalise_labels(source: str, values: list[Any]) -> list[bool]:
@@ -290,9 +297,13 @@ def _validate(source: str, columns: Columns, *, require_both_labels: bool) -> da
     labels = _normalise_labels(source, columns["label"])
     n_desirable = sum(labels)
     if require_both_labels and n_desirable in (0, len(labels)):
-        present, missing = ("desirable (True)", "undesirable (False)") if n_desirable else (
-            "undesirable (False)",
-            "desirable (True)",
+        present, missing = (
+            ("desirable (True)", "undesirable (False)")
+            if n_desirable
+            else (
+                "undesirable (False)",
+                "desirable (True)",
+            )
         )
         raise DataValidationError(
             f"{source}: column 'label': all {len(labels)} rows are {present}, none {missing}; KTO needs both labels"
@@ -300,7 +311,9 @@ def _validate(source: str, columns: Columns, *, require_both_labels: bool) -> da
     extra = [c for c in columns if c not in KTO_COLUMNS]
     if extra:
         log.info("%s: dropping columns %s", source, ", ".join(map(repr, extra)))
-    return datasets.Dataset.from_dict({"prompt": columns["prompt"], "completion": columns["completion"], "label": labels})
+    return datasets.Dataset.from_dict(
+        {"prompt": columns["prompt"], "completion": columns["completion"], "label": labels}
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -312,7 +325,9 @@ def _load(source: str, split: str) -> tuple[str, str, datasets.Dataset]:
     name, fmt, columns = _load_columns(str(source), split)
     ds = _validate(name, columns, require_both_labels=True)
     n_desirable = sum(ds["label"])
-    log.info("loaded %s (%s): %d rows, %d desirable, %d undesirable", name, fmt, len(ds), n_desirable, len(ds) - n_desirable)
+    log.info(
+        "loaded %s (%s): %d rows, %d desirable, %d undesirable", name, fmt, len(ds), n_desirable, len(ds) - n_desirable
+    )
     return name, fmt, ds
 
 
@@ -350,7 +365,9 @@ def write_dataset_dir(ds: datasets.Dataset, out_dir: str | Path, **extra_manifes
     data = out / DATA_FILE
     with data.open("w", encoding="utf-8", newline="\n") as fh:
         for prompt, completion, label in zip(cols["prompt"], cols["completion"], labels):
-            fh.write(json.dumps({"prompt": prompt, "completion": completion, "label": label}, ensure_ascii=False) + "\n")
+            fh.write(
+                json.dumps({"prompt": prompt, "completion": completion, "label": label}, ensure_ascii=False) + "\n"
+            )
     manifest: dict[str, Any] = {
         "rows": len(labels),
         "desirable": sum(labels),

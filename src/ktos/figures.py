@@ -32,12 +32,14 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from ktos.losses import gradient_weight
 from ktos.trajectories import (
     DEFAULT_CHECKPOINTS,
     METHODS,
     default_lr,
+    fmt_lr,
     method_label,
     per_run,
     read_table,
@@ -46,6 +48,8 @@ from ktos.trajectories import (
 )
 
 log = logging.getLogger(__name__)
+# PDF font subsetting logs every glyph table at INFO: keep the CLI's log readable.
+logging.getLogger("fontTools").setLevel(logging.WARNING)
 
 #: Matplotlib settings for every figure: paper-sized fonts, TrueType in PDF, reproducible output.
 STYLE: dict[str, Any] = {
@@ -74,7 +78,6 @@ DEFAULT_BETA = 0.2
 #: Reference points for the gradient-weight panels (sequence-level nats).
 Z0_GRID: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)
 LR_MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
-SINGLE = (3.4, 2.6)  # one column, inches
 DOUBLE = 7.0  # two columns, inches
 
 P = ParamSpec("P")
@@ -122,7 +125,11 @@ def _n_runs(df: pd.DataFrame) -> int:
 
 def _subtitle(lr: float, beta: float | None, n: int | str) -> str:
     seeds = f"n = {n} seed" + ("" if n == 1 else "s")
-    return f"lr {lr:g}" + (f", β {beta:g}" if beta is not None else "") + f", {seeds}"
+    return f"lr {fmt_lr(lr)}" + (f", β {beta:g}" if beta is not None else "") + f", {seeds}"
+
+
+def _integer_steps(ax: Axes) -> None:
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
 
 
 def _mean_band(ax: Axes, df: pd.DataFrame, col: str, color: str, label: str | None, **kw: Any) -> pd.DataFrame:
@@ -135,16 +142,6 @@ def _mean_band(ax: Axes, df: pd.DataFrame, col: str, color: str, label: str | No
     ax.fill_between(band["step"], band["mean"] - band["ci95"], band["mean"] + band["ci95"],
                     color=color, alpha=0.2, lw=0, zorder=2)
     return st
-
-
-def _diverged_points(df: pd.DataFrame, col: str) -> list[tuple[float, float]]:
-    """(step, value) of each diverged run's last finite ``col`` value: where its ``x`` goes."""
-    pts = []
-    for run in _runs(df[df["status"] == "diverged"]):
-        fin = _finite(run, col)
-        if len(fin):
-            pts.append((float(fin["step"].iat[-1]), float(fin[col].iat[-1])))
-    return pts
 
 
 def _kl_limits(df: pd.DataFrame, threshold: float) -> tuple[float, float]:
@@ -163,16 +160,18 @@ def _kl_limits(df: pd.DataFrame, threshold: float) -> tuple[float, float]:
     return lo, hi + 0.06 * (hi - lo)
 
 
-def _draw_seeds(ax: Axes, df: pd.DataFrame, col: str, color: str, ylim_top: float | None = None) -> bool:
-    """Thin line per seed; diverged runs end with an ``x`` (clipped to the axes' top). True if any diverged."""
+def _draw_seeds(ax: Axes, df: pd.DataFrame, col: str, color: str, *, lines: bool = True) -> bool:
+    """A thin line per seed (if ``lines``); a diverged run ends with an ``x`` at its last finite value,
+    pulled inside the y-limits (set them first). True if any run diverged."""
+    lo, hi = ax.get_ylim()
     any_div = False
     for run in _runs(df):
         fin = _finite(run, col)
-        ax.plot(fin["step"], fin[col], color=color, lw=0.6, alpha=0.45, zorder=1)
+        if lines:
+            ax.plot(fin["step"], fin[col], color=color, lw=0.6, alpha=0.45, zorder=1)
         if (run["status"] == "diverged").any() and len(fin):
-            y = float(fin[col].iat[-1])
-            y = min(y, ylim_top) if ylim_top is not None else y
-            ax.plot(fin["step"].iat[-1], y, "x", color=DIVERGED_COLOR, ms=6, mew=1.3, zorder=5, clip_on=False)
+            y = min(max(float(fin[col].iat[-1]), lo), hi - 0.03 * (hi - lo))
+            ax.plot(fin["step"].iat[-1], y, "x", color=DIVERGED_COLOR, ms=6, mew=1.3, zorder=5)
             any_div = True
     return any_div
 
@@ -181,7 +180,7 @@ def _checkpoint_markers(ax: Axes, st: pd.DataFrame, checkpoints: Sequence[int], 
     at = st[st["step"].isin(checkpoints)]
     if len(at):
         ax.plot(at["step"], at["mean"], "o", color=color, ms=4, mec="white", mew=0.6, zorder=4,
-                label="checkpoints (steps " + ", ".join(str(int(s)) for s in at["step"]) + ")")
+                label="mean at steps " + ", ".join(str(int(s)) for s in at["step"]))
 
 
 @styled
@@ -193,7 +192,8 @@ def draw_kl_figures(
     lr: float | None = None,
     beta: float | None = None,
 ) -> tuple[Figure, Figure]:
-    """Figures 2 (KTO) and 3 (KTO-S): per-step ``kl`` at one lr, on shared y-limits.
+    """Figures 2 (KTO) and 3 (KTO-S): per-step ``kl`` at one lr, on shared y-limits and identical axes
+    geometry (fixed layout, legend below the axes).
 
     Each seed a thin line, mean across non-diverged seeds with its 95% CI band (Student t across seeds
     at each step), dots on the mean at ``checkpoints``, the threshold dashed. Figure 3 repeats KTO's
@@ -203,31 +203,35 @@ def draw_kl_figures(
     sub = _at_lr(df, lr)
     beta = beta if beta is not None else table_beta(sub)
     ylim = _kl_limits(sub, threshold)
+    steps = sub["step"].dropna()
+    xlim = (min(0.0, float(steps.min())), float(steps.max()) * 1.03) if len(steps) else (0.0, 1.0)
     figs = []
     for fig_no, method in ((2, "kto"), (3, "kto_s")):
         m = sub[sub["method"] == method]
-        fig = Figure(figsize=SINGLE, layout="constrained")
-        ax = fig.add_subplot()
-        ax.set_ylim(*ylim)
+        fig = Figure(figsize=(3.4, 3.2))
+        ax = fig.add_axes((0.17, 0.29, 0.79, 0.59))
+        ax.set(xlim=xlim, ylim=ylim)
         if method == "kto_s":
             ref = step_stats(sub[sub["method"] == "kto"], "kl")
-            ax.plot(ref["step"], ref["mean"], color="grey", alpha=0.4, lw=1.3, label="KTO mean (Fig. 2)")
-        diverged = _draw_seeds(ax, m, "kl", COLORS[method], ylim[1])
+            ax.plot(ref["step"], ref["mean"], color="grey", alpha=0.4, lw=1.3, label="KTO mean (Figure 2)")
+        diverged = _draw_seeds(ax, m, "kl", COLORS[method])
         if len(m):
             ax.plot([], [], color=COLORS[method], lw=0.6, alpha=0.45, label="single seeds")
         st = _mean_band(ax, m, "kl", COLORS[method], f"{method_label(method)} mean ± 95% CI")
         _checkpoint_markers(ax, st, checkpoints, COLORS[method])
         ax.axhline(threshold, ls="--", color="black", lw=0.8, label=f"threshold {threshold:g}", zorder=2.5)
         if diverged:
-            ax.plot([], [], "x", color=DIVERGED_COLOR, label="diverged (excluded from mean)")
+            ax.plot([], [], "x", color=DIVERGED_COLOR, label="diverged (not in mean)")
         if not len(m):
-            ax.text(0.5, 0.5, f"no {method_label(method)} runs at lr {lr:g}", transform=ax.transAxes,
+            ax.text(0.5, 0.5, f"no {method_label(method)} runs at lr {fmt_lr(lr)}", transform=ax.transAxes,
                     ha="center", va="center")
+        _integer_steps(ax)
         ax.set_xlabel(STEP_LABEL)
         ax.set_ylabel(KL_LABEL)
         ax.set_title(f"Figure {fig_no}: {method_label(method)}, logged KL per step\n"
                      + _subtitle(lr, beta, _n_runs(m)))
-        ax.legend(loc="upper left")
+        fig.legend(*ax.get_legend_handles_labels(), loc="lower center", ncols=2, bbox_to_anchor=(0.55, 0.0),
+                   columnspacing=1.0, handlelength=1.8)
         figs.append(fig)
     return figs[0], figs[1]
 
@@ -235,46 +239,53 @@ def draw_kl_figures(
 @styled
 def draw_companion(df: pd.DataFrame, *, lr: float | None = None, beta: float | None = None) -> Figure:
     """Rewards (chosen, rejected, margins) and loss per step for both methods (means ± 95% CI across
-    seeds), and the gradient weight of each method against ``r`` at several ``z0`` (desirable and
-    undesirable examples; ``beta`` from the table, else 0.2)."""
+    seeds; diverged runs only as an ``x`` at their last step), and the gradient weight of each method
+    against ``r`` at several ``z0`` (desirable and undesirable examples; ``beta`` from the table, else 0.2)."""
     lr = default_lr(df, lr)
     sub = _at_lr(df, lr)
     beta_t = table_beta(sub)
     beta = beta if beta is not None else (beta_t if beta_t is not None else DEFAULT_BETA)
-    fig = Figure(figsize=(DOUBLE, 4.6), layout="constrained")
+    fig = Figure(figsize=(DOUBLE, 4.8), layout="constrained")
     axes = fig.subplots(2, 3)
+    flat = axes.ravel()
     panels = (
-        ("rewards_chosen", "reward, desirable (β·r)", "(a) rewards/chosen"),
-        ("rewards_rejected", "reward, undesirable (β·r)", "(b) rewards/rejected"),
+        ("rewards_chosen", "reward β·r, desirable", "(a) rewards/chosen"),
+        ("rewards_rejected", "reward β·r, undesirable", "(b) rewards/rejected"),
         ("rewards_margins", "chosen − rejected (β·r)", "(c) rewards/margins"),
         ("loss", "loss", "(d) training loss"),
     )
-    flat = axes.ravel()
+    any_div = False
     for ax, (col, ylabel, title) in zip(flat, panels, strict=False):
         for m in METHODS:
             _mean_band(ax, sub[sub["method"] == m], col, COLORS[m], method_label(m))
-            _draw_seeds(ax, sub[(sub["method"] == m) & (sub["status"] == "diverged")], col, COLORS[m])
+        for m in METHODS:
+            diverged = sub[(sub["method"] == m) & (sub["status"] == "diverged")]
+            any_div |= _draw_seeds(ax, diverged, col, COLORS[m], lines=False)
         ax.set(xlabel=STEP_LABEL, ylabel=ylabel, title=title)
+        _integer_steps(ax)
+    if any_div:
+        flat[0].plot([], [], "x", color=DIVERGED_COLOR, label="diverged run (not in mean)")
+    flat[0].legend(loc="best")
+
     r = torch.linspace(-10, 10, 1000, dtype=torch.float64)  # even count: r = 0 (where sign(r) = 0) not sampled
     cmap = mpl.colormaps["viridis"]
+    colors = [cmap(0.85 * i / max(len(Z0_GRID) - 1, 1)) for i in range(len(Z0_GRID))]
     for ax, desirable, title in ((flat[4], True, "(e) gradient weight, desirable"),
                                  (flat[5], False, "(f) gradient weight, undesirable")):
-        for i, z0 in enumerate(Z0_GRID):
-            color = cmap(i / max(len(Z0_GRID) - 1, 1) * 0.85)
+        for z0, color in zip(Z0_GRID, colors, strict=True):
             for sign_correction, ls in ((False, "-"), (True, "--")):
                 w = gradient_weight(r, z0, beta=beta, desirable=desirable, sign_correction=sign_correction)
                 ax.plot(r.numpy(), w.numpy(), color=color, ls=ls, lw=1.1)
-        ax.set(xlabel="r = log π_θ(y|x) − log π_ref(y|x) (nats)", ylabel="|∂loss/∂r| (per nat)",
-               title=f"{title}, β {beta:g}")
-    z0_handles = [Line2D([], [], color=cmap(i / max(len(Z0_GRID) - 1, 1) * 0.85), label=f"z0 = {z0:g}")
-                  for i, z0 in enumerate(Z0_GRID)]
-    style_handles = [Line2D([], [], color="grey", ls="-", label="KTO"),
-                     Line2D([], [], color="grey", ls="--", label="KTO-S")]
-    flat[4].legend(handles=z0_handles, loc="upper left")
-    flat[5].legend(handles=style_handles, loc="upper left")
-    flat[0].legend(loc="best")
+        ax.set(xlabel=r"$r=\log\,\pi_\theta(y|x)/\pi_{\rm ref}(y|x)$ (nats)",
+               ylabel=r"$|\partial\,\mathrm{loss}/\partial r|$ (per nat)", title=title)
+        ax.set_ylim(bottom=0)
+    z0_handles = [Line2D([], [], color=c, label=f"$z_0$ = {z0:g} nats") for z0, c in zip(Z0_GRID, colors, strict=True)]
+    style_handles = [Line2D([], [], color="grey", ls="-", label="KTO: peak at $r=z_0$"),
+                     Line2D([], [], color="grey", ls="--", label="KTO-S: shrinks with $z_0$")]
+    flat[4].legend(handles=z0_handles, loc="lower center")
+    flat[5].legend(handles=style_handles, loc="lower center")
     n = "/".join(str(_n_runs(sub[sub["method"] == m])) for m in METHODS)
-    fig.suptitle(f"Rewards, loss and gradient weights of KTO and KTO-S (lr {lr:g}, β {beta:g}, "
+    fig.suptitle(f"Rewards, loss and gradient weights, KTO vs KTO-S (lr {fmt_lr(lr)}, β {beta:g}, "
                  f"n = {n} seeds KTO/KTO-S; mean ± 95% CI)", fontsize=8.5)
     return fig
 
@@ -301,6 +312,8 @@ def draw_probe(df: pd.DataFrame, *, lr: float | None = None, beta: float | None 
         _mean_band(ax2, msub, "probe_kl_per_token", COLORS[m], method_label(m), ls="--", marker="o", ms=3)
     ax1.set(xlabel=STEP_LABEL, ylabel=KL_LABEL, title="(a) logged kl (training batches) vs probe_kl (held out)")
     ax2.set(xlabel=STEP_LABEL, ylabel="probe KL (nats/token)", title="(b) probe_kl per completion token")
+    _integer_steps(ax1)
+    _integer_steps(ax2)
     ax1.legend(loc="upper left")
     ax2.legend(loc="upper left")
     n = "/".join(str(_n_runs(sub[sub["method"] == m])) for m in METHODS)
@@ -329,7 +342,7 @@ def draw_frontier(df: pd.DataFrame) -> Figure | None:
     xlabel = ("final probe KL" if use_probe else "final logged KL (mean of last 3 steps)") + " (nats, sequence-level)"
     lrs = sorted(ok["lr"].unique())
     markers = {lr: LR_MARKERS[i % len(LR_MARKERS)] for i, lr in enumerate(lrs)}
-    fig = Figure(figsize=(3.4, 2.8), layout="constrained")
+    fig = Figure(figsize=(3.4, 3.2), layout="constrained")
     ax = fig.add_subplot()
     for r in ok.itertuples(index=False):
         ax.plot(getattr(r, xcol), r.quality, markers[r.lr], color=COLORS.get(r.method, "grey"), ms=5,
@@ -341,10 +354,10 @@ def draw_frontier(df: pd.DataFrame) -> Figure | None:
     handles = [Line2D([], [], marker="o", ls="none", color=COLORS[m], label=method_label(m))
                for m in METHODS if m in set(ok["method"])]
     if len(lrs) > 1:
-        handles += [Line2D([], [], marker=markers[lr], ls="none", color="grey", label=f"lr {lr:g}") for lr in lrs]
-    ax.legend(handles=handles, loc="best")
-    note = f"; {div} diverged run{'s' if div != 1 else ''} not shown" if div else ""
-    ax.set_title(f"KL-quality frontier ({len(ok)} runs{note})")
+        handles += [Line2D([], [], marker=markers[lr], ls="none", color="grey", label=f"lr {fmt_lr(lr)}") for lr in lrs]
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 5), columnspacing=1.0)
+    note = f"; {div} diverged, not shown" if div else ""
+    ax.set_title(f"KL–quality frontier, one point per run\n({len(ok)} runs{note})")
     return fig
 
 
@@ -356,7 +369,7 @@ def draw_stability_map(df: pd.DataFrame, *, threshold: float, first_n_steps: int
     lrs = sorted(runs["lr"].dropna().unique())
     if len(lrs) < 2:
         return None
-    fig = Figure(figsize=SINGLE, layout="constrained")
+    fig = Figure(figsize=(3.4, 3.0), layout="constrained")
     ax = fig.add_subplot()
     ok = runs[~runs["diverged"]]
     finite = ok["max_kl"][np.isfinite(ok["max_kl"].astype(float))]
@@ -380,15 +393,15 @@ def draw_stability_map(df: pd.DataFrame, *, threshold: float, first_n_steps: int
     ax.axhline(threshold, ls="--", color="black", lw=0.8, label=f"threshold {threshold:g}")
     ax.plot([], [], "o", color="grey", ms=3.5, alpha=0.6, mew=0, label="single seeds")
     if any_div:
-        ax.plot([], [], "x", color="grey", label="diverged (at top, excluded)")
+        ax.plot([], [], "x", color="grey", label="diverged (at top)")
     ax.set_xscale("log")
     if logy:
         ax.set_yscale("log")
     else:
         ax.set_ylim(min(0.0, float(finite.min()) if len(finite) else 0.0), top * 1.02)
-    ax.set(xlabel="learning rate", ylabel=f"max KL, steps 1–{first_n_steps}\n(nats, sequence-level)",
-           title=f"Stability map: max logged KL over the first {first_n_steps} steps")
-    ax.legend(loc="upper left")
+    ax.set(xlabel="learning rate", ylabel=f"max KL, steps ≤ {first_n_steps}\n(nats, sequence-level)",
+           title=f"Stability map: max logged KL, first {first_n_steps} steps")
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=3, columnspacing=1.0)
     return fig
 
 

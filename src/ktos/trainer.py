@@ -47,8 +47,8 @@ class KTOSConfig(KTOConfig):
         kl_probe_steps (`int`, defaults to `1`):
             Measure the probe every this many optimizer steps (and at step 1).
 
-    Defaults that differ from `KTOConfig`: `logging_steps=1` (one trajectory row per optimizer step),
-    `report_to="none"`; on a machine without a GPU, `use_cpu=True` and `bf16=False` unless set.
+    Defaults that differ from `KTOConfig`: `logging_steps=1` (one trajectory row per optimizer step);
+    on a machine without a GPU, `use_cpu=True` and `bf16=False` unless set.
     """
 
     use_kto_s: bool = field(
@@ -66,10 +66,6 @@ class KTOSConfig(KTOConfig):
     logging_steps: float = field(
         default=1,
         metadata={"help": "Log every X updates steps (1: one trajectory row per optimizer step)."},
-    )
-    report_to: Any = field(
-        default="none",
-        metadata={"help": "Integrations to report results and logs to ('none', 'all', 'tensorboard', ...)."},
     )
 
     def __post_init__(self) -> None:

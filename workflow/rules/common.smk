@@ -1,6 +1,6 @@
 """Helpers of the ktos workflow: config checks at parse time, run names, targets, rule inputs.
 
-No rule runs code from here: these functions only name files and render `ktos` flags.
+Nothing here does work: these functions only name files and render `ktos` flags.
 """
 
 import shlex
@@ -21,11 +21,12 @@ ORIGINS = ("study", "reference")
 def looks_like_local_path(source):
     """Whether a missing `source` is meant as a local path rather than a hub id (org/name).
 
-    Same rule as `ktos prepare` (ktos.data): absolute or relative path prefixes, more than one
+    The test `ktos prepare` applies (ktos.data): absolute or relative path prefixes, more than one
     "/", or a data-file ending make it a path.
     """
     return (
-        source.startswith((".", "/", "~"))
+        Path(source).is_absolute()
+        or source.startswith((".", "~"))
         or source.count("/") > 1
         or source.lower().endswith(DATA_SUFFIXES)
     )
@@ -83,13 +84,6 @@ def check_config(config):
 
 
 check_config(config)
-
-
-wildcard_constraints:
-    method="|".join(config["methods"]),
-    lr=r"[0-9.]+(e[+-]?[0-9]+)?",
-    seed=r"[0-9]+",
-    origin="|".join(ORIGINS),
 
 
 def input_dir(key):

@@ -4,15 +4,15 @@ rule synth_data:
         manifest="results/data/synthetic/manifest.json",
         heldout="results/data/synthetic/heldout.jsonl",
         corpus="results/data/synthetic/corpus.txt",
-    params:
-        out_dir=output_dir("manifest"),
-        synthetic=config["synthetic"],
     log:
         "results/logs/synth_data.log",
     benchmark:
         "results/benchmarks/synth_data.tsv"
     conda:
         "../../environment.yml"
+    params:
+        out_dir=output_dir("manifest"),
+        synthetic=config["synthetic"],
     shell:
         "ktos synth-data --output {params.out_dir} --seed {params.synthetic[seed]} "
         "--rows {params.synthetic[rows]} --desirable {params.synthetic[desirable]} "
@@ -24,19 +24,21 @@ rule pretrain_base:
         corpus="results/data/synthetic/corpus.txt",
     output:
         maybe_temp(directory("results/models/base")),
-    params:
-        synthetic=config["synthetic"],
-        max_seconds=cli_flags({"max-seconds": config["synthetic"]["pretrain_max_seconds"]}),
-    threads: config["resources"]["threads"]
-    resources:
-        mem_mb=config["resources"]["mem_mb"],
-        runtime=config["resources"]["runtime"],
     log:
         "results/logs/pretrain_base.log",
     benchmark:
         "results/benchmarks/pretrain_base.tsv"
     conda:
         "../../environment.yml"
+    threads: config["resources"]["threads"]
+    resources:
+        mem_mb=config["resources"]["mem_mb"],
+        runtime=config["resources"]["runtime"],
+    params:
+        synthetic=config["synthetic"],
+        max_seconds=cli_flags(
+            {"max-seconds": config["synthetic"]["pretrain_max_seconds"]}
+        ),
     shell:
         "ktos pretrain-base --corpus {input.corpus} --output {output} "
         "--seed {params.synthetic[seed]} --steps {params.synthetic[pretrain_steps]} "
@@ -49,16 +51,16 @@ rule prepare:
     output:
         data="results/data/prepared/data.jsonl",
         manifest="results/data/prepared/manifest.json",
-    params:
-        source=prepare_source,
-        split=config["data"]["split"],
-        out_dir=output_dir("manifest"),
     log:
         "results/logs/prepare.log",
     benchmark:
         "results/benchmarks/prepare.tsv"
     conda:
         "../../environment.yml"
+    params:
+        source=prepare_source,
+        split=config["data"]["split"],
+        out_dir=output_dir("manifest"),
     shell:
         "ktos prepare --input {params.source:q} --output {params.out_dir} "
         "--split {params.split:q} > {log} 2>&1"
@@ -74,16 +76,16 @@ rule split:
         eval="results/data/split/eval/data.jsonl",
         eval_manifest="results/data/split/eval/manifest.json",
         manifest="results/data/split/manifest.json",
-    params:
-        in_dir=input_dir("manifest"),
-        out_dir=output_dir("manifest"),
-        data=config["data"],
     log:
         "results/logs/split.log",
     benchmark:
         "results/benchmarks/split.tsv"
     conda:
         "../../environment.yml"
+    params:
+        in_dir=input_dir("manifest"),
+        out_dir=output_dir("manifest"),
+        data=config["data"],
     shell:
         "ktos split --input {params.in_dir} --output {params.out_dir} "
         "--eval-fraction {params.data[eval_fraction]} --seed {params.data[seed]} > {log} 2>&1"
@@ -96,18 +98,18 @@ rule balance:
     output:
         data="results/data/balanced/data.jsonl",
         manifest="results/data/balanced/manifest.json",
-    params:
-        in_dir=input_dir("manifest"),
-        out_dir=output_dir("manifest"),
-        strategy=config["balance"]["strategy"],
-        batch_size=config["train"]["per_device_train_batch_size"],
-        seed=config["data"]["seed"],
     log:
         "results/logs/balance.log",
     benchmark:
         "results/benchmarks/balance.tsv"
     conda:
         "../../environment.yml"
+    params:
+        in_dir=input_dir("manifest"),
+        out_dir=output_dir("manifest"),
+        strategy=config["balance"]["strategy"],
+        batch_size=config["train"]["per_device_train_batch_size"],
+        seed=config["data"]["seed"],
     shell:
         "ktos balance --input {params.in_dir} --output {params.out_dir} "
         "--strategy {params.strategy} --batch-size {params.batch_size} "

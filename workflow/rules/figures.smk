@@ -9,15 +9,15 @@ rule draw_figures:
             category="Figures",
             subcategory="{origin}",
         ),
-    params:
-        threshold=config["figures"]["threshold"],
-        lr=lr_tag(config["default_lr"]),
     log:
         "results/logs/draw_figures_{origin}.log",
     benchmark:
         "results/benchmarks/draw_figures_{origin}.tsv"
     conda:
         "../../environment.yml"
+    params:
+        threshold=config["figures"]["threshold"],
+        lr=lr_tag(config["default_lr"]),
     shell:
         "ktos figures --table {input.table:q} --output {output} "
         "--threshold {params.threshold} --lr {params.lr} > {log} 2>&1"
@@ -42,16 +42,16 @@ rule write_tables:
         checkpoints_md="results/{origin}/tables/kl_checkpoints.md",
         stability_map="results/{origin}/tables/stability_map.csv",
         frontier="results/{origin}/tables/frontier.csv",
-    params:
-        out_dir=output_dir("verdict"),
-        threshold=config["figures"]["threshold"],
-        lr=lr_tag(config["default_lr"]),
     log:
         "results/logs/write_tables_{origin}.log",
     benchmark:
         "results/benchmarks/write_tables_{origin}.tsv"
     conda:
         "../../environment.yml"
+    params:
+        out_dir=output_dir("verdict"),
+        threshold=config["figures"]["threshold"],
+        lr=lr_tag(config["default_lr"]),
     shell:
         "ktos tables --table {input.table:q} --output {params.out_dir} "
         "--threshold {params.threshold} --lr {params.lr} > {log} 2>&1"

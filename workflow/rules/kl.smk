@@ -3,14 +3,18 @@ rule extract_kl:
         trajectories=run_files("trajectory.jsonl"),
         run_info=run_files("run_info.json"),
     output:
-        "results/study/trajectories.csv",
-    params:
-        run_dirs=run_dirs(),
+        report(
+            "results/study/trajectories.csv",
+            caption="../report/trajectories.rst",
+            category="Trajectories",
+        ),
     log:
         "results/logs/extract_kl.log",
     benchmark:
         "results/benchmarks/extract_kl.tsv"
     conda:
         "../../environment.yml"
+    params:
+        run_dirs=run_dirs(),
     shell:
         "ktos extract-kl --runs {params.run_dirs} --output {output} > {log} 2>&1"
