@@ -83,7 +83,7 @@ def test_labels_as_ints_are_coerced() -> None:
 def test_bad_labels_raise_naming_column_and_rows(labels, first_bad) -> None:
     n = len(labels)
     ds = Dataset.from_dict({"prompt": ["a"] * n, "completion": ["b"] * n, "label": labels})
-    with pytest.raises(ValueError, match=rf"column 'label': .*\(row {first_bad}: ") as err:
+    with pytest.raises(ValueError, match=rf"column 'label': values that are not bool or 0/1 at rows \[{first_bad}") as err:
         check_labels(ds)
     assert repr(ds["label"][first_bad]) in str(err.value)
 
@@ -91,7 +91,7 @@ def test_bad_labels_raise_naming_column_and_rows(labels, first_bad) -> None:
 @pytest.mark.parametrize("label", [True, False])
 def test_one_label_train_set_is_refused_before_training(tiny_model_dir, tmp_path, label) -> None:
     data = Dataset.from_list([{"prompt": "Q: 1+1=", "completion": " 2", "label": label}] * 8)
-    with pytest.raises(ValueError, match="one label only"):
+    with pytest.raises(ValueError, match="KTO needs both labels"):
         make_trainer(tiny_model_dir, tmp_path, data)
 
 

@@ -242,8 +242,12 @@ def _check_text(source: str, columns: Columns, column: str) -> None:
         raise _row_error(source, column, "empty, null or non-text values", bad, [columns[column][i] for i in bad])
 
 
-def _normalise_labels(source: str, values: list[Any]) -> list[bool]:
-    """Labels as Python bools: ``True``/``False`` as they are, ints ``1``/``0`` converted; others raise."""
+def normalise_labels(source: str, values: Sequence[Any], *, require_both: bool) -> list[bool]:
+    """Labels as Python bools: ``True``/``False`` as they are, ints ``1``/``0`` converted; others raise.
+
+    With ``require_both``, labels of one kind only raise too: KTO's loss needs desirable and
+    undesirable examples. Errors are :class:`DataValidationError` naming ``source``, the column and rows.
+    """
     out: list[bool] = []
     bad: list[int] = []
     for i, v in enumerate(values):
@@ -255,6 +259,12 @@ def _normalise_labels(source: str, values: list[Any]) -> list[bool]:
             bad.append(i)
     if bad:
         raise _row_error(source, "label", "values that are not bool or 0/1", bad, [values[i] for i in bad])
+    n_desirable = sum(out)
+    if require_both and n_desirable in (0, len(out)):
+        present, missing = ("desirable (True)", "undesirable (False)")[:: 1 if n_desirable else -1]
+        raise DataValidationError(
+            f"{source}: column 'label': all {len(out)} rows are {present}, none {missing}; KTO needs both labels"
+        )
     return out
 
 
@@ -294,20 +304,7 @@ def _validate(source: str, columns: Columns, *, require_both_labels: bool) -> da
     _require_columns(source, columns, KTO_COLUMNS)
     for name in ("prompt", "completion"):
         _check_text(source, columns, name)
-    labels = _normalise_labels(source, columns["label"])
-    n_desirable = sum(labels)
-    if require_both_labels and n_desirable in (0, len(labels)):
-        present, missing = (
-            ("desirable (True)", "undesirable (False)")
-            if n_desirable
-            else (
-                "undesirable (False)",
-                "desirable (True)",
-            )
-        )
-        raise DataValidationError(
-            f"{source}: column 'label': all {len(labels)} rows are {present}, none {missing}; KTO needs both labels"
-        )
+    labels = normalise_labels(source, columns["label"], require_both=require_both_labels)
     extra = [c for c in columns if c not in KTO_COLUMNS]
     if extra:
         log.info("%s: dropping columns %s", source, ", ".join(map(repr, extra)))

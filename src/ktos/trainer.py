@@ -20,13 +20,12 @@ from transformers import TrainerCallback, TrainerControl, TrainerState
 from trl.experimental.kto import KTOConfig, KTOTrainer
 
 from . import losses
+from .data import DataValidationError, normalise_labels
 from .probe import KLProbe
 from .provenance import update_json
 
 log = logging.getLogger(__name__)
 
-#: How many offending rows an error message lists.
-MAX_ROWS_SHOWN = 5
 #: Files of a run directory.
 TRAJECTORY_FILE = "trajectory.jsonl"
 RUN_INFO_FILE = "run_info.json"
@@ -89,29 +88,16 @@ def check_labels(dataset: Dataset, *, name: str = "train", require_both: bool = 
     Accepted: bools, and the ints 0/1 (coerced to bool). Anything else (2, ``"yes"``, ``None``, 0.5)
     raises an error naming the column and the first offending rows. With ``require_both`` a dataset
     holding one label only is refused: KTO's loss needs desirable and undesirable examples (TRL
-    only warns).
+    only warns). The rules are :func:`ktos.data.normalise_labels`'s.
     """
     if "label" not in dataset.column_names:
-        raise ValueError(f"{name} dataset has no 'label' column (columns: {dataset.column_names})")
-    labels = dataset["label"]
-    bad = [i for i, v in enumerate(labels) if not (isinstance(v, bool) or (type(v) is int and v in (0, 1)))]
-    if bad:
-        shown = ", ".join(f"row {i}: {labels[i]!r}" for i in bad[:MAX_ROWS_SHOWN])
-        raise ValueError(
-            f"{name} dataset, column 'label': {len(bad)} value(s) are not bool or 0/1 ({shown}"
-            f"{', ...' if len(bad) > MAX_ROWS_SHOWN else ''})"
-        )
-    if len(labels) == 0:
-        raise ValueError(f"{name} dataset is empty")
-    n_true = sum(bool(v) for v in labels)
-    if require_both and n_true in (0, len(labels)):
-        which = "desirable (True)" if n_true else "undesirable (False)"
-        raise ValueError(
-            f"{name} dataset holds one label only: all {len(labels)} rows are {which}; "
-            "KTO needs both desirable and undesirable examples"
-        )
-    if any(not isinstance(v, bool) for v in labels):
-        dataset = dataset.remove_columns("label").add_column("label", [bool(v) for v in labels])
+        raise DataValidationError(f"{name} dataset: missing column 'label' (columns: {dataset.column_names})")
+    if len(dataset) == 0:
+        raise DataValidationError(f"{name} dataset: no rows")
+    raw = dataset["label"]
+    labels = normalise_labels(f"{name} dataset", raw, require_both=require_both)
+    if any(not isinstance(v, bool) for v in raw):
+        dataset = dataset.remove_columns("label").add_column("label", labels)
     return dataset
 
 
