@@ -98,10 +98,17 @@ def _stage_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runs", nargs="+", required=True)
     p.add_argument("--output", required=True)
 
-    p = sub.add_parser("figures", help="draw Figures 2, 3 and companions from a trajectory table")
-    p.add_argument("--table", required=True)
-    p.add_argument("--output", required=True)
-    p.add_argument("--threshold", type=float, required=True, help="KL stability threshold (sequence-level nats)")
+    for name, helptext in (
+        ("figures", "draw Figures 2, 3 and their companions from a trajectory table"),
+        ("tables", "write the KL checkpoint table, stability map, frontier and verdict from a trajectory table"),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--table", required=True, help="tidy trajectory CSV written by `ktos extract-kl`")
+        p.add_argument("--output", required=True)
+        p.add_argument("--threshold", type=float, required=True, help="KL stability threshold (sequence-level nats)")
+        p.add_argument("--lr", type=float, default=None, help="learning rate of Figures 2/3 and the verdict")
+        p.add_argument("--checkpoints", type=int, nargs="+", default=[5, 10, 15, 20], help="steps to report")
+        p.add_argument("--first-n-steps", type=int, default=None, help="window of the stability map's max KL")
 
 
 def _run_stage(args: argparse.Namespace) -> Any:
@@ -131,10 +138,16 @@ def _run_stage(args: argparse.Namespace) -> Any:
 
         extract(args.runs, args.output)
         return None
-    if args.command == "figures":
+    if args.command in ("figures", "tables"):
         from .figures import draw_all
+        from .trajectories import write_tables
 
-        return [str(p) for p in draw_all(args.table, args.output, threshold=args.threshold)]
+        draw = draw_all if args.command == "figures" else write_tables
+        paths = draw(
+            args.table, args.output, threshold=args.threshold, lr=args.lr,
+            checkpoints=tuple(args.checkpoints), first_n_steps=args.first_n_steps,
+        )
+        return {"written": [str(p) for p in paths]}
     raise AssertionError(args.command)
 
 

@@ -123,24 +123,37 @@ def _n_runs(df: pd.DataFrame) -> int:
     return len(df.drop_duplicates(["method", "lr", "seed"]))
 
 
-def _subtitle(lr: float, beta: float | None, n: int | str) -> str:
-    seeds = f"n = {n} seed" + ("" if n == 1 else "s")
+def _subtitle(lr: float, beta: float | None, n: int | str, n_diverged: int = 0) -> str:
+    seeds = f"n = {n} seed" + ("" if n == 1 else "s") + (f" ({n_diverged} diverged)" if n_diverged else "")
     return f"lr {fmt_lr(lr)}" + (f", β {beta:g}" if beta is not None else "") + f", {seeds}"
+
+
+def _n_diverged(df: pd.DataFrame) -> int:
+    return _n_runs(df[df["status"] == "diverged"])
 
 
 def _integer_steps(ax: Axes) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
 
 
-def _mean_band(ax: Axes, df: pd.DataFrame, col: str, color: str, label: str | None, **kw: Any) -> pd.DataFrame:
+def _mean_band(
+    ax: Axes, df: pd.DataFrame, col: str, color: str, label: str | None, **kw: Any
+) -> pd.DataFrame:
     """Mean of ``col`` across non-diverged seeds per step, with a 95% CI band where n >= 2."""
     st = step_stats(df, col)
     if st.empty:
         return st
     ax.plot(st["step"], st["mean"], color=color, label=label, zorder=3, **kw)
     band = st[st["n"] >= 2]
-    ax.fill_between(band["step"], band["mean"] - band["ci95"], band["mean"] + band["ci95"],
-                    color=color, alpha=0.2, lw=0, zorder=2)
+    ax.fill_between(
+        band["step"],
+        band["mean"] - band["ci95"],
+        band["mean"] + band["ci95"],
+        color=color,
+        alpha=0.2,
+        lw=0,
+        zorder=2,
+    )
     return st
 
 
@@ -151,7 +164,7 @@ def _kl_limits(df: pd.DataFrame, threshold: float) -> tuple[float, float]:
     for run in _runs(df):
         fin = _finite(run, "kl")
         if (run["status"] == "diverged").any():
-            fin = fin.iloc[:-1]
+            fin = fin[fin["step"] < run["step"].max()]  # the divergence step's value is no data
         vals.extend(fin["kl"].tolist())
     for m in METHODS:
         st = step_stats(df[df["method"] == m], "kl")
@@ -161,17 +174,20 @@ def _kl_limits(df: pd.DataFrame, threshold: float) -> tuple[float, float]:
 
 
 def _draw_seeds(ax: Axes, df: pd.DataFrame, col: str, color: str, *, lines: bool = True) -> bool:
-    """A thin line per seed (if ``lines``); a diverged run ends with an ``x`` at its last finite value,
-    pulled inside the y-limits (set them first). True if any run diverged."""
+    """A thin line per seed over its finite values (if ``lines``); a diverged run gets an ``x`` at its
+    divergence step (its last row) at its value there, or at the top of the axes when that value is
+    non-finite or off the top (set the y-limits first). True if any run diverged."""
     lo, hi = ax.get_ylim()
     any_div = False
     for run in _runs(df):
         fin = _finite(run, col)
         if lines:
             ax.plot(fin["step"], fin[col], color=color, lw=0.6, alpha=0.45, zorder=1)
-        if (run["status"] == "diverged").any() and len(fin):
-            y = min(max(float(fin[col].iat[-1]), lo), hi - 0.03 * (hi - lo))
-            ax.plot(fin["step"].iat[-1], y, "x", color=DIVERGED_COLOR, ms=6, mew=1.3, zorder=5)
+        if (run["status"] == "diverged").any():
+            value = float(run[col].iat[-1])
+            top = hi - 0.03 * (hi - lo)
+            y = min(max(value, lo), top) if np.isfinite(value) else top
+            ax.plot(run["step"].iat[-1], y, "x", color=DIVERGED_COLOR, ms=6, mew=1.3, zorder=5)
             any_div = True
     return any_div
 
@@ -179,8 +195,17 @@ def _draw_seeds(ax: Axes, df: pd.DataFrame, col: str, color: str, *, lines: bool
 def _checkpoint_markers(ax: Axes, st: pd.DataFrame, checkpoints: Sequence[int], color: str) -> None:
     at = st[st["step"].isin(checkpoints)]
     if len(at):
-        ax.plot(at["step"], at["mean"], "o", color=color, ms=4, mec="white", mew=0.6, zorder=4,
-                label="mean at steps " + ", ".join(str(int(s)) for s in at["step"]))
+        ax.plot(
+            at["step"],
+            at["mean"],
+            "o",
+            color=color,
+            ms=4,
+            mec="white",
+            mew=0.6,
+            zorder=4,
+            label="mean at steps " + ", ".join(str(int(s)) for s in at["step"]),
+        )
 
 
 @styled
@@ -223,15 +248,29 @@ def draw_kl_figures(
         if diverged:
             ax.plot([], [], "x", color=DIVERGED_COLOR, label="diverged (not in mean)")
         if not len(m):
-            ax.text(0.5, 0.5, f"no {method_label(method)} runs at lr {fmt_lr(lr)}", transform=ax.transAxes,
-                    ha="center", va="center")
+            ax.text(
+                0.5,
+                0.5,
+                f"no {method_label(method)} runs at lr {fmt_lr(lr)}",
+                transform=ax.transAxes,
+                ha="center",
+                va="center",
+            )
         _integer_steps(ax)
         ax.set_xlabel(STEP_LABEL)
         ax.set_ylabel(KL_LABEL)
-        ax.set_title(f"Figure {fig_no}: {method_label(method)}, logged KL per step\n"
-                     + _subtitle(lr, beta, _n_runs(m)))
-        fig.legend(*ax.get_legend_handles_labels(), loc="lower center", ncols=2, bbox_to_anchor=(0.55, 0.0),
-                   columnspacing=1.0, handlelength=1.8)
+        ax.set_title(
+            f"Figure {fig_no}: {method_label(method)}, logged KL per step\n"
+            + _subtitle(lr, beta, _n_runs(m), _n_diverged(m))
+        )
+        fig.legend(
+            *ax.get_legend_handles_labels(),
+            loc="lower center",
+            ncols=2,
+            bbox_to_anchor=(0.55, 0.0),
+            columnspacing=1.0,
+            handlelength=1.8,
+        )
         figs.append(fig)
     return figs[0], figs[1]
 
@@ -240,7 +279,8 @@ def draw_kl_figures(
 def draw_companion(df: pd.DataFrame, *, lr: float | None = None, beta: float | None = None) -> Figure:
     """Rewards (chosen, rejected, margins) and loss per step for both methods (means ± 95% CI across
     seeds; diverged runs only as an ``x`` at their last step), and the gradient weight of each method
-    against ``r`` at several ``z0`` (desirable and undesirable examples; ``beta`` from the table, else 0.2)."""
+    against ``r`` at several ``z0`` (desirable and undesirable examples; ``beta`` from the table, else 0.2).
+    """
     lr = default_lr(df, lr)
     sub = _at_lr(df, lr)
     beta_t = table_beta(sub)
@@ -267,26 +307,40 @@ def draw_companion(df: pd.DataFrame, *, lr: float | None = None, beta: float | N
         flat[0].plot([], [], "x", color=DIVERGED_COLOR, label="diverged run (not in mean)")
     flat[0].legend(loc="best")
 
-    r = torch.linspace(-10, 10, 1000, dtype=torch.float64)  # even count: r = 0 (where sign(r) = 0) not sampled
+    # An even count of points: r = 0 exactly, where sign(r) = 0 gives KTO-S an isolated spike, is not sampled.
+    r = torch.linspace(-10, 10, 1000, dtype=torch.float64)
     cmap = mpl.colormaps["viridis"]
     colors = [cmap(0.85 * i / max(len(Z0_GRID) - 1, 1)) for i in range(len(Z0_GRID))]
-    for ax, desirable, title in ((flat[4], True, "(e) gradient weight, desirable"),
-                                 (flat[5], False, "(f) gradient weight, undesirable")):
+    for ax, desirable, title in (
+        (flat[4], True, "(e) gradient weight, desirable"),
+        (flat[5], False, "(f) gradient weight, undesirable"),
+    ):
         for z0, color in zip(Z0_GRID, colors, strict=True):
             for sign_correction, ls in ((False, "-"), (True, "--")):
                 w = gradient_weight(r, z0, beta=beta, desirable=desirable, sign_correction=sign_correction)
                 ax.plot(r.numpy(), w.numpy(), color=color, ls=ls, lw=1.1)
-        ax.set(xlabel=r"$r=\log\,\pi_\theta(y|x)/\pi_{\rm ref}(y|x)$ (nats)",
-               ylabel=r"$|\partial\,\mathrm{loss}/\partial r|$ (per nat)", title=title)
+        ax.set(
+            xlabel=r"$r=\log\,\pi_\theta(y|x)/\pi_{\rm ref}(y|x)$ (nats)",
+            ylabel=r"$|\partial\,\mathrm{loss}/\partial r|$ (per nat)",
+            title=title,
+        )
         ax.set_ylim(bottom=0)
-    z0_handles = [Line2D([], [], color=c, label=f"$z_0$ = {z0:g} nats") for z0, c in zip(Z0_GRID, colors, strict=True)]
-    style_handles = [Line2D([], [], color="grey", ls="-", label="KTO: peak at $r=z_0$"),
-                     Line2D([], [], color="grey", ls="--", label="KTO-S: shrinks with $z_0$")]
+    z0_handles = [
+        Line2D([], [], color=c, label=f"$z_0$ = {z0:g} nats") for z0, c in zip(Z0_GRID, colors, strict=True)
+    ]
+    style_handles = [
+        Line2D([], [], color="grey", ls="-", label="KTO: peak at $r=z_0$"),
+        Line2D([], [], color="grey", ls="--", label="KTO-S: shrinks with $z_0$"),
+    ]
     flat[4].legend(handles=z0_handles, loc="lower center")
     flat[5].legend(handles=style_handles, loc="lower center")
     n = "/".join(str(_n_runs(sub[sub["method"] == m])) for m in METHODS)
-    fig.suptitle(f"Rewards, loss and gradient weights, KTO vs KTO-S (lr {fmt_lr(lr)}, β {beta:g}, "
-                 f"n = {n} seeds KTO/KTO-S; mean ± 95% CI)", fontsize=8.5)
+    div = f", {_n_diverged(sub)} diverged, not in means" if _n_diverged(sub) else ""
+    fig.suptitle(
+        f"Rewards, loss and gradient weights, KTO vs KTO-S (lr {fmt_lr(lr)}, β {beta:g}, "
+        f"n = {n} seeds KTO/KTO-S{div}; mean ± 95% CI)",
+        fontsize=8.5,
+    )
     return fig
 
 
@@ -310,14 +364,17 @@ def draw_probe(df: pd.DataFrame, *, lr: float | None = None, beta: float | None 
         _mean_band(ax1, msub, "kl", COLORS[m], f"{method_label(m)} logged kl")
         _mean_band(ax1, msub, "probe_kl", COLORS[m], f"{method_label(m)} probe_kl", ls="--", marker="o", ms=3)
         _mean_band(ax2, msub, "probe_kl_per_token", COLORS[m], method_label(m), ls="--", marker="o", ms=3)
-    ax1.set(xlabel=STEP_LABEL, ylabel=KL_LABEL, title="(a) logged kl (training batches) vs probe_kl (held out)")
+    ax1.set(
+        xlabel=STEP_LABEL, ylabel=KL_LABEL, title="(a) logged kl (training batches) vs probe_kl (held out)"
+    )
     ax2.set(xlabel=STEP_LABEL, ylabel="probe KL (nats/token)", title="(b) probe_kl per completion token")
     _integer_steps(ax1)
     _integer_steps(ax2)
     ax1.legend(loc="upper left")
     ax2.legend(loc="upper left")
     n = "/".join(str(_n_runs(sub[sub["method"] == m])) for m in METHODS)
-    fig.suptitle(f"KL estimates ({_subtitle(lr, beta, n)} KTO/KTO-S; mean ± 95% CI)", fontsize=8.5)
+    div = f", {_n_diverged(sub)} diverged, not in means" if _n_diverged(sub) else ""
+    fig.suptitle(f"KL estimates ({_subtitle(lr, beta, n)} KTO/KTO-S{div}; mean ± 95% CI)", fontsize=8.5)
     return fig
 
 
@@ -339,22 +396,43 @@ def draw_frontier(df: pd.DataFrame) -> Figure | None:
         return None
     use_probe = bool(np.isfinite(ok["final_probe_kl"].astype(float)).all())
     xcol = "final_probe_kl" if use_probe else "final_kl"
-    xlabel = ("final probe KL" if use_probe else "final logged KL (mean of last 3 steps)") + " (nats, sequence-level)"
+    xlabel = (
+        "final probe KL" if use_probe else "final logged KL (mean of last 3 steps)"
+    ) + " (nats, sequence-level)"
     lrs = sorted(ok["lr"].unique())
     markers = {lr: LR_MARKERS[i % len(LR_MARKERS)] for i, lr in enumerate(lrs)}
     fig = Figure(figsize=(3.4, 3.2), layout="constrained")
     ax = fig.add_subplot()
     for r in ok.itertuples(index=False):
-        ax.plot(getattr(r, xcol), r.quality, markers[r.lr], color=COLORS.get(r.method, "grey"), ms=5,
-                alpha=0.85, mec="white", mew=0.4, ls="none")
+        ax.plot(
+            getattr(r, xcol),
+            r.quality,
+            markers[r.lr],
+            color=COLORS.get(r.method, "grey"),
+            ms=5,
+            alpha=0.85,
+            mec="white",
+            mew=0.4,
+            ls="none",
+        )
     if _log_if_wide(ok[xcol]):
         ax.set_xscale("log")
-    metric = str(ok["quality_metric"].dropna().iat[0]).replace("_", " ") if ok["quality_metric"].notna().any() else "quality"
+    metric = (
+        str(ok["quality_metric"].dropna().iat[0]).replace("_", " ")
+        if ok["quality_metric"].notna().any()
+        else "quality"
+    )
     ax.set(xlabel=xlabel, ylabel=f"final {metric}")
-    handles = [Line2D([], [], marker="o", ls="none", color=COLORS[m], label=method_label(m))
-               for m in METHODS if m in set(ok["method"])]
+    handles = [
+        Line2D([], [], marker="o", ls="none", color=COLORS[m], label=method_label(m))
+        for m in METHODS
+        if m in set(ok["method"])
+    ]
     if len(lrs) > 1:
-        handles += [Line2D([], [], marker=markers[lr], ls="none", color="grey", label=f"lr {fmt_lr(lr)}") for lr in lrs]
+        handles += [
+            Line2D([], [], marker=markers[lr], ls="none", color="grey", label=f"lr {fmt_lr(lr)}")
+            for lr in lrs
+        ]
     fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 5), columnspacing=1.0)
     note = f"; {div} diverged, not shown" if div else ""
     ax.set_title(f"KL–quality frontier, one point per run\n({len(ok)} runs{note})")
@@ -388,7 +466,9 @@ def draw_stability_map(df: pd.DataFrame, *, threshold: float, first_n_steps: int
         ax.plot(means.index, means.values, "-", color=COLORS[m], lw=1.4, label=f"{method_label(m)} mean")
         bad = mr[mr["diverged"]]
         if len(bad):
-            ax.plot(bad["lr"] * offsets[m], [top] * len(bad), "x", color=COLORS[m], ms=6, mew=1.3, clip_on=False)
+            ax.plot(
+                bad["lr"] * offsets[m], [top] * len(bad), "x", color=COLORS[m], ms=6, mew=1.3, clip_on=False
+            )
             any_div = True
     ax.axhline(threshold, ls="--", color="black", lw=0.8, label=f"threshold {threshold:g}")
     ax.plot([], [], "o", color="grey", ms=3.5, alpha=0.6, mew=0, label="single seeds")
@@ -399,8 +479,11 @@ def draw_stability_map(df: pd.DataFrame, *, threshold: float, first_n_steps: int
         ax.set_yscale("log")
     else:
         ax.set_ylim(min(0.0, float(finite.min()) if len(finite) else 0.0), top * 1.02)
-    ax.set(xlabel="learning rate", ylabel=f"max KL, steps ≤ {first_n_steps}\n(nats, sequence-level)",
-           title=f"Stability map: max logged KL, first {first_n_steps} steps")
+    ax.set(
+        xlabel="learning rate",
+        ylabel=f"max KL, steps ≤ {first_n_steps}\n(nats, sequence-level)",
+        title=f"Stability map: max logged KL, first {first_n_steps} steps",
+    )
     fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=3, columnspacing=1.0)
     return fig
 
@@ -432,7 +515,11 @@ def draw_all(
         "frontier": draw_frontier(df),
         "stability_map": draw_stability_map(df, threshold=threshold, first_n_steps=n_steps),
     }
-    why = {"probe_kl": "no probe_kl values", "frontier": "no quality values", "stability_map": "only one learning rate"}
+    why = {
+        "probe_kl": "no probe_kl values",
+        "frontier": "no quality values",
+        "stability_map": "only one learning rate",
+    }
     paths: list[Path] = []
     for name, fig in figures.items():
         if fig is None:
@@ -441,4 +528,3 @@ def draw_all(
         paths.extend(save(fig, out_dir, name))
     log.info("wrote %d figures (%d files) to %s", len(paths) // 2, len(paths), out_dir)
     return paths
-

@@ -108,7 +108,7 @@ def fmt_lr(lr: float) -> str:
     """Compact learning rate, 3 significant digits: ``5e-06`` -> ``"5e-6"``, ``0.001`` -> ``"0.001"``."""
     if lr is None or not np.isfinite(lr):
         return "?"
-    return re.sub(r"e([+-])0*(\d)", lambda m: "e" + ("-" if m.group(1) == "-" else "") + m.group(2), f"{lr:.3g}")
+    return re.sub(r"e\+?(-?)0*(\d)", r"e\1\2", f"{lr:.3g}")
 
 
 def method_label(method: str) -> str:
@@ -408,7 +408,9 @@ def checkpoint_markdown(table: pd.DataFrame, *, threshold: float) -> str:
             return _fmt(m) if n == 1 else f"{_fmt(m)} ± {_fmt(s, 2)} [±{_fmt(h, 2)}] ({int(n)})"
 
         cells = [f"**{method_label(method)}**", fmt_lr(lr), "mean", *[summary(c) for c in kl_cols]]
-        lines.append("| " + " | ".join([*cells, summary("max_kl"), summary("quality"), by["mean"]["stability"]]) + " |")
+        lines.append(
+            "| " + " | ".join([*cells, summary("max_kl"), summary("quality"), by["mean"]["stability"]]) + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -484,8 +486,10 @@ def verdict(df: pd.DataFrame, *, step: int = 20, threshold: float, lr: float | N
         return f"At {where} no step ≤ {step} was logged by every non-diverged run: nothing to compare."
     sentences = []
     if used != step:
-        sentences.append(f"Not every run reached step {step}; this compares step {used}, the last step all "
-                         "non-diverged runs logged.")
+        sentences.append(
+            f"Not every run reached step {step}; this compares step {used}, the last step all "
+            "non-diverged runs logged."
+        )
     runs = per_run(sub, first_n_steps=used)
 
     s: dict[str, dict[str, Any]] = {}
@@ -512,18 +516,25 @@ def verdict(df: pd.DataFrame, *, step: int = 20, threshold: float, lr: float | N
             sentences.append(f"KTO-S is not more stable here: at step {used} ({where}) its KL is {nums}.")
         if nk > 1 and ns > 1:
             overlap = (ms - hs) <= (mk + hk) and (mk - hk) <= (ms + hs)
-            sentences.append("The 95% confidence intervals overlap, so these seeds do not resolve the difference."
-                             if overlap else "The 95% confidence intervals do not overlap.")
+            sentences.append(
+                "The 95% confidence intervals overlap, so these seeds do not resolve the difference."
+                if overlap
+                else "The 95% confidence intervals do not overlap."
+            )
     else:
         for m, (mean, std, _, n) in (("kto", s["kto"]["kl"]), ("kto_s", s["kto_s"]["kl"])):
             if n:
-                sentences.append(f"At step {used} ({where}) only {method_label(m)} has runs left to compare: "
-                                 f"its KL is {_pm(mean, std, n)} nats over {_seeds(n)}.")
+                sentences.append(
+                    f"At step {used} ({where}) only {method_label(m)} has runs left to compare: "
+                    f"its KL is {_pm(mean, std, n)} nats over {n} seed{'s' if n > 1 else ''}."
+                )
         if not (nk or ns):
             sentences.append(f"At {where} every run diverged: no KL to compare.")
 
     metric = (s["kto_s"]["metric"] or s["kto"]["metric"] or "quality").replace("_", " ")
-    qual = [f"{method_label(m)} {_pm(q[0], q[1], q[3])}" for m in ("kto_s", "kto") if (q := s[m]["quality"])[3]]
+    qual = [
+        f"{method_label(m)} {_pm(q[0], q[1], q[3])}" for m in ("kto_s", "kto") if (q := s[m]["quality"])[3]
+    ]
     sentences.append(f"Final {metric}: {' against '.join(qual)}." if qual else "No quality was measured.")
     sentences.append(
         f"KTO-S stays below the threshold {threshold:g} through step {used} without diverging in "
@@ -532,13 +543,21 @@ def verdict(df: pd.DataFrame, *, step: int = 20, threshold: float, lr: float | N
     for m in METHODS:
         div, n = s[m]["div_steps"], s[m]["n_runs"]
         if div:
-            which = f"all {n}" if len(div) == n and n > 1 else ("the only" if n == 1 else f"{len(div)} of {n}")
+            which = (
+                f"all {n}" if len(div) == n and n > 1 else ("the only" if n == 1 else f"{len(div)} of {n}")
+            )
             plural = len(div) > 1
             sentences.append(
                 f"{which.capitalize()} {method_label(m)} run{'s' if n > 1 else ''} diverged "
                 f"(at step{'s' if plural else ''} {', '.join(map(str, div))}) and "
                 f"{'are' if plural else 'is'} left out of the means."
             )
+    unfinished = runs.loc[~runs["status"].isin(["completed", "diverged"]), "status"]
+    if len(unfinished):
+        kinds = ", ".join(sorted(set(unfinished)))
+        sentences.append(
+            f"{len(unfinished)} of these runs are not completed (status {kinds}): numbers may change."
+        )
     return " ".join(sentences)
 
 
@@ -557,11 +576,12 @@ def write_tables(
     threshold: float = DEFAULT_THRESHOLD,
     checkpoints: Sequence[int] = DEFAULT_CHECKPOINTS,
     first_n_steps: int | None = None,
+    lr: float | None = None,
 ) -> list[Path]:
     """Write kl_checkpoints.csv/.md, stability_map.csv, frontier.csv and verdict.md from the table.
 
     ``first_n_steps`` (stability map window) defaults to ``max(checkpoints)``; the verdict compares
-    step ``max(checkpoints)`` at :func:`default_lr`, then each other lr when the table holds several.
+    step ``max(checkpoints)`` at ``lr`` (default :func:`default_lr`), then each other lr in the table.
     """
     df = read_table(table_csv)
     out = Path(tables_dir)
@@ -569,13 +589,18 @@ def write_tables(
     last = max(checkpoints)
     n = first_n_steps if first_n_steps is not None else last
     table = checkpoint_table(df, checkpoints, threshold)
-    paths = [out / "kl_checkpoints.csv", out / "kl_checkpoints.md", out / "stability_map.csv",
-             out / "frontier.csv", out / "verdict.md"]
+    paths = [
+        out / "kl_checkpoints.csv",
+        out / "kl_checkpoints.md",
+        out / "stability_map.csv",
+        out / "frontier.csv",
+        out / "verdict.md",
+    ]
     table.to_csv(paths[0], index=False)
     paths[1].write_text(checkpoint_markdown(table, threshold=threshold))
     stability_map(df, first_n_steps=n).to_csv(paths[2], index=False)
     frontier(df).to_csv(paths[3], index=False)
-    lr0 = default_lr(df)
+    lr0 = default_lr(df, lr)
     text = ["# Verdict", "", verdict(df, step=last, threshold=threshold, lr=lr0), ""]
     others = [lr for lr in sorted(df["lr"].dropna().unique()) if not np.isclose(lr, lr0, rtol=1e-9, atol=0)]
     if others:

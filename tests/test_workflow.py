@@ -1,0 +1,303 @@
+"""The Snakemake workflow: dry runs, lint, formatting, config validation, and real runs on CPU.
+
+Real runs use config/test.yaml (one seed, one learning rate, a few steps) in a copy of the
+workflow under a temporary directory: end to end with the default profile, through the SLURM
+profile with stand-in SLURM commands (tests/slurm_standins), and a training run killed part-way
+and finished by a rerun that resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+STANDINS = Path(__file__).resolve().parent / "slurm_standins"
+#: What a copy of the workflow needs (the ktos package itself is installed).
+WORKFLOW_FILES = ("Snakefile", "workflow", "config", "profiles", "environment.yml")
+#: Run names of config/test.yaml: both methods, lr 1e-3, seed 0.
+TEST_RUNS = ("kto_lr0.001_seed0", "kto_s_lr0.001_seed0")
+#: Figures every table yields (probe_kl, frontier and stability_map depend on the table's contents).
+FIGURES = ("fig2_kto_kl", "fig3_kto_s_kl", "companion")
+TABLES = ("verdict.md", "kl_checkpoints.csv", "kl_checkpoints.md", "stability_map.csv", "frontier.csv")
+
+
+def _env(**extra: str) -> dict[str, str]:
+    """Offline, this venv's executables first, no GPU."""
+    env = dict(os.environ)
+    env.update(
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        TRL_EXPERIMENTAL_SILENCE="1",
+        MPLBACKEND="Agg",
+        CUDA_VISIBLE_DEVICES="",
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+    )
+    env.update(extra)
+    return env
+
+
+def snakemake(workdir: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run snakemake in ``workdir``; stdout and stderr together in ``.stdout``."""
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", *args],
+        cwd=workdir,
+        env=env or _env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The "Job stats" table of a snakemake run: {rule: count}."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Job stats:"))
+    counts = {}
+    for line in lines[start + 3 :]:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit() or parts[0] == "total":
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def write_yaml(path: Path, data: dict) -> str:
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A copy of the workflow (Snakefile, rules, configs, profiles) to run in."""
+    dest = tmp_path / "repo"
+    dest.mkdir()
+    for name in WORKFLOW_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name)
+        elif src.exists():
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+# --------------------------------------------------------------------------------------- static checks
+
+
+def test_dry_run_default_config(repo: Path) -> None:
+    result = snakemake(repo, "-n")
+    assert result.returncode == 0, result.stdout
+    counts = job_counts(result.stdout)
+    config = yaml.safe_load((repo / "config/config.yaml").read_text())
+    n_runs = len(config["methods"]) * len(config["learning_rates"]) * len(config["seeds"])
+    assert counts["train"] == n_runs
+    for rule in ("synth_data", "pretrain_base", "prepare", "split", "balance", "extract_kl", "draw_figures", "write_tables"):
+        assert counts[rule] == 1, rule
+
+
+def test_dry_run_paper_config(repo: Path) -> None:
+    """paper.yaml: real data from a local file, a hub model id, GPU resources, bf16; no synthetic jobs."""
+    paper = yaml.safe_load((repo / "config/paper.yaml").read_text())
+    data_file = repo / paper["data"]["source"]
+    data_file.parent.mkdir(parents=True, exist_ok=True)
+    data_file.write_text(
+        "".join(json.dumps({"prompt": f"Q{i}", "completion": f" A{i}", "label": i % 3 != 0}) + "\n" for i in range(12))
+    )
+    result = snakemake(repo, "-n", "-p", "--configfile", "config/paper.yaml")
+    assert result.returncode == 0, result.stdout
+    counts = job_counts(result.stdout)
+    assert "synth_data" not in counts and "pretrain_base" not in counts
+    assert counts["train"] == len(paper["methods"]) * len(paper["learning_rates"]) * len(paper["seeds"])
+    assert f"--model_name_or_path {paper['model']['name_or_path']}" in result.stdout
+    assert "--bf16 true" in result.stdout and "--heldout" not in result.stdout
+    assert "gpu=1" in result.stdout
+    assert "hub id" in result.stdout  # the model id is not on disk: a warning, not an error
+
+
+def test_lint() -> None:
+    result = snakemake(ROOT, "--lint")
+    assert result.returncode == 0, result.stdout
+    assert "Congratulations, your workflow is in a good condition!" in result.stdout, result.stdout
+
+
+def test_snakefmt() -> None:
+    snakefmt = shutil.which("snakefmt", path=str(BIN)) or shutil.which("snakefmt")
+    if snakefmt is None:
+        pytest.skip("snakefmt is not installed (pip install -e '.[test]')")
+    result = subprocess.run([snakefmt, "--check", "."], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("overlay", "key"),
+    [
+        ({"methods": ["kto", "dpo"]}, "methods"),
+        ({"train": {"beta": -0.1}}, "beta"),
+        ({"learning_rates": [1.0e-3, -1.0e-4]}, "learning_rates"),
+        ({"seeds": [0, 1.5]}, "seeds"),
+        ({"learning_rate": [1.0e-3]}, "learning_rate"),
+        ({"default_lr": 5.0e-3}, "default_lr"),
+        ({"data": {"source": "data/missing.jsonl"}, "model": {"name_or_path": "tiny-model"}}, "data.source"),
+        ({"data": {"source": "data/feedback.jsonl"}}, "model.name_or_path"),
+    ],
+    ids=["unknown-method", "negative-beta", "negative-lr", "float-seed", "unknown-key", "default-lr-not-swept",
+         "missing-dataset", "no-model-for-real-data"],
+)
+def test_bad_config_fails_before_any_job(repo: Path, overlay: dict, key: str) -> None:
+    """A bad config stops the workflow at parse time, naming the key; nothing is run or written."""
+    (repo / "data").mkdir()
+    (repo / "data/feedback.jsonl").write_text('{"prompt": "Q", "completion": " A", "label": true}\n')
+    bad = write_yaml(repo / "bad.yaml", overlay)
+    result = snakemake(repo, "--cores", "1", "--configfile", "config/test.yaml", bad)
+    assert result.returncode != 0, result.stdout
+    assert key in result.stdout, result.stdout
+    assert not (repo / "results").exists()
+    assert "rule " not in result.stdout  # no job was scheduled
+
+
+# ---------------------------------------------------------------------------------------- real runs
+
+
+def check_outputs(repo: Path, origin: str = "study") -> pd.DataFrame:
+    """The figures, tables and trajectory table of a finished test.yaml run; returns the table."""
+    for name in FIGURES:
+        assert (repo / f"results/{origin}/figures/{name}.png").stat().st_size > 0, name
+    for name in TABLES:
+        assert (repo / f"results/{origin}/tables/{name}").stat().st_size > 0, name
+    table = pd.read_csv(repo / "results/study/trajectories.csv")
+    config = yaml.safe_load((repo / "config/test.yaml").read_text())
+    assert sorted(table["method"].unique()) == ["kto", "kto_s"]
+    assert len(table) == 2 * config["train"]["max_steps"]
+    assert set(table["status"]) == {"completed"}
+    return table
+
+
+@pytest.mark.slow
+def test_end_to_end_test_config(repo: Path, tmp_path: Path) -> None:
+    """config/test.yaml through the whole DAG on CPU: figures, tables, report; then `figures` alone."""
+    started = time.monotonic()
+    result = snakemake(repo, "--cores", "2", "--configfile", "config/test.yaml")
+    assert result.returncode == 0, result.stdout
+    check_outputs(repo)
+    assert not (repo / "results/models/base").exists(), "temp() base model was kept"
+    for run in TEST_RUNS:
+        info = json.loads((repo / f"results/runs/{run}/run_info.json").read_text())
+        assert info["status"] == "completed" and info["quality"]["metric"] == "task_accuracy"
+        assert not (repo / f"results/runs/{run}/model").exists(), "temp() model weights were kept"
+        assert (repo / f"results/benchmarks/train/{run}.tsv").exists()
+    print(f"end-to-end run: {time.monotonic() - started:.1f} s")
+
+    again = snakemake(repo, "-n", "--configfile", "config/test.yaml")
+    assert "Nothing to be done" in again.stdout, again.stdout
+
+    report = snakemake(repo, "--configfile", "config/test.yaml", "--report", "report.html")
+    assert report.returncode == 0, report.stdout
+    assert (repo / "report.html").stat().st_size > 0
+
+    # A fresh copy that holds only a committed trajectory table: `figures` draws without training.
+    fresh = tmp_path / "fresh"
+    shutil.copytree(repo, fresh, ignore=shutil.ignore_patterns("results", ".snakemake", "report.html"))
+    (fresh / "results/reference").mkdir(parents=True)
+    shutil.copy2(repo / "results/study/trajectories.csv", fresh / "results/reference/trajectories.csv")
+    figures = snakemake(fresh, "figures", "--cores", "1", "--configfile", "config/test.yaml")
+    assert figures.returncode == 0, figures.stdout
+    assert job_counts(figures.stdout) == {"draw_figures": 1, "write_tables": 1, "figures": 1}
+    for name in FIGURES:
+        assert (fresh / f"results/reference/figures/{name}.png").exists(), name
+    for name in TABLES:
+        assert (fresh / f"results/reference/tables/{name}").exists(), name
+
+
+@pytest.mark.slow
+def test_slurm_profile_with_standins(repo: Path, tmp_path: Path) -> None:
+    """profiles/slurm: every job goes through sbatch; training asks for a GPU, nothing else does."""
+    state = tmp_path / "slurm"
+    env = _env(PATH=f"{STANDINS}{os.pathsep}{BIN}{os.pathsep}{os.environ.get('PATH', '')}", KTOS_STANDIN_DIR=str(state))
+    gpu = write_yaml(repo / "gpu.yaml", {"resources": {"gpu": 1}})
+    result = snakemake(
+        repo,
+        "--profile", "profiles/slurm",
+        "--configfile", "config/test.yaml", gpu,
+        "--jobs", "2",
+        "--slurm-init-seconds-before-status-checks", "1",
+        "--seconds-between-status-checks", "1",
+        "--latency-wait", "5",
+        env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout
+    check_outputs(repo)
+
+    calls = [json.loads(line) for line in (state / "calls.jsonl").read_text().splitlines()]
+    submissions = [c["argv"] for c in calls if c["tool"] == "sbatch"]
+    by_rule = {}
+    for argv in submissions:
+        comment = argv[argv.index("--comment") + 1]
+        by_rule.setdefault(comment.split("_wildcards_")[0].removeprefix("rule_"), []).append(argv)
+    assert sorted(by_rule) == sorted(
+        ["synth_data", "pretrain_base", "prepare", "split", "balance", "train", "extract_kl", "draw_figures", "write_tables"]
+    )
+    assert len(by_rule["train"]) == len(TEST_RUNS)
+
+    def asks_gpu(argv: list[str]) -> bool:
+        return any(a.startswith(("--gpus", "--gres=gpu")) for a in argv)
+
+    for rule, argvs in by_rule.items():
+        for argv in argvs:
+            partition = argv[argv.index("-p") + 1]
+            assert asks_gpu(argv) == (rule == "train"), (rule, argv)
+            assert partition == ("gpu" if rule == "train" else "cpu"), (rule, argv)
+            assert "-t" in argv and "--mem" in argv, (rule, argv)
+    # Inside each allocation the job step is started with srun.
+    assert sum(c["tool"] == "srun" for c in calls) == len(submissions)
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_from_checkpoint(repo: Path) -> None:
+    """Kill the workflow once a training run has written a checkpoint; a rerun resumes and finishes it."""
+    run = "kto_s_lr0.001_seed0"
+    run_dir = repo / "results/runs" / run
+    overlay = write_yaml(repo / "resume.yaml", {"methods": ["kto_s"], "train": {"max_steps": 40, "save_steps": 4}})
+    args = ("--cores", "2", "--configfile", "config/test.yaml", overlay, "--", f"{run_dir.relative_to(repo)}/run_info.json")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "snakemake", *args],
+        cwd=repo,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not any(run_dir.glob("checkpoint-*/trainer_state.json")):
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.1)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole workflow, training job included
+        proc.wait()
+    assert not (run_dir / "model").exists()  # killed before the end
+
+    # A hard kill leaves the working directory locked, as after a power cut: unlock, then rerun.
+    assert snakemake(repo, "--unlock", *args).returncode == 0
+    rerun = snakemake(repo, "--rerun-incomplete", *args)
+    assert rerun.returncode == 0, rerun.stdout
+    log = (repo / f"results/logs/train/{run}.log").read_text()
+    assert "resuming from" in log, log
+    info = json.loads((run_dir / "run_info.json").read_text())
+    assert info["status"] == "completed" and info["resumed_from"], info
+    steps = [json.loads(line)["step"] for line in (run_dir / "trajectory.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 41)), steps
