@@ -7,9 +7,21 @@
 See config/README.md for every config key and profiles/README.md for SLURM.
 """
 
+import os
+from pathlib import Path
+
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
+
+# Jobs run `python -m ktos`: from the installed package, or under --sdm conda from this checkout.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    filter(None, [str(Path(workflow.basedir) / "src"), os.environ.get("PYTHONPATH")])
+)
+
+
+envvars:
+    "PYTHONPATH",
 
 
 configfile: "config/config.yaml"

@@ -58,9 +58,12 @@ def test_rerun_resumes_from_last_checkpoint(tiny_model_dir, data_files, tmp_path
     train, held = data_files
     run_dir = tmp_path / "run"
     flags = base_flags(tiny_model_dir, train, held, run_dir) + ["--save_steps", "2", "--learning_rate", "1e-3"]
-    assert main(flags + ["--max_steps", "2"]) == 0
-    assert (run_dir / "checkpoint-2").is_dir()
+    assert main(flags + ["--max_steps", "2", "--keep_checkpoints", "true"]) == 0
+    assert (run_dir / "checkpoint-2" / "trajectory.jsonl").is_file()
+    (run_dir / "trajectory.jsonl").unlink()  # as Snakemake does to the outputs of an incomplete job
+    (run_dir / "checkpoint-3").mkdir()  # a checkpoint cut off mid-save is skipped
     assert main(flags + ["--max_steps", "4"]) == 0
+    assert not list(run_dir.glob("checkpoint-*"))  # removed once the run completed
     info = json.loads((run_dir / "run_info.json").read_text())
     assert info["resumed_from"].endswith("checkpoint-2") and info["status"] == "completed"
     assert [r["step"] for r in read_trajectory(run_dir / "trajectory.jsonl")] == [1, 2, 3, 4]

@@ -76,22 +76,27 @@ def job_counts(output: str) -> dict[str, int]:
 
 
 def write_yaml(path: Path, data: dict) -> str:
+    """Write ``data`` as YAML (a config overlay for --configfile); returns the path."""
     path.write_text(yaml.safe_dump(data))
     return str(path)
 
 
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    """A copy of the workflow (Snakefile, rules, configs, profiles) to run in."""
-    dest = tmp_path / "repo"
-    dest.mkdir()
+def copy_workflow(dest: Path) -> Path:
+    """Copy the workflow (Snakefile, rules, configs, profiles) to ``dest``; returns ``dest``."""
+    dest.mkdir(parents=True)
     for name in WORKFLOW_FILES:
         src = ROOT / name
         if src.is_dir():
             shutil.copytree(src, dest / name)
-        elif src.exists():
+        else:
             shutil.copy2(src, dest / name)
     return dest
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A copy of the workflow to run in."""
+    return copy_workflow(tmp_path / "repo")
 
 
 # --------------------------------------------------------------------------------------- static checks
@@ -171,26 +176,41 @@ def test_bad_config_fails_before_any_job(repo: Path, overlay: dict, key: str) ->
 # ---------------------------------------------------------------------------------------- real runs
 
 
-def check_outputs(repo: Path, origin: str = "study") -> pd.DataFrame:
-    """The figures, tables and trajectory table of a finished test.yaml run; returns the table."""
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess, float]:
+    """config/test.yaml run end to end on CPU once: (workflow copy, snakemake result, seconds)."""
+    repo = copy_workflow(tmp_path_factory.mktemp("study") / "repo")
+    started = time.monotonic()
+    result = snakemake(repo, "--cores", "2", "--configfile", "config/test.yaml")
+    return repo, result, time.monotonic() - started
+
+
+def repo_with_data(study_repo: Path, dest: Path) -> Path:
+    """A fresh workflow copy holding the study's prepared data (not its runs): only training is left to do."""
+    repo = copy_workflow(dest)
+    shutil.copytree(study_repo / "results/data", repo / "results/data")
+    return repo
+
+
+def check_outputs(repo: Path) -> None:
+    """The figures, tables and trajectory table of a finished config/test.yaml run."""
     for name in FIGURES:
-        assert (repo / f"results/{origin}/figures/{name}.png").stat().st_size > 0, name
+        assert (repo / f"results/study/figures/{name}.png").stat().st_size > 0, name
     for name in TABLES:
-        assert (repo / f"results/{origin}/tables/{name}").stat().st_size > 0, name
+        assert (repo / f"results/study/tables/{name}").stat().st_size > 0, name
     table = pd.read_csv(repo / "results/study/trajectories.csv")
-    config = yaml.safe_load((repo / "config/test.yaml").read_text())
+    max_steps = yaml.safe_load((repo / "config/test.yaml").read_text())["train"]["max_steps"]
     assert sorted(table["method"].unique()) == ["kto", "kto_s"]
-    assert len(table) == 2 * config["train"]["max_steps"]
+    assert len(table) == 2 * max_steps
     assert set(table["status"]) == {"completed"}
-    return table
 
 
 @pytest.mark.slow
-def test_end_to_end_test_config(repo: Path, tmp_path: Path) -> None:
-    """config/test.yaml through the whole DAG on CPU: figures, tables, report; then `figures` alone."""
-    started = time.monotonic()
-    result = snakemake(repo, "--cores", "2", "--configfile", "config/test.yaml")
+def test_end_to_end_test_config(study: tuple[Path, subprocess.CompletedProcess, float]) -> None:
+    """config/test.yaml through the whole DAG on CPU: figures, tables, temp() weights gone, report."""
+    repo, result, seconds = study
     assert result.returncode == 0, result.stdout
+    print(f"end-to-end run of config/test.yaml: {seconds:.1f} s")
     check_outputs(repo)
     assert not (repo / "results/models/base").exists(), "temp() base model was kept"
     for run in TEST_RUNS:
@@ -198,7 +218,6 @@ def test_end_to_end_test_config(repo: Path, tmp_path: Path) -> None:
         assert info["status"] == "completed" and info["quality"]["metric"] == "task_accuracy"
         assert not (repo / f"results/runs/{run}/model").exists(), "temp() model weights were kept"
         assert (repo / f"results/benchmarks/train/{run}.tsv").exists()
-    print(f"end-to-end run: {time.monotonic() - started:.1f} s")
 
     again = snakemake(repo, "-n", "--configfile", "config/test.yaml")
     assert "Nothing to be done" in again.stdout, again.stdout
@@ -207,25 +226,28 @@ def test_end_to_end_test_config(repo: Path, tmp_path: Path) -> None:
     assert report.returncode == 0, report.stdout
     assert (repo / "report.html").stat().st_size > 0
 
-    # A fresh copy that holds only a committed trajectory table: `figures` draws without training.
-    fresh = tmp_path / "fresh"
-    shutil.copytree(repo, fresh, ignore=shutil.ignore_patterns("results", ".snakemake", "report.html"))
-    (fresh / "results/reference").mkdir(parents=True)
-    shutil.copy2(repo / "results/study/trajectories.csv", fresh / "results/reference/trajectories.csv")
-    figures = snakemake(fresh, "figures", "--cores", "1", "--configfile", "config/test.yaml")
-    assert figures.returncode == 0, figures.stdout
-    assert job_counts(figures.stdout) == {"draw_figures": 1, "write_tables": 1, "figures": 1}
+
+@pytest.mark.slow
+def test_figures_target_needs_only_the_table(study: tuple[Path, subprocess.CompletedProcess, float], tmp_path: Path) -> None:
+    """A fresh clone holding only the committed trajectory table: `figures` draws without training."""
+    repo = copy_workflow(tmp_path / "fresh")
+    (repo / "results/reference").mkdir(parents=True)
+    shutil.copy2(study[0] / "results/study/trajectories.csv", repo / "results/reference/trajectories.csv")
+    result = snakemake(repo, "figures", "--cores", "1", "--configfile", "config/test.yaml")
+    assert result.returncode == 0, result.stdout
+    assert job_counts(result.stdout) == {"draw_figures": 1, "write_tables": 1, "figures": 1}
     for name in FIGURES:
-        assert (fresh / f"results/reference/figures/{name}.png").exists(), name
+        assert (repo / f"results/reference/figures/{name}.png").stat().st_size > 0, name
     for name in TABLES:
-        assert (fresh / f"results/reference/tables/{name}").exists(), name
+        assert (repo / f"results/reference/tables/{name}").stat().st_size > 0, name
 
 
 @pytest.mark.slow
-def test_slurm_profile_with_standins(repo: Path, tmp_path: Path) -> None:
-    """profiles/slurm: every job goes through sbatch; training asks for a GPU, nothing else does."""
+def test_slurm_profile_with_standins(study: tuple[Path, subprocess.CompletedProcess, float], tmp_path: Path) -> None:
+    """profiles/slurm: every job goes through sbatch; training asks for a GPU and the GPU partition, nothing else does."""
+    repo = repo_with_data(study[0], tmp_path / "repo")
     state = tmp_path / "slurm"
-    env = _env(PATH=f"{STANDINS}{os.pathsep}{BIN}{os.pathsep}{os.environ.get('PATH', '')}", KTOS_STANDIN_DIR=str(state))
+    path = os.pathsep.join([str(STANDINS), str(BIN), os.environ.get("PATH", "")])
     gpu = write_yaml(repo / "gpu.yaml", {"resources": {"gpu": 1}})
     result = snakemake(
         repo,
@@ -235,67 +257,62 @@ def test_slurm_profile_with_standins(repo: Path, tmp_path: Path) -> None:
         "--slurm-init-seconds-before-status-checks", "1",
         "--seconds-between-status-checks", "1",
         "--latency-wait", "5",
-        env=env,
+        env=_env(PATH=path, KTOS_STANDIN_DIR=str(state)),
     )  # fmt: skip
     assert result.returncode == 0, result.stdout
     check_outputs(repo)
 
     calls = [json.loads(line) for line in (state / "calls.jsonl").read_text().splitlines()]
     submissions = [c["argv"] for c in calls if c["tool"] == "sbatch"]
-    by_rule = {}
+    by_rule: dict[str, list[list[str]]] = {}
     for argv in submissions:
-        comment = argv[argv.index("--comment") + 1]
-        by_rule.setdefault(comment.split("_wildcards_")[0].removeprefix("rule_"), []).append(argv)
-    assert sorted(by_rule) == sorted(
-        ["synth_data", "pretrain_base", "prepare", "split", "balance", "train", "extract_kl", "draw_figures", "write_tables"]
-    )
+        rule = argv[argv.index("--comment") + 1].split("_wildcards_")[0].removeprefix("rule_")
+        by_rule.setdefault(rule, []).append(argv)
+    assert sorted(by_rule) == ["draw_figures", "extract_kl", "pretrain_base", "train", "write_tables"]
     assert len(by_rule["train"]) == len(TEST_RUNS)
-
-    def asks_gpu(argv: list[str]) -> bool:
-        return any(a.startswith(("--gpus", "--gres=gpu")) for a in argv)
-
     for rule, argvs in by_rule.items():
         for argv in argvs:
-            partition = argv[argv.index("-p") + 1]
-            assert asks_gpu(argv) == (rule == "train"), (rule, argv)
-            assert partition == ("gpu" if rule == "train" else "cpu"), (rule, argv)
+            asks_gpu = any(a.startswith(("--gpus", "--gres=gpu")) for a in argv)
+            assert asks_gpu == (rule == "train"), (rule, argv)
+            assert argv[argv.index("-p") + 1] == ("gpu" if rule == "train" else "cpu"), (rule, argv)
             assert "-t" in argv and "--mem" in argv, (rule, argv)
     # Inside each allocation the job step is started with srun.
     assert sum(c["tool"] == "srun" for c in calls) == len(submissions)
 
 
 @pytest.mark.slow
-def test_killed_training_resumes_from_checkpoint(repo: Path) -> None:
+def test_killed_training_resumes_from_checkpoint(study: tuple[Path, subprocess.CompletedProcess, float], tmp_path: Path) -> None:
     """Kill the workflow once a training run has written a checkpoint; a rerun resumes and finishes it."""
-    run = "kto_s_lr0.001_seed0"
-    run_dir = repo / "results/runs" / run
+    repo = repo_with_data(study[0], tmp_path / "repo")
+    run_dir = repo / "results/runs/kto_s_lr0.001_seed0"
     overlay = write_yaml(repo / "resume.yaml", {"methods": ["kto_s"], "train": {"max_steps": 40, "save_steps": 4}})
     args = ("--cores", "2", "--configfile", "config/test.yaml", overlay, "--", f"{run_dir.relative_to(repo)}/run_info.json")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "snakemake", *args],
-        cwd=repo,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 300
-        while not any(run_dir.glob("checkpoint-*/trainer_state.json")):
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.monotonic() < deadline, "no checkpoint within 300 s"
-            time.sleep(0.1)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the whole workflow, training job included
-        proc.wait()
+    first_log = tmp_path / "first_attempt.log"
+    with first_log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "snakemake", *args],
+            cwd=repo,
+            env=_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 300
+            while not any(run_dir.glob("checkpoint-*/trainer_state.json")):
+                assert proc.poll() is None, first_log.read_text()
+                assert time.monotonic() < deadline, "no checkpoint within 300 s"
+                time.sleep(0.1)
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)  # the whole workflow, training job included
+            proc.wait()
     assert not (run_dir / "model").exists()  # killed before the end
 
     # A hard kill leaves the working directory locked, as after a power cut: unlock, then rerun.
     assert snakemake(repo, "--unlock", *args).returncode == 0
     rerun = snakemake(repo, "--rerun-incomplete", *args)
     assert rerun.returncode == 0, rerun.stdout
-    log = (repo / f"results/logs/train/{run}.log").read_text()
+    log = (repo / "results/logs/train" / f"{run_dir.name}.log").read_text()
     assert "resuming from" in log, log
     info = json.loads((run_dir / "run_info.json").read_text())
     assert info["status"] == "completed" and info["resumed_from"], info

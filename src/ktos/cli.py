@@ -152,7 +152,9 @@ def _run_stage(args: argparse.Namespace) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ktos", description=__doc__.splitlines()[0], allow_abbrev=False)
+    parser = argparse.ArgumentParser(
+        prog="ktos", description="KTO and KTO-S from a base model: one subcommand per pipeline stage.", allow_abbrev=False
+    )
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("train", help="train KTO or KTO-S (ktos train --help lists every KTOConfig field)", add_help=False)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from datasets import Dataset
-from transformers.trainer_utils import get_last_checkpoint
 
 from .models import load_model_and_tokenizer
 from .probe import KLProbe, preference_accuracy
@@ -34,6 +34,10 @@ class ModelArguments:
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code from the hub."})
     save_model: bool = field(
         default=True, metadata={"help": "Save the trained model to output_dir/model (weights: keep out of git)."}
+    )
+    keep_checkpoints: bool = field(
+        default=False,
+        metadata={"help": "Keep output_dir/checkpoint-* after a run completes (they exist to resume a killed run)."},
     )
 
 
@@ -53,6 +57,12 @@ class DataArguments:
         default=None,
         metadata={"help": "A balance manifest.json whose desirable/undesirable weights override the config's."},
     )
+
+
+def last_complete_checkpoint(run_dir: Path) -> Path | None:
+    """The highest-step ``checkpoint-N`` in ``run_dir`` that was fully written (has ``trainer_state.json``)."""
+    done = [p for p in run_dir.glob("checkpoint-*") if p.name[11:].isdigit() and (p / "trainer_state.json").exists()]
+    return max(done, key=lambda p: int(p.name[11:]), default=None)
 
 
 def _load(path: str) -> Dataset:
@@ -97,7 +107,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, config: KTOSConf
     model, tokenizer = load_model_and_tokenizer(
         model_args.model_name_or_path, trust_remote_code=model_args.trust_remote_code
     )
-    resume = get_last_checkpoint(str(run_dir)) if any(run_dir.glob("checkpoint-*")) else None
+    checkpoint = last_complete_checkpoint(run_dir)
+    resume = str(checkpoint) if checkpoint else None
     info_path = run_dir / RUN_INFO_FILE
     write_json(
         info_path,
@@ -128,7 +139,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, config: KTOSConf
     if eval_dataset is not None and config.kl_probe_size > 0:
         probe = KLProbe(trainer, eval_dataset, config.kl_probe_size)
         log.info("KL probe: %d held-out mismatched pairs (%d tokens)", probe.n_pairs, probe.n_tokens)
-    callback = TrajectoryCallback(run_dir, probe=probe, probe_steps=config.kl_probe_steps)
+    callback = TrajectoryCallback(run_dir, probe=probe, probe_steps=config.kl_probe_steps, resume_from=resume)
     trainer.add_callback(callback)
     base_quality = _quality(trainer, data_args, None) if data_args.heldout and not resume else None
     started = time.monotonic()
@@ -144,6 +155,9 @@ def train(model_args: ModelArguments, data_args: DataArguments, config: KTOSConf
     update_json(info_path, **changes)
     if model_args.save_model:
         trainer.save_model(str(run_dir / "model"))
+    if status == "completed" and not model_args.keep_checkpoints:
+        for checkpoint in run_dir.glob("checkpoint-*"):
+            shutil.rmtree(checkpoint)
     log.info(
         "%s run %s in %.1fs: %d steps, quality %s",
         config.method, status, elapsed, trainer.state.global_step, quality,

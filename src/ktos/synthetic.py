@@ -49,14 +49,16 @@ import logging
 import math
 import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
+import datasets
 import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ktos.models import build_tiny_model, build_tiny_tokenizer
+from .data import write_dataset_dir
+from .models import build_tiny_model, build_tiny_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +66,7 @@ log = logging.getLogger(__name__)
 OPERAND_MIN, OPERAND_MAX = 10, 99
 #: Corpus mix: probability of the right answer for problems without / with a units carry, and of the
 #: forgot-carry answer for problems with one (the rest are other small errors).
-P_RIGHT_NO_CARRY, P_RIGHT_CARRY, P_FORGOT_CARRY = 0.75, 0.35, 0.5
+P_RIGHT_NO_CARRY, P_RIGHT_CARRY, P_FORGOT_CARRY = 0.75, 0.25, 0.6
 
 
 def make_prompt(a: int, b: int) -> str:
@@ -144,29 +146,6 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _write_jsonl(rows: Iterable[dict], path: Path) -> None:
-    with path.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
-def _write_dataset_dir(rows: Sequence[dict], out_dir: Path, **extra_manifest: object) -> dict:
-    """Write ``out_dir/data.jsonl`` and ``out_dir/manifest.json`` (the dataset-dir format)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    data = out_dir / "data.jsonl"
-    _write_jsonl(rows, data)
-    n_desirable = sum(1 for r in rows if r["label"])
-    manifest = {
-        "rows": len(rows),
-        "desirable": n_desirable,
-        "undesirable": len(rows) - n_desirable,
-        "sha256": _sha256(data),
-        **extra_manifest,
-    }
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    return manifest
-
-
 def synth_data(
     out_dir: str | Path,
     *,
@@ -196,7 +175,10 @@ def synth_data(
     rng.shuffle(problems)
     held, pool = problems[:heldout], problems[heldout:]
 
-    _write_jsonl(({"prompt": make_prompt(a, b), "answer": str(a + b)} for a, b in held), out / "heldout.jsonl")
+    (out / "heldout.jsonl").write_text(
+        "".join(json.dumps({"prompt": make_prompt(a, b), "answer": str(a + b)}) + "\n" for a, b in held),
+        encoding="utf-8",
+    )
 
     labels = [True] * desirable + [False] * (rows - desirable)
     rng.shuffle(labels)
@@ -214,8 +196,8 @@ def synth_data(
     corpus_path.write_text("\n".join(corpus) + "\n", encoding="utf-8")
     corpus_right = sum(is_correct(*split_line(line)) for line in corpus)
 
-    manifest = _write_dataset_dir(
-        feedback,
+    manifest = write_dataset_dir(
+        datasets.Dataset.from_list(feedback),
         out,
         seed=seed,
         task="addition",
@@ -254,7 +236,7 @@ def pretrain_base(
     num_heads: int = 4,
     max_seconds: float | None = None,
 ) -> dict:
-    """"Pretrain" a tiny Llama on ``corpus_path`` (one example per line) and save it to ``out_dir``.
+    """Pretrain a tiny Llama base model on ``corpus_path`` (one example per line) and save it to ``out_dir``.
 
     Loss: causal LM cross-entropy in nats per predicted token, over each line's characters and a
     final EOS, padding ignored. AdamW (weight decay 0.01), ``lr`` with a 5% linear warm-up and
@@ -263,7 +245,8 @@ def pretrain_base(
     weights. Stops after ``steps`` steps or, when ``max_seconds`` is set, after the first step that
     ends past it. Writes the model and tokenizer (``save_pretrained``, loadable by
     :func:`ktos.models.load_model_and_tokenizer`) and ``pretrain_log.json``, and returns the log:
-    ``losses`` (one per step), ``seconds``, ``steps`` (done), ``params`` and the settings.
+    ``losses`` (one per step), ``seconds`` (wall clock of the loop), ``cpu_seconds`` (process CPU time,
+    all threads), ``steps`` (done), ``params`` and the settings.
     """
     corpus_path, out = Path(corpus_path), Path(out_dir)
     lines = [line for line in corpus_path.read_text(encoding="utf-8").splitlines() if line]
@@ -286,7 +269,7 @@ def pretrain_base(
         n_params / 1e6, len(lines), steps, batch_size, lr, torch.get_num_threads(),
     )
     model.train()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     bar = tqdm(range(steps), desc="pretrain", unit="step", mininterval=1.0)
     for step in bar:
         if len(order) < batch_size:
@@ -304,16 +287,17 @@ def pretrain_base(
         losses.append(loss.item())
         bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
         if max_seconds is not None and time.perf_counter() - start > max_seconds:
-            log.warning("pretraining stopped at the time limit (%.0f s) after %d of %d steps", max_seconds, step + 1, steps)
+            log.warning("pretraining hit the time limit (%g s) after %d of %d steps", max_seconds, step + 1, steps)
             break
     bar.close()
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     model.eval()
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     record = {
         "losses": losses,
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "steps": len(losses),
         "steps_requested": steps,
         "params": n_params,

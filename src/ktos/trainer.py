@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,12 +188,21 @@ class TrajectoryCallback(TrainerCallback):
     Each row holds ``step``, ``epoch``, ``elapsed_s`` (wall seconds since training began), the
     :data:`TRAJECTORY_KEYS` that TRL logged, and, on probe steps, the :class:`~ktos.probe.KLProbe`
     values. The file is flushed per row, so an interrupted run keeps what it logged; on resume, rows
-    past the checkpoint's step are dropped. A non-finite ``loss`` or ``kl`` stops training and marks
+    past the checkpoint's step are dropped. Each checkpoint keeps a copy of the rows so far, which a
+    resumed run restores when the run directory's file was lost (Snakemake deletes the outputs of an
+    incomplete job before rerunning it). A non-finite ``loss`` or ``kl`` stops training and marks
     ``run_info.json`` as diverged.
     """
 
-    def __init__(self, run_dir: str | Path, probe: KLProbe | None = None, probe_steps: int = 1) -> None:
+    def __init__(
+        self,
+        run_dir: str | Path,
+        probe: KLProbe | None = None,
+        probe_steps: int = 1,
+        resume_from: str | Path | None = None,
+    ) -> None:
         self.path = Path(run_dir) / TRAJECTORY_FILE
+        self.resume_from = Path(resume_from) if resume_from else None
         self.run_info = Path(run_dir) / RUN_INFO_FILE
         self.probe = probe
         self.probe_steps = probe_steps
@@ -202,12 +212,20 @@ class TrajectoryCallback(TrainerCallback):
 
     def on_train_begin(self, args: Any, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         kept = [row for row in read_trajectory(self.path) if row["step"] <= state.global_step]
+        if self.resume_from is not None:
+            saved = read_trajectory(self.resume_from / TRAJECTORY_FILE)
+            kept = saved if len(saved) > len(kept) else kept
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text("".join(json.dumps(row) + "\n" for row in kept))
         offset = kept[-1]["elapsed_s"] if kept else 0.0
         if kept:
             log.info("resuming at step %d: kept %d trajectory rows", state.global_step, len(kept))
         self._t0 = time.monotonic() - offset
+
+    def on_save(self, args: Any, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if checkpoint.is_dir() and self.path.exists():
+            shutil.copyfile(self.path, checkpoint / TRAJECTORY_FILE)
 
     def on_step_end(self, args: Any, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         step = state.global_step

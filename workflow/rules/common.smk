@@ -12,7 +12,7 @@ from snakemake.logging import logger
 #: Data source that makes the workflow write the embedded synthetic task (`ktos synth-data`).
 SYNTHETIC = "synthetic"
 #: File endings that mark a data source as a local file rather than a hub id.
-DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
+DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet", ".pq")
 #: Origins of a trajectory table that figures are drawn from: this workflow's runs, or the
 #: committed reference table (config figures.table).
 ORIGINS = ("study", "reference")
@@ -56,13 +56,17 @@ def lr_tag(lr):
     return format(lr, "g").replace("e-0", "e-").replace("e+0", "e+")
 
 
+def is_synthetic():
+    """Whether the workflow writes and trains on the embedded synthetic task."""
+    return config["data"]["source"] == SYNTHETIC
+
+
 def check_config(config):
     """Cross-key checks that the JSON schema cannot express; each error names its key."""
-    data = config["data"]
-    if data["source"] != SYNTHETIC:
-        check_source("data.source", data["source"])
+    if not is_synthetic():
+        check_source("data.source", config["data"]["source"])
     model = config["model"]["name_or_path"]
-    if model is None and data["source"] != SYNTHETIC:
+    if model is None and not is_synthetic():
         raise WorkflowError(
             "config key model.name_or_path: null (pretrain the tiny base model) needs "
             f"data.source: {SYNTHETIC}; set it to a hub id or local model directory."
@@ -70,7 +74,7 @@ def check_config(config):
     if model is not None:
         check_source("model.name_or_path", model)
     synthetic = config["synthetic"]
-    if data["source"] == SYNTHETIC and synthetic["desirable"] >= synthetic["rows"]:
+    if is_synthetic() and synthetic["desirable"] >= synthetic["rows"]:
         raise WorkflowError(
             "config key synthetic.desirable must be below synthetic.rows "
             "(KTO needs undesirable rows too)."
@@ -94,11 +98,6 @@ def input_dir(key):
 def output_dir(key):
     """A params function: the directory holding output file `key`."""
     return lambda wildcards, output: Path(output[key]).parent
-
-
-def is_synthetic():
-    """Whether the workflow writes and trains on the embedded synthetic task."""
-    return config["data"]["source"] == SYNTHETIC
 
 
 def maybe_temp(path):

@@ -12,11 +12,14 @@ rule synth_data:
         "../../environment.yml"
     params:
         out_dir=output_dir("manifest"),
-        synthetic=config["synthetic"],
+        seed=config["synthetic"]["seed"],
+        rows=config["synthetic"]["rows"],
+        desirable=config["synthetic"]["desirable"],
+        heldout=config["synthetic"]["heldout"],
     shell:
-        "ktos synth-data --output {params.out_dir} --seed {params.synthetic[seed]} "
-        "--rows {params.synthetic[rows]} --desirable {params.synthetic[desirable]} "
-        "--heldout {params.synthetic[heldout]} > {log} 2>&1"
+        "python -m ktos synth-data --output {params.out_dir} --seed {params.seed} "
+        "--rows {params.rows} --desirable {params.desirable} "
+        "--heldout {params.heldout} > {log} 2>&1"
 
 
 rule pretrain_base:
@@ -35,14 +38,14 @@ rule pretrain_base:
         mem_mb=config["resources"]["mem_mb"],
         runtime=config["resources"]["runtime"],
     params:
-        synthetic=config["synthetic"],
+        seed=config["synthetic"]["seed"],
+        steps=config["synthetic"]["pretrain_steps"],
         max_seconds=cli_flags(
             {"max-seconds": config["synthetic"]["pretrain_max_seconds"]}
         ),
     shell:
-        "ktos pretrain-base --corpus {input.corpus} --output {output} "
-        "--seed {params.synthetic[seed]} --steps {params.synthetic[pretrain_steps]} "
-        "{params.max_seconds} > {log} 2>&1"
+        "python -m ktos pretrain-base --corpus {input.corpus} --output {output} "
+        "--seed {params.seed} --steps {params.steps} {params.max_seconds} > {log} 2>&1"
 
 
 rule prepare:
@@ -62,7 +65,7 @@ rule prepare:
         split=config["data"]["split"],
         out_dir=output_dir("manifest"),
     shell:
-        "ktos prepare --input {params.source:q} --output {params.out_dir} "
+        "python -m ktos prepare --input {params.source:q} --output {params.out_dir} "
         "--split {params.split:q} > {log} 2>&1"
 
 
@@ -85,10 +88,11 @@ rule split:
     params:
         in_dir=input_dir("manifest"),
         out_dir=output_dir("manifest"),
-        data=config["data"],
+        eval_fraction=config["data"]["eval_fraction"],
+        seed=config["data"]["seed"],
     shell:
-        "ktos split --input {params.in_dir} --output {params.out_dir} "
-        "--eval-fraction {params.data[eval_fraction]} --seed {params.data[seed]} > {log} 2>&1"
+        "python -m ktos split --input {params.in_dir} --output {params.out_dir} "
+        "--eval-fraction {params.eval_fraction} --seed {params.seed} > {log} 2>&1"
 
 
 rule balance:
@@ -111,6 +115,6 @@ rule balance:
         batch_size=config["train"]["per_device_train_batch_size"],
         seed=config["data"]["seed"],
     shell:
-        "ktos balance --input {params.in_dir} --output {params.out_dir} "
+        "python -m ktos balance --input {params.in_dir} --output {params.out_dir} "
         "--strategy {params.strategy} --batch-size {params.batch_size} "
         "--seed {params.seed} > {log} 2>&1"

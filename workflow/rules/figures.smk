@@ -18,9 +18,11 @@ rule draw_figures:
     params:
         threshold=config["figures"]["threshold"],
         lr=lr_tag(config["default_lr"]),
+        checkpoints=config["figures"]["checkpoints"],
     shell:
-        "ktos figures --table {input.table:q} --output {output} "
-        "--threshold {params.threshold} --lr {params.lr} > {log} 2>&1"
+        "python -m ktos figures --table {input.table:q} --output {output} "
+        "--threshold {params.threshold} --lr {params.lr} "
+        "--checkpoints {params.checkpoints} > {log} 2>&1"
 
 
 rule write_tables:
@@ -52,6 +54,8 @@ rule write_tables:
         out_dir=output_dir("verdict"),
         threshold=config["figures"]["threshold"],
         lr=lr_tag(config["default_lr"]),
+        checkpoints=config["figures"]["checkpoints"],
     shell:
-        "ktos tables --table {input.table:q} --output {params.out_dir} "
-        "--threshold {params.threshold} --lr {params.lr} > {log} 2>&1"
+        "python -m ktos tables --table {input.table:q} --output {params.out_dir} "
+        "--threshold {params.threshold} --lr {params.lr} "
+        "--checkpoints {params.checkpoints} > {log} 2>&1"

@@ -17,4 +17,4 @@ rule extract_kl:
     params:
         run_dirs=run_dirs(),
     shell:
-        "ktos extract-kl --runs {params.run_dirs} --output {output} > {log} 2>&1"
+        "python -m ktos extract-kl --runs {params.run_dirs} --output {output} > {log} 2>&1"

@@ -24,7 +24,7 @@ rule train:
         bf16=str(config["train"]["bf16"]).lower(),
         optional=train_optional_flags,
     shell:
-        "ktos train --model_name_or_path {params.model:q} "
+        "python -m ktos train --model_name_or_path {params.model:q} "
         "--train_data {params.train_dir} --eval_data {params.eval_dir} "
         "--weights_from {input.balance_manifest} --output_dir {params.run_dir} "
         "--use_kto_s {params.use_kto_s} --learning_rate {wildcards.lr} --seed {wildcards.seed} "

@@ -1,0 +1,170 @@
+"""Tests for the embedded toy task: data generation, base-model pretraining, greedy accuracy."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+from ktos.models import load_model_and_tokenizer  # noqa: E402
+from ktos.synthetic import (  # noqa: E402
+    extract_answer,
+    has_carry,
+    is_correct,
+    load_heldout,
+    parse_prompt,
+    pretrain_base,
+    split_line,
+    synth_data,
+    task_accuracy,
+    wrong_answer,
+)
+
+FILES = ("data.jsonl", "manifest.json", "heldout.jsonl", "corpus.txt")
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.fixture(scope="module")
+def task_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("synth") / "seed0"
+    synth_data(out, seed=0)
+    return out
+
+
+def test_deterministic_per_seed_and_different_across_seeds(task_dir: Path, tmp_path: Path) -> None:
+    synth_data(tmp_path / "again", seed=0)
+    synth_data(tmp_path / "other", seed=1)
+    for name in FILES:
+        assert (tmp_path / "again" / name).read_bytes() == (task_dir / name).read_bytes(), name
+        assert (tmp_path / "other" / name).read_bytes() != (task_dir / name).read_bytes(), name
+
+
+def test_default_counts_and_manifest(task_dir: Path) -> None:
+    rows = _jsonl(task_dir / "data.jsonl")
+    manifest = json.loads((task_dir / "manifest.json").read_text())
+    assert len(rows) == manifest["rows"] == 1000
+    assert sum(r["label"] for r in rows) == manifest["desirable"] == 746
+    assert manifest["undesirable"] == 254
+    assert all(isinstance(r["label"], bool) for r in rows)
+    assert manifest["seed"] == 0
+    assert manifest["sha256"] == hashlib.sha256((task_dir / "data.jsonl").read_bytes()).hexdigest()
+    labels = [r["label"] for r in rows]
+    assert labels != sorted(labels) and labels != sorted(labels, reverse=True)  # shuffled
+    assert len(_jsonl(task_dir / "heldout.jsonl")) == 200
+    for row in rows:
+        assert len(row["prompt"]) < 20 and len(row["completion"]) < 8
+
+
+def test_labels_reflect_arithmetic(task_dir: Path) -> None:
+    for row in _jsonl(task_dir / "data.jsonl"):
+        a, b = parse_prompt(row["prompt"])
+        assert row["completion"].startswith(" ")
+        assert (int(row["completion"]) == a + b) is row["label"]
+        assert is_correct(row["prompt"], row["completion"]) is row["label"]
+    for item in _jsonl(task_dir / "heldout.jsonl"):
+        a, b = parse_prompt(item["prompt"])
+        assert item["answer"] == str(a + b)
+
+
+def test_heldout_disjoint_from_feedback_and_corpus(task_dir: Path) -> None:
+    held = {item["prompt"] for item in _jsonl(task_dir / "heldout.jsonl")}
+    feedback = {row["prompt"] for row in _jsonl(task_dir / "data.jsonl")}
+    corpus_lines = (task_dir / "corpus.txt").read_text().splitlines()
+    corpus = {split_line(line)[0] for line in corpus_lines}
+    assert held and not held & feedback and not held & corpus
+    right = sum(is_correct(*split_line(line)) for line in corpus_lines) / len(corpus_lines)
+    assert 0.45 < right < 0.65  # a mix: the base model must not already be good at the task
+
+
+def test_wrong_answers_are_wrong() -> None:
+    rng = random.Random(0)
+    for _ in range(2000):
+        a, b = rng.randint(10, 99), rng.randint(10, 99)
+        for kind in ("off_by", "swap", None) + (("forgot_carry",) if has_carry(a, b) else ()):
+            wrong = wrong_answer(a, b, rng, kind=kind)
+            assert wrong != a + b and wrong >= 0
+    with pytest.raises(ValueError):
+        wrong_answer(11, 11, rng, kind="forgot_carry")
+
+
+def test_bad_arguments(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        synth_data(tmp_path, rows=10, desirable=11)
+    with pytest.raises(ValueError):
+        synth_data(tmp_path, heldout=0)
+
+
+@pytest.mark.parametrize(
+    ("text", "answer"),
+    [(" 81</s>", "81"), (" 81", "81"), ("81\nQ: 1+1=", "81"), (" 1</s>23", "1"), ("  ", ""), (" 8 1", "8 1")],
+)
+def test_extract_answer(text: str, answer: str) -> None:
+    assert extract_answer(text) == answer
+
+
+@pytest.fixture(scope="module")
+def tiny_base(task_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("base")
+    record = pretrain_base(task_dir / "corpus.txt", out, seed=0, steps=30, batch_size=16, hidden_size=32)
+    return out, record
+
+
+@pytest.mark.slow
+def test_pretrain_loss_falls_and_saves_loadable_model(tiny_base: tuple[Path, dict]) -> None:
+    out, record = tiny_base
+    losses = record["losses"]
+    assert record["steps"] == len(losses) == 30
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5
+    assert record["params"] > 0 and record["seconds"] > 0
+    assert json.loads((out / "pretrain_log.json").read_text()) == record
+    model, tokenizer = load_model_and_tokenizer(str(out))
+    assert model.config.hidden_size == 32 and tokenizer.padding_side == "left"
+
+
+@pytest.mark.slow
+def test_pretrain_deterministic(task_dir: Path, tiny_base: tuple[Path, dict], tmp_path: Path) -> None:
+    again = pretrain_base(task_dir / "corpus.txt", tmp_path, seed=0, steps=30, batch_size=16, hidden_size=32)
+    assert again["losses"] == tiny_base[1]["losses"]
+
+
+@pytest.mark.slow
+def test_pretrain_stops_at_max_seconds(task_dir: Path, tmp_path: Path) -> None:
+    record = pretrain_base(
+        task_dir / "corpus.txt", tmp_path, steps=10_000, batch_size=8, hidden_size=32, max_seconds=0.0
+    )
+    assert record["steps"] == 1
+
+
+@pytest.mark.slow
+def test_task_accuracy_range_and_count(task_dir: Path, tiny_base: tuple[Path, dict]) -> None:
+    model, tokenizer = load_model_and_tokenizer(str(tiny_base[0]))
+    model.train()
+    result = task_accuracy(model, tokenizer, task_dir / "heldout.jsonl", batch_size=64)
+    assert result["metric"] == "task_accuracy" and result["n"] == 200
+    assert 0.0 <= result["value"] <= 1.0
+    assert model.training  # mode restored
+    assert task_accuracy(model, tokenizer, task_dir)["n"] == 200  # a task dir works too
+    assert load_heldout(task_dir)[:3] == _jsonl(task_dir / "heldout.jsonl")[:3]
+
+
+@pytest.mark.slow
+def test_task_accuracy_counts_exact_matches(task_dir: Path, tiny_base: tuple[Path, dict]) -> None:
+    """Score items against the model's own greedy answers: every one must count as right."""
+    model, tokenizer = load_model_and_tokenizer(str(tiny_base[0]))
+    items = load_heldout(task_dir)[:20]
+    enc = tokenizer([i["prompt"] for i in items], padding=True, padding_side="left", return_tensors="pt")
+    out = model.generate(**enc, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=False)
+    own = [{"prompt": i["prompt"], "answer": extract_answer(t)} for i, t in zip(items, texts, strict=True)]
+    assert task_accuracy(model, tokenizer, own, batch_size=7)["value"] == 1.0
+    shifted = [{"prompt": i["prompt"], "answer": i["answer"] + "x"} for i in own]
+    assert task_accuracy(model, tokenizer, shifted)["value"] == 0.0
