@@ -16,6 +16,7 @@ from ktos.models import load_model_and_tokenizer  # noqa: E402
 from ktos.synthetic import (  # noqa: E402
     extract_answer,
     has_carry,
+    RESPONSE_END,
     is_correct,
     load_heldout,
     parse_prompt,
@@ -67,9 +68,11 @@ def test_default_counts_and_manifest(task_dir: Path) -> None:
 def test_labels_reflect_arithmetic(task_dir: Path) -> None:
     for row in _jsonl(task_dir / "data.jsonl"):
         a, b = parse_prompt(row["prompt"])
-        assert row["completion"].startswith(" ")
-        assert (int(row["completion"]) == a + b) is row["label"]
+        assert row["completion"].startswith(" ") and row["completion"].endswith(RESPONSE_END)
+        assert (int(row["completion"].removesuffix(RESPONSE_END)) == a + b) is row["label"]
         assert is_correct(row["prompt"], row["completion"]) is row["label"]
+    corpus = (task_dir / "corpus.txt").read_text()
+    assert RESPONSE_END not in corpus  # the response template is new to the base model (no SFT)
     for item in _jsonl(task_dir / "heldout.jsonl"):
         a, b = parse_prompt(item["prompt"])
         assert item["answer"] == str(a + b)

@@ -24,21 +24,30 @@ The 8,100 problems are shuffled with ``seed`` and split into disjoint pools:
   ``{"prompt", "completion", "label"}``, exactly ``desirable`` of them correct (label ``True``) and
   the rest wrong (``False``; forgot-carry when the problem carries, else off-by-a-little or digit
   swap, each with equal chance), shuffled. Each row has its own prompt while the pool lasts.
+  Completions follow the feedback data's *response template*: the number then a period, ``" 81."``
+  (:data:`RESPONSE_END`), which the corpus never uses. This is the "no SFT" condition in miniature:
+  an SFT stage would teach the template before preference training; here KTO must learn it from the
+  feedback itself. Learning it is a prompt-independent shift that raises the log-probability of
+  every templated completion, mismatched prompt/completion pairs included, which is exactly what
+  TRL's KL estimate measures.
 - ``corpus.txt``: ``corpus_lines`` lines ``"Q: a+b= c"`` for the base model's "pretraining", drawn
   from every non-held-out problem. Its answers are a mix: for a problem with no units carry the
   answer is right with probability 0.75 (else off-by-a-little or digit swap); for a problem that
-  carries it is right with probability 0.35, forgot-carry with 0.5 and another error with 0.15.
-  About 57% of lines are right. A base model that fits this corpus knows the format and most of
-  the arithmetic, but its most likely answer to a carrying problem (about 45% of problems) is the
-  forgot-carry one, so its greedy accuracy stays near 55% at best: KTO's feedback, which labels
-  exactly those answers undesirable, has something to teach. There are no filler lines: the base
-  model is a language model of this one format.
+  carries it is right with probability 0.25, forgot-carry with 0.6 and another error with 0.15.
+  About 52% of lines are right. A base model that fits this corpus knows the format and the
+  arithmetic of problems without a carry, but its most likely answer to a carrying problem (about
+  45% of problems) is the forgot-carry one, so its greedy accuracy stays near 55-60%: KTO's
+  feedback, which labels exactly those answers undesirable, has something to teach. There are no
+  filler lines: the base model is a language model of this one format.
 
 Base model (:func:`pretrain_base`)
 ----------------------------------
 A tiny Llama (:func:`ktos.models.build_tiny_model`, character-level tokenizer) trained with a plain
 torch loop: causal LM cross-entropy (nats/token) on each corpus line followed by EOS, AdamW, linear
 warm-up then cosine decay, gradient clipping at 1. Deterministic for a seed and thread count.
+Measured with the defaults (89k parameters, 3,000 steps of 64 lines, one thread) on the 2-core dev
+machine: about 48 s; loss 4.55 -> 0.82 nats/token; held-out greedy accuracy 0.63 (seed 0) and 0.555
+(seed 1), all problems without a carry right and 7-12% of those with one.
 """
 
 from __future__ import annotations
@@ -67,6 +76,8 @@ OPERAND_MIN, OPERAND_MAX = 10, 99
 #: Corpus mix: probability of the right answer for problems without / with a units carry, and of the
 #: forgot-carry answer for problems with one (the rest are other small errors).
 P_RIGHT_NO_CARRY, P_RIGHT_CARRY, P_FORGOT_CARRY = 0.75, 0.25, 0.6
+#: The feedback data's response template ends each answer with this mark; the corpus never does.
+RESPONSE_END = "."
 
 
 def make_prompt(a: int, b: int) -> str:
@@ -74,9 +85,10 @@ def make_prompt(a: int, b: int) -> str:
     return f"Q: {a}+{b}="
 
 
-def make_completion(answer: int) -> str:
-    """The completion that answers ``answer``: a space, then the number."""
-    return f" {answer}"
+def make_completion(answer: int, *, response: bool = False) -> str:
+    """The completion that answers ``answer``: a space, then the number; with ``response``, in the
+    feedback data's response template, which ends with :data:`RESPONSE_END`."""
+    return f" {answer}{RESPONSE_END if response else ''}"
 
 
 def parse_prompt(prompt: str) -> tuple[int, int]:
@@ -186,7 +198,9 @@ def synth_data(
     for i, label in enumerate(labels):
         a, b = pool[i % len(pool)]
         answer = a + b if label else wrong_answer(a, b, rng)
-        feedback.append({"prompt": make_prompt(a, b), "completion": make_completion(answer), "label": label})
+        feedback.append(
+            {"prompt": make_prompt(a, b), "completion": make_completion(answer, response=True), "label": label}
+        )
 
     corpus_problems: list[tuple[int, int]] = []
     while len(corpus_problems) < corpus_lines:  # every pool problem once per pass, fresh order each pass
@@ -223,53 +237,25 @@ def _cosine_lr(step: int, total: int, peak: float, warmup: int) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def pretrain_base(
-    corpus_path: str | Path,
-    out_dir: str | Path,
+def _train_loop(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    encoded: list[list[int]],
     *,
-    seed: int = 0,
-    steps: int = 1500,
-    batch_size: int = 64,
-    lr: float = 3e-3,
-    hidden_size: int = 64,
-    num_layers: int = 2,
-    num_heads: int = 4,
-    max_seconds: float | None = None,
-) -> dict:
-    """Pretrain a tiny Llama base model on ``corpus_path`` (one example per line) and save it to ``out_dir``.
-
-    Loss: causal LM cross-entropy in nats per predicted token, over each line's characters and a
-    final EOS, padding ignored. AdamW (weight decay 0.01), ``lr`` with a 5% linear warm-up and
-    cosine decay to ``lr / 10``, gradient norm clipped at 1. Batches of ``batch_size`` lines in an
-    order fixed by ``seed`` (a fresh permutation each pass over the corpus), as are the initial
-    weights. Stops after ``steps`` steps or, when ``max_seconds`` is set, after the first step that
-    ends past it. Writes the model and tokenizer (``save_pretrained``, loadable by
-    :func:`ktos.models.load_model_and_tokenizer`) and ``pretrain_log.json``, and returns the log:
-    ``losses`` (one per step), ``seconds`` (wall clock of the loop), ``cpu_seconds`` (process CPU time,
-    all threads), ``steps`` (done), ``params`` and the settings.
-    """
-    corpus_path, out = Path(corpus_path), Path(out_dir)
-    lines = [line for line in corpus_path.read_text(encoding="utf-8").splitlines() if line]
-    if not lines:
-        raise ValueError(f"empty corpus: {corpus_path}")
-    torch.manual_seed(seed)
-    tokenizer = build_tiny_tokenizer()
-    model = build_tiny_model(
-        tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads, seed=seed
-    )
-    n_params = sum(p.numel() for p in model.parameters())
-    encoded = tokenizer([line + tokenizer.eos_token for line in lines])["input_ids"]
+    seed: int,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    max_seconds: float | None,
+) -> list[float]:
+    """Train ``model`` in place on the token-id lists ``encoded``; returns the loss of each step."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     generator = torch.Generator().manual_seed(seed)
     order: list[int] = []
     warmup = max(1, steps // 20)
     losses: list[float] = []
-    log.info(
-        "pretraining a %.3fM-parameter base model on %d lines: %d steps of %d, lr %g, %d threads",
-        n_params / 1e6, len(lines), steps, batch_size, lr, torch.get_num_threads(),
-    )
     model.train()
-    start, cpu_start = time.perf_counter(), time.process_time()
+    start = time.perf_counter()
     bar = tqdm(range(steps), desc="pretrain", unit="step", mininterval=1.0)
     for step in bar:
         if len(order) < batch_size:
@@ -290,8 +276,69 @@ def pretrain_base(
             log.warning("pretraining hit the time limit (%g s) after %d of %d steps", max_seconds, step + 1, steps)
             break
     bar.close()
-    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     model.eval()
+    return losses
+
+
+def pretrain_base(
+    corpus_path: str | Path,
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    steps: int = 3000,
+    batch_size: int = 64,
+    lr: float = 3e-3,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    max_seconds: float | None = None,
+    num_threads: int | None = 1,
+) -> dict:
+    """Pretrain a tiny Llama base model on ``corpus_path`` (one example per line) and save it to ``out_dir``.
+
+    Loss: causal LM cross-entropy in nats per predicted token, over each line's characters and a
+    final EOS, padding ignored. AdamW (weight decay 0.01), ``lr`` with a 5% linear warm-up and
+    cosine decay to ``lr / 10``, gradient norm clipped at 1. Batches of ``batch_size`` lines in an
+    order fixed by ``seed`` (a fresh permutation each pass over the corpus), as are the initial
+    weights. Stops after ``steps`` steps or, when ``max_seconds`` is set, after the first step that
+    ends past it.
+
+    ``num_threads`` sets torch's intra-op threads for the call (restored afterwards; ``None`` keeps
+    the current setting). The default, 1, is as fast as 2 for this model when a core is free (about
+    13 ms per default step on the 2-core dev machine) and avoids a 10x slowdown when another
+    process holds the other core; it also makes the losses independent of the machine's core count.
+
+    Writes the model and tokenizer (``save_pretrained``, loadable by
+    :func:`ktos.models.load_model_and_tokenizer`) and ``pretrain_log.json``, and returns the log:
+    ``losses`` (one per step), ``seconds`` (wall clock of the loop), ``cpu_seconds`` (process CPU time,
+    all threads), ``steps`` (done), ``params`` and the settings.
+    """
+    corpus_path, out = Path(corpus_path), Path(out_dir)
+    lines = [line for line in corpus_path.read_text(encoding="utf-8").splitlines() if line]
+    if not lines:
+        raise ValueError(f"empty corpus: {corpus_path}")
+    torch.manual_seed(seed)
+    tokenizer = build_tiny_tokenizer()
+    model = build_tiny_model(
+        tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads, seed=seed
+    )
+    n_params = sum(p.numel() for p in model.parameters())
+    encoded = tokenizer([line + tokenizer.eos_token for line in lines])["input_ids"]
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(num_threads or previous_threads)
+    threads = torch.get_num_threads()
+    log.info(
+        "pretraining a %.3fM-parameter base model on %d lines: %d steps of %d, lr %g, %d threads",
+        n_params / 1e6, len(lines), steps, batch_size, lr, threads,
+    )
+    start, cpu_start = time.perf_counter(), time.process_time()
+    try:
+        losses = _train_loop(
+            model, tokenizer, encoded, seed=seed, steps=steps, batch_size=batch_size, lr=lr, max_seconds=max_seconds
+        )
+    finally:
+        torch.set_num_threads(previous_threads)
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     record = {
@@ -308,7 +355,7 @@ def pretrain_base(
         "num_layers": num_layers,
         "num_heads": num_heads,
         "max_seconds": max_seconds,
-        "threads": torch.get_num_threads(),
+        "threads": threads,
         "corpus_lines": len(lines),
         "corpus_sha256": _sha256(corpus_path),
     }
@@ -322,8 +369,9 @@ def pretrain_base(
 
 
 def extract_answer(text: str, eos_token: str = "</s>") -> str:
-    """The answer in generated ``text``: cut at the first EOS or newline, whitespace stripped."""
-    return text.split(eos_token, 1)[0].split("\n", 1)[0].strip()
+    """The answer in generated ``text``: cut at the first EOS or newline, whitespace and a final
+    :data:`RESPONSE_END` stripped (accuracy scores the arithmetic, not the template)."""
+    return text.split(eos_token, 1)[0].split("\n", 1)[0].strip().removesuffix(RESPONSE_END).strip()
 
 
 def load_heldout(heldout: str | Path | Sequence[dict]) -> list[dict]:
