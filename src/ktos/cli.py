@@ -182,5 +182,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ktos {args.command}: error: {err}", file=sys.stderr)
         return EXIT_BAD_DATA
     if isinstance(result, dict):
-        log.info("%s: %s", args.command, json.dumps(result, default=str)[:2000])
+        summary = {k: v for k, v in result.items() if not isinstance(v, list) or k == "written"}
+        log.info("%s: %s", args.command, json.dumps(summary, default=str))
     return 0

@@ -459,6 +459,22 @@ def _pm(mean: float, std: float, n: int) -> str:
     return _fmt(mean) if n < 2 else f"{_fmt(mean)} ± {_fmt(std, 2)}"
 
 
+def _probe_sentence(ok: pd.DataFrame) -> list[str]:
+    """The held-out probe's KL of both methods at the last step every run measured it (empty if none)."""
+    probe = ok[np.isfinite(ok["probe_kl"].astype(float))] if "probe_kl" in ok else ok.iloc[:0]
+    if probe.empty or set(probe["method"]) != set(METHODS):
+        return []
+    last = int(min(g["step"].max() for _, g in probe.groupby(list(KEYS), dropna=False)))
+    at = {m: mean_spread(probe.loc[(probe["method"] == m) & (probe["step"] == last), "probe_kl"]) for m in METHODS}
+    (mk, sk, _, nk), (ms, ss, _, ns) = at["kto"], at["kto_s"]
+    if not (nk and ns):
+        return []
+    return [
+        f"On the held-out KL probe (fixed mismatched pairs, less noisy than one batch) at step {last}, "
+        f"KTO-S's KL is {_pm(ms, ss, ns)} nats against KTO's {_pm(mk, sk, nk)}."
+    ]
+
+
 def verdict(df: pd.DataFrame, *, step: int = 20, threshold: float, lr: float | None = None) -> str:
     """A short paragraph comparing KTO-S with KTO, computed from the table at one lr (default: :func:`default_lr`).
 
@@ -509,13 +525,14 @@ def verdict(df: pd.DataFrame, *, step: int = 20, threshold: float, lr: float | N
         seeds = _seeds(nk) if nk == ns else f"{ns} (KTO-S) and {nk} (KTO) seeds"
         nums = f"{_pm(ms, ss, ns)} nats against KTO's {_pm(mk, sk, nk)} over {seeds}"
         nums += " (mean ± std)" if max(nk, ns) > 1 else ""
+        overlap = nk > 1 and ns > 1 and (ms - hs) <= (mk + hk) and (mk - hk) <= (ms + hs)
         if ms < mk:
             ratio = f", {_fmt(ms / mk)}× KTO's" if mk > 0 else ""
-            sentences.append(f"At step {used} ({where}), KTO-S's KL is lower: {nums}{ratio}.")
+            lower = "not distinguishably lower" if overlap else "lower"
+            sentences.append(f"At step {used} ({where}), KTO-S's KL is {lower}: {nums}{ratio}.")
         else:
             sentences.append(f"KTO-S is not more stable here: at step {used} ({where}) its KL is {nums}.")
         if nk > 1 and ns > 1:
-            overlap = (ms - hs) <= (mk + hk) and (mk - hk) <= (ms + hs)
             sentences.append(
                 "The 95% confidence intervals overlap, so these seeds do not resolve the difference."
                 if overlap
@@ -531,6 +548,7 @@ def verdict(df: pd.DataFrame, *, step: int = 20, threshold: float, lr: float | N
         if not (nk or ns):
             sentences.append(f"At {where} every run diverged: no KL to compare.")
 
+    sentences.extend(_probe_sentence(ok))
     metric = (s["kto_s"]["metric"] or s["kto"]["metric"] or "quality").replace("_", " ")
     qual = [
         f"{method_label(m)} {_pm(q[0], q[1], q[3])}" for m in ("kto_s", "kto") if (q := s[m]["quality"])[3]

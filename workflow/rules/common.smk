@@ -148,10 +148,14 @@ def base_model():
 
 
 def train_input(wildcards):
-    """Inputs of one training run; the base model is an input only when it is on disk."""
+    """Inputs of one training run; the base model is an input only when it is on disk.
+
+    TRL 1.5.1's KTOTrainer reads the training set in file order (SequentialSampler), so the run's
+    seed reaches the batch order through its own balanced (shuffled) copy of the training set.
+    """
     inputs = {
-        "train": "results/data/balanced/data.jsonl",
-        "balance_manifest": "results/data/balanced/manifest.json",
+        "train": f"results/data/balanced/seed{wildcards.seed}/data.jsonl",
+        "balance_manifest": f"results/data/balanced/seed{wildcards.seed}/manifest.json",
         "eval": "results/data/split/eval/data.jsonl",
     }
     model = base_model()

@@ -33,7 +33,7 @@ rule pretrain_base:
         "results/benchmarks/pretrain_base.tsv"
     conda:
         "../../environment.yml"
-    threads: config["resources"]["threads"]
+    threads: 1  # ktos.synthetic.pretrain_base runs on one thread: faster than two for a tiny model
     resources:
         mem_mb=config["resources"]["mem_mb"],
         runtime=config["resources"]["runtime"],
@@ -100,12 +100,12 @@ rule balance:
         data="results/data/split/train/data.jsonl",
         manifest="results/data/split/train/manifest.json",
     output:
-        data="results/data/balanced/data.jsonl",
-        manifest="results/data/balanced/manifest.json",
+        data="results/data/balanced/seed{seed}/data.jsonl",
+        manifest="results/data/balanced/seed{seed}/manifest.json",
     log:
-        "results/logs/balance.log",
+        "results/logs/balance_seed{seed}.log",
     benchmark:
-        "results/benchmarks/balance.tsv"
+        "results/benchmarks/balance_seed{seed}.tsv"
     conda:
         "../../environment.yml"
     params:
@@ -113,8 +113,7 @@ rule balance:
         out_dir=output_dir("manifest"),
         strategy=config["balance"]["strategy"],
         batch_size=config["train"]["per_device_train_batch_size"],
-        seed=config["data"]["seed"],
     shell:
         "python -m ktos balance --input {params.in_dir} --output {params.out_dir} "
         "--strategy {params.strategy} --batch-size {params.batch_size} "
-        "--seed {params.seed} > {log} 2>&1"
+        "--seed {wildcards.seed} > {log} 2>&1"
