@@ -9,13 +9,16 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
+import math
 import random
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from datasets import Dataset
 
 from ktos.models import save_tiny
+from ktos.trajectories import COLUMNS, METHODS
 
 
 def feedback_rows(n: int, n_desirable: int, seed: int = 0) -> list[dict]:
@@ -41,3 +44,39 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def feedback_dataset() -> Dataset:
     """48 rows, 3:1 desirable to undesirable."""
     return Dataset.from_list(feedback_rows(48, 36))
+
+
+def trajectory_table(
+    *, seeds=(0, 1, 2), lrs=(5e-6,), steps=25, diverged=None, kto_s_scale=1.0, probe=True, quality=True
+) -> pd.DataFrame:
+    """A tidy trajectory table: KTO's kl grows like t^2, KTO-S's stays near 0.01-0.04 (times
+    ``kto_s_scale``); ``diverged = ((method, lr, seed), step)`` makes that run end in a blow-up."""
+    rows = []
+    for method in METHODS:
+        for lr in lrs:
+            for seed in seeds:
+                status, last = "completed", steps
+                if diverged and diverged[0] == (method, lr, seed):
+                    status, last = "diverged", diverged[1]
+                sign = 1 if method == "kto" else 0.5
+                for t in range(1, last + 1):
+                    if method == "kto":
+                        kl = 0.002 * (lr / 5e-6) * t**2 * (1 + 0.1 * seed)
+                    else:
+                        kl = kto_s_scale * (0.01 + 0.001 * t * (1 + 0.1 * seed))
+                    if status == "diverged" and t == last:
+                        kl = 80.0
+                    has_probe = probe and t % 5 == 0
+                    measured = quality and status != "diverged"
+                    rows.append({
+                        "method": method, "lr": lr, "beta": 0.2, "seed": seed, "step": t, "kl": kl,
+                        "probe_kl": 1.3 * kl if has_probe else math.nan,
+                        "probe_kl_per_token": 1.3 * kl / 40 if has_probe else math.nan,
+                        "loss": 0.5 - 0.004 * t * sign, "rewards_chosen": 0.01 * t * sign,
+                        "rewards_rejected": -0.02 * t * sign if t % 7 else math.nan,
+                        "rewards_margins": 0.03 * t * sign, "learning_rate": lr, "grad_norm": 1.0,
+                        "elapsed_s": float(t), "status": status,
+                        "quality_metric": "task_accuracy" if quality else math.nan,
+                        "quality": 0.6 + 0.01 * seed + 0.02 * (method == "kto_s") if measured else math.nan,
+                    })  # fmt: skip
+    return pd.DataFrame(rows, columns=list(COLUMNS))

@@ -6,46 +6,15 @@ import math
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
+from conftest import trajectory_table as make_table
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from ktos import figures as F
-from ktos import trajectories as T
 
 THRESHOLD = 0.1
 NAMES = ("fig2_kto_kl", "fig3_kto_s_kl", "companion", "probe_kl", "frontier", "stability_map")
-
-
-def make_table(
-    *, seeds=(0, 1, 2), lrs=(5e-6,), steps=25, diverged=None, probe=True, quality=True
-) -> pd.DataFrame:
-    """KTO's kl grows like t^2, KTO-S's stays flat; ``diverged = ((method, lr, seed), step)``."""
-    rows = []
-    for method in T.METHODS:
-        for lr in lrs:
-            for seed in seeds:
-                status, last = "completed", steps
-                if diverged and diverged[0] == (method, lr, seed):
-                    status, last = "diverged", diverged[1]
-                for t in range(1, last + 1):
-                    grow = 0.002 * (lr / 5e-6) * t**2 if method == "kto" else 0.01 + 0.001 * t
-                    kl = 80.0 if status == "diverged" and t == last else grow * (1 + 0.1 * seed)
-                    has_probe = probe and t % 5 == 0
-                    sign = 1 if method == "kto" else 0.5
-                    rows.append({
-                        "method": method, "lr": lr, "beta": 0.2, "seed": seed, "step": t, "kl": kl,
-                        "probe_kl": 1.3 * kl if has_probe else math.nan,
-                        "probe_kl_per_token": 1.3 * kl / 40 if has_probe else math.nan,
-                        "loss": 0.5 - 0.004 * t * sign, "rewards_chosen": 0.01 * t * sign,
-                        "rewards_rejected": -0.02 * t * sign if t % 7 else math.nan,
-                        "rewards_margins": 0.03 * t * sign, "learning_rate": lr, "grad_norm": 1.0,
-                        "elapsed_s": float(t), "status": status,
-                        "quality_metric": "task_accuracy" if quality else math.nan,
-                        "quality": 0.6 + 0.01 * seed if quality and status != "diverged" else math.nan,
-                    })  # fmt: skip
-    return pd.DataFrame(rows, columns=list(T.COLUMNS))
 
 
 @pytest.fixture(scope="module")

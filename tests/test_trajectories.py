@@ -9,42 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import trajectory_table as make_table
 
 from ktos import trajectories as T
 
 THRESHOLD = 0.1
-
-
-def make_table(
-    *, seeds=(0, 1, 2), lrs=(5e-6,), steps=25, diverged=None, kto_s_scale=1.0, probe=True
-) -> pd.DataFrame:
-    """KTO's kl grows like t^2, KTO-S's stays near 0.01-0.04; ``diverged = ((method, lr, seed), step)``."""
-    rows = []
-    for method in T.METHODS:
-        for lr in lrs:
-            for seed in seeds:
-                status, last = "completed", steps
-                if diverged and diverged[0] == (method, lr, seed):
-                    status, last = "diverged", diverged[1]
-                for t in range(1, last + 1):
-                    if method == "kto":
-                        kl = 0.002 * (lr / 5e-6) * t**2 * (1 + 0.1 * seed)
-                    else:
-                        kl = kto_s_scale * (0.01 + 0.001 * t * (1 + 0.1 * seed))
-                    if status == "diverged" and t == last:
-                        kl = 80.0
-                    has_probe = probe and t % 5 == 0
-                    rows.append({
-                        "method": method, "lr": lr, "beta": 0.2, "seed": seed, "step": t, "kl": kl,
-                        "probe_kl": 1.3 * kl if has_probe else math.nan,
-                        "probe_kl_per_token": 1.3 * kl / 40 if has_probe else math.nan,
-                        "loss": 0.5 - 0.004 * t, "rewards_chosen": 0.01 * t,
-                        "rewards_rejected": -0.02 * t if t % 7 else math.nan, "rewards_margins": 0.03 * t,
-                        "learning_rate": lr, "grad_norm": 1.0, "elapsed_s": float(t), "status": status,
-                        "quality_metric": "task_accuracy",
-                        "quality": math.nan if status == "diverged" else 0.6 + 0.01 * seed + 0.02 * (method == "kto_s"),
-                    })  # fmt: skip
-    return pd.DataFrame(rows, columns=list(T.COLUMNS))
 
 
 def write_run(path: Path, records: list[dict], info: dict | None) -> Path:

@@ -32,7 +32,6 @@ On disk a prepared dataset is a dataset dir (see :func:`write_dataset_dir`), rea
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -45,6 +44,8 @@ import numpy as np
 from datasets.exceptions import DatasetsError
 import pandas as pd
 import pyarrow.parquet as pq
+
+from .provenance import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,7 @@ def _read_dataset_dir_columns(path: Path) -> tuple[str, Columns]:
     expected = manifest.get("sha256")
     if expected is None:
         log.warning("%s has no sha256: data.jsonl not checked", manifest_path)
-    elif _sha256(data) != expected:
+    elif sha256_file(data) != expected:
         raise DataValidationError(f"{data}: sha256 differs from {manifest_path} (file changed after it was written)")
     return str(data), _read_json_file(data)
 
@@ -338,15 +339,6 @@ def load_feedback(source: str, *, split: str = "train") -> datasets.Dataset:
     return _load(source, split)[2]
 
 
-def _sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_dataset_dir(ds: datasets.Dataset, out_dir: str | Path, **extra_manifest: Any) -> dict[str, Any]:
     """Write ``ds`` as a dataset dir and return its manifest.
 
@@ -369,7 +361,7 @@ def write_dataset_dir(ds: datasets.Dataset, out_dir: str | Path, **extra_manifes
         "rows": len(labels),
         "desirable": sum(labels),
         "undesirable": len(labels) - sum(labels),
-        "sha256": _sha256(data),
+        "sha256": sha256_file(data),
     }
     clash = set(manifest) & set(extra_manifest)
     if clash:

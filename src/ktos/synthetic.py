@@ -52,7 +52,6 @@ machine: about 48 s; loss 4.55 -> 0.82 nats/token; held-out greedy accuracy 0.63
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -68,6 +67,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .data import write_dataset_dir
 from .models import build_tiny_model, build_tiny_tokenizer
+from .provenance import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -154,10 +154,6 @@ def corpus_answer(a: int, b: int, rng: random.Random) -> int:
     return wrong_answer(a, b, rng, kind=rng.choice(("off_by", "swap")))
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def synth_data(
     out_dir: str | Path,
     *,
@@ -216,10 +212,10 @@ def synth_data(
         seed=seed,
         task="addition",
         heldout=heldout,
-        heldout_sha256=_sha256(out / "heldout.jsonl"),
+        heldout_sha256=sha256_file(out / "heldout.jsonl"),
         corpus_lines=corpus_lines,
         corpus_right_fraction=corpus_right / corpus_lines,
-        corpus_sha256=_sha256(corpus_path),
+        corpus_sha256=sha256_file(corpus_path),
     )
     log.info(
         "synthetic task in %s: %d feedback rows (%d desirable), %d held-out prompts, %d corpus lines (%.1f%% right)",
@@ -357,7 +353,7 @@ def pretrain_base(
         "max_seconds": max_seconds,
         "threads": threads,
         "corpus_lines": len(lines),
-        "corpus_sha256": _sha256(corpus_path),
+        "corpus_sha256": sha256_file(corpus_path),
     }
     (out / "pretrain_log.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     first, last = losses[: min(5, len(losses))], losses[-min(5, len(losses)) :]
