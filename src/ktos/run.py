@@ -18,9 +18,11 @@ from typing import Any
 
 from datasets import Dataset
 
+from .data import load_feedback
 from .models import load_model_and_tokenizer
 from .probe import KLProbe, preference_accuracy
 from .provenance import git_revision, package_versions, update_json, write_json
+from .synthetic import task_accuracy
 from .trainer import RUN_INFO_FILE, KTOSConfig, KTOSTrainer, TrajectoryCallback
 
 log = logging.getLogger(__name__)
@@ -65,12 +67,6 @@ def last_complete_checkpoint(run_dir: Path) -> Path | None:
     return max(done, key=lambda p: int(p.name[11:]), default=None)
 
 
-def _load(path: str) -> Dataset:
-    from .data import load_feedback
-
-    return load_feedback(path)
-
-
 def _apply_balance_weights(config: KTOSConfig, manifest_path: str) -> None:
     manifest = json.loads(Path(manifest_path).read_text())
     config.desirable_weight = float(manifest["desirable_weight"])
@@ -83,8 +79,6 @@ def _apply_balance_weights(config: KTOSConfig, manifest_path: str) -> None:
 
 def _quality(trainer: KTOSTrainer, data_args: DataArguments, eval_dataset: Dataset | None) -> dict[str, Any] | None:
     if data_args.heldout:
-        from .synthetic import task_accuracy
-
         return task_accuracy(trainer.model, trainer.processing_class, data_args.heldout)
     if eval_dataset is not None:
         return preference_accuracy(trainer, eval_dataset)
@@ -102,14 +96,15 @@ def train(model_args: ModelArguments, data_args: DataArguments, config: KTOSConf
     run_dir.mkdir(parents=True, exist_ok=True)
     if data_args.weights_from:
         _apply_balance_weights(config, data_args.weights_from)
-    train_dataset = _load(data_args.train_data)
-    eval_dataset = _load(data_args.eval_data) if data_args.eval_data else None
+    train_dataset = load_feedback(data_args.train_data)
+    eval_dataset = load_feedback(data_args.eval_data) if data_args.eval_data else None
     model, tokenizer = load_model_and_tokenizer(
         model_args.model_name_or_path, trust_remote_code=model_args.trust_remote_code
     )
     checkpoint = last_complete_checkpoint(run_dir)
     resume = str(checkpoint) if checkpoint else None
     info_path = run_dir / RUN_INFO_FILE
+    earlier = json.loads(info_path.read_text()) if resume and info_path.exists() else {}
     write_json(
         info_path,
         {
@@ -121,7 +116,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, config: KTOSConf
             "status": "running",
             "diverged_at_step": None,
             "quality": None,
-            "base_quality": None,
+            "base_quality": earlier.get("base_quality"),
             "resumed_from": resume,
             "model": asdict(model_args),
             "data": asdict(data_args),
