@@ -75,6 +75,12 @@ def _apply_balance_weights(config: KTOSConfig, manifest_path: str) -> None:
         "class weights from %s (%s strategy): desirable %.4g, undesirable %.4g",
         manifest_path, manifest.get("strategy", "?"), config.desirable_weight, config.undesirable_weight,
     )
+    balanced_for = manifest.get("batch_size")
+    if balanced_for is not None and balanced_for != config.per_device_train_batch_size:
+        log.warning(
+            "the data was balanced for batches of %d but per_device_train_batch_size is %d: "
+            "batches may hold one label only", balanced_for, config.per_device_train_batch_size,
+        )
 
 
 def _quality(trainer: KTOSTrainer, data_args: DataArguments, eval_dataset: Dataset | None) -> dict[str, Any] | None:
