@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -165,7 +164,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ktos`` console script and ``python -m ktos``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # KTOTrainer lives in trl.experimental by design
     args, rest = build_parser().parse_known_args(argv)
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True

@@ -11,6 +11,7 @@ import logging
 import math
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,10 @@ from typing import Any
 import torch
 from datasets import Dataset
 from transformers import TrainerCallback, TrainerControl, TrainerState
-from trl.experimental.kto import KTOConfig, KTOTrainer
+
+with warnings.catch_warnings():  # TRL 1.5.1 ships KTOTrainer only under trl.experimental: expected, pinned
+    warnings.simplefilter("ignore")
+    from trl.experimental.kto import KTOConfig, KTOTrainer
 
 from . import losses
 from .data import DataValidationError, normalise_labels
