@@ -324,7 +324,7 @@ def draw_companion(df: pd.DataFrame, *, lr: float | None = None, beta: float | N
             ylabel=r"$|\partial\,\mathrm{loss}/\partial r|$ (per nat)",
             title=title,
         )
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(0, 1.45 * beta / 4)  # headroom above the peak (beta/4) for the legend
     z0_handles = [
         Line2D([], [], color=c, label=f"$z_0$ = {z0:g} nats") for z0, c in zip(Z0_GRID, colors, strict=True)
     ]
@@ -332,8 +332,8 @@ def draw_companion(df: pd.DataFrame, *, lr: float | None = None, beta: float | N
         Line2D([], [], color="grey", ls="-", label="KTO: peak at $r=z_0$"),
         Line2D([], [], color="grey", ls="--", label="KTO-S: shrinks with $z_0$"),
     ]
-    flat[4].legend(handles=z0_handles, loc="lower center")
-    flat[5].legend(handles=style_handles, loc="lower center")
+    flat[4].legend(handles=z0_handles, loc="upper center", ncols=2, columnspacing=0.8)
+    flat[5].legend(handles=style_handles, loc="upper center")
     n = "/".join(str(_n_runs(sub[sub["method"] == m])) for m in METHODS)
     div = f", {_n_diverged(sub)} diverged, not in means" if _n_diverged(sub) else ""
     fig.suptitle(
