@@ -32,7 +32,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from ktos.losses import gradient_weight
 from ktos.trajectories import (
@@ -475,6 +475,8 @@ def draw_stability_map(df: pd.DataFrame, *, threshold: float, first_n_steps: int
     if any_div:
         ax.plot([], [], "x", color="grey", label="diverged (at top)")
     ax.set_xscale("log")
+    ax.set_xticks(lrs, [fmt_lr(lr) for lr in lrs])  # the swept rates only: no crowded minor labels
+    ax.xaxis.set_minor_formatter(NullFormatter())
     if logy:
         ax.set_yscale("log")
     else:
