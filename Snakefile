@@ -8,6 +8,7 @@ See config/README.md for every config key and profiles/README.md for SLURM.
 """
 
 import os
+import sys
 from pathlib import Path
 
 from snakemake.utils import min_version, validate
@@ -18,6 +19,8 @@ min_version("9.0")
 os.environ["PYTHONPATH"] = os.pathsep.join(
     filter(None, [str(Path(workflow.basedir) / "src"), os.environ.get("PYTHONPATH")])
 )
+# The config checks use ktos.sources (standard library only), from this checkout.
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 
 envvars:

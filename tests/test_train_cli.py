@@ -10,7 +10,7 @@ import pytest
 
 from conftest import feedback_rows
 from ktos.cli import main
-from ktos.trainer import read_trajectory
+from ktos.trajectories import read_trajectory
 
 pytestmark = pytest.mark.slow
 

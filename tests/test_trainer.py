@@ -13,7 +13,8 @@ from trl.experimental.kto import KTOConfig, KTOTrainer
 
 from conftest import feedback_rows
 from ktos.models import load_model_and_tokenizer
-from ktos.trainer import KTOSConfig, KTOSTrainer, TrajectoryCallback, check_labels, read_trajectory
+from ktos.trainer import KTOSConfig, KTOSTrainer, TrajectoryCallback, check_labels
+from ktos.trajectories import read_trajectory
 
 FAST = {
     "per_device_train_batch_size": 4,

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from .provenance import sha256_file
+from .sources import CSV_SUFFIXES, JSON_SUFFIXES, PARQUET_SUFFIXES, looks_like_path
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +57,6 @@ DATA_FILE = "data.jsonl"
 MANIFEST_FILE = "manifest.json"
 #: How many offending rows (and their values) an error message shows.
 MAX_ROWS_SHOWN = 5
-_JSON_SUFFIXES = (".jsonl", ".json")
-_CSV_SUFFIXES = (".csv", ".tsv")
-_PARQUET_SUFFIXES = (".parquet", ".pq")
 _CSV_LABELS = {"true": True, "false": False, "1": True, "0": False}
 
 Columns = dict[str, list[Any]]
@@ -167,17 +164,6 @@ def _load_dataset_split(loaded: datasets.Dataset | datasets.DatasetDict, name: s
     return loaded.to_dict()
 
 
-def _looks_like_path(source: str) -> bool:
-    """A missing ``source`` that is meant as a local path rather than a hub id (``org/name``)."""
-    suffixes = _JSON_SUFFIXES + _CSV_SUFFIXES + _PARQUET_SUFFIXES
-    return (
-        source.startswith((".", "/", "~"))
-        or source.count("/") > 1
-        or (os.sep != "/" and os.sep in source)
-        or source.lower().endswith(suffixes)
-    )
-
-
 def _load_columns(source: str, split: str) -> tuple[str, str, Columns]:
     """Read ``source`` into columns. Returns (name for messages, format, columns)."""
     path = Path(source).expanduser()
@@ -193,16 +179,16 @@ def _load_columns(source: str, split: str) -> tuple[str, str, Columns]:
         )
     if path.is_file():
         suffix = path.suffix.lower()
-        if suffix in _JSON_SUFFIXES:
+        if suffix in JSON_SUFFIXES:
             return str(path), "json", _read_json_file(path)
-        if suffix in _CSV_SUFFIXES:
+        if suffix in CSV_SUFFIXES:
             return str(path), suffix[1:], _read_csv_file(path)
-        if suffix in _PARQUET_SUFFIXES:
+        if suffix in PARQUET_SUFFIXES:
             return str(path), "parquet", pq.read_table(path).to_pydict()
         raise DataValidationError(
             f"{path}: unsupported file type {suffix!r} (use .jsonl, .json, .csv, .tsv or .parquet)"
         )
-    if _looks_like_path(source):
+    if looks_like_path(source):
         raise DataValidationError(f"{source}: no such file or directory")
     name = f"hub dataset {source!r} (split {split!r})"
     try:

@@ -23,7 +23,8 @@ from .models import load_model_and_tokenizer
 from .probe import KLProbe, preference_accuracy
 from .provenance import git_revision, package_versions, update_json, write_json
 from .synthetic import task_accuracy
-from .trainer import RUN_INFO_FILE, KTOSConfig, KTOSTrainer, TrajectoryCallback
+from .trainer import KTOSConfig, KTOSTrainer, TrajectoryCallback
+from .trajectories import RUN_INFO_FILE
 
 log = logging.getLogger(__name__)
 

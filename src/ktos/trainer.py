@@ -28,12 +28,10 @@ from . import losses
 from .data import DataValidationError, normalise_labels
 from .probe import KLProbe
 from .provenance import update_json
+from .trajectories import RUN_INFO_FILE, TRAJECTORY_FILE, read_trajectory
 
 log = logging.getLogger(__name__)
 
-#: Files of a run directory.
-TRAJECTORY_FILE = "trajectory.jsonl"
-RUN_INFO_FILE = "run_info.json"
 
 
 @dataclass
@@ -257,17 +255,3 @@ class TrajectoryCallback(TrainerCallback):
             )
             update_json(self.run_info, status="diverged", diverged_at_step=state.global_step)
             control.should_training_stop = True
-
-
-def read_trajectory(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a ``trajectory.jsonl`` (empty when the file is absent); a truncated last line is skipped."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            log.warning("%s: skipping a truncated line", path)
-    return rows

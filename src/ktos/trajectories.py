@@ -66,6 +66,9 @@ DEFAULT_THRESHOLD: float = 0.1
 DEFAULT_CHECKPOINTS: tuple[int, ...] = (5, 10, 15, 20)
 #: ``status`` of a run dir that has a trajectory but no ``run_info.json``.
 NO_RUN_INFO = "no_run_info"
+#: Files of a run directory (written by ktos.trainer.TrajectoryCallback and ktos.run.train).
+TRAJECTORY_FILE = "trajectory.jsonl"
+RUN_INFO_FILE = "run_info.json"
 KEYS: tuple[str, ...] = ("method", "lr", "seed")
 
 # Student t 0.975 quantiles for 1..30 degrees of freedom (standard tables); beyond 30 a Cornish-Fisher
@@ -131,8 +134,15 @@ def _infer_from_name(run_dir: Path) -> dict[str, Any]:
     }
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Parse one JSON object per line; a truncated last line (a run still writing) is skipped."""
+def read_trajectory(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a ``trajectory.jsonl``, one JSON object per line (empty when the file is absent).
+
+    A truncated last line (a run still writing, or killed mid-write) is skipped with a warning; a
+    bad line anywhere else raises ``ValueError``.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
     lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
     records = []
     for i, line in enumerate(lines):
@@ -154,10 +164,10 @@ def read_run(run_dir: str | Path) -> pd.DataFrame:
     A diverged run keeps its rows up to ``diverged_at_step`` only. A step logged twice keeps its last line.
     """
     run_dir = Path(run_dir)
-    traj = run_dir / "trajectory.jsonl"
+    traj = run_dir / TRAJECTORY_FILE
     if not traj.is_file():
-        raise FileNotFoundError(f"{run_dir}: no trajectory.jsonl")
-    info_path = run_dir / "run_info.json"
+        raise FileNotFoundError(f"{run_dir}: no {TRAJECTORY_FILE}")
+    info_path = run_dir / RUN_INFO_FILE
     if info_path.is_file():
         info = json.loads(info_path.read_text())
         quality = info.get("quality") or {}
@@ -177,7 +187,7 @@ def read_run(run_dir: str | Path) -> pd.DataFrame:
         run.update(quality_metric=None, quality=math.nan)
         diverged_at = None
 
-    rows = pd.DataFrame(_read_jsonl(traj)).rename(columns=RENAME)
+    rows = pd.DataFrame(read_trajectory(traj)).rename(columns=RENAME)
     if rows.empty or "step" not in rows:
         rows = pd.DataFrame({"step": pd.Series(dtype=int)})
     rows = rows.drop_duplicates("step", keep="last").sort_values("step")
@@ -197,10 +207,10 @@ def _expand_run_dirs(run_dirs: Iterable[str | Path]) -> list[Path]:
     """Run dirs as given; a dir without ``trajectory.jsonl`` stands for the run dirs below it."""
     out: list[Path] = []
     for d in map(Path, run_dirs):
-        if (d / "trajectory.jsonl").is_file():
+        if (d / TRAJECTORY_FILE).is_file():
             out.append(d)
             continue
-        found = sorted(p.parent for p in d.rglob("trajectory.jsonl"))
+        found = sorted(p.parent for p in d.rglob(TRAJECTORY_FILE))
         if not found:
             raise FileNotFoundError(f"{d}: no trajectory.jsonl in it or below it")
         out.extend(found)

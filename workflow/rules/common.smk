@@ -9,27 +9,13 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 
+from ktos.sources import looks_like_path
+
 #: Data source that makes the workflow write the embedded synthetic task (`ktos synth-data`).
 SYNTHETIC = "synthetic"
-#: File endings that mark a data source as a local file rather than a hub id.
-DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet", ".pq")
 #: Origins of a trajectory table that figures are drawn from: this workflow's runs, or the
 #: committed reference table (config figures.table).
 ORIGINS = ("study", "reference")
-
-
-def looks_like_local_path(source):
-    """Whether a missing `source` is meant as a local path rather than a hub id (org/name).
-
-    The test `ktos prepare` applies (ktos.data): absolute or relative path prefixes, more than one
-    "/", or a data-file ending make it a path.
-    """
-    return (
-        Path(source).is_absolute()
-        or source.startswith((".", "~"))
-        or source.count("/") > 1
-        or source.lower().endswith(DATA_SUFFIXES)
-    )
 
 
 def check_source(key, source):
@@ -40,7 +26,7 @@ def check_source(key, source):
     """
     if Path(source).expanduser().exists():
         return
-    if looks_like_local_path(source):
+    if looks_like_path(source):
         raise WorkflowError(
             f"config key {key}: {source!r} does not exist (no such file or directory). "
             "Point it at a local dataset file or directory, or a cached hub id (org/name)."
