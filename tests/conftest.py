@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from datasets import Dataset
 
-from ktos.models import save_tiny
+from ktos.models import load_model_and_tokenizer, save_tiny
 from ktos.trajectories import COLUMNS, METHODS
 
 
@@ -38,6 +39,36 @@ def feedback_rows(n: int, n_desirable: int, seed: int = 0) -> list[dict]:
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny Llama-architecture model and char-level tokenizer saved to disk (no download)."""
     return save_tiny(tmp_path_factory.mktemp("tiny-model"), seed=0)
+
+
+def prime_model(model_dir: Path, out_dir: Path, *, steps: int = 2, lr: float = 3e-3) -> Path:
+    """A copy of the model at ``model_dir`` trained briefly as a language model on feedback lines (AdamW).
+
+    Trained against the original as reference, it puts more probability on every completion of the task,
+    matched or mismatched: rewards ``r`` and the KL reference point ``z0`` are well above zero from the
+    first step, where KTO and KTO-S differ.
+    """
+    model, tokenizer = load_model_and_tokenizer(str(model_dir))
+    lines = [r["prompt"] + r["completion"] + tokenizer.eos_token for r in feedback_rows(64, 32, seed=7)]
+    batch = tokenizer(lines, padding=True, return_tensors="pt")
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    torch.manual_seed(0)
+    model.train()
+    for _ in range(steps):
+        loss = model(**batch, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def primed_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:func:`prime_model` of the tiny model: a policy whose reference is ``tiny_model_dir``."""
+    return prime_model(tiny_model_dir, tmp_path_factory.mktemp("primed-model"))
 
 
 @pytest.fixture

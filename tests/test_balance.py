@@ -195,13 +195,13 @@ def test_balance_errors(tmp_path: Path) -> None:
 def trainer_batch_labels(
     data_dir: Path, batch_size: int, tmp_path: Path, weights: tuple[float, float]
 ) -> list[list[bool]]:
-    """Labels of every batch a real TRL KTOTrainer's train dataloader yields for ``data_dir``."""
-    from trl.experimental.kto import KTOConfig, KTOTrainer
-
+    """Labels of every batch the training dataloader of a real KTOSTrainer (on TRL's) yields for ``data_dir``."""
+    from ktos import compat
     from ktos.models import build_tiny_model, build_tiny_tokenizer
+    from ktos.trainer import KTOSConfig, KTOSTrainer
 
     tokenizer = build_tiny_tokenizer()
-    args = KTOConfig(
+    args = KTOSConfig(
         output_dir=str(tmp_path / f"trainer_{batch_size}"),
         per_device_train_batch_size=batch_size,
         use_cpu=True,
@@ -213,14 +213,14 @@ def trainer_batch_labels(
         undesirable_weight=weights[1],
         disable_tqdm=True,
     )
-    trainer = KTOTrainer(
+    trainer = KTOSTrainer(
         model=build_tiny_model(tokenizer),
         ref_model=build_tiny_model(tokenizer),
         args=args,
         train_dataset=read_dataset_dir(data_dir),
         processing_class=tokenizer,
     )
-    return [list(batch["label"]) for batch in trainer.get_train_dataloader()]
+    return [compat.labels(batch).tolist() for batch in trainer.get_train_dataloader()]
 
 
 @pytest.mark.parametrize("n_d,n_u,batch_size", [(90, 30, 4), (90, 30, 8), (90, 30, 16), (60, 60, 2)])

@@ -7,12 +7,16 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
+import trl
+from datasets import Dataset
+from safetensors.torch import load_file
 
 from conftest import feedback_rows
-from ktos.cli import main
+from ktos.cli import main, parse_train_args
+from ktos.models import load_model_and_tokenizer
 from ktos.trajectories import read_trajectory
-
-pytestmark = pytest.mark.slow
+from test_trainer import expected_grads, make_trainer
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -35,6 +39,64 @@ def base_flags(model_dir: Path, train: Path, held: Path, run_dir: Path) -> list[
     ]
 
 
+@pytest.mark.parametrize("spelling", ["--config=FILE", "--config FILE"])
+def test_config_file_then_flags_through_trls_parser(tmp_path, spelling) -> None:
+    config = tmp_path / "train.yaml"
+    config.write_text("use_kto_s: false\nbeta: 0.3\nlearning_rate: 5e-5\nmax_steps: 7\n")
+    flag = [f"--config={config}"] if spelling == "--config=FILE" else ["--config", str(config)]
+    required = ["--model_name_or_path", "m", "--train_data", "d", "--output_dir", str(tmp_path / "run")]
+    *_, args = parse_train_args(required + flag + ["--max_steps", "3"])
+    assert (args.use_kto_s, args.beta, args.learning_rate, args.max_steps) == (False, 0.3, 5e-5, 3)
+    *_, args = parse_train_args(required + flag + ["--use_kto_s", "true"])
+    assert args.use_kto_s is True and args.method == "kto_s"  # a flag wins over the file
+    *_, args = parse_train_args(required)
+    assert args.use_kto_s is True and args.beta != 0.3  # no file: the library's defaults
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "flags", "named"),
+    [("use_kto_s: false\nbetta: 0.3\n", [], "betta"), ("beta: 0.3\n", ["--use_ktos", "false"], "--use_ktos")],
+)
+def test_unknown_keys_are_refused_naming_the_key(tmp_path, yaml_text, flags, named) -> None:
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml_text)
+    argv = ["--model_name_or_path", "m", "--train_data", "d", "--output_dir", str(tmp_path), f"--config={config}"]
+    with pytest.raises(SystemExit, match=named):
+        parse_train_args(argv + flags)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("use_kto_s", [False, True], ids=["kto", "kto_s"])
+def test_the_cli_flag_reaches_the_optimizer(tiny_model_dir, primed_model_dir, data_files, tmp_path, use_kto_s) -> None:
+    # One plain-SGD step through `ktos train` from a policy primed away from its reference (r, z0 > 0):
+    # the saved weights are theta - lr * grad of the configured loss on the first batch, not of the other.
+    train, held = data_files
+    run_dir, lr = tmp_path / "run", 0.05
+    config = tmp_path / "train.yaml"
+    config.write_text(f"use_kto_s: {str(not use_kto_s).lower()}\nbeta: 0.2\n")  # the flag below must win
+    flags = base_flags(primed_model_dir, train, held, run_dir) + [
+        f"--config={config}", "--use_kto_s", str(use_kto_s).lower(), "--ref_model_name_or_path", str(tiny_model_dir),
+        "--optim", "sgd", "--learning_rate", str(lr), "--lr_scheduler_type", "constant", "--max_grad_norm", "0",
+        "--max_steps", "1", "--save_strategy", "no", "--kl_probe_size", "0",
+    ]  # fmt: skip
+    assert main(flags) == 0
+    trained = load_file(run_dir / "model" / "model.safetensors")
+    twin = make_trainer(primed_model_dir, tmp_path / "twin", Dataset.from_json(str(train)), ref_dir=tiny_model_dir)
+    batch = next(iter(twin.get_train_dataloader()))
+    reference = load_model_and_tokenizer(str(tiny_model_dir))[0]
+    policy = twin.model
+    names = [n for n, p in policy.named_parameters() if p.requires_grad]
+    theta = torch.cat([policy.state_dict()[n].reshape(-1) for n in names])
+    step = -lr * torch.stack([
+        expected_grads(policy, reference, batch, beta=0.2, dw=1.0, uw=1.0, sign_correction=s) for s in (use_kto_s, not use_kto_s)
+    ])  # fmt: skip
+    observed = torch.cat([trained[n].reshape(-1) for n in names]) - theta
+    assert (step[0] - step[1]).norm() > 0.05 * step[0].norm()
+    assert (observed - step[0]).norm() < 1e-3 * step[0].norm()
+    assert json.loads((run_dir / "run_info.json").read_text())["method"] == ("kto_s" if use_kto_s else "kto")
+
+
+@pytest.mark.slow
 def test_train_from_yaml_and_flags_writes_run_dir(tiny_model_dir, data_files, tmp_path) -> None:
     train, held = data_files
     run_dir = tmp_path / "run"
@@ -46,7 +108,7 @@ def test_train_from_yaml_and_flags_writes_run_dir(tiny_model_dir, data_files, tm
     assert info["method"] == "kto" and info["beta"] == 0.3 and info["status"] == "completed"
     assert info["config"]["max_steps"] == 3  # the flag won over the YAML file
     assert info["config"]["use_cpu"] is True and info["config"]["bf16"] is False
-    assert info["versions"]["trl"] == "1.5.1" and "git_revision" in info and info["seed"] == 42
+    assert info["versions"]["trl"] == trl.__version__ and "git_revision" in info and info["seed"] == 42
     assert info["quality"]["metric"] == "preference_accuracy" and 0 <= info["quality"]["value"] <= 1
     rows = read_trajectory(run_dir / "trajectory.jsonl")
     assert [r["step"] for r in rows] == [1, 2, 3]
@@ -54,6 +116,7 @@ def test_train_from_yaml_and_flags_writes_run_dir(tiny_model_dir, data_files, tm
     assert rows[0]["learning_rate"] > 0 and all(math.isfinite(r["kl"]) for r in rows)
 
 
+@pytest.mark.slow
 def test_rerun_resumes_from_last_checkpoint(tiny_model_dir, data_files, tmp_path) -> None:
     train, held = data_files
     run_dir = tmp_path / "run"
@@ -69,6 +132,7 @@ def test_rerun_resumes_from_last_checkpoint(tiny_model_dir, data_files, tmp_path
     assert [r["step"] for r in read_trajectory(run_dir / "trajectory.jsonl")] == [1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_bad_labels_exit_2_with_one_line(tiny_model_dir, tmp_path, capsys) -> None:
     rows = feedback_rows(8, 4)
     rows[3]["label"] = 2

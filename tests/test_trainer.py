@@ -1,4 +1,10 @@
-"""KTOSTrainer on TRL 1.5.1 with a real tiny model: loss equivalence, label checks, real short runs."""
+"""KTOSTrainer on the installed TRL (1.5.1 to 1.16.0) with real tiny models.
+
+The core guard: the gradients that reach the optimizer, step by step, are those of the configured loss,
+computed here by an independent implementation of both losses, and not those of the other one. Also:
+plain KTO equals TRL's own KTOTrainer batch by batch; configurations that would bypass the ktos loss are
+refused; a bypassed loss stops the first step; label checks; real short runs.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import Dataset
-from trl.experimental.kto import KTOConfig, KTOTrainer
+from transformers import TrainerCallback
 
 from conftest import feedback_rows
+from ktos import compat
+from ktos.compat import KTOConfig, KTOTrainer
 from ktos.models import load_model_and_tokenizer
 from ktos.trainer import KTOSConfig, KTOSTrainer, TrajectoryCallback, check_labels
 from ktos.trajectories import read_trajectory
@@ -23,36 +31,140 @@ FAST = {
     "save_strategy": "no",
     "disable_tqdm": True,
     "learning_rate": 1e-3,
+    "report_to": "none",
 }
 
 
-def make_trainer(model_dir: Path, tmp: Path, data: Dataset, cls=KTOSTrainer, **overrides) -> KTOTrainer:
+def make_trainer(model_dir: Path, tmp: Path, data: Dataset, cls=KTOSTrainer, ref_dir: Path | None = None, **overrides):
     model, tokenizer = load_model_and_tokenizer(str(model_dir))
-    config_cls = KTOSConfig if cls is KTOSTrainer else KTOConfig
+    ref_model = load_model_and_tokenizer(str(ref_dir))[0] if ref_dir else None
     fields = {**FAST, **overrides}
-    if cls is not KTOSTrainer:
+    if issubclass(cls, KTOSTrainer):
+        args = KTOSConfig(output_dir=str(tmp), **fields)
+    else:
         fields = {k: v for k, v in fields.items() if k != "use_kto_s"}
-        fields.update(use_cpu=True, bf16=False, report_to="none", logging_steps=1)
-    args = config_cls(output_dir=str(tmp), **fields)
-    return cls(model=model, args=args, train_dataset=data, processing_class=tokenizer)
+        args = KTOConfig(output_dir=str(tmp), use_cpu=True, bf16=False, logging_steps=1, **fields)
+    return cls(model=model, ref_model=ref_model, args=args, train_dataset=data, processing_class=tokenizer)
 
 
-def random_logps(seed: int, n_chosen: int, n_rejected: int, batch: int):
-    g = torch.Generator().manual_seed(seed)
-    policy = [-10 * torch.rand(n, generator=g) for n in (n_chosen, n_rejected, batch)]
-    reference = [p + 0.8 * torch.randn(p.shape, generator=g) for p in policy]
-    return policy[0], policy[1], policy[2], reference[0], reference[1], reference[2]
+# ----------------------------------------------------------------- an independent implementation of both losses
+
+
+def summed_logps(model: torch.nn.Module, ids: torch.Tensor, attention: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()
+    token_logps = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+    return (token_logps * mask[:, 1:]).sum(-1)
+
+
+def expected_loss(policy, reference, batch, *, beta, dw, uw, sign_correction: bool) -> torch.Tensor:
+    """Mean over the batch of w * (1 - sigmoid(beta * s * (r - point))), point = z0 (KTO) or -sign(r) z0 (KTO-S)."""
+    matched, mismatched = compat.sequence(batch, "completion"), compat.sequence(batch, "KL")
+    r_policy = summed_logps(policy, *matched)
+    with torch.no_grad():
+        z0 = (summed_logps(policy, *mismatched) - summed_logps(reference, *mismatched)).mean().clamp(min=0)
+        r_reference = summed_logps(reference, *matched)
+    r = r_policy - r_reference
+    point = -torch.sign(r.detach()) * z0 if sign_correction else z0
+    desirable = compat.labels(batch)
+    s = torch.where(desirable, 1.0, -1.0)
+    w = torch.where(desirable, dw, uw)
+    return (w * (1 - torch.sigmoid(beta * s * (r - point)))).mean()
+
+
+def flat_grads(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.requires_grad and p.grad is not None])
+
+
+def expected_grads(policy, reference, batch, **loss_kwargs) -> torch.Tensor:
+    twin = type(policy)(policy.config)  # a plain copy: TRL >= 1.15 patches the policy's forward, deepcopy keeps that
+    twin.load_state_dict(policy.state_dict())
+    expected_loss(twin, reference, batch, **loss_kwargs).backward()
+    return flat_grads(twin)
+
+
+def relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+class GradientAudit(TrainerCallback):
+    """Before each optimizer step, compares the accumulated gradients with both losses' on that step's batch."""
+
+    def __init__(self, batches: list[dict], reference: torch.nn.Module, **loss_kwargs) -> None:
+        self.batches, self.reference, self.loss_kwargs = batches, reference, loss_kwargs
+        self.rows: list[dict[str, float]] = []
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        batch = self.batches[state.global_step]
+        observed = flat_grads(model)
+        want = {s: expected_grads(model, self.reference, batch, sign_correction=s, **self.loss_kwargs) for s in (False, True)}
+        self.rows.append({
+            "to_kto": relative(observed, want[False]),
+            "to_kto_s": relative(observed, want[True]),
+            "gap": relative(want[True], want[False]),
+        })  # fmt: skip
+
+
+@pytest.mark.parametrize("use_kto_s", [False, True], ids=["kto", "kto_s"])
+def test_every_optimizer_step_uses_the_configured_loss(tiny_model_dir, primed_model_dir, tmp_path, feedback_dataset, use_kto_s):
+    # Policy primed away from its reference: r and z0 > 0 from step 1, where the two losses' gradients differ.
+    # Plain SGD without clipping, so the gradients the optimizer sees are the loss's own.
+    trainer = make_trainer(
+        primed_model_dir, tmp_path, feedback_dataset, ref_dir=tiny_model_dir, use_kto_s=use_kto_s, beta=0.2,
+        desirable_weight=0.4, undesirable_weight=1.0, optim="sgd", learning_rate=0.05, lr_scheduler_type="constant",
+        max_grad_norm=0.0, weight_decay=0.0, max_steps=3,
+    )
+    audit = GradientAudit(
+        list(trainer.get_train_dataloader()), load_model_and_tokenizer(str(tiny_model_dir))[0], beta=0.2, dw=0.4, uw=1.0
+    )
+    trainer.add_callback(audit)
+    trainer.train()
+    assert len(audit.rows) == 3, audit.rows
+    configured, other = ("to_kto_s", "to_kto") if use_kto_s else ("to_kto", "to_kto_s")
+    for row in audit.rows:
+        assert row["gap"] > 0.05, row  # the step can tell the two losses apart
+        assert row[configured] < 1e-3, row
+        assert row[other] > 0.5 * row["gap"], row
 
 
 @pytest.mark.parametrize("weights", [(1.0, 1.0), (0.34, 1.0), (1.3, 0.7)])
-def test_kto_mode_equals_trl_kto_loss(tiny_model_dir, tmp_path, feedback_dataset, weights) -> None:
+def test_kto_mode_equals_trl_batch_by_batch(tiny_model_dir, primed_model_dir, tmp_path, feedback_dataset, weights):
+    dw, uw = weights
+    common = {"beta": 0.3, "desirable_weight": dw, "undesirable_weight": uw, "ref_dir": tiny_model_dir}
+    ours = make_trainer(primed_model_dir, tmp_path / "ours", feedback_dataset, use_kto_s=False, **common)
+    theirs = make_trainer(primed_model_dir, tmp_path / "trl", feedback_dataset, cls=KTOTrainer, **common)
+    batches = list(ours.get_train_dataloader())
+    compositions = {int(compat.labels(b).sum()) for b in batches}
+    assert {0, 4} & compositions or len(compositions) > 1  # batches of different label mixes
+    for batch in batches:
+        results = []
+        for trainer in (ours, theirs):
+            trainer.model.train()
+            trainer.model.zero_grad(set_to_none=True)
+            trainer._metrics["train"].clear()
+            loss = trainer.compute_loss(trainer.model, batch)
+            loss.backward()
+            results.append((loss.detach(), {k: v[-1] for k, v in trainer._metrics["train"].items()}, flat_grads(trainer.model)))
+        (loss_a, metrics_a, grads_a), (loss_b, metrics_b, grads_b) = results
+        torch.testing.assert_close(loss_a, loss_b)
+        torch.testing.assert_close(grads_a, grads_b, rtol=1e-4, atol=1e-6)
+        assert {"kl"} <= metrics_a.keys() <= metrics_b.keys()
+        for key, value in metrics_a.items():
+            assert value == pytest.approx(metrics_b[key], rel=1e-4, abs=1e-5), key
+    assert max(t._metrics["train"]["kl"][-1] for t in (ours,)) >= 0
+
+
+@pytest.mark.skipif(not compat.KTO_LOSS_HOOK, reason="TRL >= 1.6 has no kto_loss to compare with")
+@pytest.mark.parametrize("weights", [(1.0, 1.0), (0.34, 1.0), (1.3, 0.7)])
+def test_kto_mode_equals_trl_kto_loss_on_random_logps(tiny_model_dir, tmp_path, feedback_dataset, weights) -> None:
     dw, uw = weights
     ours = make_trainer(tiny_model_dir, tmp_path / "a", feedback_dataset, use_kto_s=False, beta=0.2,
                         desirable_weight=dw, undesirable_weight=uw)
     trl = make_trainer(tiny_model_dir, tmp_path / "b", feedback_dataset, cls=KTOTrainer, beta=0.2,
                        desirable_weight=dw, undesirable_weight=uw)
     for seed, (nc, nr) in enumerate([(3, 5), (8, 0), (0, 8), (1, 1)]):
-        inputs = random_logps(seed, nc, nr, 8)
+        g = torch.Generator().manual_seed(seed)
+        policy = [-10 * torch.rand(n, generator=g) for n in (nc, nr, 8)]
+        inputs = (*policy, *[p + 0.8 * torch.randn(p.shape, generator=g) for p in policy])
         for got, want in zip(ours.kto_loss(*inputs), trl.kto_loss(*inputs), strict=True):
             torch.testing.assert_close(got.reshape(-1), want.reshape(-1))
 
@@ -70,6 +182,50 @@ def test_kto_s_mode_uses_the_sign_corrected_reference_point(tiny_model_dir, tmp_
     expected = [1 - sig(0.2 * (2 + z0)), 1 - sig(0.0), 1 - sig(-0.2 * (-1 - z0))]
     assert kl.item() == pytest.approx(z0)
     torch.testing.assert_close(losses, torch.tensor(expected))
+
+
+class BypassingTrainer(KTOSTrainer):
+    """Routes the loss around KTOSTrainer.kto_loss, as a careless subclass or a TRL change could."""
+
+    if compat.KTO_LOSS_HOOK:
+
+        def kto_loss(self, *logps):
+            return KTOTrainer.kto_loss(self, *logps)
+
+    else:
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            return KTOTrainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+
+
+@pytest.mark.slow
+def test_a_bypassed_loss_stops_the_first_step(tiny_model_dir, tmp_path, feedback_dataset) -> None:
+    trainer = make_trainer(tiny_model_dir, tmp_path, feedback_dataset, cls=BypassingTrainer, max_steps=3)
+    with pytest.raises(RuntimeError, match="did not come from KTOSTrainer.kto_loss"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+
+
+BYPASSES = [
+    ({"use_liger_kernel": True}, "use_liger_kernel"),
+    ({"loss_type": "apo_zero_unpaired"}, "loss_type='apo_zero_unpaired'"),
+    ({"train_sampling_strategy": "random"}, "train_sampling_strategy='random'"),
+]
+if "sync_ref_model" in KTOConfig.__dataclass_fields__:
+    BYPASSES.append(({"sync_ref_model": True}, "sync_ref_model"))
+
+
+@pytest.mark.parametrize(("overrides", "named"), BYPASSES)
+def test_configurations_that_bypass_the_loss_are_refused(tiny_model_dir, tmp_path, feedback_dataset, overrides, named):
+    with pytest.raises(ValueError, match=f"cannot train through the ktos loss with {named}".replace("(", r"\(")):
+        make_trainer(tiny_model_dir, tmp_path, feedback_dataset, **overrides)
+
+
+def test_a_replacement_loss_function_is_refused(tiny_model_dir, tmp_path, feedback_dataset) -> None:
+    model, tokenizer = load_model_and_tokenizer(str(tiny_model_dir))
+    with pytest.raises(ValueError, match="compute_loss_func replaces the loss"):
+        KTOSTrainer(model=model, args=KTOSConfig(output_dir=str(tmp_path), **FAST), train_dataset=feedback_dataset,
+                    processing_class=tokenizer, compute_loss_func=lambda *a, **k: 0.0)
 
 
 def test_labels_as_ints_are_coerced() -> None:
@@ -107,12 +263,13 @@ def run_steps(model_dir: Path, run_dir: Path, data: Dataset, steps: int, **overr
 @pytest.mark.slow
 @pytest.mark.parametrize("use_kto_s", [False, True])
 def test_short_real_run_logs_one_finite_row_per_step(tiny_model_dir, tmp_path, feedback_dataset, use_kto_s) -> None:
-    run_steps(tiny_model_dir, tmp_path, feedback_dataset, 4, use_kto_s=use_kto_s, beta=0.2)
+    trainer = run_steps(tiny_model_dir, tmp_path, feedback_dataset, 4, use_kto_s=use_kto_s, beta=0.2)
     rows = read_trajectory(tmp_path / "trajectory.jsonl")
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     for row in rows:
         assert math.isfinite(row["kl"]) and math.isfinite(row["loss"])
         assert {"rewards/chosen", "learning_rate", "grad_norm", "elapsed_s"} <= row.keys()
+    assert trainer.loss_calls == 4
 
 
 @pytest.mark.slow

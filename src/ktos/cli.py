@@ -1,8 +1,9 @@
 """The ``ktos`` command line: one subcommand per pipeline stage, argument parsing and nothing else.
 
-``ktos train`` parses :class:`~ktos.run.ModelArguments`, :class:`~ktos.run.DataArguments` and
-:class:`~ktos.trainer.KTOSConfig` with ``HfArgumentParser``, from ``--config FILE.yaml`` and/or flags
-(flags win), so every ``KTOConfig`` field works from the command line.
+``ktos train`` parses TRL's ``ModelConfig``, :class:`~ktos.run.RunArguments`, :class:`~ktos.run.DataArguments`
+and :class:`~ktos.trainer.KTOSConfig` with TRL's ``TrlParser``, from ``--config FILE.yaml`` (or
+``--config=FILE.yaml``) and/or flags (flags win), so every ``KTOConfig`` field works from the command
+line and from YAML, and unknown keys are refused.
 """
 
 from __future__ import annotations
@@ -15,48 +16,46 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 log = logging.getLogger("ktos")
 
 #: Exit status for invalid input data (the message is one line on stderr).
 EXIT_BAD_DATA = 2
 
 
-def _yaml_to_flags(path: str) -> list[str]:
-    """Turn a YAML mapping into ``--key value`` flags for ``HfArgumentParser`` (lists as repeated values)."""
-    config = yaml.safe_load(Path(path).read_text()) or {}
-    if not isinstance(config, dict):
-        raise SystemExit(f"ktos train: error: {path} must hold a mapping of argument names to values")
-    flags: list[str] = []
-    for key, value in config.items():
-        if value is None:
-            continue
-        flags.append(f"--{key}")
-        if isinstance(value, list):
-            flags.extend(str(v) for v in value)
-        elif isinstance(value, dict):
-            flags.append(json.dumps(value))
-        else:
-            flags.append(str(value))
-    return flags
+def normalise_config_flag(argv: Sequence[str]) -> list[str]:
+    """``--config=FILE`` -> ``--config FILE`` (TRL's parser reads the spaced form only); one ``--config`` at most."""
+    out: list[str] = []
+    for arg in argv:
+        out.extend(["--config", arg.split("=", 1)[1]] if arg.startswith("--config=") else [arg])
+    if out.count("--config") > 1:
+        raise SystemExit("ktos train: error: --config given more than once")
+    if out and out[-1] == "--config":
+        raise SystemExit("ktos train: error: --config needs a YAML file")
+    return out
+
+
+def parse_train_args(argv: Sequence[str]) -> tuple[Any, Any, Any, Any]:
+    """``(ModelConfig, RunArguments, DataArguments, KTOSConfig)`` from flags and ``--config FILE.yaml``, through TRL's
+    ``TrlParser``: the file's values replace the defaults, flags win over the file, and an unknown key in
+    either raises ``SystemExit`` naming it."""
+    from trl import ModelConfig, TrlParser
+
+    from .run import DataArguments, RunArguments
+    from .trainer import KTOSConfig
+
+    parser = TrlParser((ModelConfig, RunArguments, DataArguments, KTOSConfig), prog="ktos train")
+    parser.add_argument("--config", metavar="FILE", help="YAML file of arguments (flags given on the command line win)")
+    try:
+        parsed = parser.parse_args_and_config(args=normalise_config_flag(argv))
+    except (ValueError, OSError) as err:
+        raise SystemExit(f"ktos train: error: {err}") from None
+    return parsed[0], parsed[1], parsed[2], parsed[3]
 
 
 def _train(argv: list[str]) -> int:
-    from transformers import HfArgumentParser
+    from .run import train
 
-    from .run import DataArguments, ModelArguments, train
-    from .trainer import KTOSConfig
-
-    parser = HfArgumentParser((ModelArguments, DataArguments, KTOSConfig), prog="ktos train")
-    parser.add_argument("--config", help="YAML file of arguments (flags given on the command line win)")
-    config_flags: list[str] = []
-    if "--config" in argv:
-        i = argv.index("--config")
-        config_flags = _yaml_to_flags(argv[i + 1])
-        argv = argv[:i] + argv[i + 2 :]
-    model_args, data_args, config, _ = parser.parse_args_into_dataclasses(args=config_flags + argv)
-    train(model_args, data_args, config)
+    train(*parse_train_args(argv))
     return 0
 
 

@@ -12,20 +12,20 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import torch
 from datasets import Dataset
+
+from . import compat
 
 log = logging.getLogger(__name__)
 
 
 def _batches(trainer: Any, dataset: Dataset, name: str) -> list[dict[str, Any]]:
     """Tokenise ``dataset`` as the trainer does (with KL pairs) and collate it into fixed batches."""
-    prepared = trainer._prepare_dataset(dataset, trainer.processing_class, trainer.args, name)
+    prepared = compat.prepare_dataset(trainer, dataset, name)
     size = trainer.args.per_device_train_batch_size
     return [
         trainer.data_collator([prepared[i] for i in range(start, min(start + size, len(prepared)))])
@@ -33,25 +33,12 @@ def _batches(trainer: Any, dataset: Dataset, name: str) -> list[dict[str, Any]]:
     ]
 
 
-@contextlib.contextmanager
-def _reference(trainer: Any) -> Iterator[torch.nn.Module]:
-    """The reference model: the trainer's copy, or the policy with its adapter disabled (PEFT)."""
-    if trainer.ref_model is not None:
-        yield trainer.ref_model
-    else:
-        with trainer.null_ref_context():
-            yield trainer.model
-
-
-def _completion_logps(trainer: Any, model: torch.nn.Module, batch: dict[str, Any], prefix: str) -> torch.Tensor:
-    """Summed log-probs of the batch's ``{prefix}`` completions under ``model`` (no gradient)."""
+def _completion_logps(trainer: Any, model: torch.nn.Module, batch: dict[str, Any], kind: str) -> torch.Tensor:
+    """Summed log-probs of the batch's ``kind`` (``"completion"`` or ``"KL"``) completions under ``model``."""
     device = trainer.accelerator.device
     with torch.no_grad():
-        logits = model(
-            input_ids=batch[f"{prefix}_input_ids"].to(device),
-            attention_mask=batch[f"{prefix}_attention_mask"].to(device),
-        ).logits
-        return trainer.get_batch_logps(logits, batch[f"{prefix}_labels"].to(device)).float().cpu()
+        ids, attention, mask = (t.to(device) for t in compat.sequence(batch, kind))
+        return compat.sequence_logps(model, ids, attention, mask).float().cpu()
 
 
 class KLProbe:
@@ -63,17 +50,15 @@ class KLProbe:
         self.trainer = trainer
         self.batches = _batches(trainer, dataset.select(range(min(size, len(dataset)))), "kl_probe")
         self.n_pairs = sum(len(b["label"]) for b in self.batches)
-        self.n_tokens = int(sum((b["KL_completion_labels"][:, 1:] != -100).sum() for b in self.batches))
-        self._reference_logps: torch.Tensor | None = None
+        self.n_tokens = int(sum(compat.sequence(b, "KL")[2][:, 1:].sum() for b in self.batches))
+        with compat.reference_model(trainer) as ref:
+            self._reference_logps = self._logps(ref)
 
     def _logps(self, model: torch.nn.Module) -> torch.Tensor:
-        return torch.cat([_completion_logps(self.trainer, model, b, "KL_completion") for b in self.batches])
+        return torch.cat([_completion_logps(self.trainer, model, b, "KL") for b in self.batches])
 
     def measure(self) -> dict[str, float]:
         """``{"probe_kl": nats per sequence, "probe_kl_per_token": nats per token}`` for the current policy."""
-        if self._reference_logps is None:
-            with _reference(self.trainer) as ref:
-                self._reference_logps = self._logps(ref)
         diff = self._logps(self.trainer.model) - self._reference_logps
         return {
             "probe_kl": float(diff.mean()),
@@ -86,10 +71,10 @@ def preference_accuracy(trainer: Any, dataset: Dataset) -> dict[str, Any]:
     correct = total = 0
     for batch in _batches(trainer, dataset, "preference_eval"):
         policy = _completion_logps(trainer, trainer.model, batch, "completion")
-        with _reference(trainer) as ref:
+        with compat.reference_model(trainer) as ref:
             reference = _completion_logps(trainer, ref, batch, "completion")
         r = policy - reference
-        labels = torch.as_tensor(batch["label"], dtype=torch.bool)
+        labels = compat.labels(batch)
         correct += int(torch.where(labels, r > 0, r < 0).sum())
         total += len(labels)
     return {"metric": "preference_accuracy", "value": correct / max(total, 1), "n": total}

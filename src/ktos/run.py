@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from datasets import Dataset
+from trl import ModelConfig
 
+from . import compat
 from .data import load_feedback
 from .models import load_model_and_tokenizer
 from .probe import KLProbe, preference_accuracy
@@ -30,11 +32,14 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class ModelArguments:
-    """Which model to train (it is also the frozen reference model)."""
+class RunArguments:
+    """What the run keeps and compares with (the model itself is TRL's ``ModelConfig``: ``--model_name_or_path``,
+    ``--dtype``, ``--model_revision`` and TRL's other model options)."""
 
-    model_name_or_path: str = field(metadata={"help": "Hub id or local directory of the base causal LM."})
-    trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom model code from the hub."})
+    ref_model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Reference model (hub id or local directory); default: a frozen copy of the model."},
+    )
     save_model: bool = field(
         default=True, metadata={"help": "Save the trained model to output_dir/model (weights: keep out of git)."}
     )
@@ -92,7 +97,16 @@ def _quality(trainer: KTOSTrainer, data_args: DataArguments, eval_dataset: Datas
     return None
 
 
-def train(model_args: ModelArguments, data_args: DataArguments, config: KTOSConfig) -> Path:
+def _load(name_or_path: str, model_config: ModelConfig, config: KTOSConfig) -> tuple[Any, Any]:
+    return load_model_and_tokenizer(
+        name_or_path,
+        trust_remote_code=compat.trust_remote_code(model_config, config),
+        dtype=model_config.dtype,
+        revision=model_config.model_revision,
+    )
+
+
+def train(model_config: ModelConfig, run_args: RunArguments, data_args: DataArguments, config: KTOSConfig) -> Path:
     """Train one run into ``config.output_dir`` and return that directory.
 
     Writes ``run_info.json`` first (status ``running``), then trains with the trajectory callback
@@ -105,9 +119,12 @@ def train(model_args: ModelArguments, data_args: DataArguments, config: KTOSConf
         _apply_balance_weights(config, data_args.weights_from)
     train_dataset = load_feedback(data_args.train_data)
     eval_dataset = load_feedback(data_args.eval_data) if data_args.eval_data else None
-    model, tokenizer = load_model_and_tokenizer(
-        model_args.model_name_or_path, trust_remote_code=model_args.trust_remote_code
-    )
+    if not model_config.model_name_or_path:
+        raise ValueError("--model_name_or_path is required")
+    if model_config.use_peft or model_config.load_in_4bit or model_config.load_in_8bit:
+        raise NotImplementedError("ktos train does not support --use_peft or quantised loading yet")
+    model, tokenizer = _load(model_config.model_name_or_path, model_config, config)
+    ref_model = _load(run_args.ref_model_name_or_path, model_config, config)[0] if run_args.ref_model_name_or_path else None
     checkpoint = last_complete_checkpoint(run_dir)
     resume = str(checkpoint) if checkpoint else None
     info_path = run_dir / RUN_INFO_FILE
@@ -125,7 +142,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, config: KTOSConf
             "quality": None,
             "base_quality": earlier.get("base_quality"),
             "resumed_from": resume,
-            "model": asdict(model_args),
+            "model": asdict(model_config),
+            "run": asdict(run_args),
             "data": asdict(data_args),
             "config": config.to_dict(),
             "versions": package_versions(),
@@ -135,7 +153,12 @@ def train(model_args: ModelArguments, data_args: DataArguments, config: KTOSConf
         },
     )
     trainer = KTOSTrainer(
-        model=model, args=config, train_dataset=train_dataset, eval_dataset=None, processing_class=tokenizer
+        model=model,
+        ref_model=ref_model,
+        args=config,
+        train_dataset=train_dataset,
+        eval_dataset=None,
+        processing_class=tokenizer,
     )
     probe = None
     if eval_dataset is not None and config.kl_probe_size > 0:
@@ -155,9 +178,9 @@ def train(model_args: ModelArguments, data_args: DataArguments, config: KTOSConf
     if base_quality is not None:
         changes["base_quality"] = base_quality
     update_json(info_path, **changes)
-    if model_args.save_model:
+    if run_args.save_model:
         trainer.save_model(str(run_dir / "model"))
-    if status == "completed" and not model_args.keep_checkpoints:
+    if status == "completed" and not run_args.keep_checkpoints:
         for checkpoint in run_dir.glob("checkpoint-*"):
             shutil.rmtree(checkpoint)
     log.info(

@@ -1,7 +1,11 @@
 """KTO-S on TRL: ``KTOSConfig``, ``KTOSTrainer`` and label checks.
 
-``KTOSTrainer`` is TRL 1.5.1's ``KTOTrainer`` with one method replaced, ``kto_loss``, which delegates to
-:func:`ktos.losses.kto_loss`. With ``use_kto_s=False`` it computes exactly TRL's KTO loss.
+``KTOSTrainer`` is TRL's ``KTOTrainer`` (TRL 1.5.1 to 1.16.0) whose loss is :func:`ktos.losses.kto_loss`:
+KTO-S with ``use_kto_s=True``, exactly TRL's KTO loss with ``False``. On TRL < 1.6 TRL's own forward
+passes call the overridden ``kto_loss``; from 1.6 on, where TRL inlines its loss, :mod:`ktos.compat`
+computes the same log-probabilities and calls it (see there). Configurations whose training loss
+would not go through ``kto_loss`` are refused at construction, and the first training step checks
+that it did.
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ import logging
 import math
 import shutil
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,11 +23,7 @@ import torch
 from datasets import Dataset
 from transformers import TrainerCallback, TrainerControl, TrainerState
 
-with warnings.catch_warnings():  # TRL 1.5.1 ships KTOTrainer only under trl.experimental: expected, pinned
-    warnings.simplefilter("ignore")
-    from trl.experimental.kto import KTOConfig, KTOTrainer
-
-from . import losses
+from . import compat, losses
 from .data import DataValidationError, normalise_labels
 from .probe import KLProbe
 from .provenance import update_json
@@ -33,9 +32,8 @@ from .trajectories import RUN_INFO_FILE, TRAJECTORY_FILE, read_trajectory
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
-class KTOSConfig(KTOConfig):
+class KTOSConfig(compat.KTOConfig):
     r"""Configuration for [`KTOSTrainer`]: every field of TRL's `KTOConfig`, plus:
 
     Parameters:
@@ -50,7 +48,8 @@ class KTOSConfig(KTOConfig):
             Measure the probe every this many optimizer steps (and at step 1).
 
     Defaults that differ from `KTOConfig`: `logging_steps=1` (one trajectory row per optimizer step);
-    on a machine without a GPU, `use_cpu=True` and `bf16=False` unless set.
+    `train_sampling_strategy="sequential"` on every TRL version (the only value accepted); on a machine
+    without a GPU, `use_cpu=True` and `bf16=False` unless set.
     """
 
     use_kto_s: bool = field(
@@ -68,6 +67,10 @@ class KTOSConfig(KTOConfig):
     logging_steps: float = field(
         default=1,
         metadata={"help": "Log every X updates steps (1: one trajectory row per optimizer step)."},
+    )
+    train_sampling_strategy: str = field(
+        default="sequential",
+        metadata={"help": "Only 'sequential': the training set is read in file order (ktos balance writes it)."},
     )
 
     def __post_init__(self) -> None:
@@ -104,11 +107,36 @@ def check_labels(dataset: Dataset, *, name: str = "train", require_both: bool = 
     return dataset
 
 
-class KTOSTrainer(KTOTrainer):
-    """TRL's ``KTOTrainer`` whose ``kto_loss`` is KTO-S (``args.use_kto_s=True``) or plain KTO.
+def bypasses(args: KTOSConfig, kwargs: dict[str, Any]) -> list[str]:
+    """Why a trainer built from ``args`` and ``kwargs`` would not train through ``ktos.losses`` (empty if it would).
+
+    TRL's Liger path computes a fused KTO loss of its own; ``loss_type`` other than ``"kto"`` is another
+    loss; ``compute_loss_func`` replaces the loss; ``sync_ref_model`` moves the reference model that KL
+    is measured against; a sampler other than sequential breaks the batch order the balance stage
+    wrote and TRL's mismatched KL pairs.
+    """
+    reasons = []
+    if args.loss_type != "kto":
+        reasons.append(f"loss_type={args.loss_type!r} is another loss (only 'kto' is KTO/KTO-S)")
+    if args.use_liger_kernel:
+        reasons.append("use_liger_kernel=True: TRL's Liger path computes its own fused KTO loss")
+    if getattr(args, "sync_ref_model", False):
+        reasons.append("sync_ref_model=True: the reference model, and so the KL, would move during training")
+    strategy = getattr(args, "train_sampling_strategy", "sequential")
+    if strategy != "sequential":
+        reasons.append(f"train_sampling_strategy={strategy!r}: the batch order and KL pairs need 'sequential'")
+    if kwargs.get("compute_loss_func") is not None:
+        reasons.append("compute_loss_func replaces the loss")
+    return reasons
+
+
+class KTOSTrainer(compat.KTOTrainer):
+    """TRL's ``KTOTrainer`` whose loss is KTO-S (``args.use_kto_s=True``) or plain KTO.
 
     Before TRL sees the data, labels are checked by :func:`check_labels` (train set: both labels
-    required). Only ``loss_type="kto"`` is supported.
+    required). Configurations listed by :func:`bypasses` raise ``ValueError``. The training set is read
+    in file order. The first training step raises ``RuntimeError`` if its loss did not come from
+    :meth:`kto_loss`.
     """
 
     def __init__(
@@ -122,23 +150,33 @@ class KTOSTrainer(KTOTrainer):
     ) -> None:
         if args is None or not isinstance(args, KTOSConfig):
             raise TypeError("KTOSTrainer needs a KTOSConfig as `args`")
-        if args.loss_type != "kto":
-            raise ValueError(f"KTOSTrainer supports loss_type='kto' only, got {args.loss_type!r}")
+        reasons = bypasses(args, kwargs)
+        if reasons:
+            raise ValueError("KTOSTrainer cannot train through the ktos loss with " + "; ".join(reasons))
         if train_dataset is None:
             raise ValueError("`train_dataset` is required")
         train_dataset = check_labels(train_dataset, name="train")
         if eval_dataset is not None:
             eval_dataset = check_labels(eval_dataset, name="eval", require_both=False)
-        self.use_kto_s = args.use_kto_s
+        self.loss_calls = 0
+        self._loss_checked = False
         log.info(
-            "%s: running %s with beta=%g (desirable_weight=%g, undesirable_weight=%g)",
+            "%s (TRL %s): running %s with beta=%g (desirable_weight=%g, undesirable_weight=%g)",
             type(self).__name__,
+            compat.TRL_VERSION,
             "KTO-S (sign-corrected reference point -sign(r)*z0)" if args.use_kto_s else "plain KTO (reference point z0)",
             args.beta,
             args.desirable_weight,
             args.undesirable_weight,
         )
-        super().__init__(model, ref_model, args, train_dataset, eval_dataset, **kwargs)
+        super().__init__(
+            model=model, ref_model=ref_model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset, **kwargs
+        )
+
+    @property
+    def method(self) -> str:
+        """``"kto_s"`` or ``"kto"``, read from the config at call time."""
+        return self.args.method
 
     def kto_loss(
         self,
@@ -149,12 +187,14 @@ class KTOSTrainer(KTOTrainer):
         reference_rejected_logps: torch.Tensor,
         reference_KL_logps: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """TRL's hook: the batch's per-example losses via :func:`ktos.losses.kto_loss`.
+        """The batch's per-example losses via :func:`ktos.losses.kto_loss` (TRL's ``kto_loss`` signature).
 
         ``z0`` is gathered across processes as TRL does (mean of the per-process means, clamped at 0).
+        Every call is counted in ``loss_calls``.
         """
         z0 = (policy_KL_logps - reference_KL_logps).mean().detach()
         z0 = self.accelerator.gather_for_metrics(z0).mean().clamp(min=0)
+        self.loss_calls += 1
         return losses.kto_loss(
             policy_chosen_logps,
             policy_rejected_logps,
@@ -165,9 +205,37 @@ class KTOSTrainer(KTOTrainer):
             beta=self.beta,
             desirable_weight=self.desirable_weight,
             undesirable_weight=self.undesirable_weight,
-            sign_correction=self.use_kto_s,
+            sign_correction=self.args.use_kto_s,
             kl=z0,
         )
+
+    def compute_loss(
+        self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> Any:
+        """TRL's loss path where it calls :meth:`kto_loss` (TRL < 1.6), else :func:`ktos.compat.hooked_compute_loss`."""
+        if compat.KTO_LOSS_HOOK:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if return_outputs:
+            raise NotImplementedError("KTOSTrainer returns the loss only (no logits): evaluate with prediction_loss_only")
+        return compat.hooked_compute_loss(self, model, inputs)
+
+    def training_step(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """TRL's training step; the first one raises ``RuntimeError`` unless it went through :meth:`kto_loss`."""
+        before = self.loss_calls
+        loss = super().training_step(*args, **kwargs)
+        if not self._loss_checked:
+            if self.loss_calls == before:
+                raise RuntimeError(
+                    f"{type(self).__name__}: the first training step's loss did not come from KTOSTrainer.kto_loss, "
+                    f"so it was not {'KTO-S' if self.args.use_kto_s else 'KTO'} as configured; stopping. "
+                    "Something replaced the loss path (a subclass, a patched method or a TRL change)."
+                )
+            self._loss_checked = True
+        return loss
+
+    def _get_train_sampler(self, *args: Any, **kwargs: Any) -> Any:
+        dataset = next(iter([*args, *kwargs.values()]), None)
+        return compat.train_sampler(self.train_dataset if dataset is None else dataset)
 
 
 #: TRL log keys copied into each trajectory row (besides step, epoch, elapsed_s and the probe).

@@ -1,0 +1,68 @@
+"""The declared environment: pyproject ranges, the lock, environment.yml and what the package imports agree."""
+
+from __future__ import annotations
+
+import ast
+import sys
+import tomllib
+from importlib import metadata
+from pathlib import Path
+
+import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def pins(lines: list[str]) -> dict[str, str]:
+    """``{canonical name: version}`` of ``name==version`` lines (comments and blanks skipped)."""
+    out = {}
+    for line in lines:
+        line = line.strip()
+        if line and not line.startswith("#"):
+            name, version = line.split("==")
+            out[canonicalize_name(name)] = version
+    return out
+
+
+def lock() -> dict[str, str]:
+    return pins((REPO / "requirements/lock.txt").read_text().splitlines())
+
+
+def declared() -> list[Requirement]:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    reqs = [Requirement(r) for r in project["dependencies"]]
+    reqs += [Requirement(r) for extra in project["optional-dependencies"].values() for r in extra]
+    return [r for r in reqs if canonicalize_name(r.name) != "ktos"]
+
+
+def test_environment_yml_pins_exactly_the_lock() -> None:
+    env = yaml.safe_load((REPO / "environment.yml").read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert pins(pip_section) == lock()
+    assert "python=3.11" in env["dependencies"]
+
+
+def test_every_declared_dependency_is_locked_inside_its_range() -> None:
+    locked = lock()
+    for req in declared():
+        name = canonicalize_name(req.name)
+        assert name in locked, f"{req} is declared in pyproject.toml but not pinned in requirements/lock.txt"
+        assert req.specifier.contains(locked[name], prereleases=True), f"lock pins {name}=={locked[name]}, outside {req}"
+    assert locked["torch"] == "2.13.0"
+
+
+def test_every_import_of_the_package_is_declared() -> None:
+    imported: set[str] = set()
+    for path in (REPO / "src/ktos").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"ktos"}
+    distributions = metadata.packages_distributions()
+    names = {canonicalize_name(r.name) for r in declared()}
+    undeclared = {m for m in third_party if not names & {canonicalize_name(d) for d in distributions.get(m, [m])}}
+    assert not undeclared, f"imported by src/ktos but not declared in pyproject.toml: {sorted(undeclared)}"
