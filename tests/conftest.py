@@ -7,7 +7,6 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 import math
 import random
@@ -19,7 +18,8 @@ import torch
 from datasets import Dataset
 
 from ktos.models import load_model_and_tokenizer, save_tiny
-from ktos.trajectories import COLUMNS, METHODS
+from ktos.rundir import COLUMNS
+from ktos.runnames import METHODS
 
 
 def feedback_rows(n: int, n_desirable: int, seed: int = 0) -> list[dict]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import sys
 import tomllib
 from importlib import metadata
@@ -66,3 +67,22 @@ def test_every_import_of_the_package_is_declared() -> None:
     names = {canonicalize_name(r.name) for r in declared()}
     undeclared = {m for m in third_party if not names & {canonicalize_name(d) for d in distributions.get(m, [m])}}
     assert not undeclared, f"imported by src/ktos but not declared in pyproject.toml: {sorted(undeclared)}"
+
+
+def test_documentation_links_resolve_inside_the_repository() -> None:
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "config/README.md", REPO / "profiles/README.md"]
+    for page in pages:
+        text = page.read_text()
+        assert "../shared" not in text, page
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if target.startswith(("http://", "https://", "#", "mailto:")):
+                continue
+            path = (page.parent / target.split("#")[0]).resolve()
+            assert path.is_relative_to(REPO) and path.exists(), f"{page.name}: broken link {target}"
+
+
+def test_no_docstring_cites_a_document_the_repository_lacks() -> None:
+    for path in [*(REPO / "src/ktos").glob("*.py"), *(REPO / "workflow").rglob("*.smk"), REPO / "Snakefile"]:
+        text = path.read_text()
+        for phrase in ("ERRATA", "../shared", "interface spec", "the plan note's own"):
+            assert phrase not in text, f"{path.relative_to(REPO)} cites {phrase!r}"

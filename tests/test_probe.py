@@ -8,7 +8,8 @@ from datasets import Dataset
 
 from conftest import feedback_rows
 from ktos.models import load_model_and_tokenizer
-from ktos.probe import KLProbe, preference_accuracy
+from ktos.probe import KLProbe
+from ktos.quality import preference_accuracy
 from test_trainer import make_trainer
 
 

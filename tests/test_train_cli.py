@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from conftest import feedback_rows
 from ktos.cli import main, parse_train_args
 from ktos.models import load_model_and_tokenizer
-from ktos.trajectories import read_trajectory
+from ktos.rundir import read_trajectory
 from test_trainer import expected_grads, make_trainer
 
 

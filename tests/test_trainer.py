@@ -22,7 +22,7 @@ from ktos import compat
 from ktos.compat import KTOConfig, KTOTrainer
 from ktos.models import load_model_and_tokenizer
 from ktos.trainer import KTOSConfig, KTOSTrainer, TrajectoryCallback, check_labels
-from ktos.trajectories import read_trajectory
+from ktos.rundir import read_trajectory
 
 FAST = {
     "per_device_train_batch_size": 4,

@@ -40,7 +40,6 @@ def _env(**extra: str) -> dict[str, str]:
         HF_HUB_OFFLINE="1",
         HF_DATASETS_OFFLINE="1",
         TOKENIZERS_PARALLELISM="false",
-        TRL_EXPERIMENTAL_SILENCE="1",
         MPLBACKEND="Agg",
         CUDA_VISIBLE_DEVICES="",
         PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
@@ -103,12 +102,19 @@ def repo(tmp_path: Path) -> Path:
 
 
 def test_dry_run_default_config(repo: Path) -> None:
-    result = snakemake(repo, "-n")
+    result = snakemake(repo, "-n", "-p")
     assert result.returncode == 0, result.stdout
+    # Each run's method reaches `ktos train` as its --use_kto_s value (and nothing else sets it).
+    commands = [line for line in result.stdout.splitlines() if "-m ktos train" in line]
+    for command in commands:
+        run_dir = command.split("--output_dir ")[1].split()[0]
+        assert command.count("--use_kto_s") == 1, command
+        want = "true" if Path(run_dir).name.startswith("kto_s_") else "false"
+        assert f"--use_kto_s {want}" in command, command
     counts = job_counts(result.stdout)
     config = yaml.safe_load((repo / "config/config.yaml").read_text())
     n_runs = len(config["methods"]) * len(config["learning_rates"]) * len(config["seeds"])
-    assert counts["train"] == n_runs
+    assert counts["train"] == n_runs == len(commands)
     assert counts["balance"] == len(config["seeds"])  # one batch order per seed
     for rule in ("synth_data", "pretrain_base", "prepare", "split", "extract_kl", "draw_figures", "write_tables"):
         assert counts[rule] == 1, rule
@@ -217,6 +223,7 @@ def test_end_to_end_test_config(study: tuple[Path, subprocess.CompletedProcess, 
     for run in TEST_RUNS:
         info = json.loads((repo / f"results/runs/{run}/run_info.json").read_text())
         assert info["status"] == "completed" and info["quality"]["metric"] == "task_accuracy"
+        assert info["config"]["use_kto_s"] is run.startswith("kto_s_")
         assert not (repo / f"results/runs/{run}/model").exists(), "temp() model weights were kept"
         assert (repo / f"results/benchmarks/train/{run}.tsv").exists()
 

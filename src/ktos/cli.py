@@ -9,8 +9,10 @@ line and from YAML, and unknown keys are refused.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -59,94 +61,78 @@ def _train(argv: list[str]) -> int:
     return 0
 
 
+#: Stage subcommands: name -> (module, function, help). Each flag's ``dest`` is the function's parameter
+#: name and absent flags are left out, so the library's defaults are the CLI's.
+STAGES: dict[str, tuple[str, str, str]] = {
+    "synth-data": ("toy", "synth_data", "write the embedded default's synthetic feedback data, corpus and held-out set"),
+    "pretrain-base": ("pretrain", "pretrain_base", "pretrain the embedded default's tiny base model on the corpus"),
+    "prepare": ("data", "prepare", "load and validate binary-feedback data into a dataset dir"),
+    "split": ("data", "split", "stratified, seeded train/eval split of a dataset dir"),
+    "balance": ("balance", "balance", "order/subsample the training set and compute class weights"),
+    "extract-kl": ("rundir", "extract", "collect run dirs' per-step trajectories into one tidy CSV table"),
+    "figures": ("figures", "draw_all", "draw Figures 2, 3 and their companions from a trajectory table"),
+    "tables": ("verdict", "write_tables", "write the KL tables, stability map, frontier and verdict from a trajectory table"),
+}
+
+
 def _stage_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("synth-data", help="write the embedded default's synthetic feedback data and corpus")
-    p.add_argument("--output", required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--rows", type=int, default=1000)
-    p.add_argument("--desirable", type=int, default=746)
-    p.add_argument("--heldout", type=int, default=200)
+    parsers = {
+        name: sub.add_parser(name, help=helptext, argument_default=argparse.SUPPRESS)
+        for name, (_, _, helptext) in STAGES.items()
+    }
+    p = parsers["synth-data"]
+    p.add_argument("--output", dest="out_dir", required=True)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--rows", type=int)
+    p.add_argument("--desirable", type=int)
+    p.add_argument("--heldout", type=int)
 
-    p = sub.add_parser("pretrain-base", help="pretrain the embedded default's tiny base model on the corpus")
-    p.add_argument("--corpus", required=True)
-    p.add_argument("--output", required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--max-seconds", type=float, default=None)
+    p = parsers["pretrain-base"]
+    p.add_argument("--corpus", dest="corpus_path", required=True)
+    p.add_argument("--output", dest="out_dir", required=True)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--steps", type=int)
+    p.add_argument("--max-seconds", type=float)
 
-    p = sub.add_parser("prepare", help="load and validate binary-feedback data into a dataset dir")
-    p.add_argument("--input", required=True, help="JSONL, CSV, Parquet, save_to_disk folder, dataset dir or hub id")
-    p.add_argument("--output", required=True)
-    p.add_argument("--split", default="train", help="split to read from a dataset dict or hub dataset")
+    p = parsers["prepare"]
+    p.add_argument("--input", dest="source", required=True, help="JSONL, CSV, Parquet, save_to_disk folder, dataset dir or hub id")
+    p.add_argument("--output", dest="out_dir", required=True)
+    p.add_argument("--split", help="split to read from a dataset dict or hub dataset")
 
-    p = sub.add_parser("split", help="stratified, seeded train/eval split of a dataset dir")
-    p.add_argument("--input", required=True)
-    p.add_argument("--output", required=True)
-    p.add_argument("--eval-fraction", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=0)
+    p = parsers["split"]
+    p.add_argument("--input", dest="in_dir", required=True)
+    p.add_argument("--output", dest="out_dir", required=True)
+    p.add_argument("--eval-fraction", type=float)
+    p.add_argument("--seed", type=int)
 
-    p = sub.add_parser("balance", help="order/subsample the training set and compute class weights")
-    p.add_argument("--input", required=True)
-    p.add_argument("--output", required=True)
+    p = parsers["balance"]
+    p.add_argument("--input", dest="in_dir", required=True)
+    p.add_argument("--output", dest="out_dir", required=True)
     p.add_argument("--strategy", choices=("none", "subset", "interleave"), required=True)
     p.add_argument("--batch-size", type=int, required=True, help="per-device train batch size")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int)
 
-    p = sub.add_parser("extract-kl", help="collect run dirs' per-step trajectories into one tidy CSV table")
-    p.add_argument("--runs", nargs="+", required=True)
-    p.add_argument("--output", required=True)
+    p = parsers["extract-kl"]
+    p.add_argument("--runs", dest="run_dirs", nargs="+", required=True)
+    p.add_argument("--output", dest="out_csv", required=True)
 
-    for name, helptext in (
-        ("figures", "draw Figures 2, 3 and their companions from a trajectory table"),
-        ("tables", "write the KL checkpoint table, stability map, frontier and verdict from a trajectory table"),
-    ):
-        p = sub.add_parser(name, help=helptext)
-        p.add_argument("--table", required=True, help="tidy trajectory CSV written by `ktos extract-kl`")
-        p.add_argument("--output", required=True)
+    for name in ("figures", "tables"):
+        p = parsers[name]
+        p.add_argument("--table", dest="table_csv", required=True, help="tidy trajectory CSV written by `ktos extract-kl`")
+        p.add_argument("--output", dest="out_dir", required=True)
         p.add_argument("--threshold", type=float, required=True, help="KL stability threshold (sequence-level nats)")
-        p.add_argument("--lr", type=float, default=None, help="learning rate of Figures 2/3 and the verdict")
-        p.add_argument("--checkpoints", type=int, nargs="+", default=[5, 10, 15, 20], help="steps to report")
-        p.add_argument("--first-n-steps", type=int, default=None, help="window of the stability map's max KL")
+        p.add_argument("--lr", type=float, help="learning rate of Figures 2/3 and the verdict")
+        p.add_argument("--checkpoints", type=int, nargs="+", help="steps to report")
+        p.add_argument("--first-n-steps", type=int, help="window of the stability map's max KL")
 
 
 def _run_stage(args: argparse.Namespace) -> Any:
-    if args.command == "synth-data":
-        from .synthetic import synth_data
-
-        return synth_data(args.output, seed=args.seed, rows=args.rows, desirable=args.desirable, heldout=args.heldout)
-    if args.command == "pretrain-base":
-        from .synthetic import pretrain_base
-
-        kwargs = {"steps": args.steps} if args.steps else {}
-        return pretrain_base(args.corpus, args.output, seed=args.seed, max_seconds=args.max_seconds, **kwargs)
-    if args.command == "prepare":
-        from .data import prepare
-
-        return prepare(args.input, args.output, split=args.split)
-    if args.command == "split":
-        from .data import split
-
-        return split(args.input, args.output, eval_fraction=args.eval_fraction, seed=args.seed)
-    if args.command == "balance":
-        from .balance import balance
-
-        return balance(args.input, args.output, strategy=args.strategy, batch_size=args.batch_size, seed=args.seed)
-    if args.command == "extract-kl":
-        from .trajectories import extract
-
-        extract(args.runs, args.output)
-        return None
-    if args.command in ("figures", "tables"):
-        from .figures import draw_all
-        from .trajectories import write_tables
-
-        draw = draw_all if args.command == "figures" else write_tables
-        paths = draw(
-            args.table, args.output, threshold=args.threshold, lr=args.lr,
-            checkpoints=tuple(args.checkpoints), first_n_steps=args.first_n_steps,
-        )
-        return {"written": [str(p) for p in paths]}
-    raise AssertionError(args.command)
+    module, function, _ = STAGES[args.command]
+    kwargs = {k: v for k, v in vars(args).items() if k not in ("command", "log_level")}
+    result = getattr(importlib.import_module(f"ktos.{module}"), function)(**kwargs)
+    if isinstance(result, list):
+        return {"written": [str(p) for p in result]}
+    return result if isinstance(result, dict) else None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -160,13 +146,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def configure_logging(level: str) -> None:
+    """Set ``level`` for ktos and for the libraries it drives: transformers and datasets (their own verbosity,
+    through the environment variables they read at import and, when already imported, their setters),
+    TRL and accelerate (standard loggers)."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    for library in ("transformers", "datasets"):
+        os.environ[f"{library.upper()}_VERBOSITY"] = level.lower()
+        if library in sys.modules:
+            importlib.import_module(f"{library}.utils.logging").set_verbosity(logging.getLevelName(level))
+    for name in ("trl", "accelerate"):
+        logging.getLogger(name).setLevel(level)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ktos`` console script and ``python -m ktos``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args, rest = build_parser().parse_known_args(argv)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
-    )
+    configure_logging(args.log_level)
     from .data import DataValidationError
 
     try:

@@ -34,18 +34,11 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
-from ktos.losses import gradient_weight
-from ktos.trajectories import (
-    DEFAULT_CHECKPOINTS,
-    METHODS,
-    default_lr,
-    fmt_lr,
-    method_label,
-    per_run,
-    read_table,
-    step_stats,
-    table_beta,
-)
+from .losses import gradient_weight
+from .rundir import read_table
+from .runnames import METHODS, lr_tag, method_label
+from .stats import step_stats
+from .tables import DEFAULT_CHECKPOINTS, default_lr, per_run, table_beta
 
 log = logging.getLogger(__name__)
 # PDF font subsetting logs every glyph table at INFO: keep the CLI's log readable.
@@ -125,7 +118,7 @@ def _n_runs(df: pd.DataFrame) -> int:
 
 def _subtitle(lr: float, beta: float | None, n: int | str, n_diverged: int = 0) -> str:
     seeds = f"n = {n} seed" + ("" if n == 1 else "s") + (f" ({n_diverged} diverged)" if n_diverged else "")
-    return f"lr {fmt_lr(lr)}" + (f", β {beta:g}" if beta is not None else "") + f", {seeds}"
+    return f"lr {lr_tag(lr)}" + (f", β {beta:g}" if beta is not None else "") + f", {seeds}"
 
 
 def _n_diverged(df: pd.DataFrame) -> int:
@@ -222,7 +215,7 @@ def draw_kl_figures(
 
     Each seed a thin line, mean across non-diverged seeds with its 95% CI band (Student t across seeds
     at each step), dots on the mean at ``checkpoints``, the threshold dashed. Figure 3 repeats KTO's
-    mean in grey (alpha 0.4). ``lr`` defaults to :func:`ktos.trajectories.default_lr`.
+    mean in grey (alpha 0.4). ``lr`` defaults to :func:`ktos.tables.default_lr`.
     """
     lr = default_lr(df, lr)
     sub = _at_lr(df, lr)
@@ -251,7 +244,7 @@ def draw_kl_figures(
             ax.text(
                 0.5,
                 0.5,
-                f"no {method_label(method)} runs at lr {fmt_lr(lr)}",
+                f"no {method_label(method)} runs at lr {lr_tag(lr)}",
                 transform=ax.transAxes,
                 ha="center",
                 va="center",
@@ -337,7 +330,7 @@ def draw_companion(df: pd.DataFrame, *, lr: float | None = None, beta: float | N
     n = "/".join(str(_n_runs(sub[sub["method"] == m])) for m in METHODS)
     div = f", {_n_diverged(sub)} diverged, not in means" if _n_diverged(sub) else ""
     fig.suptitle(
-        f"Rewards, loss and gradient weights, KTO vs KTO-S (lr {fmt_lr(lr)}, β {beta:g}, "
+        f"Rewards, loss and gradient weights, KTO vs KTO-S (lr {lr_tag(lr)}, β {beta:g}, "
         f"n = {n} seeds KTO/KTO-S{div}; mean ± 95% CI)",
         fontsize=8.5,
     )
@@ -430,7 +423,7 @@ def draw_frontier(df: pd.DataFrame) -> Figure | None:
     ]
     if len(lrs) > 1:
         handles += [
-            Line2D([], [], marker=markers[lr], ls="none", color="grey", label=f"lr {fmt_lr(lr)}")
+            Line2D([], [], marker=markers[lr], ls="none", color="grey", label=f"lr {lr_tag(lr)}")
             for lr in lrs
         ]
     fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 5), columnspacing=1.0)
@@ -475,7 +468,7 @@ def draw_stability_map(df: pd.DataFrame, *, threshold: float, first_n_steps: int
     if any_div:
         ax.plot([], [], "x", color="grey", label="diverged (at top)")
     ax.set_xscale("log")
-    ax.set_xticks(lrs, [fmt_lr(lr) for lr in lrs])  # the swept rates only: no crowded minor labels
+    ax.set_xticks(lrs, [lr_tag(lr) for lr in lrs])  # the swept rates only: no crowded minor labels
     ax.xaxis.set_minor_formatter(NullFormatter())
     if logy:
         ax.set_yscale("log")
@@ -504,7 +497,7 @@ def draw_all(
 
     Figures needing data the table lacks (probe values, quality, several lrs) are skipped with a log
     message. ``first_n_steps`` (stability map) defaults to ``max(checkpoints)``; ``lr`` (Figures 2, 3,
-    companion, probe) defaults to :func:`ktos.trajectories.default_lr`; ``beta`` to the table's.
+    companion, probe) defaults to :func:`ktos.tables.default_lr`; ``beta`` to the table's.
     """
     df = read_table(table_csv)
     n_steps = first_n_steps if first_n_steps is not None else max(checkpoints)

@@ -1,13 +1,11 @@
-"""Measurements on fixed held-out data during and after training.
+"""The KL probe: KL to the reference model on fixed held-out data, measured during training.
 
-* :class:`KLProbe`: the KL from policy to reference on a fixed set of mismatched prompt/completion
-  pairs, built exactly as TRL builds the pairs behind its logged ``kl`` (completions rotated by one
-  inside each chunk of ``per_device_train_batch_size``), so the units match: sequence-level nats,
-  ``mean_i [log pi_theta(y'_i|x_i) - log pi_ref(y'_i|x_i)]``. Unlike TRL's value it is not clamped
-  at 0, and it is also reported per completion token.
-* :func:`preference_accuracy`: the share of held-out examples whose implied reward
-  ``r = log pi_theta(y|x) - log pi_ref(y|x)`` has the label's sign (desirable ``r > 0``,
-  undesirable ``r < 0``).
+:class:`KLProbe` measures the KL from policy to reference on a fixed set of mismatched prompt/completion
+pairs, built exactly as TRL builds the pairs behind its logged ``kl`` (completions rotated by one inside
+each chunk of ``per_device_train_batch_size``), so the units match: sequence-level nats,
+``mean_i [log pi_theta(y'_i|x_i) - log pi_ref(y'_i|x_i)]``. Unlike TRL's value it is not clamped at 0,
+and it is also reported per completion token. :func:`heldout_batches` and :func:`completion_logps` are
+shared with :func:`ktos.quality.preference_accuracy`.
 """
 
 from __future__ import annotations
@@ -23,7 +21,7 @@ from . import compat
 log = logging.getLogger(__name__)
 
 
-def _batches(trainer: Any, dataset: Dataset, name: str) -> list[dict[str, Any]]:
+def heldout_batches(trainer: Any, dataset: Dataset, name: str) -> list[dict[str, Any]]:
     """Tokenise ``dataset`` as the trainer does (with KL pairs) and collate it into fixed batches."""
     prepared = compat.prepare_dataset(trainer, dataset, name)
     size = trainer.args.per_device_train_batch_size
@@ -33,7 +31,7 @@ def _batches(trainer: Any, dataset: Dataset, name: str) -> list[dict[str, Any]]:
     ]
 
 
-def _completion_logps(trainer: Any, model: torch.nn.Module, batch: dict[str, Any], kind: str) -> torch.Tensor:
+def completion_logps(trainer: Any, model: torch.nn.Module, batch: dict[str, Any], kind: str) -> torch.Tensor:
     """Summed log-probs of the batch's ``kind`` (``"completion"`` or ``"KL"``) completions under ``model``."""
     device = trainer.accelerator.device
     with torch.no_grad():
@@ -48,14 +46,14 @@ class KLProbe:
         if len(dataset) < size:
             log.warning("KL probe: asked for %d pairs, the held-out set has %d; using all of it", size, len(dataset))
         self.trainer = trainer
-        self.batches = _batches(trainer, dataset.select(range(min(size, len(dataset)))), "kl_probe")
+        self.batches = heldout_batches(trainer, dataset.select(range(min(size, len(dataset)))), "kl_probe")
         self.n_pairs = sum(len(b["label"]) for b in self.batches)
         self.n_tokens = int(sum(compat.sequence(b, "KL")[2][:, 1:].sum() for b in self.batches))
         with compat.reference_model(trainer) as ref:
             self._reference_logps = self._logps(ref)
 
     def _logps(self, model: torch.nn.Module) -> torch.Tensor:
-        return torch.cat([_completion_logps(self.trainer, model, b, "KL") for b in self.batches])
+        return torch.cat([completion_logps(self.trainer, model, b, "KL") for b in self.batches])
 
     def measure(self) -> dict[str, float]:
         """``{"probe_kl": nats per sequence, "probe_kl_per_token": nats per token}`` for the current policy."""
@@ -64,17 +62,3 @@ class KLProbe:
             "probe_kl": float(diff.mean()),
             "probe_kl_per_token": float(diff.sum() / max(self.n_tokens, 1)),
         }
-
-
-def preference_accuracy(trainer: Any, dataset: Dataset) -> dict[str, Any]:
-    """Share of ``dataset`` rows whose implied reward has the label's sign (ties count as wrong)."""
-    correct = total = 0
-    for batch in _batches(trainer, dataset, "preference_eval"):
-        policy = _completion_logps(trainer, trainer.model, batch, "completion")
-        with compat.reference_model(trainer) as ref:
-            reference = _completion_logps(trainer, ref, batch, "completion")
-        r = policy - reference
-        labels = compat.labels(batch)
-        correct += int(torch.where(labels, r > 0, r < 0).sum())
-        total += len(labels)
-    return {"metric": "preference_accuracy", "value": correct / max(total, 1), "n": total}

@@ -22,11 +22,11 @@ from trl import ModelConfig
 from . import compat
 from .data import load_feedback
 from .models import load_model_and_tokenizer
-from .probe import KLProbe, preference_accuracy
+from .probe import KLProbe
 from .provenance import git_revision, package_versions, update_json, write_json
-from .synthetic import task_accuracy
+from .quality import load_items, preference_accuracy, task_accuracy
 from .trainer import KTOSConfig, KTOSTrainer, TrajectoryCallback
-from .trajectories import RUN_INFO_FILE
+from .rundir import RUN_INFO_FILE
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def _apply_balance_weights(config: KTOSConfig, manifest_path: str) -> None:
 
 def _quality(trainer: KTOSTrainer, data_args: DataArguments, eval_dataset: Dataset | None) -> dict[str, Any] | None:
     if data_args.heldout:
-        return task_accuracy(trainer.model, trainer.processing_class, data_args.heldout)
+        return task_accuracy(trainer.model, trainer.processing_class, load_items(data_args.heldout))
     if eval_dataset is not None:
         return preference_accuracy(trainer, eval_dataset)
     return None

@@ -27,7 +27,7 @@ from . import compat, losses
 from .data import DataValidationError, normalise_labels
 from .probe import KLProbe
 from .provenance import update_json
-from .trajectories import RUN_INFO_FILE, TRAJECTORY_FILE, read_trajectory
+from .rundir import RUN_INFO_FILE, TRAJECTORY_FILE, read_trajectory
 
 log = logging.getLogger(__name__)
 

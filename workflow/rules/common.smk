@@ -9,6 +9,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 
+from ktos.runnames import lr_tag, run_name
 from ktos.sources import looks_like_path
 
 #: Data source that makes the workflow write the embedded synthetic task (`ktos synth-data`).
@@ -35,11 +36,6 @@ def check_source(key, source):
         f"config key {key}: {source!r} is not a local path; it is read as a Hugging Face hub id "
         "and must already be in the local cache (jobs run offline)."
     )
-
-
-def lr_tag(lr):
-    """A learning rate as it appears in run names: 5e-05 -> "5e-5", 0.0005 -> "0.0005"."""
-    return format(lr, "g").replace("e-0", "e-").replace("e+0", "e+")
 
 
 def is_synthetic():
@@ -92,13 +88,13 @@ def maybe_temp(path):
 
 
 def run_dirs():
-    """All run directories of the study: method x learning rate x seed."""
-    return expand(
-        "results/runs/{method}_lr{lr}_seed{seed}",
-        method=config["methods"],
-        lr=[lr_tag(lr) for lr in config["learning_rates"]],
-        seed=config["seeds"],
-    )
+    """All run directories of the study: method x learning rate x seed (names: ktos.runnames)."""
+    return [
+        f"results/runs/{run_name(method, lr, seed)}"
+        for method in config["methods"]
+        for lr in config["learning_rates"]
+        for seed in config["seeds"]
+    ]
 
 
 def run_files(name):

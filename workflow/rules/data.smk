@@ -33,7 +33,7 @@ rule pretrain_base:
         "results/benchmarks/pretrain_base.tsv"
     conda:
         "../../environment.yml"
-    threads: 1  # ktos.synthetic.pretrain_base runs on one thread: faster than two for a tiny model
+    threads: 1  # ktos.pretrain.pretrain_base runs on one thread: faster than two for a tiny model
     resources:
         mem_mb=config["resources"]["mem_mb"],
         runtime=config["resources"]["runtime"],

@@ -1,4 +1,4 @@
-"""Tests for the embedded toy task: data generation, base-model pretraining, greedy accuracy."""
+"""The embedded default: toy task data (ktos.toy), base-model pretraining (ktos.pretrain), greedy accuracy (ktos.quality)."""
 
 from __future__ import annotations
 
@@ -13,19 +13,9 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 from ktos.models import load_model_and_tokenizer  # noqa: E402
-from ktos.synthetic import (  # noqa: E402
-    extract_answer,
-    has_carry,
-    RESPONSE_END,
-    is_correct,
-    load_heldout,
-    parse_prompt,
-    pretrain_base,
-    split_line,
-    synth_data,
-    task_accuracy,
-    wrong_answer,
-)
+from ktos.pretrain import pretrain_base  # noqa: E402
+from ktos.quality import extract_answer, load_items, task_accuracy  # noqa: E402
+from ktos.toy import RESPONSE_END, has_carry, is_correct, parse_prompt, split_line, synth_data, wrong_answer  # noqa: E402
 
 FILES = ("data.jsonl", "manifest.json", "heldout.jsonl", "corpus.txt")
 
@@ -151,19 +141,18 @@ def test_pretrain_stops_at_max_seconds(task_dir: Path, tmp_path: Path) -> None:
 def test_task_accuracy_range_and_count(task_dir: Path, tiny_base: tuple[Path, dict]) -> None:
     model, tokenizer = load_model_and_tokenizer(str(tiny_base[0]))
     model.train()
-    result = task_accuracy(model, tokenizer, task_dir / "heldout.jsonl", batch_size=64)
+    result = task_accuracy(model, tokenizer, load_items(task_dir / "heldout.jsonl"), batch_size=64)
     assert result["metric"] == "task_accuracy" and result["n"] == 200
     assert 0.0 <= result["value"] <= 1.0
     assert model.training  # mode restored
-    assert task_accuracy(model, tokenizer, task_dir)["n"] == 200  # a task dir works too
-    assert load_heldout(task_dir)[:3] == _jsonl(task_dir / "heldout.jsonl")[:3]
+    assert load_items(task_dir)[:3] == _jsonl(task_dir / "heldout.jsonl")[:3]  # a task dir works too
 
 
 @pytest.mark.slow
 def test_task_accuracy_counts_exact_matches(task_dir: Path, tiny_base: tuple[Path, dict]) -> None:
     """Score items against the model's own greedy answers: every one must count as right."""
     model, tokenizer = load_model_and_tokenizer(str(tiny_base[0]))
-    items = load_heldout(task_dir)[:20]
+    items = load_items(task_dir)[:20]
     enc = tokenizer([i["prompt"] for i in items], padding=True, padding_side="left", return_tensors="pt")
     out = model.generate(**enc, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
     texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=False)

@@ -1,0 +1,156 @@
+"""Pretraining the embedded default's tiny base model on the toy task's corpus (:mod:`ktos.toy`).
+
+A tiny Llama (:func:`ktos.models.build_tiny_model`, character-level tokenizer) trained with a plain
+torch loop: causal LM cross-entropy (nats/token) on each corpus line followed by EOS, AdamW, a linear
+warm-up over 5% of the steps then cosine decay to a tenth of the peak learning rate (transformers'
+``get_cosine_with_min_lr_schedule_with_warmup``), gradient norm clipped at 1. Deterministic for a seed
+and thread count. It is never tuned on the preference task; ``pretrain_log.json`` records the losses.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_cosine_with_min_lr_schedule_with_warmup
+
+from .models import build_tiny_model, build_tiny_tokenizer
+from .provenance import sha256_file
+
+log = logging.getLogger(__name__)
+
+
+def _train_loop(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    encoded: list[list[int]],
+    *,
+    seed: int,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    max_seconds: float | None,
+) -> list[float]:
+    """Train ``model`` in place on the token-id lists ``encoded``; returns the loss of each step."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    schedule = get_cosine_with_min_lr_schedule_with_warmup(
+        optimizer, num_warmup_steps=max(1, steps // 20), num_training_steps=steps, min_lr_rate=0.1
+    )
+    generator = torch.Generator().manual_seed(seed)
+    order: list[int] = []
+    losses: list[float] = []
+    model.train()
+    start = time.perf_counter()
+    bar = tqdm(range(steps), desc="pretrain", unit="step", mininterval=1.0)
+    for step in bar:
+        if len(order) < batch_size:
+            order += torch.randperm(len(encoded), generator=generator).tolist()
+        batch, order = [encoded[i] for i in order[:batch_size]], order[batch_size:]
+        padded = tokenizer.pad({"input_ids": batch}, padding=True, return_tensors="pt")
+        labels = padded["input_ids"].masked_fill(padded["attention_mask"] == 0, -100)
+        loss = model(input_ids=padded["input_ids"], attention_mask=padded["attention_mask"], labels=labels).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+        if max_seconds is not None and time.perf_counter() - start > max_seconds:
+            log.warning("pretraining hit the time limit (%g s) after %d of %d steps", max_seconds, step + 1, steps)
+            break
+    bar.close()
+    model.eval()
+    return losses
+
+
+def pretrain_base(
+    corpus_path: str | Path,
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    steps: int = 3000,
+    batch_size: int = 64,
+    lr: float = 3e-3,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    max_seconds: float | None = None,
+    num_threads: int | None = 1,
+) -> dict:
+    """Pretrain a tiny Llama base model on ``corpus_path`` (one example per line) and save it to ``out_dir``.
+
+    Loss: causal LM cross-entropy in nats per predicted token, over each line's characters and a
+    final EOS, padding ignored. AdamW (weight decay 0.01), ``lr`` with a 5% linear warm-up and
+    cosine decay to ``lr / 10``, gradient norm clipped at 1. Batches of ``batch_size`` lines in an
+    order fixed by ``seed`` (a fresh permutation each pass over the corpus), as are the initial
+    weights. Stops after ``steps`` steps or, when ``max_seconds`` is set, after the first step that
+    ends past it.
+
+    ``num_threads`` sets torch's intra-op threads for the call (restored afterwards; ``None`` keeps
+    the current setting). The default, 1, suits a model this small: a second thread buys little and
+    slows badly when another process holds the other core; it also makes the losses independent of the
+    machine's core count.
+
+    Writes the model and tokenizer (``save_pretrained``, loadable by
+    :func:`ktos.models.load_model_and_tokenizer`) and ``pretrain_log.json``, and returns the log:
+    ``losses`` (one per step), ``seconds`` (wall clock of the loop), ``cpu_seconds`` (process CPU time,
+    all threads), ``steps`` (done), ``params`` and the settings.
+    """
+    corpus_path, out = Path(corpus_path), Path(out_dir)
+    lines = [line for line in corpus_path.read_text(encoding="utf-8").splitlines() if line]
+    if not lines:
+        raise ValueError(f"empty corpus: {corpus_path}")
+    torch.manual_seed(seed)
+    tokenizer = build_tiny_tokenizer()
+    model = build_tiny_model(
+        tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads, seed=seed
+    )
+    n_params = sum(p.numel() for p in model.parameters())
+    encoded = tokenizer([line + tokenizer.eos_token for line in lines])["input_ids"]
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(num_threads or previous_threads)
+    threads = torch.get_num_threads()
+    log.info(
+        "pretraining a %.3fM-parameter base model on %d lines: %d steps of %d, lr %g, %d threads",
+        n_params / 1e6, len(lines), steps, batch_size, lr, threads,
+    )
+    start, cpu_start = time.perf_counter(), time.process_time()
+    try:
+        losses = _train_loop(
+            model, tokenizer, encoded, seed=seed, steps=steps, batch_size=batch_size, lr=lr, max_seconds=max_seconds
+        )
+    finally:
+        torch.set_num_threads(previous_threads)
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    record = {
+        "losses": losses,
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "steps": len(losses),
+        "steps_requested": steps,
+        "params": n_params,
+        "seed": seed,
+        "batch_size": batch_size,
+        "lr": lr,
+        "hidden_size": hidden_size,
+        "num_layers": num_layers,
+        "num_heads": num_heads,
+        "max_seconds": max_seconds,
+        "threads": threads,
+        "corpus_lines": len(lines),
+        "corpus_sha256": sha256_file(corpus_path),
+    }
+    (out / "pretrain_log.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    first, last = losses[: min(5, len(losses))], losses[-min(5, len(losses)) :]
+    log.info(
+        "pretrained in %.1f s: loss %.3f -> %.3f nats/token (mean of first / last 5 steps); saved to %s",
+        seconds, sum(first) / len(first), sum(last) / len(last), out,
+    )
+    return record

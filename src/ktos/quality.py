@@ -1,0 +1,98 @@
+"""Task quality of a trained policy, measured on held-out data.
+
+* :func:`task_accuracy`: greedy exact-answer accuracy on held-out ``{"prompt", "answer"}`` items (a
+  JSONL file such as the embedded default's ``heldout.jsonl``): the share of prompts whose greedy
+  continuation, read by :func:`extract_answer`, equals the answer.
+* :func:`preference_accuracy`: on held-out binary feedback, the share of examples whose implied reward
+  ``r = log pi_theta(y|x) - log pi_ref(y|x)`` has the label's sign (desirable ``r > 0``, undesirable
+  ``r < 0``; ties count as wrong). For data without reference answers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from . import compat
+from .probe import completion_logps, heldout_batches
+
+#: A trailing mark a response template may add to an answer (scored as the answer without it).
+ANSWER_END = "."
+
+
+def extract_answer(text: str, eos_token: str = "</s>") -> str:
+    """The answer in generated ``text``: cut at the first EOS or newline, whitespace and a final
+    :data:`ANSWER_END` stripped (accuracy scores the answer, not the template)."""
+    return text.split(eos_token, 1)[0].split("\n", 1)[0].strip().removesuffix(ANSWER_END).strip()
+
+
+def load_items(path: str | Path) -> list[dict]:
+    """Held-out ``{"prompt", "answer"}`` items from a JSONL file, or from the ``heldout.jsonl`` in a directory."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "heldout.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@torch.no_grad()
+def task_accuracy(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    items: Sequence[dict],
+    *,
+    max_new_tokens: int = 6,
+    batch_size: int = 64,
+) -> dict:
+    """Greedy exact-answer accuracy on held-out prompts: the fraction of ``items`` whose greedy
+    continuation (at most ``max_new_tokens`` tokens, read by :func:`extract_answer`) equals the answer.
+
+    Prompts are left-padded. Returns ``{"metric": "task_accuracy", "value": fraction, "n": items}``;
+    the model's train/eval mode is restored afterwards.
+    """
+    if not items:
+        raise ValueError("no held-out items")
+    was_training = model.training
+    model.eval()
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    right = 0
+    try:
+        for i in range(0, len(items), batch_size):
+            chunk = items[i : i + batch_size]
+            enc = tokenizer(
+                [item["prompt"] for item in chunk], padding=True, padding_side="left", return_tensors="pt"
+            ).to(model.device)
+            out = model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=pad_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+            texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=False)
+            right += sum(
+                extract_answer(text, tokenizer.eos_token) == str(item["answer"]).strip()
+                for text, item in zip(texts, chunk, strict=True)
+            )
+    finally:
+        model.train(was_training)
+    return {"metric": "task_accuracy", "value": right / len(items), "n": len(items)}
+
+
+def preference_accuracy(trainer: Any, dataset: Dataset) -> dict[str, Any]:
+    """Share of ``dataset`` rows whose implied reward has the label's sign (ties count as wrong)."""
+    correct = total = 0
+    for batch in heldout_batches(trainer, dataset, "preference_eval"):
+        policy = completion_logps(trainer, trainer.model, batch, "completion")
+        with compat.reference_model(trainer) as ref:
+            reference = completion_logps(trainer, ref, batch, "completion")
+        r = policy - reference
+        labels = compat.labels(batch)
+        correct += int(torch.where(labels, r > 0, r < 0).sum())
+        total += len(labels)
+    return {"metric": "preference_accuracy", "value": correct / max(total, 1), "n": total}

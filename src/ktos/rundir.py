@@ -1,0 +1,196 @@
+r"""The run-directory format: file names, one trajectory row per optimizer step, and the tidy table.
+
+A run directory (named by :func:`ktos.runnames.run_name`) holds ``trajectory.jsonl`` (one JSON object
+per optimizer step, appended as training goes by :class:`ktos.trainer.TrajectoryCallback`) and
+``run_info.json`` (config, seed, versions, git revision, status, quality; written by
+:func:`ktos.run.train`). :func:`extract` reads run directories into one tidy table, one row per run
+and step, with the columns :data:`COLUMNS`.
+
+Units. ``kl`` is TRL's logged KL reference point ``z0``: the batch mean over mismatched prompt/completion
+pairs of ``log pi_theta(y'|x) - log pi_ref(y'|x)`` summed over completion tokens, clamped at 0, in
+sequence-level nats. ``probe_kl`` is the same quantity on a fixed held-out probe (sequence-level nats,
+not clamped) and ``probe_kl_per_token`` that divided by the completion length (nats/token). ``rewards_*``
+are TRL's logged batch means of ``beta * r`` (nats scaled by ``beta``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tqdm import tqdm
+
+from .runnames import parse_run_name
+
+log = logging.getLogger(__name__)
+
+#: Files of a run directory.
+TRAJECTORY_FILE = "trajectory.jsonl"
+RUN_INFO_FILE = "run_info.json"
+COLUMNS: tuple[str, ...] = (
+    "method",
+    "lr",
+    "beta",
+    "seed",
+    "step",
+    "kl",
+    "probe_kl",
+    "probe_kl_per_token",
+    "loss",
+    "rewards_chosen",
+    "rewards_rejected",
+    "rewards_margins",
+    "learning_rate",
+    "grad_norm",
+    "elapsed_s",
+    "status",
+    "quality_metric",
+    "quality",
+)
+#: Trajectory keys as logged by TRL -> table columns.
+RENAME: dict[str, str] = {
+    "rewards/chosen": "rewards_chosen",
+    "rewards/rejected": "rewards_rejected",
+    "rewards/margins": "rewards_margins",
+}
+#: Methods in display order, and how papers write them.
+#: ``status`` of a run dir that has a trajectory but no ``run_info.json``.
+NO_RUN_INFO = "no_run_info"
+#: The columns that identify a run in the tidy table.
+KEYS: tuple[str, ...] = ("method", "lr", "seed")
+
+
+def read_trajectory(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a ``trajectory.jsonl``, one JSON object per line (empty when the file is absent).
+
+    A truncated last line (a run still writing, or killed mid-write) is skipped with a warning; a
+    bad line anywhere else raises ``ValueError``.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i != len(lines) - 1:
+                raise ValueError(f"{path}: line {i + 1} is not valid JSON") from None
+            log.warning("%s: skipping an incomplete last line (run still writing?)", path)
+    return records
+
+
+def read_run(run_dir: str | Path) -> pd.DataFrame:
+    """One run dir (``trajectory.jsonl`` + ``run_info.json``) -> rows of the tidy table.
+
+    Run-level fields (method, lr = ``run_info["learning_rate"]``, beta, seed, status, quality) are
+    repeated on every row. Without ``run_info.json`` the run is still read: status ``"no_run_info"``,
+    method, lr and seed from the directory's run name (an unrecognised name raises ``ValueError``).
+    A diverged run keeps its rows up to ``diverged_at_step`` only. A step logged twice keeps its last line.
+    """
+    run_dir = Path(run_dir)
+    traj = run_dir / TRAJECTORY_FILE
+    if not traj.is_file():
+        raise FileNotFoundError(f"{run_dir}: no {TRAJECTORY_FILE}")
+    info_path = run_dir / RUN_INFO_FILE
+    if info_path.is_file():
+        info = json.loads(info_path.read_text())
+        quality = info.get("quality") or {}
+        run = {
+            "method": info.get("method") or ("kto_s" if info.get("use_kto_s") else "kto"),
+            "lr": info.get("learning_rate", math.nan),
+            "beta": info.get("beta", math.nan),
+            "seed": info.get("seed", math.nan),
+            "status": info.get("status", "running"),
+            "quality_metric": quality.get("metric"),
+            "quality": quality.get("value", math.nan),
+        }
+        diverged_at = info.get("diverged_at_step")
+    else:
+        log.warning("%s: no run_info.json; method, lr and seed read from its name", run_dir)
+        run = {**parse_run_name(run_dir.name)._asdict(), "beta": math.nan, "status": NO_RUN_INFO}
+        run.update(quality_metric=None, quality=math.nan)
+        diverged_at = None
+
+    rows = pd.DataFrame(read_trajectory(traj)).rename(columns=RENAME)
+    if rows.empty or "step" not in rows:
+        rows = pd.DataFrame({"step": pd.Series(dtype=int)})
+    rows = rows.drop_duplicates("step", keep="last").sort_values("step")
+    if run["status"] == "diverged" and diverged_at is not None:
+        rows = rows[rows["step"] <= diverged_at]
+    for col, value in run.items():
+        rows[col] = value
+    for col in COLUMNS:
+        if col not in rows:
+            rows[col] = math.nan
+    numeric = [c for c in COLUMNS if c not in ("method", "status", "quality_metric")]
+    rows[numeric] = rows[numeric].apply(pd.to_numeric, errors="coerce")
+    return rows.loc[:, list(COLUMNS)].reset_index(drop=True)
+
+
+def _expand_run_dirs(run_dirs: Iterable[str | Path]) -> list[Path]:
+    """Run dirs as given; a dir without ``trajectory.jsonl`` stands for the run dirs below it."""
+    out: list[Path] = []
+    for d in map(Path, run_dirs):
+        if (d / TRAJECTORY_FILE).is_file():
+            out.append(d)
+            continue
+        found = sorted(p.parent for p in d.rglob(TRAJECTORY_FILE))
+        if not found:
+            raise FileNotFoundError(f"{d}: no trajectory.jsonl in it or below it")
+        out.extend(found)
+    return out
+
+
+def extract(run_dirs: Iterable[str | Path], out_csv: str | Path) -> pd.DataFrame:
+    """Read run dirs into the tidy table, sorted by method, lr, seed, step, and write it to ``out_csv``.
+
+    A dir holding no ``trajectory.jsonl`` is searched below for run dirs. Two runs with the same
+    (method, lr, seed) are an error. Logs the number of runs and rows and warns about diverged,
+    unfinished and info-less runs.
+    """
+    dirs = _expand_run_dirs(run_dirs)
+    frames: list[pd.DataFrame] = []
+    seen: dict[tuple[Any, ...], Path] = {}
+    n_div = 0
+    for d in tqdm(dirs, desc="reading runs", unit="run", disable=len(dirs) < 20):
+        rows = read_run(d)
+        frames.append(rows)
+        if rows.empty:
+            log.warning("%s: empty trajectory", d)
+            continue
+        key = tuple(rows[k].iat[0] for k in KEYS)
+        if key in seen:
+            raise ValueError(f"{d} and {seen[key]} are both method={key[0]} lr={key[1]} seed={key[2]}")
+        seen[key] = d
+        status = rows["status"].iat[0]
+        if status == "diverged":
+            n_div += 1
+            log.warning("%s (%s, lr %g, seed %s) diverged at step %d", d, *key, rows["step"].max())
+        elif status != "completed":
+            log.warning("%s (%s, lr %g, seed %s) has status %r: read as is", d, *key, status)
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(COLUMNS))
+    df = df.sort_values(["method", "lr", "seed", "step"], kind="mergesort", ignore_index=True)
+    out_csv = Path(out_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out_csv, index=False)
+    log.info("extracted %d runs, %d rows -> %s (%d diverged)", len(seen), len(df), out_csv, n_div)
+    return df
+
+
+def read_table(table_csv: str | Path) -> pd.DataFrame:
+    """Read a tidy trajectory table written by :func:`extract` (text columns kept as strings)."""
+    df = pd.read_csv(table_csv, dtype={"method": str, "status": str, "quality_metric": str})
+    missing = set(COLUMNS) - set(df.columns)
+    if missing:
+        raise ValueError(f"{table_csv}: missing columns {sorted(missing)}")
+    return df
+
+
+# ----------------------------------------------------------------------------------------------- per run
