@@ -40,8 +40,6 @@ include: "workflow/rules/common.smk"
 
 
 wildcard_constraints:
-    method="|".join(config["methods"]),
-    lr=r"[0-9.]+(e[+-]?[0-9]+)?",
     seed=r"[0-9]+",
     origin="|".join(ORIGINS),
 
@@ -57,9 +55,9 @@ rule all:
     input:
         expand(
             [*rules.draw_figures.output, *rules.write_tables.output],
-            origin="study",
+            origin="studies",
         ),
-        "results/study/trajectories.csv",
+        f"{STUDY_DIR}/trajectories.csv",
     localrule: True
 
 

@@ -54,10 +54,43 @@ def parse_train_args(argv: Sequence[str]) -> tuple[Any, Any, Any, Any]:
     return parsed[0], parsed[1], parsed[2], parsed[3]
 
 
+#: What a run's name sets when ``ktos train --run_dirs`` trains several runs (ktos.runnames).
+SET_BY_RUN_NAME = ("--output_dir", "--use_kto_s", "--learning_rate", "--seed")
+
+
+def run_argvs(argv: Sequence[str]) -> list[list[str]]:
+    """The argument list of each run ``ktos train argv`` asks for: ``argv`` itself, or with ``--run_dirs D...``
+    one list per directory, whose name (``{method}_lr{lr}_seed{seed}``) sets output_dir, use_kto_s,
+    learning_rate and seed, with ``{seed}`` in ``--train_data`` and ``--weights_from`` replaced."""
+    from .runnames import parse_run_name
+
+    argv = normalise_config_flag(argv)
+    run_args = parse_train_args(argv)[1]
+    if not run_args.run_dirs:
+        return [argv]
+    given = [flag for flag in SET_BY_RUN_NAME if any(a == flag or a.startswith(flag + "=") for a in argv)]
+    if given:
+        raise SystemExit(f"ktos train: error: {', '.join(given)} are set by the --run_dirs names")
+    shared = list(argv)
+    if "--run_dirs" in shared:  # else they came from the --config file
+        i = shared.index("--run_dirs")
+        del shared[i : i + 1 + len(run_args.run_dirs)]
+    argvs = []
+    for run_dir in run_args.run_dirs:
+        method, lr, seed = parse_run_name(Path(run_dir).name)
+        flags = ["--output_dir", run_dir, "--use_kto_s", str(method == "kto_s").lower(), "--learning_rate", repr(lr)]
+        argvs.append([a.replace("{seed}", str(seed)) for a in shared] + flags + ["--seed", str(seed)])
+    return argvs
+
+
 def _train(argv: list[str]) -> int:
     from .run import train
 
-    train(*parse_train_args(argv))
+    argvs = run_argvs(argv)
+    for i, run_argv in enumerate(argvs, 1):
+        if len(argvs) > 1:
+            log.info("run %d of %d: %s", i, len(argvs), run_argv[run_argv.index("--output_dir") + 1])
+        train(*parse_train_args(run_argv))
     return 0
 
 

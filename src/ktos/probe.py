@@ -56,9 +56,12 @@ class KLProbe:
         return torch.cat([completion_logps(self.trainer, model, b, "KL") for b in self.batches])
 
     def measure(self) -> dict[str, float]:
-        """``{"probe_kl": nats per sequence, "probe_kl_per_token": nats per token}`` for the current policy."""
+        """The current policy's probe KL: ``probe_kl`` (nats per sequence, the mean over the pairs),
+        ``probe_kl_se`` (its standard error, the pairs' sample standard deviation over sqrt(n)) and
+        ``probe_kl_per_token`` (nats per completion token)."""
         diff = self._logps(self.trainer.model) - self._reference_logps
         return {
             "probe_kl": float(diff.mean()),
+            "probe_kl_se": float(diff.std() / len(diff) ** 0.5) if len(diff) > 1 else float("nan"),
             "probe_kl_per_token": float(diff.sum() / max(self.n_tokens, 1)),
         }

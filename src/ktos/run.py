@@ -8,6 +8,7 @@ directory resumes from the last one.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import shutil
@@ -46,6 +47,22 @@ class RunArguments:
     keep_checkpoints: bool = field(
         default=False,
         metadata={"help": "Keep output_dir/checkpoint-* after a run completes (they exist to resume a killed run)."},
+    )
+    regime: str = field(
+        default="main",
+        metadata={"help": "Name of the training regime this run belongs to (recorded in run_info.json)."},
+    )
+    quality_steps: list[int] = field(
+        default_factory=list,
+        metadata={"help": "Optimizer steps at which task accuracy is also measured during training (needs --heldout)."},
+    )
+    run_dirs: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Train several runs in this process, one per directory, each named {method}_lr{lr}_seed{seed}: "
+            "the name sets use_kto_s, learning_rate and seed; {seed} in --train_data and --weights_from is "
+            "replaced by the run's seed. Instead of --output_dir."
+        },
     )
 
 
@@ -97,6 +114,13 @@ def _quality(trainer: KTOSTrainer, data_args: DataArguments, eval_dataset: Datas
     return None
 
 
+@functools.cache
+def base_task_accuracy(model_name_or_path: str, heldout: str) -> dict[str, Any]:
+    """Task accuracy of the base model itself, measured once per process and (model, held-out set)."""
+    model, tokenizer = load_model_and_tokenizer(model_name_or_path)
+    return task_accuracy(model, tokenizer, load_items(heldout))
+
+
 def _load(name_or_path: str, model_config: ModelConfig, config: KTOSConfig) -> tuple[Any, Any]:
     return load_model_and_tokenizer(
         name_or_path,
@@ -132,6 +156,7 @@ def train(model_config: ModelConfig, run_args: RunArguments, data_args: DataArgu
     write_json(
         info_path,
         {
+            "regime": run_args.regime,
             "method": config.method,
             "use_kto_s": config.use_kto_s,
             "beta": config.beta,
@@ -164,9 +189,16 @@ def train(model_config: ModelConfig, run_args: RunArguments, data_args: DataArgu
     if eval_dataset is not None and config.kl_probe_size > 0:
         probe = KLProbe(trainer, eval_dataset, config.kl_probe_size)
         log.info("KL probe: %d held-out mismatched pairs (%d tokens)", probe.n_pairs, probe.n_tokens)
-    callback = TrajectoryCallback(run_dir, probe=probe, probe_steps=config.kl_probe_steps, resume_from=resume)
+    step_quality = None
+    if run_args.quality_steps and data_args.heldout:
+        step_quality = (run_args.quality_steps, lambda: _quality(trainer, data_args, None))
+    callback = TrajectoryCallback(
+        run_dir, probe=probe, probe_steps=config.kl_probe_steps, step_quality=step_quality, resume_from=resume
+    )
     trainer.add_callback(callback)
-    base_quality = _quality(trainer, data_args, None) if data_args.heldout and not resume else None
+    base_quality = None
+    if data_args.heldout and not resume:
+        base_quality = base_task_accuracy(model_config.model_name_or_path, data_args.heldout)
     started = time.monotonic()
     if resume:
         log.info("resuming from %s", resume)

@@ -32,15 +32,20 @@ log = logging.getLogger(__name__)
 #: Files of a run directory.
 TRAJECTORY_FILE = "trajectory.jsonl"
 RUN_INFO_FILE = "run_info.json"
+#: Columns of the tidy trajectory table, in order: run-level fields (repeated on every row), then per step.
 COLUMNS: tuple[str, ...] = (
+    "regime",
     "method",
     "lr",
     "beta",
     "seed",
+    "max_steps",
     "step",
     "kl",
     "probe_kl",
+    "probe_kl_se",
     "probe_kl_per_token",
+    "step_quality",
     "loss",
     "rewards_chosen",
     "rewards_rejected",
@@ -51,6 +56,7 @@ COLUMNS: tuple[str, ...] = (
     "status",
     "quality_metric",
     "quality",
+    "base_quality",
 )
 #: Trajectory keys as logged by TRL -> table columns.
 RENAME: dict[str, str] = {
@@ -62,7 +68,9 @@ RENAME: dict[str, str] = {
 #: ``status`` of a run dir that has a trajectory but no ``run_info.json``.
 NO_RUN_INFO = "no_run_info"
 #: The columns that identify a run in the tidy table.
-KEYS: tuple[str, ...] = ("method", "lr", "seed")
+KEYS: tuple[str, ...] = ("regime", "method", "lr", "seed")
+#: Regime of a run whose run_info.json names none.
+DEFAULT_REGIME = "main"
 
 
 def read_trajectory(path: str | Path) -> list[dict[str, Any]]:
@@ -89,9 +97,10 @@ def read_trajectory(path: str | Path) -> list[dict[str, Any]]:
 def read_run(run_dir: str | Path) -> pd.DataFrame:
     """One run dir (``trajectory.jsonl`` + ``run_info.json``) -> rows of the tidy table.
 
-    Run-level fields (method, lr = ``run_info["learning_rate"]``, beta, seed, status, quality) are
-    repeated on every row. Without ``run_info.json`` the run is still read: status ``"no_run_info"``,
-    method, lr and seed from the directory's run name (an unrecognised name raises ``ValueError``).
+    Run-level fields (regime, method, lr = ``run_info["learning_rate"]``, beta, seed, max_steps, status,
+    quality and the base model's quality) are repeated on every row. Without ``run_info.json`` the run
+    is still read: status ``"no_run_info"``, regime :data:`DEFAULT_REGIME`, method, lr and seed from the
+    directory's run name (an unrecognised name raises ``ValueError``).
     A diverged run keeps its rows up to ``diverged_at_step`` only. A step logged twice keeps its last line.
     """
     run_dir = Path(run_dir)
@@ -103,18 +112,21 @@ def read_run(run_dir: str | Path) -> pd.DataFrame:
         info = json.loads(info_path.read_text())
         quality = info.get("quality") or {}
         run = {
+            "regime": info.get("regime") or DEFAULT_REGIME,
             "method": info.get("method") or ("kto_s" if info.get("use_kto_s") else "kto"),
             "lr": info.get("learning_rate", math.nan),
             "beta": info.get("beta", math.nan),
             "seed": info.get("seed", math.nan),
+            "max_steps": (info.get("config") or {}).get("max_steps", math.nan),
             "status": info.get("status", "running"),
             "quality_metric": quality.get("metric"),
             "quality": quality.get("value", math.nan),
+            "base_quality": (info.get("base_quality") or {}).get("value", math.nan),
         }
         diverged_at = info.get("diverged_at_step")
     else:
         log.warning("%s: no run_info.json; method, lr and seed read from its name", run_dir)
-        run = {**parse_run_name(run_dir.name)._asdict(), "beta": math.nan, "status": NO_RUN_INFO}
+        run = {"regime": DEFAULT_REGIME, **parse_run_name(run_dir.name)._asdict(), "status": NO_RUN_INFO}
         run.update(quality_metric=None, quality=math.nan)
         diverged_at = None
 
@@ -129,7 +141,7 @@ def read_run(run_dir: str | Path) -> pd.DataFrame:
     for col in COLUMNS:
         if col not in rows:
             rows[col] = math.nan
-    numeric = [c for c in COLUMNS if c not in ("method", "status", "quality_metric")]
+    numeric = [c for c in COLUMNS if c not in ("regime", "method", "status", "quality_metric")]
     rows[numeric] = rows[numeric].apply(pd.to_numeric, errors="coerce")
     return rows.loc[:, list(COLUMNS)].reset_index(drop=True)
 
@@ -167,16 +179,16 @@ def extract(run_dirs: Iterable[str | Path], out_csv: str | Path) -> pd.DataFrame
             continue
         key = tuple(rows[k].iat[0] for k in KEYS)
         if key in seen:
-            raise ValueError(f"{d} and {seen[key]} are both method={key[0]} lr={key[1]} seed={key[2]}")
+            raise ValueError(f"{d} and {seen[key]} are both " + ", ".join(f"{k}={v}" for k, v in zip(KEYS, key, strict=True)))
         seen[key] = d
         status = rows["status"].iat[0]
         if status == "diverged":
             n_div += 1
-            log.warning("%s (%s, lr %g, seed %s) diverged at step %d", d, *key, rows["step"].max())
+            log.warning("%s (%s %s, lr %g, seed %s) diverged at step %d", d, *key, rows["step"].max())
         elif status != "completed":
-            log.warning("%s (%s, lr %g, seed %s) has status %r: read as is", d, *key, status)
+            log.warning("%s (%s %s, lr %g, seed %s) has status %r: read as is", d, *key, status)
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(COLUMNS))
-    df = df.sort_values(["method", "lr", "seed", "step"], kind="mergesort", ignore_index=True)
+    df = df.sort_values([*KEYS, "step"], kind="mergesort", ignore_index=True)
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out_csv, index=False)
@@ -186,7 +198,7 @@ def extract(run_dirs: Iterable[str | Path], out_csv: str | Path) -> pd.DataFrame
 
 def read_table(table_csv: str | Path) -> pd.DataFrame:
     """Read a tidy trajectory table written by :func:`extract` (text columns kept as strings)."""
-    df = pd.read_csv(table_csv, dtype={"method": str, "status": str, "quality_metric": str})
+    df = pd.read_csv(table_csv, dtype={"regime": str, "method": str, "status": str, "quality_metric": str})
     missing = set(COLUMNS) - set(df.columns)
     if missing:
         raise ValueError(f"{table_csv}: missing columns {sorted(missing)}")

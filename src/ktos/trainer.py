@@ -256,8 +256,9 @@ class TrajectoryCallback(TrainerCallback):
     """Appends one JSON line per logged optimizer step to ``run_dir/trajectory.jsonl`` as training goes.
 
     Each row holds ``step``, ``epoch``, ``elapsed_s`` (wall seconds since training began), the
-    :data:`TRAJECTORY_KEYS` that TRL logged, and, on probe steps, the :class:`~ktos.probe.KLProbe`
-    values. The file is flushed per row, so an interrupted run keeps what it logged; on resume, rows
+    :data:`TRAJECTORY_KEYS` that TRL logged, on probe steps (step 1, every ``probe_steps``-th and the
+    last) the :class:`~ktos.probe.KLProbe` values, and at the steps of ``step_quality = (steps, measure)``
+    the task quality ``step_quality`` that ``measure()`` returns. The file is flushed per row, so an interrupted run keeps what it logged; on resume, rows
     past the checkpoint's step are dropped. Each checkpoint keeps a copy of the rows so far, which a
     resumed run restores when the run directory's file was lost (Snakemake deletes the outputs of an
     incomplete job before rerunning it). A non-finite ``loss`` or ``kl`` stops training and marks
@@ -269,6 +270,7 @@ class TrajectoryCallback(TrainerCallback):
         run_dir: str | Path,
         probe: KLProbe | None = None,
         probe_steps: int = 1,
+        step_quality: tuple[list[int], Any] | None = None,
         resume_from: str | Path | None = None,
     ) -> None:
         self.path = Path(run_dir) / TRAJECTORY_FILE
@@ -276,7 +278,8 @@ class TrajectoryCallback(TrainerCallback):
         self.run_info = Path(run_dir) / RUN_INFO_FILE
         self.probe = probe
         self.probe_steps = probe_steps
-        self._probe_values: dict[str, float] = {}
+        self.quality_steps, self.measure_quality = step_quality or ([], None)
+        self._measured: dict[str, float] = {}
         self._t0 = time.monotonic()
         self.diverged_at: int | None = None
 
@@ -299,8 +302,10 @@ class TrajectoryCallback(TrainerCallback):
 
     def on_step_end(self, args: Any, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         step = state.global_step
-        if self.probe is not None and (step == 1 or step % self.probe_steps == 0):
-            self._probe_values = self.probe.measure()
+        if self.probe is not None and (step == 1 or step % self.probe_steps == 0 or step == state.max_steps):
+            self._measured = self.probe.measure()
+        if step in self.quality_steps:
+            self._measured["step_quality"] = self.measure_quality()["value"]
 
     def on_log(
         self, args: Any, state: TrainerState, control: TrainerControl, logs: dict[str, float] | None = None, **kwargs: Any
@@ -309,9 +314,9 @@ class TrajectoryCallback(TrainerCallback):
             return
         row: dict[str, Any] = {"step": state.global_step, "epoch": logs.get("epoch", state.epoch)}
         row.update({key: float(logs[key]) for key in TRAJECTORY_KEYS if key in logs})
-        row.update(self._probe_values)
+        row.update(self._measured)
         row["elapsed_s"] = round(time.monotonic() - self._t0, 4)
-        self._probe_values = {}
+        self._measured = {}
         with self.path.open("a") as fh:
             fh.write(json.dumps(row) + "\n")
         bad = [key for key in ("loss", "kl") if key in row and not math.isfinite(row[key])]

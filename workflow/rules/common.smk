@@ -9,14 +9,14 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 
-from ktos.runnames import lr_tag, run_name
+from ktos.runnames import lr_tag, parse_run_name, run_name
 from ktos.sources import looks_like_path
 
 #: Data source that makes the workflow write the embedded synthetic task (`ktos synth-data`).
 SYNTHETIC = "synthetic"
-#: Origins of a trajectory table that figures are drawn from: this workflow's runs, or the
-#: committed reference table (config figures.table).
-ORIGINS = ("study", "reference")
+#: Origins of a trajectory table that figures are drawn from: this workflow's runs
+#: (results/studies/<study>), or the committed reference copy (results/reference/<study>).
+ORIGINS = ("studies", "reference")
 
 
 def check_source(key, source):
@@ -43,6 +43,22 @@ def is_synthetic():
     return config["data"]["source"] == SYNTHETIC
 
 
+def regime_names():
+    """The configured regimes' names, in order."""
+    return [regime["name"] for regime in config["regimes"]]
+
+
+def learning_rates(regime, method):
+    """The learning rates `method` is trained at in `regime` (the regime's own, else the config's)."""
+    rates = next(r for r in config["regimes"] if r["name"] == regime).get("learning_rates", config["learning_rates"])
+    return rates if isinstance(rates, list) else rates.get(method, [])
+
+
+def headline_regime():
+    """The regime of Figures 2 and 3 and of the verdict."""
+    return config["headline"]["regime"] or regime_names()[0]
+
+
 def check_config(config):
     """Cross-key checks that the JSON schema cannot express; each error names its key."""
     if not is_synthetic():
@@ -61,12 +77,18 @@ def check_config(config):
             "config key synthetic.desirable must be below synthetic.rows "
             "(KTO needs undesirable rows too)."
         )
-    tags = {lr_tag(lr) for lr in config["learning_rates"]}
-    if lr_tag(config["default_lr"]) not in tags:
-        raise WorkflowError(
-            f"config key default_lr: {config['default_lr']} is not one of learning_rates "
-            f"({', '.join(sorted(tags))})."
-        )
+    names = regime_names()
+    if len(set(names)) != len(names):
+        raise WorkflowError(f"config key regimes: names must be unique, got {names}")
+    regime = headline_regime()
+    if regime not in names:
+        raise WorkflowError(f"config key headline.regime: {regime!r} is not one of regimes ({', '.join(names)})")
+    lr = lr_tag(config["headline"]["lr"])
+    for method in config["methods"]:
+        if lr not in {lr_tag(x) for x in learning_rates(regime, method)}:
+            raise WorkflowError(
+                f"config key headline.lr: {lr} is not a learning rate of {method} in regime {regime!r}"
+            )
 
 
 check_config(config)
@@ -83,30 +105,50 @@ def output_dir(key):
 
 
 def maybe_temp(path):
-    """Model weights are temp() (deleted once no job needs them) unless config keep_models."""
+    """Run model weights are temp() (deleted once no job needs them) unless config keep_models."""
     return path if config["keep_models"] else temp(path)
 
 
-def run_dirs():
-    """All run directories of the study: method x learning rate x seed (names: ktos.runnames)."""
-    return [
-        f"results/runs/{run_name(method, lr, seed)}"
-        for method in config["methods"]
-        for lr in config["learning_rates"]
-        for seed in config["seeds"]
-    ]
+STUDY_DIR = f"results/studies/{config['study']}"
+REFERENCE_DIR = f"results/reference/{config['study']}"
+
+
+def run_dir(regime, method, lr, seed):
+    """A run's directory: results/runs/<study>/<regime>/<run name> (names: ktos.runnames)."""
+    return f"results/runs/{config['study']}/{regime}/{run_name(method, lr, seed)}"
+
+
+def train_jobs():
+    """{job name: (regime, [run dir, ...])}: each regime's runs split evenly into jobs of at most
+    resources.runs_per_job runs (one process each)."""
+    size = config["resources"]["runs_per_job"]
+    jobs = {}
+    for regime in regime_names():
+        runs = [
+            run_dir(regime, method, lr, seed)
+            for seed in config["seeds"]
+            for method in config["methods"]
+            for lr in learning_rates(regime, method)
+        ]
+        n_jobs = -(-len(runs) // size)
+        for i in range(n_jobs):
+            jobs[f"{regime}_{i}"] = (regime, runs[i::n_jobs])
+    return jobs
+
+
+TRAIN_JOBS = train_jobs()
 
 
 def run_files(name):
-    """One file (trajectory.jsonl or run_info.json) of every run directory."""
-    return [f"{run_dir}/{name}" for run_dir in run_dirs()]
+    """One file (trajectory.jsonl or run_info.json) of every run directory of the study."""
+    return [f"{d}/{name}" for _, dirs in TRAIN_JOBS.values() for d in dirs]
 
 
 def figure_table(wildcards):
-    """The trajectory table figures are drawn from: this study's, or config figures.table."""
-    if wildcards.origin == "study":
-        return "results/study/trajectories.csv"
-    return config["figures"]["table"]
+    """The trajectory table figures are drawn from: this study's, or the committed reference copy."""
+    if wildcards.origin == "studies":
+        return f"{STUDY_DIR}/trajectories.csv"
+    return config["analysis"]["table"] or f"{REFERENCE_DIR}/trajectories.csv"
 
 
 def prepare_input(wildcards):
@@ -129,15 +171,14 @@ def base_model():
     return config["model"]["name_or_path"]
 
 
-def train_input(wildcards):
-    """Inputs of one training run; the base model is an input only when it is on disk.
-
-    TRL 1.5.1's KTOTrainer reads the training set in file order (SequentialSampler), so the run's
-    seed reaches the batch order through its own balanced (shuffled) copy of the training set.
-    """
+def train_input(runs):
+    """Inputs of a training job: each run's seed's balanced copy of the training set (the seed sets the
+    batch order: the trainer reads the training set in file order), the eval split, the base model
+    when it is on disk, and the held-out task items of the embedded default."""
+    seeds = sorted({parse_run_name(Path(d).name).seed for d in runs})
     inputs = {
-        "train": f"results/data/balanced/seed{wildcards.seed}/data.jsonl",
-        "balance_manifest": f"results/data/balanced/seed{wildcards.seed}/manifest.json",
+        "train": [f"results/data/balanced/seed{seed}/data.jsonl" for seed in seeds],
+        "balance_manifest": [f"results/data/balanced/seed{seed}/manifest.json" for seed in seeds],
         "eval": "results/data/split/eval/data.jsonl",
     }
     model = base_model()
@@ -160,20 +201,40 @@ def cli_flags(mapping):
     return " ".join(flags)
 
 
-def use_kto_s(wildcards):
-    """`--use_kto_s` value of a run: true for method kto_s, false for kto."""
-    return str(wildcards.method == "kto_s").lower()
-
-
-def train_optional_flags(wildcards, input):
-    """`ktos train` flags that depend on the config: heldout set, remote code, extra fields."""
-    flags = {}
-    if "heldout" in input.keys():
-        flags["heldout"] = input.heldout
+def train_flags(regime):
+    """`ktos train` flags of a regime's jobs: the train settings with the regime's overrides, the held-out
+    task items, remote code. Method, learning rate and seed come from each run's name (--run_dirs)."""
+    settings = dict(config["train"])
+    overrides = next(r for r in config["regimes"] if r["name"] == regime)
+    settings.update({k: v for k, v in overrides.items() if k not in ("name", "learning_rates")})
+    extra = settings.pop("extra_args")
+    flags = {key: value for key, value in settings.items() if key != "quality_steps"}
+    flags["regime"] = regime
+    if is_synthetic():
+        flags["heldout"] = "results/data/synthetic/heldout.jsonl"
+        quality_steps = " ".join(str(s) for s in settings["quality_steps"] if s < settings["max_steps"])
+    else:
+        quality_steps = ""
     if config["model"]["trust_remote_code"]:
         flags["trust_remote_code"] = True
-    flags.update(config["train"]["extra_args"])
-    return cli_flags(flags)
+    flags.update(extra)
+    rendered = cli_flags(flags)
+    return f"{rendered} --quality_steps {quality_steps}" if quality_steps else rendered
+
+
+def analysis_flags():
+    """`ktos figures` / `ktos tables` flags: the headline cell and the analysis settings."""
+    analysis = config["analysis"]
+    flags = cli_flags(
+        {
+            "regime": headline_regime(),
+            "lr": lr_tag(config["headline"]["lr"]),
+            "threshold": analysis["threshold"],
+            "window": analysis["window"],
+            "margin": analysis["margin"],
+        }
+    )
+    return f"{flags} --checkpoints {' '.join(str(s) for s in analysis['checkpoints'])}"
 
 
 def train_resources():

@@ -26,7 +26,7 @@ rule pretrain_base:
     input:
         corpus="results/data/synthetic/corpus.txt",
     output:
-        maybe_temp(directory("results/models/base")),
+        directory("results/models/base"),
     log:
         "results/logs/pretrain_base.log",
     benchmark:

@@ -4,17 +4,17 @@ rule extract_kl:
         run_info=run_files("run_info.json"),
     output:
         report(
-            "results/study/trajectories.csv",
+            f"{STUDY_DIR}/trajectories.csv",
             caption="../report/trajectories.rst",
             category="Trajectories",
         ),
     log:
-        "results/logs/extract_kl.log",
+        f"results/logs/{config['study']}/extract_kl.log",
     benchmark:
-        "results/benchmarks/extract_kl.tsv"
+        f"results/benchmarks/{config['study']}/extract_kl.tsv"
     conda:
         "../../environment.yml"
     params:
-        run_dirs=run_dirs(),
+        runs=f"results/runs/{config['study']}",
     shell:
-        "python -m ktos extract-kl --runs {params.run_dirs} --output {output} > {log} 2>&1"
+        "python -m ktos extract-kl --runs {params.runs} --output {output} > {log} 2>&1"
