@@ -78,36 +78,73 @@ def feedback_dataset() -> Dataset:
 
 
 def trajectory_table(
-    *, seeds=(0, 1, 2), lrs=(5e-6,), steps=25, diverged=None, kto_s_scale=1.0, probe=True, quality=True
+    *,
+    regimes: tuple[str, ...] = ("main",),
+    methods: tuple[str, ...] = METHODS,
+    lrs: tuple[float, ...] = (1e-4,),
+    seeds: tuple[int, ...] = (0, 1, 2),
+    steps: int = 60,
+    beta: float = 0.2,
+    kto_kl: float = 1.5,
+    kto_s_kl: float = 0.04,
+    diverged: tuple[tuple, int] | None = None,
+    quality: bool = True,
+    probe_every: int = 5,
 ) -> pd.DataFrame:
-    """A tidy trajectory table: KTO's kl grows like t^2, KTO-S's stays near 0.01-0.04 (times
-    ``kto_s_scale``); ``diverged = ((method, lr, seed), step)`` makes that run end in a blow-up."""
+    """A synthetic tidy trajectory table with every column of :data:`ktos.rundir.COLUMNS`.
+
+    Per run, with ``T`` its ``max_steps`` and ``g = 1 + 0.04 (seed - 1)`` a seed's gain:
+
+    * KTO's probe KL is ``kto_kl * (lr / 1e-4) * (0.2 / beta) * g * (t / T)^2`` plus a wiggle of at most
+      0.002 nats: quadratic, so it runs away by docs/study.md's rule whenever ``5/9`` of its final value
+      exceeds 0.1 nats (the defaults: final 1.5, above 0.1 from step 16);
+    * KTO-S's is ``kto_s_kl * (0.2 / beta) * g * t / T`` plus the same wiggle: below 0.05 nats throughout.
+
+    The probe is measured at step 1, every ``probe_every``-th step and the last, with standard error
+    ``0.005 + 0.05 |K|``; TRL's logged ``kl`` is ``0.9 K`` clamped at 0 at every step. ``regimes`` named
+    ``{schedule}_s{steps}_b{beta}`` take their length and beta from the name, others ``steps`` and ``beta``.
+    With ``quality``, base accuracy is 0.6 and the final (``quality``) and step-20 (``step_quality``)
+    accuracy of KTO are 0.58 and 0.59, of KTO-S 0.62 and 0.61 (plus ``0.005 seed``), all within the
+    stability criterion's floor; without, the task-metric columns are NaN. ``diverged = (key, step)`` with
+    ``key`` ``(method, lr, seed)`` or ``(regime, method, lr, seed)`` makes that run stop at ``step`` with
+    status ``diverged``, a non-finite loss and ``kl``, a probe KL of 50 nats there and no final accuracy.
+    """
     rows = []
-    for method in METHODS:
-        for lr in lrs:
-            for seed in seeds:
-                status, last = "completed", steps
-                if diverged and diverged[0] == (method, lr, seed):
-                    status, last = "diverged", diverged[1]
-                sign = 1 if method == "kto" else 0.5
-                for t in range(1, last + 1):
+    for regime in regimes:
+        parts = regime.split("_")  # a regime-search name: {schedule}_s{steps}_b{beta}
+        named = len(parts) == 3 and parts[1][:1] == "s" and parts[2][:1] == "b"
+        run_beta, run_steps = (float(parts[2][1:]), int(parts[1][1:])) if named else (beta, steps)
+        for method in methods:
+            for lr in lrs:
+                for seed in seeds:
+                    status, last = "completed", run_steps
+                    if diverged is not None and diverged[0] in ((method, lr, seed), (regime, method, lr, seed)):
+                        status, last = "diverged", diverged[1]
+                    gain = 1 + 0.04 * (seed - 1)
                     if method == "kto":
-                        kl = 0.002 * (lr / 5e-6) * t**2 * (1 + 0.1 * seed)
+                        end, power, q_end, q_20 = kto_kl * (lr / 1e-4) * (0.2 / run_beta), 2, 0.58, 0.59
                     else:
-                        kl = kto_s_scale * (0.01 + 0.001 * t * (1 + 0.1 * seed))
-                    if status == "diverged" and t == last:
-                        kl = 80.0
-                    has_probe = probe and t % 5 == 0
-                    measured = quality and status != "diverged"
-                    rows.append({
-                        "method": method, "lr": lr, "beta": 0.2, "seed": seed, "step": t, "kl": kl,
-                        "probe_kl": 1.3 * kl if has_probe else math.nan,
-                        "probe_kl_per_token": 1.3 * kl / 40 if has_probe else math.nan,
-                        "loss": 0.5 - 0.004 * t * sign, "rewards_chosen": 0.01 * t * sign,
-                        "rewards_rejected": -0.02 * t * sign if t % 7 else math.nan,
-                        "rewards_margins": 0.03 * t * sign, "learning_rate": lr, "grad_norm": 1.0,
-                        "elapsed_s": float(t), "status": status,
-                        "quality_metric": "task_accuracy" if quality else math.nan,
-                        "quality": 0.6 + 0.01 * seed + 0.02 * (method == "kto_s") if measured else math.nan,
-                    })  # fmt: skip
+                        end, power, q_end, q_20 = kto_s_kl * (0.2 / run_beta), 1, 0.62, 0.61
+                    for t in range(1, last + 1):
+                        k = end * gain * (t / run_steps) ** power + 0.002 * math.sin(1.7 * t + seed)
+                        blown = status == "diverged" and t == last
+                        probed = t == 1 or t % probe_every == 0 or t == last
+                        if blown:
+                            k = 50.0
+                        rows.append({
+                            "regime": regime, "method": method, "lr": lr, "beta": run_beta, "seed": seed,
+                            "max_steps": run_steps, "step": t,
+                            "kl": math.nan if blown else max(0.0, 0.9 * k),
+                            "probe_kl": k if probed else math.nan,
+                            "probe_kl_se": 0.005 + 0.05 * abs(k) if probed else math.nan,
+                            "probe_kl_per_token": k / 40 if probed else math.nan,
+                            "step_quality": q_20 + 0.005 * seed if quality and t == 20 else math.nan,
+                            "loss": math.nan if blown else 0.5 - 0.003 * t * (1 if method == "kto" else 0.5),
+                            "rewards_chosen": 0.01 * t, "rewards_rejected": -0.02 * t if t % 7 else math.nan,
+                            "rewards_margins": 0.03 * t, "learning_rate": lr, "grad_norm": 1.0 + 0.01 * seed,
+                            "elapsed_s": float(t), "status": status,
+                            "quality_metric": "task_accuracy" if quality else math.nan,
+                            "quality": q_end + 0.005 * seed if quality and status != "diverged" else math.nan,
+                            "base_quality": 0.6 if quality else math.nan,
+                        })  # fmt: skip
     return pd.DataFrame(rows, columns=list(COLUMNS))

@@ -11,8 +11,8 @@ from pathlib import Path
 import datasets
 import pytest
 import transformers
-
 from conftest import feedback_rows
+
 from ktos.cli import build_parser, main
 
 

@@ -86,3 +86,40 @@ def test_no_docstring_cites_a_document_the_repository_lacks() -> None:
         text = path.read_text()
         for phrase in ("ERRATA", "../shared", "interface spec", "the plan note's own"):
             assert phrase not in text, f"{path.relative_to(REPO)} cites {phrase!r}"
+
+
+def _schema_defaults(schema: dict, prefix: str = "") -> dict[str, object]:
+    out = {}
+    for key, spec in schema.get("properties", {}).items():
+        path = f"{prefix}{key}"
+        if "default" in spec:
+            out[path] = spec["default"]
+        if spec.get("type") == "object" and "properties" in spec:
+            out.update(_schema_defaults(spec, f"{path}."))
+    return out
+
+
+def _flatten(config: dict, prefix: str = "") -> dict[str, object]:
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value and f"{prefix}{key}" not in ("headline",):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_config_yaml_equals_the_schema_defaults_or_says_why() -> None:
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    defaults = _schema_defaults(schema)
+    text = (REPO / "config/config.yaml").read_text()
+    lines = text.splitlines()
+    for key, value in _flatten(yaml.safe_load(text)).items():
+        if key not in defaults or defaults[key] == value:
+            continue
+        leaf = key.rsplit(".", 1)[-1]
+        setting = [ln for ln in lines if re.match(rf"\s*{re.escape(leaf)}:", ln)]
+        commented = [ln for ln in setting if "#" in ln]
+        block = [i for i, ln in enumerate(lines) if re.match(rf"\s*{re.escape(leaf)}:", ln)]
+        above = any(lines[i - 1].strip().startswith("#") for i in block if i > 0)
+        assert commented or above, f"config/config.yaml sets {key} = {value!r}, not the schema's {defaults[key]!r}, without a comment"

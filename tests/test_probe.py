@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from datasets import Dataset
-
 from conftest import feedback_rows
+from datasets import Dataset
+from test_trainer import make_trainer
+
 from ktos.models import load_model_and_tokenizer
 from ktos.probe import KLProbe
-from ktos.quality import preference_accuracy
-from test_trainer import make_trainer
+from ktos.quality import PreferenceAccuracy
 
 
 def completion_logp(model, tokenizer, prompt: str, completion: str) -> float:
@@ -58,5 +58,5 @@ def test_preference_accuracy_reads_the_sign_of_the_implied_reward(tiny_model_dir
     # The primed policy raises every completion's log-probability (r > 0 throughout): desirable rows count as
     # right, undesirable ones as wrong, so the accuracy is the share of desirable rows.
     trainer = make_trainer(primed_model_dir, tmp_path, Dataset.from_list(feedback_rows(16, 8)), ref_dir=tiny_model_dir)
-    result = preference_accuracy(trainer, Dataset.from_list(feedback_rows(12, 9, seed=5)))
+    result = PreferenceAccuracy(trainer, Dataset.from_list(feedback_rows(12, 9, seed=5))).measure()
     assert result == {"metric": "preference_accuracy", "value": 0.75, "n": 12}

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 import trl
+from conftest import feedback_rows
 from datasets import Dataset
 from safetensors.torch import load_file
+from test_trainer import expected_grads, make_trainer
 
-from conftest import feedback_rows
 from ktos.cli import main, parse_train_args
 from ktos.models import load_model_and_tokenizer
 from ktos.rundir import read_trajectory
-from test_trainer import expected_grads, make_trainer
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

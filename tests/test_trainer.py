@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import feedback_rows
 from datasets import Dataset
 from transformers import TrainerCallback
 
-from conftest import feedback_rows
 from ktos import compat
 from ktos.compat import KTOConfig, KTOTrainer
 from ktos.models import load_model_and_tokenizer
-from ktos.trainer import KTOSConfig, KTOSTrainer, TrajectoryCallback, check_labels
 from ktos.rundir import read_trajectory
+from ktos.trainer import KTOSConfig, KTOSTrainer, TrajectoryCallback, check_labels
 
 FAST = {
     "per_device_train_batch_size": 4,
@@ -72,14 +72,22 @@ def expected_loss(policy, reference, batch, *, beta, dw, uw, sign_correction: bo
 
 
 def flat_grads(model: torch.nn.Module) -> torch.Tensor:
-    return torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.requires_grad and p.grad is not None])
+    """Every trainable parameter's gradient, flattened (zeros where none reached it)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
 
 
 def expected_grads(policy, reference, batch, **loss_kwargs) -> torch.Tensor:
-    twin = type(policy)(policy.config)  # a plain copy: TRL >= 1.15 patches the policy's forward, deepcopy keeps that
-    twin.load_state_dict(policy.state_dict())
-    expected_loss(twin, reference, batch, **loss_kwargs).backward()
-    return flat_grads(twin)
+    """The gradient of :func:`expected_loss` at the policy's current weights; its own gradients are kept."""
+    params = [p for p in policy.parameters() if p.requires_grad]
+    saved = [p.grad for p in params]
+    for p in params:
+        p.grad = None
+    expected_loss(policy, reference, batch, **loss_kwargs).backward()
+    grads = flat_grads(policy)
+    for p, g in zip(params, saved, strict=True):
+        p.grad = g
+    return grads
 
 
 def relative(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -26,11 +26,16 @@ BIN = Path(sys.executable).parent
 STANDINS = Path(__file__).resolve().parent / "slurm_standins"
 #: What a copy of the workflow needs (the ktos package itself is installed).
 WORKFLOW_FILES = ("Snakefile", "workflow", "config", "profiles", "environment.yml")
-#: Run names of config/test.yaml: both methods, lr 1e-3, seed 0.
-TEST_RUNS = ("kto_lr0.001_seed0", "kto_s_lr0.001_seed0")
-#: Figures every table yields (probe_kl, frontier and stability_map depend on the table's contents).
-FIGURES = ("fig2_kto_kl", "fig3_kto_s_kl", "companion")
-TABLES = ("verdict.md", "kl_checkpoints.csv", "kl_checkpoints.md", "stability_map.csv", "frontier.csv")
+#: Run directories of config/test.yaml: study "test", regime "main", both methods, lr 1e-3, seed 0.
+TEST_RUNS = ("results/runs/test/main/kto_lr0.001_seed0", "results/runs/test/main/kto_s_lr0.001_seed0")
+#: Figures and tables a two-method, one-regime table yields.
+FIGURES = ("fig2_kto_kl", "fig3_kto_s_kl", "paired", "companion")
+TABLES = ("verdict.md", "runs.csv", "cells.csv", "paired.csv", "matched_kl.csv", "checkpoints.csv")
+
+
+def train_jobs(counts: dict[str, int]) -> int:
+    """How many training jobs a Job stats table lists (one rule per job: train_<regime>_<i>)."""
+    return sum(n for rule, n in counts.items() if rule.startswith("train_"))
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -104,17 +109,17 @@ def repo(tmp_path: Path) -> Path:
 def test_dry_run_default_config(repo: Path) -> None:
     result = snakemake(repo, "-n", "-p")
     assert result.returncode == 0, result.stdout
-    # Each run's method reaches `ktos train` as its --use_kto_s value (and nothing else sets it).
+    # A training job names its runs (--run_dirs); each run's name alone sets its method, lr and seed.
     commands = [line for line in result.stdout.splitlines() if "-m ktos train" in line]
     for command in commands:
-        run_dir = command.split("--output_dir ")[1].split()[0]
-        assert command.count("--use_kto_s") == 1, command
-        want = "true" if Path(run_dir).name.startswith("kto_s_") else "false"
-        assert f"--use_kto_s {want}" in command, command
+        assert "--run_dirs" in command and "--use_kto_s" not in command and "--learning_rate" not in command, command
     counts = job_counts(result.stdout)
     config = yaml.safe_load((repo / "config/config.yaml").read_text())
-    n_runs = len(config["methods"]) * len(config["learning_rates"]) * len(config["seeds"])
-    assert counts["train"] == n_runs == len(commands)
+    n_runs = len(config["methods"]) * len(config["learning_rates"]) * len(config["seeds"]) * len(config["regimes"])
+    per_job = yaml.safe_load((repo / "workflow/schemas/config.schema.yaml").read_text())["properties"]["resources"]
+    per_job = per_job["properties"]["runs_per_job"]["default"]
+    assert train_jobs(counts) == len(commands) == -(-n_runs // per_job)
+    assert sum(c.count("_seed") for c in commands) == n_runs  # every run in exactly one job
     assert counts["balance"] == len(config["seeds"])  # one batch order per seed
     for rule in ("synth_data", "pretrain_base", "prepare", "split", "extract_kl", "draw_figures", "write_tables"):
         assert counts[rule] == 1, rule
@@ -132,7 +137,7 @@ def test_dry_run_paper_config(repo: Path) -> None:
     assert result.returncode == 0, result.stdout
     counts = job_counts(result.stdout)
     assert "synth_data" not in counts and "pretrain_base" not in counts
-    assert counts["train"] == len(paper["methods"]) * len(paper["learning_rates"]) * len(paper["seeds"])
+    assert train_jobs(counts) == len(paper["methods"]) * len(paper["learning_rates"]) * len(paper["seeds"])
     assert f"--model_name_or_path {paper['model']['name_or_path']}" in result.stdout
     assert "--bf16 true" in result.stdout and "--heldout" not in result.stdout
     assert "gpu=1" in result.stdout
@@ -161,11 +166,11 @@ def test_snakefmt() -> None:
         ({"learning_rates": [1.0e-3, -1.0e-4]}, "learning_rates"),
         ({"seeds": [0, 1.5]}, "seeds"),
         ({"learning_rate": [1.0e-3]}, "learning_rate"),
-        ({"default_lr": 5.0e-3}, "default_lr"),
+        ({"headline": {"lr": 5.0e-3}}, "headline.lr"),
         ({"data": {"source": "data/missing.jsonl"}, "model": {"name_or_path": "tiny-model"}}, "data.source"),
         ({"data": {"source": "data/feedback.jsonl"}}, "model.name_or_path"),
     ],
-    ids=["unknown-method", "negative-beta", "negative-lr", "float-seed", "unknown-key", "default-lr-not-swept",
+    ids=["unknown-method", "negative-beta", "negative-lr", "float-seed", "unknown-key", "headline-lr-not-swept",
          "missing-dataset", "no-model-for-real-data"],
 )
 def test_bad_config_fails_before_any_job(repo: Path, overlay: dict, key: str) -> None:
@@ -202,10 +207,10 @@ def repo_with_data(study_repo: Path, dest: Path) -> Path:
 def check_outputs(repo: Path) -> None:
     """The figures, tables and trajectory table of a finished config/test.yaml run."""
     for name in FIGURES:
-        assert (repo / f"results/study/figures/{name}.png").stat().st_size > 0, name
+        assert (repo / f"results/studies/test/figures/{name}.png").stat().st_size > 0, name
     for name in TABLES:
-        assert (repo / f"results/study/tables/{name}").stat().st_size > 0, name
-    table = pd.read_csv(repo / "results/study/trajectories.csv")
+        assert (repo / f"results/studies/test/tables/{name}").stat().st_size > 0, name
+    table = pd.read_csv(repo / "results/studies/test/trajectories.csv")
     max_steps = yaml.safe_load((repo / "config/test.yaml").read_text())["train"]["max_steps"]
     assert sorted(table["method"].unique()) == ["kto", "kto_s"]
     assert len(table) == 2 * max_steps
@@ -219,13 +224,14 @@ def test_end_to_end_test_config(study: tuple[Path, subprocess.CompletedProcess, 
     assert result.returncode == 0, result.stdout
     print(f"end-to-end run of config/test.yaml: {seconds:.1f} s")
     check_outputs(repo)
-    assert not (repo / "results/models/base").exists(), "temp() base model was kept"
+    assert (repo / "results/models/base/config.json").exists(), "the embedded base model is a kept output"
     for run in TEST_RUNS:
-        info = json.loads((repo / f"results/runs/{run}/run_info.json").read_text())
+        info = json.loads((repo / f"{run}/run_info.json").read_text())
         assert info["status"] == "completed" and info["quality"]["metric"] == "task_accuracy"
-        assert info["config"]["use_kto_s"] is run.startswith("kto_s_")
-        assert not (repo / f"results/runs/{run}/model").exists(), "temp() model weights were kept"
-        assert (repo / f"results/benchmarks/train/{run}.tsv").exists()
+        assert info["config"]["use_kto_s"] is Path(run).name.startswith("kto_s_")
+        assert info["regime"] == "main" and info["git_revision"]
+        assert not (repo / f"{run}/model").exists(), "run weights are not kept by default"
+    assert (repo / "results/benchmarks/train/test/main_0.tsv").exists()  # one job trained both runs
 
     again = snakemake(repo, "-n", "--configfile", "config/test.yaml")
     assert "Nothing to be done" in again.stdout, again.stdout
@@ -239,24 +245,25 @@ def test_end_to_end_test_config(study: tuple[Path, subprocess.CompletedProcess, 
 def test_figures_target_needs_only_the_table(study: tuple[Path, subprocess.CompletedProcess, float], tmp_path: Path) -> None:
     """A fresh clone holding only the committed trajectory table: `figures` draws without training."""
     repo = copy_workflow(tmp_path / "fresh")
-    (repo / "results/reference").mkdir(parents=True)
-    shutil.copy2(study[0] / "results/study/trajectories.csv", repo / "results/reference/trajectories.csv")
+    (repo / "results/reference/test").mkdir(parents=True)
+    shutil.copy2(study[0] / "results/studies/test/trajectories.csv", repo / "results/reference/test/trajectories.csv")
     result = snakemake(repo, "figures", "--cores", "1", "--configfile", "config/test.yaml")
     assert result.returncode == 0, result.stdout
     assert job_counts(result.stdout) == {"draw_figures": 1, "write_tables": 1, "figures": 1}
     for name in FIGURES:
-        assert (repo / f"results/reference/figures/{name}.png").stat().st_size > 0, name
+        assert (repo / f"results/reference/test/figures/{name}.png").stat().st_size > 0, name
     for name in TABLES:
-        assert (repo / f"results/reference/tables/{name}").stat().st_size > 0, name
+        assert (repo / f"results/reference/test/tables/{name}").stat().st_size > 0, name
 
 
 @pytest.mark.slow
 def test_slurm_profile_with_standins(study: tuple[Path, subprocess.CompletedProcess, float], tmp_path: Path) -> None:
-    """profiles/slurm: every job goes through sbatch; training asks for a GPU and the GPU partition, nothing else does."""
+    """profiles/slurm: every job goes through sbatch; the training job asks for 4 GPUs as one task (accelerate
+    spawns the 4 ranks inside it, here on the CPU) on the GPU partition, nothing else asks for a GPU."""
     repo = repo_with_data(study[0], tmp_path / "repo")
     state = tmp_path / "slurm"
     path = os.pathsep.join([str(STANDINS), str(BIN), os.environ.get("PATH", "")])
-    gpu = write_yaml(repo / "gpu.yaml", {"resources": {"gpu": 1}})
+    gpu = write_yaml(repo / "gpu.yaml", {"resources": {"gpu": 4, "cpus_per_gpu": 2, "partition": "gpu"}})
     result = snakemake(
         repo,
         "--profile", "profiles/slurm",
@@ -275,15 +282,19 @@ def test_slurm_profile_with_standins(study: tuple[Path, subprocess.CompletedProc
     by_rule: dict[str, list[list[str]]] = {}
     for argv in submissions:
         rule = argv[argv.index("--comment") + 1].split("_wildcards_")[0].removeprefix("rule_")
-        by_rule.setdefault(rule, []).append(argv)
+        by_rule.setdefault("train" if rule.startswith("train_") else rule, []).append(argv)
     assert sorted(by_rule) == ["draw_figures", "extract_kl", "pretrain_base", "train", "write_tables"]
-    assert len(by_rule["train"]) == len(TEST_RUNS)
+    assert len(by_rule["train"]) == 1  # both runs in one job
+    train = by_rule["train"][0]
+    assert "--gpus=4" in train and "--ntasks=1" in train and "--cpus-per-gpu=2" in train, train
     for rule, argvs in by_rule.items():
         for argv in argvs:
             asks_gpu = any(a.startswith(("--gpus", "--gres=gpu")) for a in argv)
             assert asks_gpu == (rule == "train"), (rule, argv)
             assert argv[argv.index("-p") + 1] == ("gpu" if rule == "train" else "cpu"), (rule, argv)
-            assert "-t" in argv and "--mem" in argv, (rule, argv)
+            assert "-t" in argv and "--mem" in argv and "--ntasks=1" in argv, (rule, argv)
+    info = json.loads((repo / TEST_RUNS[0] / "run_info.json").read_text())
+    assert info["status"] == "completed" and info["num_processes"] == 4  # accelerate launched 4 ranks
     # Inside each allocation the job step is started with srun.
     assert sum(c["tool"] == "srun" for c in calls) == len(submissions)
 
@@ -292,7 +303,7 @@ def test_slurm_profile_with_standins(study: tuple[Path, subprocess.CompletedProc
 def test_killed_training_resumes_from_checkpoint(study: tuple[Path, subprocess.CompletedProcess, float], tmp_path: Path) -> None:
     """Kill the workflow once a training run has written a checkpoint; a rerun resumes and finishes it."""
     repo = repo_with_data(study[0], tmp_path / "repo")
-    run_dir = repo / "results/runs/kto_s_lr0.001_seed0"
+    run_dir = repo / "results/runs/test/main/kto_s_lr0.001_seed0"
     overlay = write_yaml(repo / "resume.yaml", {"methods": ["kto_s"], "train": {"max_steps": 40, "save_steps": 4}})
     args = ("--cores", "2", "--configfile", "config/test.yaml", overlay, "--", f"{run_dir.relative_to(repo)}/run_info.json")
     first_log = tmp_path / "first_attempt.log"
@@ -320,7 +331,7 @@ def test_killed_training_resumes_from_checkpoint(study: tuple[Path, subprocess.C
     assert snakemake(repo, "--unlock", *args).returncode == 0
     rerun = snakemake(repo, "--rerun-incomplete", *args)
     assert rerun.returncode == 0, rerun.stdout
-    log = (repo / "results/logs/train" / f"{run_dir.name}.log").read_text()
+    log = (repo / "results/logs/train/test/main_0.log").read_text()
     assert "resuming from" in log, log
     info = json.loads((run_dir / "run_info.json").read_text())
     assert info["status"] == "completed" and info["resumed_from"], info

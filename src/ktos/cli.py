@@ -88,9 +88,9 @@ def _train(argv: list[str]) -> int:
 
     argvs = run_argvs(argv)
     for i, run_argv in enumerate(argvs, 1):
-        if len(argvs) > 1:
-            log.info("run %d of %d: %s", i, len(argvs), run_argv[run_argv.index("--output_dir") + 1])
-        train(*parse_train_args(run_argv))
+        args = parse_train_args(run_argv)
+        log.info("run %d of %d: %s", i, len(argvs), args[3].output_dir)
+        train(*args)
     return 0
 
 
@@ -103,8 +103,8 @@ STAGES: dict[str, tuple[str, str, str]] = {
     "split": ("data", "split", "stratified, seeded train/eval split of a dataset dir"),
     "balance": ("balance", "balance", "order/subsample the training set and compute class weights"),
     "extract-kl": ("rundir", "extract", "collect run dirs' per-step trajectories into one tidy CSV table"),
-    "figures": ("figures", "draw_all", "draw Figures 2, 3 and their companions from a trajectory table"),
-    "tables": ("verdict", "write_tables", "write the KL tables, stability map, frontier and verdict from a trajectory table"),
+    "figures": ("figures", "draw_all", "draw Figures 2, 3 and the study's other figures from a trajectory table"),
+    "tables": ("verdict", "write_tables", "write the study's tables and the computed verdict from a trajectory table"),
 }
 
 
@@ -128,7 +128,9 @@ def _stage_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-seconds", type=float)
 
     p = parsers["prepare"]
-    p.add_argument("--input", dest="source", required=True, help="JSONL, CSV, Parquet, save_to_disk folder, dataset dir or hub id")
+    p.add_argument(
+        "--input", dest="source", required=True, help="JSONL, CSV, Parquet, save_to_disk folder, dataset dir or hub id"
+    )
     p.add_argument("--output", dest="out_dir", required=True)
     p.add_argument("--split", help="split to read from a dataset dict or hub dataset")
 
@@ -153,10 +155,13 @@ def _stage_commands(sub: argparse._SubParsersAction) -> None:
         p = parsers[name]
         p.add_argument("--table", dest="table_csv", required=True, help="tidy trajectory CSV written by `ktos extract-kl`")
         p.add_argument("--output", dest="out_dir", required=True)
-        p.add_argument("--threshold", type=float, required=True, help="KL stability threshold (sequence-level nats)")
-        p.add_argument("--lr", type=float, help="learning rate of Figures 2/3 and the verdict")
-        p.add_argument("--checkpoints", type=int, nargs="+", help="steps to report")
-        p.add_argument("--first-n-steps", type=int, help="window of the stability map's max KL")
+        p.add_argument("--regime", help="regime of the headline cell (Figures 2 and 3, the verdict)")
+        p.add_argument("--lr", type=float, help="learning rate of the headline cell")
+        p.add_argument("--threshold", type=float, help="probe-KL threshold tau, sequence-level nats (docs/study.md)")
+        p.add_argument("--window", type=int, help="last step of the stability window")
+        p.add_argument("--margin", type=float, help="equivalence margin, a fraction of KTO's mean")
+        p.add_argument("--phase-end", type=int, help="last step of the phase in which KTO's KL runs away")
+        p.add_argument("--checkpoints", type=int, nargs="+", help="steps marked in Figures 2 and 3 and tabulated")
 
 
 def _run_stage(args: argparse.Namespace) -> Any:

@@ -161,17 +161,23 @@ def _is_peft_model(model: torch.nn.Module) -> bool:
 
 @contextlib.contextmanager
 def reference_model(trainer: Any) -> Iterator[torch.nn.Module]:
-    """The frozen reference model: the trainer's ``ref_model``, or (PEFT) the policy with its adapter off.
+    """The frozen reference model: the trainer's ``ref_model``, or (PEFT) the policy with its adapter off, or,
+    before the first optimizer step, the policy itself.
 
-    TRL keeps no reference copy when the policy is a PEFT model: the base weights are the reference,
-    reached by disabling the adapter (or switching to an adapter named ``"ref"``), as TRL does.
+    TRL keeps no reference copy when the policy is a PEFT model (the base weights are the reference,
+    reached by disabling the adapter or switching to an adapter named ``"ref"``) nor, with
+    ``precompute_ref_log_probs``, once it has precomputed the reference log-probs; then only the policy
+    before training stands for the reference.
     """
     if trainer.ref_model is not None:
         yield trainer.ref_model
         return
     model = trainer.accelerator.unwrap_model(trainer.model)
     if not _is_peft_model(model):
-        raise RuntimeError("the trainer has no reference model and the policy is not a PEFT model")
+        if trainer.state.global_step == 0:
+            yield trainer.model
+            return
+        raise RuntimeError("no reference model after training started: measure reference log-probs before training")
     with use_adapter(model, adapter_name="ref" if "ref" in model.peft_config else None):
         yield trainer.model
 

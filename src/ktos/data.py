@@ -40,9 +40,9 @@ from typing import Any
 
 import datasets
 import numpy as np
-from datasets.exceptions import DatasetsError
 import pandas as pd
 import pyarrow.parquet as pq
+from datasets.exceptions import DatasetsError
 
 from .provenance import sha256_file
 from .sources import CSV_SUFFIXES, JSON_SUFFIXES, PARQUET_SUFFIXES, looks_like_path

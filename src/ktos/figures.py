@@ -1,20 +1,23 @@
-r"""Paper figures drawn from the tidy trajectory table alone (no run dirs), as PNG (150 dpi) and PDF.
+r"""Paper figures drawn with seaborn from the tidy trajectory table alone (no run dirs), as PNG and PDF.
 
-* ``fig2_kto_kl`` / ``fig3_kto_s_kl`` (Figures 2 and 3): TRL's logged ``kl`` (the reference point
-  ``z0``, sequence-level nats) per optimizer step for KTO, then KTO-S, at one learning rate: each seed a
-  thin line, the mean across seeds with its 95% CI band (Student t), markers at the checkpoint steps,
-  the stability threshold dashed. Both share their y-limits; Figure 3 repeats KTO's mean in grey.
-* ``companion``: logged rewards (chosen, rejected, margins; batch means of ``beta * r``) and loss per
-  step for both methods, and the gradient weight ``|d loss / d r| = beta * sigmoid'(x)`` of
-  :func:`ktos.losses.gradient_weight` against ``r`` for several ``z0``, desirable and undesirable.
-* ``probe_kl``: logged ``kl`` against the held-out probe's ``probe_kl`` (sequence-level nats) and
-  ``probe_kl_per_token`` (nats/token). Skipped when the table has no probe values.
-* ``frontier``: final KL against final quality, one point per method x lr x seed.
-* ``stability_map``: max KL over the first N steps against learning rate, seeds and mean per method.
+Bands and error bars are explicit Student-t 95% intervals across seeds (:func:`t_band`), not seaborn's
+bootstrap, which is too narrow for a handful of seeds. KL is the held-out probe KL (sequence-level nats)
+unless a label says TRL's logged ``kl``. Diverged runs are left out of every mean and band.
 
-Diverged runs are drawn as thin lines up to their divergence step with an ``x`` there, and are left out
-of every mean and band. Output bytes are reproducible: no timestamps or software tags are written and
-``svg.hashsalt`` is fixed, so redrawing from the same table gives identical files.
+* ``fig2_kto_kl`` / ``fig3_kto_s_kl`` (Figures 2 and 3): KTO's, then KTO-S's probe KL per optimizer step in
+  the headline cell: each seed a thin line, the mean with its band, TRL's logged ``kl`` (mean) dashed beside
+  it, the threshold, and markers at the plan note's steps. Shared y-limits; Figure 3 repeats KTO's mean.
+* ``paired``: per seed, final probe KL and task accuracy of KTO and KTO-S joined by a line (seeds pair them).
+* ``companion``: rewards, loss and probe KL per token for both methods, and each method's gradient weight
+  ``|d loss / d r|`` against ``r`` at several ``z0`` (:func:`ktos.losses.gradient_weight`).
+* ``regime_search``: final probe KL of every KTO cell (schedule and length x beta x learning rate), the cells
+  whose KL runs away marked; ``regime_trajectories``: the mean probe KL per step of the beta-0.2 cells.
+* ``frontier``: final probe KL against task accuracy, KTO across its learning rates and KTO-S, means with
+  intervals: KTO-S is compared with KTO at matched KL.
+* ``paired_regimes``: the paired difference (KTO-S minus KTO) of final probe KL and accuracy with its
+  interval in every regime that has both methods (the mechanism arms).
+
+Output bytes are reproducible: no timestamps or software tags are written and ``svg.hashsalt`` is fixed.
 """
 
 from __future__ import annotations
@@ -28,21 +31,18 @@ from typing import Any, ParamSpec, TypeVar
 import matplotlib as mpl
 import numpy as np
 import pandas as pd
+import seaborn as sns
 import torch
-from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator, NullFormatter
 
+from .analysis import Criteria, cell_summary, paired_table, run_summary
 from .losses import gradient_weight
 from .rundir import read_table
-from .runnames import METHODS, lr_tag, method_label
-from .stats import step_stats
-from .tables import DEFAULT_CHECKPOINTS, default_lr, per_run, table_beta
+from .runnames import METHOD_LABELS, METHODS, lr_tag
+from .stats import step_stats, t_interval
 
 log = logging.getLogger(__name__)
-# PDF font subsetting logs every glyph table at INFO: keep the CLI's log readable.
-logging.getLogger("fontTools").setLevel(logging.WARNING)
+logging.getLogger("fontTools").setLevel(logging.WARNING)  # PDF font subsetting logs every glyph table
 
 #: Matplotlib settings for every figure: paper-sized fonts, TrueType in PDF, reproducible output.
 STYLE: dict[str, Any] = {
@@ -63,15 +63,11 @@ STYLE: dict[str, Any] = {
     "svg.hashsalt": "ktos",
     "savefig.dpi": 150,
 }
-COLORS: dict[str, str] = {"kto": "#D55E00", "kto_s": "#0072B2"}  # Okabe-Ito vermillion / blue
-DIVERGED_COLOR = "#000000"
-KL_LABEL = "KL (nats, sequence-level)"
+PALETTE: dict[str, str] = {"KTO": "#D55E00", "KTO-S": "#0072B2"}  # Okabe-Ito vermillion / blue
+KL_LABEL = "probe KL (nats, sequence-level)"
 STEP_LABEL = "optimizer step"
-DEFAULT_BETA = 0.2
-#: Reference points for the gradient-weight panels (sequence-level nats).
 Z0_GRID: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)
-LR_MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
-DOUBLE = 7.0  # two columns, inches
+DOUBLE, SINGLE = 7.0, 3.4  # figure widths, inches
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -88,6 +84,13 @@ def styled(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+def t_band(values: pd.Series) -> tuple[float, float]:
+    """seaborn ``errorbar``: the 95% Student-t interval of the mean across seeds."""
+    low, high = t_interval(np.asarray(values, dtype=float))
+    mean = float(np.mean(values))
+    return (low, high) if np.isfinite(low) else (mean, mean)
+
+
 def save(fig: Figure, out_dir: str | Path, name: str) -> list[Path]:
     """Write ``name.png`` (150 dpi) and ``name.pdf`` without timestamps or software tags."""
     out = Path(out_dir)
@@ -99,387 +102,241 @@ def save(fig: Figure, out_dir: str | Path, name: str) -> list[Path]:
     return [png, pdf]
 
 
-def _at_lr(df: pd.DataFrame, lr: float) -> pd.DataFrame:
-    return df[np.isclose(df["lr"], lr, rtol=1e-9, atol=0)]
+def _labelled(df: pd.DataFrame) -> pd.DataFrame:
+    """Non-diverged rows with a ``Method`` column as papers write it."""
+    ok = df[df["status"] != "diverged"]
+    return ok.assign(Method=ok["method"].map(METHOD_LABELS))
 
 
-def _runs(df: pd.DataFrame) -> list[pd.DataFrame]:
-    """One frame per (method, lr, seed) run, sorted by step."""
-    return [g.sort_values("step") for _, g in df.groupby(["method", "lr", "seed"], sort=True, dropna=False)]
+def _cell(df: pd.DataFrame, regime: str, lr: float) -> pd.DataFrame:
+    return df[(df["regime"] == regime) & np.isclose(df["lr"], lr)]
 
 
-def _finite(run: pd.DataFrame, col: str) -> pd.DataFrame:
-    return run[np.isfinite(run[col].astype(float))]
-
-
-def _n_runs(df: pd.DataFrame) -> int:
-    return len(df.drop_duplicates(["method", "lr", "seed"]))
-
-
-def _subtitle(lr: float, beta: float | None, n: int | str, n_diverged: int = 0) -> str:
-    seeds = f"n = {n} seed" + ("" if n == 1 else "s") + (f" ({n_diverged} diverged)" if n_diverged else "")
-    return f"lr {lr_tag(lr)}" + (f", β {beta:g}" if beta is not None else "") + f", {seeds}"
-
-
-def _n_diverged(df: pd.DataFrame) -> int:
-    return _n_runs(df[df["status"] == "diverged"])
-
-
-def _integer_steps(ax: Axes) -> None:
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
-
-
-def _mean_band(
-    ax: Axes, df: pd.DataFrame, col: str, color: str, label: str | None, **kw: Any
-) -> pd.DataFrame:
-    """Mean of ``col`` across non-diverged seeds per step, with a 95% CI band where n >= 2."""
-    st = step_stats(df, col)
-    if st.empty:
-        return st
-    ax.plot(st["step"], st["mean"], color=color, label=label, zorder=3, **kw)
-    band = st[st["n"] >= 2]
-    ax.fill_between(
-        band["step"],
-        band["mean"] - band["ci95"],
-        band["mean"] + band["ci95"],
-        color=color,
-        alpha=0.2,
-        lw=0,
-        zorder=2,
-    )
-    return st
-
-
-def _kl_limits(df: pd.DataFrame, threshold: float) -> tuple[float, float]:
-    """y-limits covering every method's seeds (diverged runs up to the step before divergence), 95% bands
-    and the threshold: the shared limits of Figures 2 and 3."""
-    vals = [threshold]
-    for run in _runs(df):
-        fin = _finite(run, "kl")
-        if (run["status"] == "diverged").any():
-            fin = fin[fin["step"] < run["step"].max()]  # the divergence step's value is no data
-        vals.extend(fin["kl"].tolist())
-    for m in METHODS:
-        st = step_stats(df[df["method"] == m], "kl")
-        vals.extend((st["mean"] + st["ci95"].fillna(0)).tolist())
-    lo, hi = min(0.0, min(vals)), max(vals)
-    return lo, hi + 0.06 * (hi - lo)
-
-
-def _draw_seeds(ax: Axes, df: pd.DataFrame, col: str, color: str, *, lines: bool = True) -> bool:
-    """A thin line per seed over its finite values (if ``lines``); a diverged run gets an ``x`` at its
-    divergence step (its last row) at its value there, or at the top of the axes when that value is
-    non-finite or off the top (set the y-limits first). True if any run diverged."""
-    lo, hi = ax.get_ylim()
-    any_div = False
-    for run in _runs(df):
-        fin = _finite(run, col)
-        if lines:
-            ax.plot(fin["step"], fin[col], color=color, lw=0.6, alpha=0.45, zorder=1)
-        if (run["status"] == "diverged").any():
-            value = float(run[col].iat[-1])
-            top = hi - 0.03 * (hi - lo)
-            y = min(max(value, lo), top) if np.isfinite(value) else top
-            ax.plot(run["step"].iat[-1], y, "x", color=DIVERGED_COLOR, ms=6, mew=1.3, zorder=5)
-            any_div = True
-    return any_div
-
-
-def _checkpoint_markers(ax: Axes, st: pd.DataFrame, checkpoints: Sequence[int], color: str) -> None:
-    at = st[st["step"].isin(checkpoints)]
-    if len(at):
-        ax.plot(
-            at["step"],
-            at["mean"],
-            "o",
-            color=color,
-            ms=4,
-            mec="white",
-            mew=0.6,
-            zorder=4,
-            label="mean at steps " + ", ".join(str(int(s)) for s in at["step"]),
-        )
+def _probe_rows(df: pd.DataFrame) -> pd.DataFrame:
+    return df[np.isfinite(df["probe_kl"].astype(float))]
 
 
 @styled
 def draw_kl_figures(
-    df: pd.DataFrame,
-    *,
-    threshold: float,
-    checkpoints: Sequence[int] = DEFAULT_CHECKPOINTS,
-    lr: float | None = None,
-    beta: float | None = None,
+    df: pd.DataFrame, *, regime: str, lr: float, criteria: Criteria, checkpoints: Sequence[int]
 ) -> tuple[Figure, Figure]:
-    """Figures 2 (KTO) and 3 (KTO-S): per-step ``kl`` at one lr, on shared y-limits and identical axes
-    geometry (fixed layout, legend below the axes).
-
-    Each seed a thin line, mean across non-diverged seeds with its 95% CI band (Student t across seeds
-    at each step), dots on the mean at ``checkpoints``, the threshold dashed. Figure 3 repeats KTO's
-    mean in grey (alpha 0.4). ``lr`` defaults to :func:`ktos.tables.default_lr`.
-    """
-    lr = default_lr(df, lr)
-    sub = _at_lr(df, lr)
-    beta = beta if beta is not None else table_beta(sub)
-    ylim = _kl_limits(sub, threshold)
-    steps = sub["step"].dropna()
-    xlim = (min(0.0, float(steps.min())), float(steps.max()) * 1.03) if len(steps) else (0.0, 1.0)
+    """Figures 2 (KTO) and 3 (KTO-S) of the headline cell, on shared y-limits and identical geometry."""
+    cell = _labelled(_cell(df, regime, lr))
+    probe = _probe_rows(cell)
+    bands = [step_stats(probe[probe["method"] == m], "probe_kl") for m in METHODS]
+    highs = [float((b["mean"] + b["ci95"].fillna(0)).max()) for b in bands if len(b)]
+    top = max([float(probe["probe_kl"].max()) if len(probe) else 0.0, criteria.threshold, *highs]) * 1.05
+    bottom = min(float(probe["probe_kl"].min()) if len(probe) else 0.0, 0.0)
+    beta = cell["beta"].iloc[0] if len(cell) else float("nan")
+    steps = int(cell["max_steps"].max()) if len(cell) else 1
     figs = []
-    for fig_no, method in ((2, "kto"), (3, "kto_s")):
-        m = sub[sub["method"] == method]
-        fig = Figure(figsize=(3.4, 3.2))
-        ax = fig.add_axes((0.17, 0.29, 0.79, 0.59))
-        ax.set(xlim=xlim, ylim=ylim)
-        if method == "kto_s":
-            ref = step_stats(sub[sub["method"] == "kto"], "kl")
-            ax.plot(ref["step"], ref["mean"], color="grey", alpha=0.4, lw=1.3, label="KTO mean (Figure 2)")
-        diverged = _draw_seeds(ax, m, "kl", COLORS[method])
-        if len(m):
-            ax.plot([], [], color=COLORS[method], lw=0.6, alpha=0.45, label="single seeds")
-        st = _mean_band(ax, m, "kl", COLORS[method], f"{method_label(method)} mean ± 95% CI")
-        _checkpoint_markers(ax, st, checkpoints, COLORS[method])
-        ax.axhline(threshold, ls="--", color="black", lw=0.8, label=f"threshold {threshold:g}", zorder=2.5)
-        if diverged:
-            ax.plot([], [], "x", color=DIVERGED_COLOR, label="diverged (not in mean)")
-        if not len(m):
-            ax.text(
-                0.5,
-                0.5,
-                f"no {method_label(method)} runs at lr {lr_tag(lr)}",
-                transform=ax.transAxes,
-                ha="center",
-                va="center",
-            )
-        _integer_steps(ax)
-        ax.set_xlabel(STEP_LABEL)
-        ax.set_ylabel(KL_LABEL)
-        ax.set_title(
-            f"Figure {fig_no}: {method_label(method)}, logged KL per step\n"
-            + _subtitle(lr, beta, _n_runs(m), _n_diverged(m))
-        )
-        fig.legend(
-            *ax.get_legend_handles_labels(),
-            loc="lower center",
-            ncols=2,
-            bbox_to_anchor=(0.55, 0.0),
-            columnspacing=1.0,
-            handlelength=1.8,
-        )
+    for number, method in ((2, "KTO"), (3, "KTO-S")):
+        fig = Figure(figsize=(SINGLE, 3.2))
+        ax = fig.add_axes((0.17, 0.29, 0.79, 0.57))
+        mine = probe[probe["Method"] == method]
+        if method == "KTO-S":
+            kto = probe[probe["Method"] == "KTO"].groupby("step")["probe_kl"].mean()
+            ax.plot(kto.index, kto.values, color="grey", alpha=0.45, lw=1.2, label="KTO mean (Figure 2)")
+        if mine.empty:
+            ax.text(0.5, 0.5, f"no {method} runs in this cell", transform=ax.transAxes, ha="center")
+        else:
+            sns.lineplot(data=mine, x="step", y="probe_kl", units="seed", estimator=None, color=PALETTE[method],
+                         lw=0.5, alpha=0.35, ax=ax, legend=False)  # fmt: skip
+            sns.lineplot(data=mine, x="step", y="probe_kl", errorbar=t_band, color=PALETTE[method], ax=ax,
+                         label=f"{method} mean ± 95% t-interval")  # fmt: skip
+        logged = cell[cell["Method"] == method].groupby("step")["kl"].mean()
+        ax.plot(logged.index, logged.values, ls=":", lw=0.7, color=PALETTE[method], alpha=0.6,
+                label="TRL's logged kl (mean)")  # fmt: skip
+        at = mine[mine["step"].isin(checkpoints)].groupby("step")["probe_kl"].mean()
+        ax.plot(at.index, at.values, "o", ms=3.5, color=PALETTE[method], mec="white", mew=0.5,
+                label="mean at steps " + ",".join(str(s) for s in checkpoints))  # fmt: skip
+        ax.axhline(criteria.threshold, ls="--", color="black", lw=0.8, label=f"threshold {criteria.threshold:g}")
+        if criteria.phase_end:
+            ax.axvline(criteria.phase_end, ls=":", color="grey", lw=0.8, label=f"end of runaway phase ({criteria.phase_end})")
+        ax.set(xlim=(0, steps * 1.02), ylim=(bottom, top), xlabel=STEP_LABEL, ylabel=KL_LABEL)
+        n = mine["seed"].nunique()
+        ax.set_title(f"Figure {number}: {method}, held-out probe KL per step\n"
+                     f"{regime}, lr {lr_tag(lr)}, β {beta:g}, n = {n} seeds")  # fmt: skip
+        handles, labels = ax.get_legend_handles_labels()
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+        fig.legend(handles, labels, loc="lower center", ncols=2, bbox_to_anchor=(0.55, 0.0), columnspacing=1.0)
         figs.append(fig)
     return figs[0], figs[1]
 
 
 @styled
-def draw_companion(df: pd.DataFrame, *, lr: float | None = None, beta: float | None = None) -> Figure:
-    """Rewards (chosen, rejected, margins) and loss per step for both methods (means ± 95% CI across
-    seeds; diverged runs only as an ``x`` at their last step), and the gradient weight of each method
-    against ``r`` at several ``z0`` (desirable and undesirable examples; ``beta`` from the table, else 0.2).
-    """
-    lr = default_lr(df, lr)
-    sub = _at_lr(df, lr)
-    beta_t = table_beta(sub)
-    beta = beta if beta is not None else (beta_t if beta_t is not None else DEFAULT_BETA)
+def draw_paired(runs: pd.DataFrame, *, regime: str, lr: float, pairs: pd.DataFrame) -> Figure | None:
+    """Per seed, KTO and KTO-S joined: final probe KL and final task accuracy of the headline cell."""
+    cell = _labelled(_cell(runs, regime, lr))
+    if set(cell["method"]) != set(METHODS):
+        return None
+    fig = Figure(figsize=(DOUBLE * 0.62, 2.8), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for ax, metric, ylabel in ((axes[0], "final_probe_kl", "final " + KL_LABEL), (axes[1], "quality", "final task accuracy")):
+        wide = cell.pivot_table(index="seed", columns="Method", values=metric)
+        for _, row in wide.iterrows():
+            ax.plot([0, 1], [row["KTO"], row["KTO-S"]], color="grey", lw=0.6, alpha=0.6)
+        sns.stripplot(data=cell, x="Method", y=metric, hue="Method", palette=PALETTE, order=["KTO", "KTO-S"],
+                      jitter=False, size=4, ax=ax, legend=False)  # fmt: skip
+        ax.set(xlabel="", ylabel=ylabel)
+        hit = pairs[(pairs["regime"] == regime) & np.isclose(pairs["lr"], lr) & (pairs["metric"] == metric)]
+        if len(hit):
+            r = hit.iloc[0]
+            ax.set_title(f"KTO-S − KTO: {r['diff']:+.3g} [{r['diff_low']:+.3g}, {r['diff_high']:+.3g}]\n"
+                         f"lower in {r['n_lower']} of {r['n']} seeds")  # fmt: skip
+    fig.suptitle(f"Paired by seed: {regime}, lr {lr_tag(lr)}", fontsize=8.5)
+    return fig
+
+
+@styled
+def draw_companion(df: pd.DataFrame, *, regime: str, lr: float) -> Figure:
+    """Rewards, loss and probe KL per token for both methods (means ± t-intervals), and gradient weights."""
+    cell = _labelled(_cell(df, regime, lr))
+    beta = float(cell["beta"].iloc[0]) if len(cell) else 0.2
     fig = Figure(figsize=(DOUBLE, 4.8), layout="constrained")
-    axes = fig.subplots(2, 3)
-    flat = axes.ravel()
+    axes = fig.subplots(2, 3).ravel()
     panels = (
         ("rewards_chosen", "reward β·r, desirable", "(a) rewards/chosen"),
         ("rewards_rejected", "reward β·r, undesirable", "(b) rewards/rejected"),
-        ("rewards_margins", "chosen − rejected (β·r)", "(c) rewards/margins"),
-        ("loss", "loss", "(d) training loss"),
+        ("loss", "training loss", "(c) loss"),
+        ("probe_kl_per_token", "probe KL (nats/token)", "(d) probe KL per completion token"),
     )
-    any_div = False
-    for ax, (col, ylabel, title) in zip(flat, panels, strict=False):
-        for m in METHODS:
-            _mean_band(ax, sub[sub["method"] == m], col, COLORS[m], method_label(m))
-        for m in METHODS:
-            diverged = sub[(sub["method"] == m) & (sub["status"] == "diverged")]
-            any_div |= _draw_seeds(ax, diverged, col, COLORS[m], lines=False)
+    for ax, (col, ylabel, title) in zip(axes, panels, strict=False):
+        data = cell[np.isfinite(cell[col].astype(float))]
+        sns.lineplot(data=data, x="step", y=col, hue="Method", palette=PALETTE, hue_order=["KTO", "KTO-S"],
+                     errorbar=t_band, ax=ax, legend=ax is axes[0])  # fmt: skip
         ax.set(xlabel=STEP_LABEL, ylabel=ylabel, title=title)
-        _integer_steps(ax)
-    if any_div:
-        flat[0].plot([], [], "x", color=DIVERGED_COLOR, label="diverged run (not in mean)")
-    flat[0].legend(loc="best")
-
-    # An even count of points: r = 0 exactly, where sign(r) = 0 gives KTO-S an isolated spike, is not sampled.
-    r = torch.linspace(-10, 10, 1000, dtype=torch.float64)
-    cmap = mpl.colormaps["viridis"]
-    colors = [cmap(0.85 * i / max(len(Z0_GRID) - 1, 1)) for i in range(len(Z0_GRID))]
-    for ax, desirable, title in (
-        (flat[4], True, "(e) gradient weight, desirable"),
-        (flat[5], False, "(f) gradient weight, undesirable"),
-    ):
+    r = torch.linspace(-10, 10, 1000, dtype=torch.float64)  # even count: r = 0, where sign(r) = 0, is not sampled
+    colors = sns.color_palette("viridis", len(Z0_GRID))
+    for ax, desirable, title in ((axes[4], True, "(e) gradient weight, desirable"), (axes[5], False, "(f) gradient weight, undesirable")):
         for z0, color in zip(Z0_GRID, colors, strict=True):
             for sign_correction, ls in ((False, "-"), (True, "--")):
                 w = gradient_weight(r, z0, beta=beta, desirable=desirable, sign_correction=sign_correction)
-                ax.plot(r.numpy(), w.numpy(), color=color, ls=ls, lw=1.1)
-        ax.set(
-            xlabel=r"$r=\log\,\pi_\theta(y|x)/\pi_{\rm ref}(y|x)$ (nats)",
-            ylabel=r"$|\partial\,\mathrm{loss}/\partial r|$ (per nat)",
-            title=title,
-        )
-        ax.set_ylim(0, 1.45 * beta / 4)  # headroom above the peak (beta/4) for the legend
-    z0_handles = [
-        Line2D([], [], color=c, label=f"$z_0$ = {z0:g} nats") for z0, c in zip(Z0_GRID, colors, strict=True)
-    ]
-    style_handles = [
-        Line2D([], [], color="grey", ls="-", label="KTO: peak at $r=z_0$"),
-        Line2D([], [], color="grey", ls="--", label="KTO-S: shrinks with $z_0$"),
-    ]
-    flat[4].legend(handles=z0_handles, loc="upper center", ncols=2, columnspacing=0.8)
-    flat[5].legend(handles=style_handles, loc="upper center")
-    n = "/".join(str(_n_runs(sub[sub["method"] == m])) for m in METHODS)
-    div = f", {_n_diverged(sub)} diverged, not in means" if _n_diverged(sub) else ""
-    fig.suptitle(
-        f"Rewards, loss and gradient weights, KTO vs KTO-S (lr {lr_tag(lr)}, β {beta:g}, "
-        f"n = {n} seeds KTO/KTO-S{div}; mean ± 95% CI)",
-        fontsize=8.5,
-    )
+                label = (f"$z_0$ = {z0:g}" if not sign_correction else None) if desirable else None
+                ax.plot(r.numpy(), w.numpy(), color=color, ls=ls, lw=1.1, label=label)
+        ax.set(xlabel=r"$r=\log\,\pi_\theta(y|x)/\pi_{\rm ref}(y|x)$ (nats)", ylabel=r"$|\partial\,\mathrm{loss}/\partial r|$", title=title)
+        ax.set_ylim(0, 1.45 * beta / 4)
+    axes[4].legend(loc="upper center", ncols=2, columnspacing=0.8)
+    axes[5].plot([], [], color="grey", ls="-", label="KTO: peak at $r=z_0$")
+    axes[5].plot([], [], color="grey", ls="--", label="KTO-S: shrinks with $z_0$")
+    axes[5].legend(loc="upper center")
+    fig.suptitle(f"Rewards, loss and gradient weights, KTO vs KTO-S ({regime}, lr {lr_tag(lr)}, β {beta:g}; "
+                 "mean ± 95% t-interval across seeds)", fontsize=8.5)  # fmt: skip
     return fig
 
 
-def _has_probe(df: pd.DataFrame) -> bool:
-    return bool(np.isfinite(df["probe_kl"].astype(float)).any())
+def _schedule_steps(regime: str, max_steps: float) -> str:
+    return f"{regime.split('_', 1)[0]}, {int(max_steps)} steps"
 
 
 @styled
-def draw_probe(df: pd.DataFrame, *, lr: float | None = None, beta: float | None = None) -> Figure | None:
-    """Logged ``kl`` (lines) against the held-out ``probe_kl`` (dots, dashed) per step for both methods,
-    and ``probe_kl_per_token``; means ± 95% CI across seeds. None when the lr has no probe values."""
-    lr = default_lr(df, lr)
-    sub = _at_lr(df, lr)
-    if not _has_probe(sub):
+def draw_regime_search(cells: pd.DataFrame) -> Figure | None:
+    """Heatmaps of KTO's final probe KL: one panel per schedule and length, beta x learning rate, runaway marked."""
+    kto = cells[cells["method"] == "kto"]
+    if kto["regime"].nunique() < 2:
         return None
-    beta = beta if beta is not None else table_beta(sub)
-    fig = Figure(figsize=(DOUBLE, 2.6), layout="constrained")
-    ax1, ax2 = fig.subplots(1, 2)
-    for m in METHODS:
-        msub = sub[sub["method"] == m]
-        _mean_band(ax1, msub, "kl", COLORS[m], f"{method_label(m)} logged kl")
-        _mean_band(ax1, msub, "probe_kl", COLORS[m], f"{method_label(m)} probe_kl", ls="--", marker="o", ms=3)
-        _mean_band(ax2, msub, "probe_kl_per_token", COLORS[m], method_label(m), ls="--", marker="o", ms=3)
-    ax1.set(
-        xlabel=STEP_LABEL, ylabel=KL_LABEL, title="(a) logged kl (training batches) vs probe_kl (held out)"
-    )
-    ax2.set(xlabel=STEP_LABEL, ylabel="probe KL (nats/token)", title="(b) probe_kl per completion token")
-    _integer_steps(ax1)
-    _integer_steps(ax2)
-    ax1.legend(loc="upper left")
-    ax2.legend(loc="upper left")
-    n = "/".join(str(_n_runs(sub[sub["method"] == m])) for m in METHODS)
-    div = f", {_n_diverged(sub)} diverged, not in means" if _n_diverged(sub) else ""
-    fig.suptitle(f"KL estimates ({_subtitle(lr, beta, n)} KTO/KTO-S{div}; mean ± 95% CI)", fontsize=8.5)
+    kto = kto.assign(panel=[_schedule_steps(r, s) for r, s in zip(kto["regime"], kto["max_steps"], strict=True)])
+    panels = sorted(kto["panel"].unique(), key=lambda p: (int(p.split(", ")[1].split()[0]), p))
+    ncols = min(3, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig = Figure(figsize=(DOUBLE, 1.9 * nrows + 0.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    vmax = float(np.nanmax(kto["final_probe_kl"]))
+    norm = mpl.colors.SymLogNorm(linthresh=0.1, vmin=min(0.0, float(np.nanmin(kto["final_probe_kl"]))), vmax=vmax)
+    for ax, panel in zip(axes, panels, strict=False):
+        grid = kto[kto["panel"] == panel].pivot_table(index="beta", columns="lr", values="final_probe_kl")
+        away = kto[kto["panel"] == panel].pivot_table(index="beta", columns="lr", values="runaway").astype(bool)
+        annot = grid.map(lambda v: f"{v:.2g}") + away.reindex_like(grid).map(lambda a: "\n↑" if a else "")
+        sns.heatmap(grid, annot=annot, fmt="", cmap="rocket_r", norm=norm, cbar=False, ax=ax,
+                    annot_kws={"fontsize": 6}, linewidths=0.5, linecolor="white")  # fmt: skip
+        ax.grid(False)
+        ax.set_xticklabels([lr_tag(float(t.get_text())) for t in ax.get_xticklabels()])
+        ax.set(title=panel, xlabel="learning rate", ylabel="β")
+        ax.invert_yaxis()
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap="rocket_r"), ax=axes[: len(panels)].tolist(),
+                 label="final probe KL (nats)", shrink=0.8)  # fmt: skip
+    fig.suptitle("KTO from the base model: final probe KL per cell (mean of seeds)\n↑: its KL runs away "
+                 "(rises by > 0.1 nats over the last third of training, by no less than over the middle third)",
+                 fontsize=8)  # fmt: skip
     return fig
 
 
-def _log_if_wide(values: pd.Series, ratio: float = 20.0) -> bool:
-    """Log scale when every value is positive and they span more than ``ratio``."""
-    v = values[np.isfinite(values)]
-    return bool(len(v) and (v > 0).all() and v.max() / v.min() > ratio)
+@styled
+def draw_regime_trajectories(df: pd.DataFrame, *, beta: float = 0.2) -> Figure | None:
+    """Mean probe KL per step of KTO's cells at one beta: one panel per schedule and length, hue = lr."""
+    kto = _labelled(df[(df["method"] == "kto") & np.isclose(df["beta"], beta)])
+    kto = _probe_rows(kto)
+    if kto["regime"].nunique() < 2:
+        return None
+    kto = kto.assign(panel=[_schedule_steps(r, s) for r, s in zip(kto["regime"], kto["max_steps"], strict=True)],
+                     lr_label=kto["lr"].map(lr_tag))  # fmt: skip
+    order = sorted(kto["panel"].unique(), key=lambda p: (int(p.split(", ")[1].split()[0]), p))
+    lrs = [lr_tag(x) for x in sorted(kto["lr"].unique())]
+    grid = sns.relplot(data=kto, x="step", y="probe_kl", hue="lr_label", hue_order=lrs, col="panel",
+                       col_order=order, col_wrap=3, kind="line", errorbar=t_band, palette="viridis",
+                       height=1.9, aspect=1.2, facet_kws={"sharex": False, "sharey": True})  # fmt: skip
+    grid.set_titles("{col_name}")
+    grid.set_axis_labels(STEP_LABEL, KL_LABEL)
+    grid.legend.set_title("lr")
+    grid.figure.suptitle(f"KTO's probe KL per step at β {beta:g} (mean ± 95% t-interval of seeds)", fontsize=8.5, y=1.02)
+    return grid.figure
 
 
 @styled
-def draw_frontier(df: pd.DataFrame) -> Figure | None:
-    """Final KL (x) against final quality (y): one point per method x lr x seed, colour = method,
-    marker = lr. x is the last ``probe_kl`` when every plotted run has one, else the mean logged ``kl`` of
-    the last 3 steps. Diverged runs are not plotted (counted in the title). None without quality."""
-    runs = per_run(df)
-    div = int(runs["diverged"].sum())
-    ok = runs[~runs["diverged"] & np.isfinite(runs["quality"].astype(float))]
-    if ok.empty:
+def draw_frontier(runs: pd.DataFrame, cells: pd.DataFrame, *, regime: str) -> Figure | None:
+    """Final probe KL against accuracy in one regime: KTO's learning rates (a line), KTO-S's (points),
+    means with 95% t-intervals, seeds faint. None with fewer than three KTO learning rates."""
+    c = cells[(cells["regime"] == regime)]
+    if (c["method"] == "kto").sum() < 3 or "kto_s" not in set(c["method"]):
         return None
-    use_probe = bool(np.isfinite(ok["final_probe_kl"].astype(float)).all())
-    xcol = "final_probe_kl" if use_probe else "final_kl"
-    xlabel = (
-        "final probe KL" if use_probe else "final logged KL (mean of last 3 steps)"
-    ) + " (nats, sequence-level)"
-    lrs = sorted(ok["lr"].unique())
-    markers = {lr: LR_MARKERS[i % len(LR_MARKERS)] for i, lr in enumerate(lrs)}
-    fig = Figure(figsize=(3.4, 3.2), layout="constrained")
+    fig = Figure(figsize=(SINGLE * 1.25, 3.2), layout="constrained")
     ax = fig.add_subplot()
-    for r in ok.itertuples(index=False):
-        ax.plot(
-            getattr(r, xcol),
-            r.quality,
-            markers[r.lr],
-            color=COLORS.get(r.method, "grey"),
-            ms=5,
-            alpha=0.85,
-            mec="white",
-            mew=0.4,
-            ls="none",
-        )
-    if _log_if_wide(ok[xcol]):
-        ax.set_xscale("log")
-    metric = (
-        str(ok["quality_metric"].dropna().iat[0]).replace("_", " ")
-        if ok["quality_metric"].notna().any()
-        else "quality"
-    )
-    ax.set(xlabel=xlabel, ylabel=f"final {metric}")
-    handles = [
-        Line2D([], [], marker="o", ls="none", color=COLORS[m], label=method_label(m))
-        for m in METHODS
-        if m in set(ok["method"])
-    ]
-    if len(lrs) > 1:
-        handles += [
-            Line2D([], [], marker=markers[lr], ls="none", color="grey", label=f"lr {lr_tag(lr)}")
-            for lr in lrs
-        ]
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 5), columnspacing=1.0)
-    note = f"; {div} diverged, not shown" if div else ""
-    ax.set_title(f"KL–quality frontier, one point per run\n({len(ok)} runs{note})")
+    seeds = _labelled(runs[runs["regime"] == regime])
+    sns.scatterplot(data=seeds, x="final_probe_kl", y="quality", hue="Method", palette=PALETTE, alpha=0.25,
+                    s=10, ax=ax, legend=False)  # fmt: skip
+    for method, label in (("kto", "KTO"), ("kto_s", "KTO-S")):
+        m = c[c["method"] == method].sort_values("lr")
+        ax.errorbar(m["final_probe_kl"], m["quality"], xerr=m["final_probe_kl_ci95"], yerr=m["quality_ci95"],
+                    fmt="-o" if method == "kto" else "s", color=PALETTE[label], ms=4, lw=1.0, capsize=2,
+                    label=f"{label} (mean ± 95% t-interval)")  # fmt: skip
+        for row in m.itertuples(index=False):
+            ax.annotate(lr_tag(row.lr), (row.final_probe_kl, row.quality), fontsize=5.5, xytext=(3, 3),
+                        textcoords="offset points", color=PALETTE[label])  # fmt: skip
+    base = c["base_quality"].iloc[0]
+    if np.isfinite(base):
+        ax.axhline(base, color="black", lw=0.7, ls=":", label=f"base model {base:.3g}")
+    ax.set_xscale("symlog", linthresh=0.1)
+    ax.set(xlabel="final " + KL_LABEL, ylabel="final task accuracy",
+           title=f"KL-quality frontier, {regime}: labels are learning rates")  # fmt: skip
+    ax.legend(loc="best")
     return fig
 
 
 @styled
-def draw_stability_map(df: pd.DataFrame, *, threshold: float, first_n_steps: int) -> Figure | None:
-    """Max ``kl`` over the first ``first_n_steps`` steps against learning rate (log x): each seed a
-    point, the mean across non-diverged seeds a line, diverged runs an ``x`` at the top. None with one lr."""
-    runs = per_run(df, first_n_steps=first_n_steps)
-    lrs = sorted(runs["lr"].dropna().unique())
-    if len(lrs) < 2:
+def draw_paired_regimes(pairs: pd.DataFrame) -> Figure | None:
+    """Paired differences, KTO-S minus KTO, with 95% t-intervals, per regime x lr: final probe KL (as a
+    fraction of KTO's) and task accuracy. None with fewer than two compared regimes."""
+    if pairs.empty:
         return None
-    fig = Figure(figsize=(3.4, 3.0), layout="constrained")
-    ax = fig.add_subplot()
-    ok = runs[~runs["diverged"]]
-    finite = ok["max_kl"][np.isfinite(ok["max_kl"].astype(float))]
-    logy = _log_if_wide(pd.concat([finite, pd.Series([threshold])]), ratio=30)
-    top = max([threshold, *finite.tolist()])
-    top = top * 2.0 if logy else top * 1.1
-    offsets = {"kto": 0.94, "kto_s": 1.06}  # side by side in log-lr, so the seeds do not overlap
-    any_div = False
-    for m in METHODS:
-        mr = runs[runs["method"] == m]
-        if mr.empty:
-            continue
-        good = mr[~mr["diverged"]]
-        ax.plot(good["lr"] * offsets[m], good["max_kl"], "o", color=COLORS[m], ms=3.5, alpha=0.6, mew=0)
-        means = good.groupby("lr")["max_kl"].mean()
-        ax.plot(means.index, means.values, "-", color=COLORS[m], lw=1.4, label=f"{method_label(m)} mean")
-        bad = mr[mr["diverged"]]
-        if len(bad):
-            ax.plot(
-                bad["lr"] * offsets[m], [top] * len(bad), "x", color=COLORS[m], ms=6, mew=1.3, clip_on=False
-            )
-            any_div = True
-    ax.axhline(threshold, ls="--", color="black", lw=0.8, label=f"threshold {threshold:g}")
-    ax.plot([], [], "o", color="grey", ms=3.5, alpha=0.6, mew=0, label="single seeds")
-    if any_div:
-        ax.plot([], [], "x", color="grey", label="diverged (at top)")
-    ax.set_xscale("log")
-    ax.set_xticks(lrs, [lr_tag(lr) for lr in lrs])  # the swept rates only: no crowded minor labels
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    if logy:
-        ax.set_yscale("log")
-    else:
-        ax.set_ylim(min(0.0, float(finite.min()) if len(finite) else 0.0), top * 1.02)
-    ax.set(
-        xlabel="learning rate",
-        ylabel=f"max KL, steps ≤ {first_n_steps}\n(nats, sequence-level)",
-        title=f"Stability map: max logged KL, first {first_n_steps} steps",
-    )
-    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=3, columnspacing=1.0)
+    sub = pairs[pairs["metric"].isin(["final_probe_kl", "quality"])]
+    if sub["regime"].nunique() < 2:
+        return None
+    sub = sub.assign(cell=sub["regime"] + ", lr " + sub["lr"].map(lr_tag))
+    fig = Figure(figsize=(DOUBLE * 0.8, 0.35 * sub["cell"].nunique() + 1.2), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, metric, x, lo, hi, label in (
+        (axes[0], "final_probe_kl", "rel", "rel_low", "rel_high", "final probe KL, KTO-S − KTO (fraction of KTO's)"),
+        (axes[1], "quality", "diff", "diff_low", "diff_high", "final task accuracy, KTO-S − KTO"),
+    ):
+        m = sub[sub["metric"] == metric].reset_index(drop=True)
+        ax.errorbar(m[x], m["cell"], xerr=[m[x] - m[lo], m[hi] - m[x]], fmt="o", color="#0072B2", ms=3.5, capsize=2)
+        ax.axvline(0, color="black", lw=0.7)
+        ax.set(xlabel=label, ylabel="")
+    axes[0].invert_yaxis()
+    fig.suptitle("Paired by seed, mean ± 95% t-interval", fontsize=8.5)
     return fig
 
 
@@ -487,38 +344,42 @@ def draw_all(
     table_csv: str | Path,
     out_dir: str | Path,
     *,
-    threshold: float,
-    checkpoints: Sequence[int] = DEFAULT_CHECKPOINTS,
-    first_n_steps: int | None = None,
-    beta: float | None = None,
+    regime: str | None = None,
     lr: float | None = None,
+    threshold: float = Criteria.threshold,
+    window: int = Criteria.window,
+    margin: float = Criteria.margin,
+    phase_end: int | None = None,
+    checkpoints: Sequence[int] = (5, 10, 15, 20),
 ) -> list[Path]:
-    """Draw every figure from the tidy table into ``out_dir`` (``NAME.png`` + ``NAME.pdf``); return the paths.
+    """Draw every figure the table supports into ``out_dir`` (``NAME.png`` + ``NAME.pdf``); return the paths.
 
-    Figures needing data the table lacks (probe values, quality, several lrs) are skipped with a log
-    message. ``first_n_steps`` (stability map) defaults to ``max(checkpoints)``; ``lr`` (Figures 2, 3,
-    companion, probe) defaults to :func:`ktos.tables.default_lr`; ``beta`` to the table's.
+    ``regime`` and ``lr`` choose the headline cell (default: the first regime, its most-run lr).
     """
     df = read_table(table_csv)
-    n_steps = first_n_steps if first_n_steps is not None else max(checkpoints)
-    fig2, fig3 = draw_kl_figures(df, threshold=threshold, checkpoints=checkpoints, lr=lr, beta=beta)
+    regime = regime or str(df["regime"].iloc[0])
+    if lr is None:
+        lr = float(df[df["regime"] == regime].groupby("lr")["seed"].nunique().idxmax())
+    criteria = Criteria(threshold=threshold, window=window, margin=margin, phase_end=phase_end)
+    runs = run_summary(df, criteria)
+    cells = cell_summary(df, runs, criteria)
+    pairs = paired_table(runs, criteria)
+    fig2, fig3 = draw_kl_figures(df, regime=regime, lr=lr, criteria=criteria, checkpoints=checkpoints)
     figures: dict[str, Figure | None] = {
         "fig2_kto_kl": fig2,
-        "fig3_kto_s_kl": fig3,
-        "companion": draw_companion(df, lr=lr, beta=beta),
-        "probe_kl": draw_probe(df, lr=lr, beta=beta),
-        "frontier": draw_frontier(df),
-        "stability_map": draw_stability_map(df, threshold=threshold, first_n_steps=n_steps),
-    }
-    why = {
-        "probe_kl": "no probe_kl values",
-        "frontier": "no quality values",
-        "stability_map": "only one learning rate",
+        "fig3_kto_s_kl": fig3 if "kto_s" in set(df["method"]) else None,
+        "paired": draw_paired(runs, regime=regime, lr=lr, pairs=pairs),
+        "companion": draw_companion(df, regime=regime, lr=lr),
+        # The regime search trains KTO alone across regimes; other studies' regimes are arms, not a search.
+        "regime_search": draw_regime_search(cells) if set(df["method"]) == {"kto"} else None,
+        "regime_trajectories": draw_regime_trajectories(df) if set(df["method"]) == {"kto"} else None,
+        "frontier": draw_frontier(runs, cells, regime=regime),
+        "paired_regimes": draw_paired_regimes(pairs),
     }
     paths: list[Path] = []
     for name, fig in figures.items():
         if fig is None:
-            log.info("skipping %s: %s in %s", name, why[name], table_csv)
+            log.info("skipping %s: the table lacks what it shows", name)
             continue
         paths.extend(save(fig, out_dir, name))
     log.info("wrote %d figures (%d files) to %s", len(paths) // 2, len(paths), out_dir)

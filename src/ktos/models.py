@@ -12,6 +12,7 @@ import logging
 import os
 import string
 from pathlib import Path
+from typing import Any
 
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
@@ -107,11 +108,13 @@ def load_model_and_tokenizer(
     trust_remote_code: bool = False,
     dtype: str | torch.dtype | None = None,
     revision: str | None = None,
+    **model_kwargs: Any,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM and its tokenizer from a hub id or a local directory (one code path).
 
-    ``trust_remote_code`` stays off unless asked for. A tokenizer without a pad token gets its EOS
-    token as pad, and padding goes on the left as TRL expects. With ``HF_HUB_OFFLINE=1`` a hub id
+    ``model_kwargs`` (``attn_implementation``, ``quantization_config``, ``device_map``; ``None`` values are
+    dropped) go to ``from_pretrained``. ``trust_remote_code`` stays off unless asked for. A tokenizer
+    without a pad token gets its EOS token as pad, and padding goes on the left as TRL expects. With ``HF_HUB_OFFLINE=1`` a hub id
     loads only from the local cache; a missing model gives an error that says so.
     """
     looks_local = os.path.sep in name_or_path or name_or_path.startswith(".")
@@ -120,7 +123,8 @@ def load_model_and_tokenizer(
     kwargs: dict = {"trust_remote_code": trust_remote_code, "revision": revision}
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype or "auto", **kwargs)
+        extra = {k: v for k, v in model_kwargs.items() if v is not None}
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype or "auto", **kwargs, **extra)
     except OSError as err:
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
         hint = " (HF_HUB_OFFLINE is set: only local directories and cached hub models load)" if offline else ""

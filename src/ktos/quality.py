@@ -84,15 +84,22 @@ def task_accuracy(
     return {"metric": "task_accuracy", "value": right / len(items), "n": len(items)}
 
 
-def preference_accuracy(trainer: Any, dataset: Dataset) -> dict[str, Any]:
-    """Share of ``dataset`` rows whose implied reward has the label's sign (ties count as wrong)."""
-    correct = total = 0
-    for batch in heldout_batches(trainer, dataset, "preference_eval"):
-        policy = completion_logps(trainer, trainer.model, batch, "completion")
+class PreferenceAccuracy:
+    """Preference accuracy on held-out feedback: reference log-probs are measured at construction (before
+    training, so that it also works when the trainer keeps no reference model), the policy's at each call."""
+
+    def __init__(self, trainer: Any, dataset: Dataset) -> None:
+        self.trainer = trainer
+        self.batches = heldout_batches(trainer, dataset, "preference_eval")
         with compat.reference_model(trainer) as ref:
-            reference = completion_logps(trainer, ref, batch, "completion")
-        r = policy - reference
-        labels = compat.labels(batch)
-        correct += int(torch.where(labels, r > 0, r < 0).sum())
-        total += len(labels)
-    return {"metric": "preference_accuracy", "value": correct / max(total, 1), "n": total}
+            self.reference = [completion_logps(trainer, ref, b, "completion") for b in self.batches]
+
+    def measure(self) -> dict[str, Any]:
+        """Share of rows whose implied reward has the label's sign (ties count as wrong)."""
+        correct = total = 0
+        for batch, reference in zip(self.batches, self.reference, strict=True):
+            r = completion_logps(self.trainer, self.trainer.model, batch, "completion") - reference
+            labels = compat.labels(batch)
+            correct += int(torch.where(labels, r > 0, r < 0).sum())
+            total += len(labels)
+        return {"metric": "preference_accuracy", "value": correct / max(total, 1), "n": total}

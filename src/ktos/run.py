@@ -13,21 +13,23 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from accelerate import PartialState
 from datasets import Dataset
-from trl import ModelConfig
+from trl import ModelConfig, get_kbit_device_map, get_peft_config, get_quantization_config
 
 from . import compat
 from .data import load_feedback
 from .models import load_model_and_tokenizer
 from .probe import KLProbe
 from .provenance import git_revision, package_versions, update_json, write_json
-from .quality import load_items, preference_accuracy, task_accuracy
-from .trainer import KTOSConfig, KTOSTrainer, TrajectoryCallback
+from .quality import PreferenceAccuracy, load_items, task_accuracy
 from .rundir import RUN_INFO_FILE
+from .trainer import KTOSConfig, KTOSTrainer, TrajectoryCallback
 
 log = logging.getLogger(__name__)
 
@@ -106,11 +108,16 @@ def _apply_balance_weights(config: KTOSConfig, manifest_path: str) -> None:
         )
 
 
-def _quality(trainer: KTOSTrainer, data_args: DataArguments, eval_dataset: Dataset | None) -> dict[str, Any] | None:
+def quality_measure(
+    trainer: KTOSTrainer, data_args: DataArguments, eval_dataset: Dataset | None
+) -> Callable[[], dict[str, Any]] | None:
+    """What measures the run's quality, set up before training: task accuracy on the held-out items when
+    given, else preference accuracy on the eval split (its reference log-probs taken now), else nothing."""
     if data_args.heldout:
-        return task_accuracy(trainer.model, trainer.processing_class, load_items(data_args.heldout))
+        items = load_items(data_args.heldout)
+        return lambda: task_accuracy(trainer.model, trainer.processing_class, items)
     if eval_dataset is not None:
-        return preference_accuracy(trainer, eval_dataset)
+        return PreferenceAccuracy(trainer, eval_dataset).measure
     return None
 
 
@@ -122,11 +129,17 @@ def base_task_accuracy(model_name_or_path: str, heldout: str) -> dict[str, Any]:
 
 
 def _load(name_or_path: str, model_config: ModelConfig, config: KTOSConfig) -> tuple[Any, Any]:
+    """Load a model as TRL's ``ModelConfig`` asks: dtype, revision, remote code, attention implementation, and
+    4- or 8-bit weights (bitsandbytes) when ``load_in_4bit``/``load_in_8bit``."""
+    quantization = get_quantization_config(model_config)
     return load_model_and_tokenizer(
         name_or_path,
         trust_remote_code=compat.trust_remote_code(model_config, config),
         dtype=model_config.dtype,
         revision=model_config.model_revision,
+        attn_implementation=model_config.attn_implementation,
+        quantization_config=quantization,
+        device_map=get_kbit_device_map() if quantization is not None else None,
     )
 
 
@@ -145,38 +158,40 @@ def train(model_config: ModelConfig, run_args: RunArguments, data_args: DataArgu
     eval_dataset = load_feedback(data_args.eval_data) if data_args.eval_data else None
     if not model_config.model_name_or_path:
         raise ValueError("--model_name_or_path is required")
-    if model_config.use_peft or model_config.load_in_4bit or model_config.load_in_8bit:
-        raise NotImplementedError("ktos train does not support --use_peft or quantised loading yet")
+    if (model_config.load_in_4bit or model_config.load_in_8bit) and not model_config.use_peft:
+        raise ValueError("--load_in_4bit/--load_in_8bit train LoRA adapters only: add --use_peft")
     model, tokenizer = _load(model_config.model_name_or_path, model_config, config)
     ref_model = _load(run_args.ref_model_name_or_path, model_config, config)[0] if run_args.ref_model_name_or_path else None
     checkpoint = last_complete_checkpoint(run_dir)
     resume = str(checkpoint) if checkpoint else None
     info_path = run_dir / RUN_INFO_FILE
     earlier = json.loads(info_path.read_text()) if resume and info_path.exists() else {}
-    write_json(
-        info_path,
-        {
-            "regime": run_args.regime,
-            "method": config.method,
-            "use_kto_s": config.use_kto_s,
-            "beta": config.beta,
-            "learning_rate": config.learning_rate,
-            "seed": config.seed,
-            "status": "running",
-            "diverged_at_step": None,
-            "quality": None,
-            "base_quality": earlier.get("base_quality"),
-            "resumed_from": resume,
-            "model": asdict(model_config),
-            "run": asdict(run_args),
-            "data": asdict(data_args),
-            "config": config.to_dict(),
-            "versions": package_versions(),
-            "git_revision": git_revision(),
-            "train_rows": len(train_dataset),
-            "elapsed_s": None,
-        },
-    )
+    state = PartialState()
+    main_process = state.is_main_process  # with several processes, the first writes the run dir
+    info = {
+        "regime": run_args.regime,
+        "method": config.method,
+        "use_kto_s": config.use_kto_s,
+        "beta": config.beta,
+        "learning_rate": config.learning_rate,
+        "seed": config.seed,
+        "status": "running",
+        "diverged_at_step": None,
+        "quality": None,
+        "base_quality": earlier.get("base_quality"),
+        "resumed_from": resume,
+        "model": asdict(model_config),
+        "run": asdict(run_args),
+        "data": asdict(data_args),
+        "config": config.to_dict(),
+        "versions": package_versions(),
+        "git_revision": git_revision(),
+        "train_rows": len(train_dataset),
+        "num_processes": state.num_processes,
+        "elapsed_s": None,
+    }
+    if main_process:
+        write_json(info_path, info)
     trainer = KTOSTrainer(
         model=model,
         ref_model=ref_model,
@@ -184,20 +199,20 @@ def train(model_config: ModelConfig, run_args: RunArguments, data_args: DataArgu
         train_dataset=train_dataset,
         eval_dataset=None,
         processing_class=tokenizer,
+        peft_config=get_peft_config(model_config),
     )
     probe = None
     if eval_dataset is not None and config.kl_probe_size > 0:
         probe = KLProbe(trainer, eval_dataset, config.kl_probe_size)
         log.info("KL probe: %d held-out mismatched pairs (%d tokens)", probe.n_pairs, probe.n_tokens)
-    step_quality = None
-    if run_args.quality_steps and data_args.heldout:
-        step_quality = (run_args.quality_steps, lambda: _quality(trainer, data_args, None))
+    measure = quality_measure(trainer, data_args, eval_dataset)
+    step_quality = (run_args.quality_steps, measure) if run_args.quality_steps and measure else None
     callback = TrajectoryCallback(
         run_dir, probe=probe, probe_steps=config.kl_probe_steps, step_quality=step_quality, resume_from=resume
     )
     trainer.add_callback(callback)
     base_quality = None
-    if data_args.heldout and not resume:
+    if data_args.heldout and not resume and main_process:
         base_quality = base_task_accuracy(model_config.model_name_or_path, data_args.heldout)
     started = time.monotonic()
     if resume:
@@ -205,14 +220,16 @@ def train(model_config: ModelConfig, run_args: RunArguments, data_args: DataArgu
     trainer.train(resume_from_checkpoint=resume)
     elapsed = time.monotonic() - started
     status = "diverged" if callback.diverged_at is not None else "completed"
-    quality = None if status == "diverged" else _quality(trainer, data_args, eval_dataset)
+    quality = None if status == "diverged" or measure is None else measure()
     changes: dict[str, Any] = {"status": status, "quality": quality, "elapsed_s": round(elapsed, 2)}
     if base_quality is not None:
         changes["base_quality"] = base_quality
-    update_json(info_path, **changes)
+    if main_process:
+        update_json(info_path, **changes)
     if run_args.save_model:
         trainer.save_model(str(run_dir / "model"))
-    if status == "completed" and not run_args.keep_checkpoints:
+    trainer.accelerator.wait_for_everyone()
+    if status == "completed" and not run_args.keep_checkpoints and main_process:
         for checkpoint in run_dir.glob("checkpoint-*"):
             shutil.rmtree(checkpoint)
     log.info(

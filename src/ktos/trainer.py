@@ -258,8 +258,9 @@ class TrajectoryCallback(TrainerCallback):
     Each row holds ``step``, ``epoch``, ``elapsed_s`` (wall seconds since training began), the
     :data:`TRAJECTORY_KEYS` that TRL logged, on probe steps (step 1, every ``probe_steps``-th and the
     last) the :class:`~ktos.probe.KLProbe` values, and at the steps of ``step_quality = (steps, measure)``
-    the task quality ``step_quality`` that ``measure()`` returns. The file is flushed per row, so an interrupted run keeps what it logged; on resume, rows
-    past the checkpoint's step are dropped. Each checkpoint keeps a copy of the rows so far, which a
+    the task quality ``step_quality`` that ``measure()`` returns. With several processes every one
+    measures (a sharded model needs all ranks) and the first writes. The file is flushed per row, so an
+    interrupted run keeps what it logged; on resume, rows past the checkpoint's step are dropped. Each checkpoint keeps a copy of the rows so far, which a
     resumed run restores when the run directory's file was lost (Snakemake deletes the outputs of an
     incomplete job before rerunning it). A non-finite ``loss`` or ``kl`` stops training and marks
     ``run_info.json`` as diverged.
@@ -288,8 +289,9 @@ class TrajectoryCallback(TrainerCallback):
         if self.resume_from is not None:
             saved = read_trajectory(self.resume_from / TRAJECTORY_FILE)
             kept = saved if len(saved) > len(kept) else kept
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text("".join(json.dumps(row) + "\n" for row in kept))
+        if state.is_world_process_zero:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text("".join(json.dumps(row) + "\n" for row in kept))
         offset = kept[-1]["elapsed_s"] if kept else 0.0
         if kept:
             log.info("resuming at step %d: kept %d trajectory rows", state.global_step, len(kept))
@@ -297,7 +299,7 @@ class TrajectoryCallback(TrainerCallback):
 
     def on_save(self, args: Any, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if checkpoint.is_dir() and self.path.exists():
+        if state.is_world_process_zero and checkpoint.is_dir() and self.path.exists():
             shutil.copyfile(self.path, checkpoint / TRAJECTORY_FILE)
 
     def on_step_end(self, args: Any, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
@@ -317,8 +319,9 @@ class TrajectoryCallback(TrainerCallback):
         row.update(self._measured)
         row["elapsed_s"] = round(time.monotonic() - self._t0, 4)
         self._measured = {}
-        with self.path.open("a") as fh:
-            fh.write(json.dumps(row) + "\n")
+        if state.is_world_process_zero:
+            with self.path.open("a") as fh:
+                fh.write(json.dumps(row) + "\n")
         bad = [key for key in ("loss", "kl") if key in row and not math.isfinite(row[key])]
         if bad and self.diverged_at is None:
             self.diverged_at = state.global_step
@@ -326,5 +329,6 @@ class TrajectoryCallback(TrainerCallback):
                 "training DIVERGED at step %d: %s is %s; stopping, run marked diverged in %s",
                 state.global_step, " and ".join(bad), ", ".join(str(row[k]) for k in bad), self.run_info,
             )
-            update_json(self.run_info, status="diverged", diverged_at_step=state.global_step)
+            if state.is_world_process_zero:
+                update_json(self.run_info, status="diverged", diverged_at_step=state.global_step)
             control.should_training_stop = True

@@ -1,204 +1,301 @@
-r"""The verdict: a short paragraph comparing KTO-S with KTO, computed from the tidy trajectory table,
-and the writer of every table file (``ktos tables``)."""
+r"""The verdict, computed from the study's tables (:mod:`ktos.analysis`), and the writer of every table file.
+
+Every sentence is generated from numbers in the tables; none is written by hand. :func:`write_tables`
+writes ``runs.csv``, ``cells.csv``, ``paired.csv``, ``matched_kl.csv``, ``kl_ratio.csv``,
+``checkpoints.csv`` and ``verdict.md`` (``ktos tables``).
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .rundir import KEYS, read_table
-from .runnames import METHODS, lr_tag, method_label
-from .stats import mean_spread
-from .tables import (
-    DEFAULT_CHECKPOINTS,
-    fmt_number,
-    checkpoint_markdown,
-    checkpoint_table,
-    default_lr,
-    frontier,
-    per_run,
-    stability_map,
-    table_beta,
+from .analysis import (
+    Criteria,
+    cell_summary,
+    headline_cell,
+    kl_ratio_over_time,
+    matched_kl,
+    paired_table,
+    run_summary,
 )
+from .rundir import read_table
+from .runnames import lr_tag, method_label
 
 log = logging.getLogger(__name__)
 
-
-def _pm(mean: float, std: float, n: int) -> str:
-    """``"X ± Y"``, or just ``"X"`` for a single seed."""
-    return fmt_number(mean) if n < 2 else f"{fmt_number(mean)} ± {fmt_number(std, 2)}"
+#: Regime names of the mechanism arms (config/mechanisms.yaml).
+ARMS: dict[str, str] = {"noclip": "gradient clipping off", "sgd": "plain SGD instead of AdamW"}
 
 
-def _probe_sentence(ok: pd.DataFrame) -> list[str]:
-    """The held-out probe's KL of both methods at the last step every run measured it (empty if none)."""
-    probe = ok[np.isfinite(ok["probe_kl"].astype(float))] if "probe_kl" in ok else ok.iloc[:0]
-    if probe.empty or set(probe["method"]) != set(METHODS):
-        return []
-    last = int(min(g["step"].max() for _, g in probe.groupby(list(KEYS), dropna=False)))
-    at = {m: mean_spread(probe.loc[(probe["method"] == m) & (probe["step"] == last), "probe_kl"]) for m in METHODS}
-    (mk, sk, _, nk), (ms, ss, _, ns) = at["kto"], at["kto_s"]
-    if not (nk and ns):
-        return []
-    return [
-        f"On the held-out KL probe (fixed mismatched pairs, less noisy than one batch) at step {last}, "
-        f"KTO-S's KL is {_pm(ms, ss, ns)} nats against KTO's {_pm(mk, sk, nk)}."
-    ]
+def fmt(x: float, digits: int = 3) -> str:
+    """A number in ``digits`` significant digits; ``—`` for NaN."""
+    return "—" if x is None or not np.isfinite(x) else f"{x:.{digits}g}"
 
 
-def verdict(df: pd.DataFrame, *, step: int = 20, threshold: float, lr: float | None = None) -> str:
-    """A short paragraph comparing KTO-S with KTO, computed from the table at one lr (default: :func:`default_lr`).
+def pct(x: float) -> str:
+    """A fraction as a signed percentage."""
+    return "—" if not np.isfinite(x) else f"{100 * x:+.1f}%"
 
-    Reports mean ± std of ``kl`` at ``step`` across non-diverged seeds (the last step every such run of
-    both methods logged, if some run stopped earlier: the text says which), mean final quality, whether
-    the 95% CIs overlap, how many runs meet the stability criterion (max KL < ``threshold`` through the
-    step, no divergence) and which runs diverged.
-    """
-    lr = default_lr(df, lr)
-    sub = df[np.isclose(df["lr"], lr, rtol=1e-9, atol=0)]
-    beta = table_beta(sub)
-    where = f"lr {lr_tag(lr)}" + (f", β {beta:g}" if beta is not None else "")
-    present = [m for m in METHODS if m in set(sub["method"])]
-    if len(present) < 2:
-        have = ", ".join(method_label(m) for m in present) or "no KTO or KTO-S"
-        return f"At {where} the table holds {have} runs only: no comparison of KTO-S with KTO is possible."
 
-    ok = sub[(sub["status"] != "diverged") & np.isfinite(sub["kl"].astype(float))]
-    step_sets = [set(g["step"]) for _, g in ok.groupby(list(KEYS), dropna=False)]
-    common = set.intersection(*step_sets) if step_sets else set()
-    used = max((x for x in common if x <= step), default=None)
-    if not step_sets:
-        used = step  # every run diverged: only the divergence counts remain to report
-    elif used is None:
-        return f"At {where} no step ≤ {step} was logged by every non-diverged run: nothing to compare."
-    sentences = []
-    if used != step:
-        sentences.append(
-            f"Not every run reached step {step}; this compares step {used}, the last step all "
-            "non-diverged runs logged."
-        )
-    runs = per_run(sub, first_n_steps=used)
+def _p(p: float) -> str:
+    return "—" if not np.isfinite(p) else (f"{p:.2g}" if p >= 0.001 else "< 0.001")
 
-    s: dict[str, dict[str, Any]] = {}
-    for m in METHODS:
-        mruns = runs[runs["method"] == m]
-        s[m] = {
-            "kl": mean_spread(ok.loc[(ok["method"] == m) & (ok["step"] == used), "kl"]),
-            "quality": mean_spread(mruns.loc[~mruns["diverged"], "quality"]),
-            "metric": next(iter(mruns["quality_metric"].dropna()), None),
-            "n_runs": len(mruns),
-            "n_pass": int(((mruns["max_kl"] < threshold) & ~mruns["diverged"]).sum()),
-            "div_steps": sorted(int(x) for x in mruns.loc[mruns["diverged"], "last_step"]),
-        }
 
-    (mk, sk, hk, nk), (ms, ss, hs, ns) = s["kto"]["kl"], s["kto_s"]["kl"]
-    if nk and ns:
-        seeds = _seeds(nk) if nk == ns else f"{ns} (KTO-S) and {nk} (KTO) seeds"
-        nums = f"{_pm(ms, ss, ns)} nats against KTO's {_pm(mk, sk, nk)} over {seeds}"
-        nums += " (mean ± std)" if max(nk, ns) > 1 else ""
-        overlap = nk > 1 and ns > 1 and (ms - hs) <= (mk + hk) and (mk - hk) <= (ms + hs)
-        if ms < mk:
-            ratio = f", {fmt_number(ms / mk)}× KTO's" if mk > 0 else ""
-            lower = "not distinguishably lower" if overlap else "lower"
-            sentences.append(f"At step {used} ({where}), KTO-S's KL is {lower}: {nums}{ratio}.")
-        else:
-            sentences.append(f"KTO-S is not more stable here: at step {used} ({where}) its KL is {nums}.")
-        if nk > 1 and ns > 1:
-            sentences.append(
-                "The 95% confidence intervals overlap, so these seeds do not resolve the difference."
-                if overlap
-                else "The 95% confidence intervals do not overlap."
-            )
-    else:
-        for m, (mean, std, _, n) in (("kto", s["kto"]["kl"]), ("kto_s", s["kto_s"]["kl"])):
-            if n:
-                sentences.append(
-                    f"At step {used} ({where}) only {method_label(m)} has runs left to compare: "
-                    f"its KL is {_pm(mean, std, n)} nats over {n} seed{'s' if n > 1 else ''}."
-                )
-        if not (nk or ns):
-            sentences.append(f"At {where} every run diverged: no KL to compare.")
-
-    sentences.extend(_probe_sentence(ok))
-    metric = (s["kto_s"]["metric"] or s["kto"]["metric"] or "quality").replace("_", " ")
-    qual = [
-        f"{method_label(m)} {_pm(q[0], q[1], q[3])}" for m in ("kto_s", "kto") if (q := s[m]["quality"])[3]
-    ]
-    sentences.append(f"Final {metric}: {' against '.join(qual)}." if qual else "No quality was measured.")
-    sentences.append(
-        f"KTO-S stays below the threshold {threshold:g} through step {used} without diverging in "
-        f"{s['kto_s']['n_pass']}/{s['kto_s']['n_runs']} runs, KTO in {s['kto']['n_pass']}/{s['kto']['n_runs']}."
+def paired_sentence(row: pd.Series, unit: str, margin: float) -> str:
+    """One paired comparison in words: means, difference with interval, ratio, sign test, call, power."""
+    ratio = ""
+    if "kl" in row["metric"] and np.isfinite(row["ratio_median"]):
+        ratio = f"; per-seed ratio KTO-S/KTO median {fmt(row['ratio_median'])} (range {fmt(row['ratio_min'])} to {fmt(row['ratio_max'])})"
+    call = {
+        "lower": "KTO-S is lower",
+        "higher": "KTO-S is higher",
+        "equivalent": f"equivalent within ±{100 * margin:.0f}% of KTO's mean",
+        "undecided": f"neither a difference nor equivalence within ±{100 * margin:.0f}% is shown",
+        "too few seeds": "too few paired seeds to compare",
+    }[row["call"]]
+    return (
+        f"{row['label']}: KTO-S {fmt(row['mean_b'])} against KTO {fmt(row['mean_a'])}{unit}, paired difference "
+        f"{fmt(row['diff'])} [{fmt(row['diff_low'])}, {fmt(row['diff_high'])}] ({pct(row['rel'])} "
+        f"[{pct(row['rel_low'])}, {pct(row['rel_high'])}] of KTO's mean){ratio}; KTO-S lower in {row['n_lower']} "
+        f"of {row['n']} seeds (sign test p = {_p(row['sign_p'])}): {call}. The smallest difference {row['n']} "
+        f"seeds detect with 80% power is {fmt(row['mde'])}{unit} ({100 * abs(row['mde_rel']):.0f}% of KTO's mean)."
     )
-    for m in METHODS:
-        div, n = s[m]["div_steps"], s[m]["n_runs"]
-        if div:
-            which = (
-                f"all {n}" if len(div) == n and n > 1 else ("the only" if n == 1 else f"{len(div)} of {n}")
-            )
-            plural = len(div) > 1
-            sentences.append(
-                f"{which.capitalize()} {method_label(m)} run{'s' if n > 1 else ''} diverged "
-                f"(at step{'s' if plural else ''} {', '.join(map(str, div))}) and "
-                f"{'are' if plural else 'is'} left out of the means."
-            )
-    unfinished = runs.loc[~runs["status"].isin(["completed", "diverged"]), "status"]
-    if len(unfinished):
-        kinds = ", ".join(sorted(set(unfinished)))
-        sentences.append(
-            f"{len(unfinished)} of these runs are not completed (status {kinds}): numbers may change."
+
+
+def _cell(cells: pd.DataFrame, regime: str, method: str, lr: float) -> pd.Series | None:
+    hit = cells[(cells["regime"] == regime) & (cells["method"] == method) & np.isclose(cells["lr"], lr)]
+    return hit.iloc[0] if len(hit) else None
+
+
+def regime_sentence(cells: pd.DataFrame, regime: str, lr: float, phase_end: int | None = None) -> str:
+    """Whether KTO's mean probe KL runs away in a cell (over the runaway phase too), with its increments."""
+    kto = _cell(cells, regime, "kto", lr)
+    if kto is None:
+        return f"The table has no KTO runs in regime {regime} at lr {lr_tag(lr)}."
+    phase = ""
+    if phase_end:
+        verb = "runs away" if kto["phase_runaway"] else "does not run away"
+        phase = (
+            f"Over the first {phase_end} steps, KTO's mean probe KL {verb} in regime {regime} at lr {lr_tag(lr)}: it "
+            f"rises {fmt(kto['phase_d_mid'])} nats over the middle third of those steps and {fmt(kto['phase_d_last'])} "
+            f"over the last, to {fmt(kto['phase_probe_kl'])} nats at step {phase_end}. "
         )
-    return " ".join(sentences)
+    verb = "runs away" if kto["runaway"] else "does not run away"
+    return phase + (
+        f"In regime {regime} (β {fmt(kto['beta'])}, {int(kto['max_steps'])} steps) at lr {lr_tag(lr)}, KTO's mean "
+        f"probe KL {verb}: it rises {fmt(kto['d_mid'])} nats over the middle third of training and "
+        f"{fmt(kto['d_last'])} over the last ({int(kto['n_runaway_seeds'])} of {int(kto['n'])} seeds run away on "
+        f"their own), to {fmt(kto['final_probe_kl'])} ± {fmt(kto['final_probe_kl_ci95'], 2)} nats at the end."
+    )
 
 
-def _seeds(n: int) -> str:
-    """``"3 seeds"`` / ``"one seed each"``."""
-    return f"{n} seeds" if n > 1 else "one seed each"
+def stability_sentence(runs: pd.DataFrame, regime: str, lr: float, criteria: Criteria) -> str:
+    """How many runs of each method are stable by docs/study.md's criterion, and why the others are not."""
+    parts = []
+    for method in ("kto_s", "kto"):
+        sub = runs[(runs["regime"] == regime) & (runs["method"] == method) & np.isclose(runs["lr"], lr)]
+        if sub.empty:
+            continue
+        why = [
+            f"{int((~sub[c]).sum())} {text}"
+            for c, text in (
+                ("below_threshold", f"crossed {fmt(criteria.threshold)} nats"),
+                ("not_below_zero", "fell below zero beyond noise"),
+                ("accuracy_kept", "lost accuracy below the base model's"),
+            )
+            if (~sub[c]).any()
+        ]
+        parts.append(
+            f"{method_label(method)} {int(sub['stable'].sum())} of {len(sub)}" + (f" ({', '.join(why)})" if why else "")
+        )
+    return (
+        f"Stable (probe KL below {fmt(criteria.threshold)} nats through step {criteria.window}, never below zero "
+        f"beyond noise, accuracy kept): " + "; ".join(parts) + "."
+    )
 
 
-# ------------------------------------------------------------------------------------------------ writing
+def claim_below_threshold(runs: pd.DataFrame, criteria: Criteria, beta: float = 0.2) -> str:
+    """The plan note's claim "KTO-S keeps KL below 0.1 through step 20 at β 0.2", on the table's β-0.2 runs."""
+    sub = runs[np.isclose(runs["beta"], beta) & (runs["status"] != "diverged")]
+    if sub.empty or "kto_s" not in set(sub["method"]):
+        return f"The claim that KTO-S keeps KL below {fmt(criteria.threshold)} through step {criteria.window} at β {beta:g} is not tested here (no KTO-S runs at β {beta:g})."
+    counts = {
+        m: (int((g["max_window_probe_kl"] < criteria.threshold).sum()), len(g), g["window_probe_kl"].mean())
+        for m, g in sub.groupby("method")
+    }
+    s_ok, s_n, s_kl = counts["kto_s"]
+    text = (
+        f"The plan note's claim \"KTO-S keeps KL below {fmt(criteria.threshold)} through step {criteria.window} at "
+        f"β {beta:g}\": {s_ok} of {s_n} KTO-S runs at β {beta:g} keep their probe KL below it through step "
+        f"{criteria.window} (mean probe KL at step {criteria.window}: {fmt(s_kl)} nats)"
+    )
+    if "kto" in counts:
+        k_ok, k_n, k_kl = counts["kto"]
+        text += f", against {k_ok} of {k_n} KTO runs ({fmt(k_kl)} nats)"
+    verdict = "holds" if s_ok == s_n else ("fails" if s_ok == 0 else "holds for some runs only")
+    return text + f": it {verdict} here."
+
+
+def claim_not_learning_rate(matched: pd.DataFrame) -> str:
+    """The plan note's claim "this is not about learning rate", read from the matched-KL comparison."""
+    if matched.empty:
+        return "The claim that the instability \"is not about learning rate\" needs a learning-rate grid; this table has none."
+    parts = []
+    for row in matched.itertuples(index=False):
+        if not np.isfinite(row.lr_star):
+            parts.append(
+                f"KTO-S at lr {lr_tag(row.lr_kto_s)} ends at probe KL {fmt(row.kto_s_final_probe_kl)} nats, outside "
+                f"the range KTO's grid reaches"
+            )
+            continue
+        if np.isfinite(row.diff_low) and row.diff_low > 0:
+            reading = "better than KTO at any step size on the grid"
+        elif np.isfinite(row.diff_high) and row.diff_high < 0:
+            reading = "worse than KTO at the step size that matches its KL"
+        else:
+            reading = "no different from KTO run at that smaller step"
+        parts.append(
+            f"KTO-S at lr {lr_tag(row.lr_kto_s)} ends at probe KL {fmt(row.kto_s_final_probe_kl)} nats, which KTO "
+            f"reaches at lr {lr_tag(row.lr_star)}; there KTO's task accuracy is {fmt(row.kto_quality_at_lr_star)} "
+            f"against KTO-S's {fmt(row.kto_s_quality)}, a difference of {fmt(row.quality_diff)} "
+            f"[{fmt(row.diff_low)}, {fmt(row.diff_high)}] (seed bootstrap): {reading}"
+        )
+    step_like = all(
+        np.isfinite(r.diff_low) and r.diff_low <= 0 <= r.diff_high for r in matched.itertuples(index=False)
+    )
+    summary = (
+        "So on this grid it is about learning rate: KTO-S's KL and accuracy are those of KTO at a smaller step."
+        if step_like
+        else "So the effect is not just a smaller learning rate at every rate tested."
+    )
+    return "The plan note's claim \"this is not about learning rate\": " + "; ".join(parts) + ". " + summary
+
+
+def ratio_sentence(ratio: pd.DataFrame) -> str:
+    """Whether KTO-S's KL relative to KTO's falls over training (a KL-adaptive brake) or stays flat."""
+    ratio = ratio.dropna()
+    if len(ratio) < 3:
+        return ""
+    end = ratio["step"].max()
+    early = ratio.iloc[(ratio["step"] - end / 3).abs().argmin()]
+    late = ratio.iloc[-1]
+    return (
+        f"The paired ratio of probe KL, KTO-S over KTO (median over seeds), is {fmt(early['median_ratio'])} at step "
+        f"{int(early['step'])} and {fmt(late['median_ratio'])} at step {int(late['step'])}."
+    )
+
+
+def headline_verdict(tables: dict[str, pd.DataFrame], regime: str, lr: float, criteria: Criteria) -> str:
+    """The paragraph on the headline cell and the notes' claims."""
+    cells, runs, pairs = tables["cells"], tables["runs"], tables["paired"]
+    text = [regime_sentence(cells, regime, lr, criteria.phase_end)]
+    here = pairs[(pairs["regime"] == regime) & np.isclose(pairs["lr"], lr)].set_index("metric")
+    if here.empty:
+        text.append("No paired KTO-S runs: nothing to compare.")
+    else:
+        units = {m: (" nats" if "kl" in m else "") for m in here.index}
+        order = ("final_probe_kl", "final_kl", "quality", "phase_probe_kl", "phase_quality", "window_probe_kl", "window_quality")
+        for metric in order:
+            if metric in here.index:
+                row = here.loc[metric].copy()
+                row["metric"] = metric
+                text.append(paired_sentence(row, units[metric], criteria.margin))
+        text.append(ratio_sentence(tables["kl_ratio"]))
+    text.append(stability_sentence(runs, regime, lr, criteria))
+    text.append(claim_below_threshold(runs, criteria))
+    text.append(claim_not_learning_rate(tables["matched_kl"]))
+    for arm, what in ARMS.items():
+        arm_pairs = pairs[(pairs["regime"] == arm) & (pairs["metric"].isin(["final_probe_kl", "quality"]))]
+        for row in arm_pairs.itertuples(index=False):
+            text.append(f"Mechanism arm, {what} (lr {lr_tag(row.lr)}): " + paired_sentence(pd.Series(row._asdict()), " nats" if "kl" in row.metric else "", criteria.margin))
+    return " ".join(t for t in text if t)
+
+
+def search_verdict(cells: pd.DataFrame, criteria: Criteria) -> str:
+    """The regime search in words: which KTO cells run away, and the headline rule's pick."""
+    kto = cells[cells["method"] == "kto"]
+    away = kto[kto["runaway"]]
+    text = [f"KTO's mean probe KL runs away (docs/study.md) in {len(away)} of {len(kto)} cells (regime x learning rate)."]
+    for steps, grp in kto.groupby("max_steps"):
+        n_away = int(grp["runaway"].sum())
+        text.append(f"At {int(steps)} steps: {n_away} of {len(grp)}.")
+    pick = headline_cell(cells)
+    if pick is None:
+        text.append("No 150-step cell runs away at any β: the rule picks no 150-step headline cell.")
+        longest = away[away["max_steps"] != 150]["max_steps"]
+        shorter = sorted(s for s in longest.unique() if s < 150)
+        if shorter:
+            pick = headline_cell(cells, steps=int(shorter[-1]))
+            text.append(f"The longest length under 150 steps at which cells run away is {int(shorter[-1])} steps.")
+    if pick is not None:
+        text.append(
+            f"The headline rule picks {pick['regime']} at lr {lr_tag(pick['lr'])}: final probe KL "
+            f"{fmt(pick['final_probe_kl'])} nats, task accuracy {fmt(pick['quality'])} (base {fmt(pick['base_quality'])})."
+        )
+    return " ".join(text)
+
+
+def checkpoint_table(df: pd.DataFrame, steps: Sequence[int]) -> pd.DataFrame:
+    """Mean probe KL and logged kl across the non-diverged seeds of each regime x method x lr at ``steps``."""
+    sub = df[df["step"].isin(steps) & (df["status"] != "diverged")]
+    out = sub.groupby(["regime", "method", "lr", "step"])[["probe_kl", "kl"]].agg(["mean", "std", "count"])
+    out.columns = [f"{a}_{b}" for a, b in out.columns]
+    return out.reset_index()
+
+
+def build_tables(df: pd.DataFrame, *, regime: str | None, lr: float | None, criteria: Criteria, checkpoints: Sequence[int]) -> dict[str, pd.DataFrame]:
+    """Every table of the study from the tidy trajectory table."""
+    runs = run_summary(df, criteria)
+    tables = {
+        "runs": runs,
+        "cells": cell_summary(df, runs, criteria),
+        "paired": paired_table(runs, criteria),
+        "matched_kl": matched_kl(runs),
+        "checkpoints": checkpoint_table(df, checkpoints),
+    }
+    tables["kl_ratio"] = kl_ratio_over_time(df, regime, lr) if regime is not None and lr is not None else pd.DataFrame()
+    return tables
 
 
 def write_tables(
     table_csv: str | Path,
     out_dir: str | Path,
     *,
-    threshold: float,
-    checkpoints: Sequence[int] = DEFAULT_CHECKPOINTS,
-    first_n_steps: int | None = None,
+    regime: str | None = None,
     lr: float | None = None,
+    threshold: float = Criteria.threshold,
+    window: int = Criteria.window,
+    margin: float = Criteria.margin,
+    phase_end: int | None = None,
+    checkpoints: Sequence[int] = (5, 10, 15, 20),
 ) -> list[Path]:
-    """Write kl_checkpoints.csv/.md, stability_map.csv, frontier.csv and verdict.md from the table.
-
-    ``first_n_steps`` (stability map window) defaults to ``max(checkpoints)``; the verdict compares
-    step ``max(checkpoints)`` at ``lr`` (default :func:`default_lr`), then each other lr in the table.
-    """
+    """Write every table and ``verdict.md`` for the headline cell (``regime``, ``lr``; default: the first
+    regime and the learning rate with the most runs) into ``out_dir``; returns the paths."""
     df = read_table(table_csv)
+    regime = regime or str(df["regime"].iloc[0])
+    if lr is None:
+        lr = float(df[df["regime"] == regime].groupby("lr")["seed"].nunique().idxmax())
+    criteria = Criteria(threshold=threshold, window=window, margin=margin, phase_end=phase_end)
+    tables = build_tables(df, regime=regime, lr=lr, criteria=criteria, checkpoints=checkpoints)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    last = max(checkpoints)
-    n = first_n_steps if first_n_steps is not None else last
-    table = checkpoint_table(df, checkpoints, threshold)
-    paths = [
-        out / "kl_checkpoints.csv",
-        out / "kl_checkpoints.md",
-        out / "stability_map.csv",
-        out / "frontier.csv",
-        out / "verdict.md",
-    ]
-    table.to_csv(paths[0], index=False)
-    paths[1].write_text(checkpoint_markdown(table, threshold=threshold))
-    stability_map(df, first_n_steps=n).to_csv(paths[2], index=False)
-    frontier(df).to_csv(paths[3], index=False)
-    lr0 = default_lr(df, lr)
-    text = ["# Verdict", "", verdict(df, step=last, threshold=threshold, lr=lr0), ""]
-    others = [lr for lr in sorted(df["lr"].dropna().unique()) if not np.isclose(lr, lr0, rtol=1e-9, atol=0)]
-    if others:
-        text += ["## Other learning rates", ""]
-        text += [f"- {verdict(df, step=last, threshold=threshold, lr=lr)}" for lr in others] + [""]
-    paths[4].write_text("\n".join(text))
+    paths = []
+    for name, table in tables.items():
+        path = out / f"{name}.csv"
+        table.to_csv(path, index=False)
+        paths.append(path)
+    text = ["# Verdict", ""]
+    if set(df["method"]) == {"kto"}:
+        text.append(search_verdict(tables["cells"], criteria))
+    else:
+        text.append(headline_verdict(tables, regime, lr, criteria))
+    (out / "verdict.md").write_text("\n".join(text) + "\n")
+    paths.append(out / "verdict.md")
     log.info("wrote %d tables to %s", len(paths), out)
     return paths

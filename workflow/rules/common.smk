@@ -208,18 +208,37 @@ def train_flags(regime):
     overrides = next(r for r in config["regimes"] if r["name"] == regime)
     settings.update({k: v for k, v in overrides.items() if k not in ("name", "learning_rates")})
     extra = settings.pop("extra_args")
-    flags = {key: value for key, value in settings.items() if key != "quality_steps"}
+    lists = {key: settings.pop(key) for key in ("quality_steps", "report_to")}
+    for key in ("num_processes", "accelerate_config"):
+        settings.pop(key)
+    flags = dict(settings)
     flags["regime"] = regime
+    quality_steps = [s for s in lists["quality_steps"] if s < settings["max_steps"]]
     if is_synthetic():
         flags["heldout"] = "results/data/synthetic/heldout.jsonl"
-        quality_steps = " ".join(str(s) for s in settings["quality_steps"] if s < settings["max_steps"])
-    else:
-        quality_steps = ""
     if config["model"]["trust_remote_code"]:
         flags["trust_remote_code"] = True
     flags.update(extra)
-    rendered = cli_flags(flags)
-    return f"{rendered} --quality_steps {quality_steps}" if quality_steps else rendered
+    rendered = cli_flags(flags) + " --report_to " + " ".join(lists["report_to"])
+    return rendered + (" --quality_steps " + " ".join(map(str, quality_steps)) if quality_steps else "")
+
+
+def train_processes():
+    """Processes of a training job: one per GPU when it asks for several, else train.num_processes."""
+    gpus = config["resources"]["gpu"]
+    return gpus if gpus > 1 else config["train"]["num_processes"]
+
+
+def train_launcher():
+    """How a training job starts `ktos train`: plain Python, or `accelerate launch` for several processes
+    (one SLURM task; accelerate spawns the ranks inside it)."""
+    n = train_processes()
+    if n == 1:
+        return "python -m ktos train"
+    return (
+        f"accelerate launch --config_file {shlex.quote(config['train']['accelerate_config'])} "
+        f"--num_processes {n} -m ktos train"
+    )
 
 
 def analysis_flags():
@@ -232,17 +251,25 @@ def analysis_flags():
             "threshold": analysis["threshold"],
             "window": analysis["window"],
             "margin": analysis["margin"],
+            "phase-end": analysis["phase_end"],
         }
     )
     return f"{flags} --checkpoints {' '.join(str(s) for s in analysis['checkpoints'])}"
 
 
 def train_resources():
-    """Scheduler resources of a training job: gpu (and gpu_model when GPUs are requested)."""
+    """Scheduler resources of a training job, in snakemake-executor-plugin-slurm's names: gpu (gpu_model,
+    cpus_per_gpu and one task when GPUs are requested: accelerate spawns the ranks), mem_mb, runtime."""
     res = config["resources"]
     resources = {"gpu": res["gpu"], "mem_mb": res["mem_mb"], "runtime": res["runtime"]}
-    if res["gpu"] > 0 and res["gpu_model"]:
-        resources["gpu_model"] = res["gpu_model"]
+    if res["gpu"] > 0:
+        resources["slurm_extra"] = "'--ntasks=1'"
+        if res["gpu_model"]:
+            resources["gpu_model"] = res["gpu_model"]
+        if res["cpus_per_gpu"]:
+            resources["cpus_per_gpu"] = res["cpus_per_gpu"]
+    if res["partition"]:
+        resources["slurm_partition"] = res["partition"]
     return resources
 
 

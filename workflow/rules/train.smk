@@ -19,16 +19,17 @@ for job, (regime, runs) in TRAIN_JOBS.items():
             f"results/benchmarks/train/{config['study']}/{job}.tsv"
         conda:
             "../../environment.yml"
-        threads: config["resources"]["threads"]
+        threads: config["resources"]["threads"] * train_processes()
         resources:
             **TRAIN_RESOURCES,
         params:
+            launcher=train_launcher(),
             runs=runs,
             model=base_model(),
             flags=train_flags(regime),
             save_model=str(config["keep_models"]).lower(),
         shell:
-            "python -m ktos train --run_dirs {params.runs} --model_name_or_path {params.model:q} "
+            "{params.launcher} --run_dirs {params.runs} --model_name_or_path {params.model:q} "
             "--train_data 'results/data/balanced/seed{{seed}}' --eval_data results/data/split/eval "
             "--weights_from 'results/data/balanced/seed{{seed}}/manifest.json' "
             "--save_model {params.save_model} --save_strategy steps {params.flags} > {log} 2>&1"
