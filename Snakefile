@@ -57,7 +57,7 @@ rule all:
             [*rules.draw_figures.output, *rules.write_tables.output],
             origin="studies",
         ),
-        f"{STUDY_DIR}/trajectories.csv",
+        rules.extract_kl.output,
     localrule: True
 
 

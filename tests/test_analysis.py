@@ -336,7 +336,13 @@ def test_paired_table_pairs_runs_by_seed() -> None:
     runs = runs[~((runs["method"] == "kto_s") & (runs["seed"] == 2))]  # KTO-S lacks seed 2
     table = analysis.paired_table(runs, STUDY)
     assert list(table.columns) == list(analysis.PAIRED_COLUMNS)
-    assert set(table["metric"]) == set(analysis.PAIRED_METRICS)
+    phase = {"phase_probe_kl", "phase_quality"}  # only with a runaway phase (analysis.phase_end)
+    assert set(table["metric"]) == set(analysis.PAIRED_METRICS) - phase
+    with_phase = analysis.paired_table(analysis.run_summary(df, Criteria(phase_end=20)), STUDY)
+    assert set(with_phase["metric"]) == set(analysis.PAIRED_METRICS)
+    at_20 = df[(df["step"] == 20)].set_index(["method", "seed"])["probe_kl"]
+    row = with_phase[with_phase["metric"] == "phase_probe_kl"].iloc[0]
+    assert row["diff"] == pytest.approx(np.mean([at_20[("kto_s", s)] - at_20[("kto", s)] for s in (0, 1, 2, 3)]))
     kl = table[table["metric"] == "final_probe_kl"].iloc[0]
     assert kl["n"] == 3
     by = runs.set_index(["method", "seed"])["final_probe_kl"]
@@ -532,4 +538,4 @@ def test_verdict_on_a_kto_only_regime_search(tmp_path: Path) -> None:
     calm = tmp_path / "calm.csv"
     trajectory_table(regimes=regimes, methods=("kto",), lrs=(1e-5,), seeds=(0,)).to_csv(calm, index=False)
     verdict.write_tables(calm, tmp_path / "calm")
-    assert "the rule picks no headline regime" in (tmp_path / "calm" / "verdict.md").read_text()
+    assert "the rule picks no 150-step headline cell" in (tmp_path / "calm" / "verdict.md").read_text()

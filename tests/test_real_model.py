@@ -89,7 +89,7 @@ def test_paper_config_path_with_a_qwen2_model_on_conversational_data(tmp_path: P
     })  # fmt: skip
     result = snakemake(repo, "--cores", "2", "--configfile", "config/paper.yaml", overlay)
     assert result.returncode == 0, result.stdout[-4000:]
-    table = pd.read_csv(repo / "results/studies/paper_local/trajectories.csv")
+    table = pd.read_csv(repo / "results/studies/paper_local/trajectories.csv.gz")
     assert sorted(table["method"].unique()) == ["kto", "kto_s"] and (table["status"] == "completed").all()
     assert table["probe_kl"].notna().any()
     info = json.loads((repo / "results/runs/paper_local/main/kto_s_lr5e-6_seed0/run_info.json").read_text())

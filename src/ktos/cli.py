@@ -149,7 +149,8 @@ def _stage_commands(sub: argparse._SubParsersAction) -> None:
 
     p = parsers["extract-kl"]
     p.add_argument("--runs", dest="run_dirs", nargs="+", required=True)
-    p.add_argument("--output", dest="out_csv", required=True)
+    p.add_argument("--output", dest="out_csv", required=True, help="CSV (.csv.gz: compressed)")
+    p.add_argument("--run-info", dest="run_info_out", help="also collect every run_info.json into this JSON Lines file")
 
     for name in ("figures", "tables"):
         p = parsers[name]

@@ -152,7 +152,7 @@ def draw_kl_figures(
                 label="mean at steps " + ",".join(str(s) for s in checkpoints))  # fmt: skip
         ax.axhline(criteria.threshold, ls="--", color="black", lw=0.8, label=f"threshold {criteria.threshold:g}")
         if criteria.phase_end:
-            ax.axvline(criteria.phase_end, ls=":", color="grey", lw=0.8, label=f"end of runaway phase ({criteria.phase_end})")
+            ax.axvline(criteria.phase_end, ls=":", color="grey", lw=0.8, label=f"runaway phase ends (step {criteria.phase_end})")
         ax.set(xlim=(0, steps * 1.02), ylim=(bottom, top), xlabel=STEP_LABEL, ylabel=KL_LABEL)
         n = mine["seed"].nunique()
         ax.set_title(f"Figure {number}: {method}, held-out probe KL per step\n"
@@ -277,11 +277,16 @@ def draw_regime_trajectories(df: pd.DataFrame, *, beta: float = 0.2) -> Figure |
     lrs = [lr_tag(x) for x in sorted(kto["lr"].unique())]
     grid = sns.relplot(data=kto, x="step", y="probe_kl", hue="lr_label", hue_order=lrs, col="panel",
                        col_order=order, col_wrap=3, kind="line", errorbar=t_band, palette="viridis",
-                       height=1.9, aspect=1.2, facet_kws={"sharex": False, "sharey": True})  # fmt: skip
+                       height=1.9, aspect=1.2, err_kws={"alpha": 0.12},
+                       facet_kws={"sharex": False, "sharey": True})  # fmt: skip
+    means = kto.groupby(["panel", "lr", "step"])["probe_kl"].mean()
+    grid.set(ylim=(min(0.0, float(means.min())) - 0.3, float(means.max()) * 1.1))  # the means; bands may leave it
     grid.set_titles("{col_name}")
-    grid.set_axis_labels(STEP_LABEL, KL_LABEL)
+    grid.set_axis_labels(STEP_LABEL, "probe KL (nats)")
     grid.legend.set_title("lr")
-    grid.figure.suptitle(f"KTO's probe KL per step at β {beta:g} (mean ± 95% t-interval of seeds)", fontsize=8.5, y=1.02)
+    grid.figure.subplots_adjust(top=0.88)
+    grid.figure.suptitle(f"KTO's probe KL per step at β {beta:g}: mean of seeds, shaded the 95% t-interval "
+                         "(wide with 3 seeds; cut at the axes)", fontsize=8)  # fmt: skip
     return grid.figure
 
 

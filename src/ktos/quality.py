@@ -47,7 +47,7 @@ def task_accuracy(
     items: Sequence[dict],
     *,
     max_new_tokens: int = 6,
-    batch_size: int = 64,
+    batch_size: int = 256,
 ) -> dict:
     """Greedy exact-answer accuracy on held-out prompts: the fraction of ``items`` whose greedy
     continuation (at most ``max_new_tokens`` tokens, read by :func:`extract_answer`) equals the answer.

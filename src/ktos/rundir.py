@@ -15,6 +15,7 @@ are TRL's logged batch means of ``beta * r`` (nats scaled by ``beta``).
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import math
@@ -160,11 +161,15 @@ def _expand_run_dirs(run_dirs: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def extract(run_dirs: Iterable[str | Path], out_csv: str | Path) -> pd.DataFrame:
-    """Read run dirs into the tidy table, sorted by method, lr, seed, step, and write it to ``out_csv``.
+def extract(
+    run_dirs: Iterable[str | Path], out_csv: str | Path, *, run_info_out: str | Path | None = None
+) -> pd.DataFrame:
+    """Read run dirs into the tidy table, sorted by regime, method, lr, seed, step, and write it to ``out_csv``
+    (numbers to 6 significant digits; a ``.gz`` name compresses it). ``run_info_out`` also collects every
+    run's ``run_info.json``, one per line (JSON Lines, ``.gz`` compresses).
 
     A dir holding no ``trajectory.jsonl`` is searched below for run dirs. Two runs with the same
-    (method, lr, seed) are an error. Logs the number of runs and rows and warns about diverged,
+    (regime, method, lr, seed) are an error. Logs the number of runs and rows and warns about diverged,
     unfinished and info-less runs.
     """
     dirs = _expand_run_dirs(run_dirs)
@@ -191,7 +196,16 @@ def extract(run_dirs: Iterable[str | Path], out_csv: str | Path) -> pd.DataFrame
     df = df.sort_values([*KEYS, "step"], kind="mergesort", ignore_index=True)
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out_csv, index=False)
+    compression = {"method": "gzip", "mtime": 0} if out_csv.suffix == ".gz" else None  # mtime 0: same bytes
+    df.to_csv(out_csv, index=False, float_format="%.6g", compression=compression)
+    if run_info_out is not None:
+        infos = [(d / RUN_INFO_FILE).read_text() for d in dirs if (d / RUN_INFO_FILE).is_file()]
+        lines = "".join(json.dumps(json.loads(text), sort_keys=True) + "\n" for text in infos)
+        run_info_out = Path(run_info_out)
+        if run_info_out.suffix == ".gz":
+            run_info_out.write_bytes(gzip.compress(lines.encode(), mtime=0))
+        else:
+            run_info_out.write_text(lines)
     log.info("extracted %d runs, %d rows -> %s (%d diverged)", len(seen), len(df), out_csv, n_div)
     return df
 

@@ -50,7 +50,9 @@ def regime_names():
 
 def learning_rates(regime, method):
     """The learning rates `method` is trained at in `regime` (the regime's own, else the config's)."""
-    rates = next(r for r in config["regimes"] if r["name"] == regime).get("learning_rates", config["learning_rates"])
+    rates = next(r for r in config["regimes"] if r["name"] == regime).get(
+        "learning_rates", config["learning_rates"]
+    )
     return rates if isinstance(rates, list) else rates.get(method, [])
 
 
@@ -82,7 +84,9 @@ def check_config(config):
         raise WorkflowError(f"config key regimes: names must be unique, got {names}")
     regime = headline_regime()
     if regime not in names:
-        raise WorkflowError(f"config key headline.regime: {regime!r} is not one of regimes ({', '.join(names)})")
+        raise WorkflowError(
+            f"config key headline.regime: {regime!r} is not one of regimes ({', '.join(names)})"
+        )
     lr = lr_tag(config["headline"]["lr"])
     for method in config["methods"]:
         if lr not in {lr_tag(x) for x in learning_rates(regime, method)}:
@@ -147,8 +151,8 @@ def run_files(name):
 def figure_table(wildcards):
     """The trajectory table figures are drawn from: this study's, or the committed reference copy."""
     if wildcards.origin == "studies":
-        return f"{STUDY_DIR}/trajectories.csv"
-    return config["analysis"]["table"] or f"{REFERENCE_DIR}/trajectories.csv"
+        return f"{STUDY_DIR}/trajectories.csv.gz"
+    return config["analysis"]["table"] or f"{REFERENCE_DIR}/trajectories.csv.gz"
 
 
 def prepare_input(wildcards):
@@ -178,7 +182,9 @@ def train_input(runs):
     seeds = sorted({parse_run_name(Path(d).name).seed for d in runs})
     inputs = {
         "train": [f"results/data/balanced/seed{seed}/data.jsonl" for seed in seeds],
-        "balance_manifest": [f"results/data/balanced/seed{seed}/manifest.json" for seed in seeds],
+        "balance_manifest": [
+            f"results/data/balanced/seed{seed}/manifest.json" for seed in seeds
+        ],
         "eval": "results/data/split/eval/data.jsonl",
     }
     model = base_model()
@@ -203,10 +209,13 @@ def cli_flags(mapping):
 
 def train_flags(regime):
     """`ktos train` flags of a regime's jobs: the train settings with the regime's overrides, the held-out
-    task items, remote code. Method, learning rate and seed come from each run's name (--run_dirs)."""
+    task items, remote code. Method, learning rate and seed come from each run's name (--run_dirs).
+    """
     settings = dict(config["train"])
     overrides = next(r for r in config["regimes"] if r["name"] == regime)
-    settings.update({k: v for k, v in overrides.items() if k not in ("name", "learning_rates")})
+    settings.update(
+        {k: v for k, v in overrides.items() if k not in ("name", "learning_rates")}
+    )
     extra = settings.pop("extra_args")
     lists = {key: settings.pop(key) for key in ("quality_steps", "report_to")}
     for key in ("num_processes", "accelerate_config"):
@@ -220,7 +229,9 @@ def train_flags(regime):
         flags["trust_remote_code"] = True
     flags.update(extra)
     rendered = cli_flags(flags) + " --report_to " + " ".join(lists["report_to"])
-    return rendered + (" --quality_steps " + " ".join(map(str, quality_steps)) if quality_steps else "")
+    return rendered + (
+        " --quality_steps " + " ".join(map(str, quality_steps)) if quality_steps else ""
+    )
 
 
 def train_processes():
@@ -259,7 +270,8 @@ def analysis_flags():
 
 def train_resources():
     """Scheduler resources of a training job, in snakemake-executor-plugin-slurm's names: gpu (gpu_model,
-    cpus_per_gpu and one task when GPUs are requested: accelerate spawns the ranks), mem_mb, runtime."""
+    cpus_per_gpu and one task when GPUs are requested: accelerate spawns the ranks), mem_mb, runtime.
+    """
     res = config["resources"]
     resources = {"gpu": res["gpu"], "mem_mb": res["mem_mb"], "runtime": res["runtime"]}
     if res["gpu"] > 0:

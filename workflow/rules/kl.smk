@@ -3,11 +3,12 @@ rule extract_kl:
         trajectories=run_files("trajectory.jsonl"),
         run_info=run_files("run_info.json"),
     output:
-        report(
-            f"{STUDY_DIR}/trajectories.csv",
+        table=report(
+            f"{STUDY_DIR}/trajectories.csv.gz",
             caption="../report/trajectories.rst",
             category="Trajectories",
         ),
+        run_info=f"{STUDY_DIR}/run_info.jsonl.gz",
     log:
         f"results/logs/{config['study']}/extract_kl.log",
     benchmark:
@@ -15,6 +16,7 @@ rule extract_kl:
     conda:
         "../../environment.yml"
     params:
-        runs=f"results/runs/{config['study']}",
+        runs=lambda wildcards, input: [Path(p).parent for p in input.trajectories],
     shell:
-        "python -m ktos extract-kl --runs {params.runs} --output {output} > {log} 2>&1"
+        "python -m ktos extract-kl --runs {params.runs} --output {output.table} "
+        "--run-info {output.run_info} > {log} 2>&1"

@@ -10,9 +10,11 @@ for job, (regime, runs) in TRAIN_JOBS.items():
         output:
             trajectories=[f"{run}/trajectory.jsonl" for run in runs],
             run_info=[f"{run}/run_info.json" for run in runs],
-            models=[maybe_temp(directory(f"{run}/model")) for run in runs]
-            if config["keep_models"]
-            else [],
+            models=(
+                [maybe_temp(directory(f"{run}/model")) for run in runs]
+                if config["keep_models"]
+                else []
+            ),
         log:
             f"results/logs/train/{config['study']}/{job}.log",
         benchmark:
@@ -25,7 +27,7 @@ for job, (regime, runs) in TRAIN_JOBS.items():
         params:
             launcher=train_launcher(),
             runs=runs,
-            model=base_model(),
+            model=lambda wildcards, input: input.get("model", base_model()),
             flags=train_flags(regime),
             save_model=str(config["keep_models"]).lower(),
         shell:
