@@ -136,23 +136,23 @@ def draw_kl_figures(
         mine = probe[probe["Method"] == method]
         if method == "KTO-S":
             kto = probe[probe["Method"] == "KTO"].groupby("step")["probe_kl"].mean()
-            ax.plot(kto.index, kto.values, color="grey", alpha=0.45, lw=1.2, label="KTO mean (Figure 2)")
+            ax.plot(kto.index, kto.values, color="grey", alpha=0.45, lw=1.2, label="KTO mean (Fig. 2)")
         if mine.empty:
             ax.text(0.5, 0.5, f"no {method} runs in this cell", transform=ax.transAxes, ha="center")
         else:
             sns.lineplot(data=mine, x="step", y="probe_kl", units="seed", estimator=None, color=PALETTE[method],
                          lw=0.5, alpha=0.35, ax=ax, legend=False)  # fmt: skip
             sns.lineplot(data=mine, x="step", y="probe_kl", errorbar=t_band, color=PALETTE[method], ax=ax,
-                         label=f"{method} mean ± 95% t-interval")  # fmt: skip
+                         label="mean ± 95% t-interval")  # fmt: skip
         logged = cell[cell["Method"] == method].groupby("step")["kl"].mean()
         ax.plot(logged.index, logged.values, ls=":", lw=0.7, color=PALETTE[method], alpha=0.6,
-                label="TRL's logged kl (mean)")  # fmt: skip
+                label="logged kl (mean)")  # fmt: skip
         at = mine[mine["step"].isin(checkpoints)].groupby("step")["probe_kl"].mean()
         ax.plot(at.index, at.values, "o", ms=3.5, color=PALETTE[method], mec="white", mew=0.5,
-                label="mean at steps " + ",".join(str(s) for s in checkpoints))  # fmt: skip
+                label="steps " + ",".join(str(s) for s in checkpoints))  # fmt: skip
         ax.axhline(criteria.threshold, ls="--", color="black", lw=0.8, label=f"threshold {criteria.threshold:g}")
         if criteria.phase_end:
-            ax.axvline(criteria.phase_end, ls=":", color="grey", lw=0.8, label=f"runaway phase ends (step {criteria.phase_end})")
+            ax.axvline(criteria.phase_end, ls=":", color="grey", lw=0.8, label="runaway phase end")
         ax.set(xlim=(0, steps * 1.02), ylim=(bottom, top), xlabel=STEP_LABEL, ylabel=KL_LABEL)
         n = mine["seed"].nunique()
         ax.set_title(f"Figure {number}: {method}, held-out probe KL per step\n"
@@ -183,8 +183,8 @@ def draw_paired(runs: pd.DataFrame, *, regime: str, lr: float, pairs: pd.DataFra
         hit = pairs[(pairs["regime"] == regime) & np.isclose(pairs["lr"], lr) & (pairs["metric"] == metric)]
         if len(hit):
             r = hit.iloc[0]
-            ax.set_title(f"KTO-S − KTO: {r['diff']:+.3g} [{r['diff_low']:+.3g}, {r['diff_high']:+.3g}]\n"
-                         f"lower in {r['n_lower']} of {r['n']} seeds")  # fmt: skip
+            ax.set_title(f"KTO-S − KTO: {r['diff']:+.3g}\n95% t-interval [{r['diff_low']:+.3g}, {r['diff_high']:+.3g}]\n"
+                         f"lower in {r['n_lower']} of {r['n']} seeds", fontsize=7)  # fmt: skip
     fig.suptitle(f"Paired by seed: {regime}, lr {lr_tag(lr)}", fontsize=8.5)
     return fig
 
@@ -221,8 +221,8 @@ def draw_companion(df: pd.DataFrame, *, regime: str, lr: float) -> Figure:
     axes[5].plot([], [], color="grey", ls="-", label="KTO: peak at $r=z_0$")
     axes[5].plot([], [], color="grey", ls="--", label="KTO-S: shrinks with $z_0$")
     axes[5].legend(loc="upper center")
-    fig.suptitle(f"Rewards, loss and gradient weights, KTO vs KTO-S ({regime}, lr {lr_tag(lr)}, β {beta:g}; "
-                 "mean ± 95% t-interval across seeds)", fontsize=8.5)  # fmt: skip
+    fig.suptitle(f"KTO vs KTO-S, {regime}, lr {lr_tag(lr)}, β {beta:g}: mean ± 95% t-interval across seeds",
+                 fontsize=8.5)  # fmt: skip
     return fig
 
 
@@ -313,7 +313,10 @@ def draw_frontier(runs: pd.DataFrame, cells: pd.DataFrame, *, regime: str) -> Fi
     base = c["base_quality"].iloc[0]
     if np.isfinite(base):
         ax.axhline(base, color="black", lw=0.7, ls=":", label=f"base model {base:.3g}")
-    ax.set_xscale("symlog", linthresh=0.1)
+    if (seeds["final_probe_kl"] > 0).all():
+        ax.set_xscale("log")
+    else:
+        ax.set_xscale("symlog", linthresh=0.1)
     ax.set(xlabel="final " + KL_LABEL, ylabel="final task accuracy",
            title=f"KL-quality frontier, {regime}: labels are learning rates")  # fmt: skip
     ax.legend(loc="best")
@@ -333,8 +336,8 @@ def draw_paired_regimes(pairs: pd.DataFrame) -> Figure | None:
     fig = Figure(figsize=(DOUBLE * 0.8, 0.35 * sub["cell"].nunique() + 1.2), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
     for ax, metric, x, lo, hi, label in (
-        (axes[0], "final_probe_kl", "rel", "rel_low", "rel_high", "final probe KL, KTO-S − KTO (fraction of KTO's)"),
-        (axes[1], "quality", "diff", "diff_low", "diff_high", "final task accuracy, KTO-S − KTO"),
+        (axes[0], "final_probe_kl", "rel", "rel_low", "rel_high", "final probe KL, KTO-S − KTO\n(fraction of |KTO's mean|)"),
+        (axes[1], "quality", "diff", "diff_low", "diff_high", "final task accuracy,\nKTO-S − KTO"),
     ):
         m = sub[sub["metric"] == metric].reset_index(drop=True)
         ax.errorbar(m[x], m["cell"], xerr=[m[x] - m[lo], m[hi] - m[x]], fmt="o", color="#0072B2", ms=3.5, capsize=2)
