@@ -89,7 +89,8 @@ def _train(argv: list[str]) -> int:
     argvs = run_argvs(argv)
     for i, run_argv in enumerate(argvs, 1):
         args = parse_train_args(run_argv)
-        log.info("run %d of %d: %s", i, len(argvs), args[3].output_dir)
+        if len(argvs) > 1 or "--run_dirs" in argv:
+            log.info("run %d of %d: %s", i, len(argvs), args[3].output_dir)
         train(*args)
     return 0
 

@@ -187,6 +187,32 @@ def prepare_dataset(trainer: Any, dataset: Any, name: str) -> Any:
     return trainer._prepare_dataset(dataset, trainer.processing_class, trainer.args, name)
 
 
+#: TRL's prepared (tokenised, KL-paired) datasets of this process, by what determines them.
+_PREPARED: dict[tuple, Any] = {}
+
+
+def cached_prepare(prepare: Any, dataset: Any, processing_class: Any, args: Any, name: str) -> Any:
+    """``prepare(dataset, processing_class, args, name)`` (TRL's ``_prepare_dataset``), once per process for
+    the same data (its content fingerprint), tokenizer and the settings that shape the result; a training
+    job that trains several runs on the same data tokenises it once. Prepared datasets are immutable."""
+    fingerprint = getattr(dataset, "_fingerprint", None)
+    if fingerprint is None:
+        return prepare(dataset, processing_class, args, name)
+    key = (
+        fingerprint,
+        name,
+        getattr(processing_class, "name_or_path", None),
+        len(processing_class),
+        hash(getattr(processing_class, "chat_template", None)),
+        args.max_length,
+        args.per_device_train_batch_size,
+        getattr(args, "precompute_ref_log_probs", False),
+    )
+    if key not in _PREPARED:
+        _PREPARED[key] = prepare(dataset, processing_class, args, name)
+    return _PREPARED[key]
+
+
 def trust_remote_code(model_config: Any, args: Any) -> bool:
     """``trust_remote_code`` from TRL's ``ModelConfig`` (TRL < 1.16) or its ``KTOConfig`` (1.16, where it moved)."""
     if "trust_remote_code" in KTOConfig.__dataclass_fields__:

@@ -18,9 +18,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from accelerate import PartialState
 from datasets import Dataset
-from trl import ModelConfig, get_kbit_device_map, get_peft_config, get_quantization_config
+from trl import ModelConfig, get_peft_config, get_quantization_config
 
 from . import compat
 from .data import load_feedback
@@ -128,6 +129,11 @@ def base_task_accuracy(model_name_or_path: str, heldout: str) -> dict[str, Any]:
     return task_accuracy(model, tokenizer, load_items(heldout))
 
 
+def _process_device_map() -> dict[str, int] | None:
+    """Quantised weights load straight onto this process's GPU (None without one)."""
+    return {"": PartialState().local_process_index} if torch.cuda.is_available() else None
+
+
 def _load(name_or_path: str, model_config: ModelConfig, config: KTOSConfig) -> tuple[Any, Any]:
     """Load a model as TRL's ``ModelConfig`` asks: dtype, revision, remote code, attention implementation, and
     4- or 8-bit weights (bitsandbytes) when ``load_in_4bit``/``load_in_8bit``."""
@@ -139,7 +145,7 @@ def _load(name_or_path: str, model_config: ModelConfig, config: KTOSConfig) -> t
         revision=model_config.model_revision,
         attn_implementation=model_config.attn_implementation,
         quantization_config=quantization,
-        device_map=get_kbit_device_map() if quantization is not None else None,
+        device_map=_process_device_map() if quantization is not None else None,
     )
 
 

@@ -233,6 +233,10 @@ class KTOSTrainer(compat.KTOTrainer):
             self._loss_checked = True
         return loss
 
+    def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
+        """TRL's preparation, cached per process (:func:`ktos.compat.cached_prepare`)."""
+        return compat.cached_prepare(super()._prepare_dataset, dataset, processing_class, args, dataset_name)
+
     def _get_train_sampler(self, *args: Any, **kwargs: Any) -> Any:
         dataset = next(iter([*args, *kwargs.values()]), None)
         return compat.train_sampler(self.train_dataset if dataset is None else dataset)

@@ -135,8 +135,11 @@ def train_jobs():
             for lr in learning_rates(regime, method)
         ]
         n_jobs = -(-len(runs) // size)
+        bounds = [
+            round(i * len(runs) / n_jobs) for i in range(n_jobs + 1)
+        ]  # contiguous: a seed's runs together
         for i in range(n_jobs):
-            jobs[f"{regime}_{i}"] = (regime, runs[i::n_jobs])
+            jobs[f"{regime}_{i}"] = (regime, runs[bounds[i] : bounds[i + 1]])
     return jobs
 
 
@@ -275,7 +278,6 @@ def train_resources():
     res = config["resources"]
     resources = {"gpu": res["gpu"], "mem_mb": res["mem_mb"], "runtime": res["runtime"]}
     if res["gpu"] > 0:
-        resources["slurm_extra"] = "'--ntasks=1'"
         if res["gpu_model"]:
             resources["gpu_model"] = res["gpu_model"]
         if res["cpus_per_gpu"]:
