@@ -17,7 +17,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ktos.balance import balance, class_weights, count_one_label_batches, interleave_order
+from ktos.balance import (
+    balance,
+    class_weights,
+    count_one_label_batches,
+    interleave_order,
+)
 from ktos.data import DataValidationError, read_dataset_dir, write_dataset_dir
 
 

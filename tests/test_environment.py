@@ -123,3 +123,27 @@ def test_config_yaml_equals_the_schema_defaults_or_says_why() -> None:
         block = [i for i, ln in enumerate(lines) if re.match(rf"\s*{re.escape(leaf)}:", ln)]
         above = any(lines[i - 1].strip().startswith("#") for i in block if i > 0)
         assert commented or above, f"config/config.yaml sets {key} = {value!r}, not the schema's {defaults[key]!r}, without a comment"
+
+
+#: The package's floors: a module imports only from floors below its own (README, "Layout").
+FLOORS: dict[str, int] = {
+    **dict.fromkeys(("losses", "sources", "runnames", "provenance", "stats", "models", "compat"), 0),
+    **dict.fromkeys(("data", "rundir", "probe", "pretrain"), 1),
+    **dict.fromkeys(("balance", "toy", "analysis", "quality", "trainer"), 2),
+    **dict.fromkeys(("verdict", "figures", "run"), 3),
+    "cli": 4,
+    "__main__": 5,
+}
+
+
+def test_modules_import_only_from_lower_floors_and_stay_small() -> None:
+    modules = {p.stem: p for p in (REPO / "src/ktos").glob("*.py") if p.stem != "__init__"}
+    assert set(modules) == set(FLOORS), "a module was added or removed: place it on a floor"
+    for name, path in modules.items():
+        source = path.read_text()
+        assert len(source.splitlines()) <= 450, f"{name}.py has grown past about 450 lines"
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.ImportFrom) and (node.level == 1 or (node.module or "").startswith("ktos")):
+                targets = [node.module.split(".")[-1]] if node.module and node.module != "ktos" else [a.name for a in node.names]
+                for target in targets:
+                    assert FLOORS[target] < FLOORS[name], f"ktos.{name} (floor {FLOORS[name]}) imports ktos.{target} (floor {FLOORS[target]})"

@@ -15,7 +15,15 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 from ktos.models import load_model_and_tokenizer  # noqa: E402
 from ktos.pretrain import pretrain_base  # noqa: E402
 from ktos.quality import extract_answer, load_items, task_accuracy  # noqa: E402
-from ktos.toy import RESPONSE_END, has_carry, is_correct, parse_prompt, split_line, synth_data, wrong_answer  # noqa: E402
+from ktos.toy import (  # noqa: E402
+    RESPONSE_END,
+    has_carry,
+    is_correct,
+    parse_prompt,
+    split_line,
+    synth_data,
+    wrong_answer,
+)
 
 FILES = ("data.jsonl", "manifest.json", "heldout.jsonl", "corpus.txt")
 

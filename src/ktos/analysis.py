@@ -277,6 +277,15 @@ def matched_kl(runs: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> pd.D
     return pd.DataFrame(rows, columns=MATCHED_COLUMNS)
 
 
+def headline(df: pd.DataFrame, regime: str | None = None, lr: float | None = None) -> tuple[str, float]:
+    """The headline cell of a table: ``regime`` (default: the table's first) and ``lr`` (default: the
+    regime's learning rate with the most seeds)."""
+    regime = regime or str(df["regime"].iloc[0])
+    if lr is None:
+        lr = float(df[df["regime"] == regime].groupby("lr")["seed"].nunique().idxmax())
+    return regime, lr
+
+
 def regime_schedule(regime: str) -> str:
     """The schedule a regime-search regime name starts with (``constant_s150_b0.2`` -> ``constant``)."""
     return regime.split("_", 1)[0]

@@ -28,7 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from ktos.data import MANIFEST_FILE, DataValidationError, read_dataset_dir, write_dataset_dir
+from ktos.data import (
+    MANIFEST_FILE,
+    DataValidationError,
+    read_dataset_dir,
+    write_dataset_dir,
+)
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ import seaborn as sns
 import torch
 from matplotlib.figure import Figure
 
-from .analysis import Criteria, cell_summary, paired_table, run_summary
+from .analysis import Criteria, cell_summary, headline, paired_table, run_summary
 from .losses import gradient_weight
 from .rundir import read_table
 from .runnames import METHOD_LABELS, METHODS, lr_tag
@@ -365,9 +365,7 @@ def draw_all(
     ``regime`` and ``lr`` choose the headline cell (default: the first regime, its most-run lr).
     """
     df = read_table(table_csv)
-    regime = regime or str(df["regime"].iloc[0])
-    if lr is None:
-        lr = float(df[df["regime"] == regime].groupby("lr")["seed"].nunique().idxmax())
+    regime, lr = headline(df, regime, lr)
     criteria = Criteria(threshold=threshold, window=window, margin=margin, phase_end=phase_end)
     runs = run_summary(df, criteria)
     cells = cell_summary(df, runs, criteria)

@@ -16,7 +16,11 @@ from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_cosine_with_min_lr_schedule_with_warmup
+from transformers import (
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    get_cosine_with_min_lr_schedule_with_warmup,
+)
 
 from .models import build_tiny_model, build_tiny_tokenizer
 from .provenance import sha256_file

@@ -8,7 +8,6 @@ writes ``runs.csv``, ``cells.csv``, ``paired.csv``, ``matched_kl.csv``, ``kl_rat
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pandas as pd
 from .analysis import (
     Criteria,
     cell_summary,
+    headline,
     headline_cell,
     kl_ratio_over_time,
     matched_kl,
@@ -278,9 +278,7 @@ def write_tables(
     """Write every table and ``verdict.md`` for the headline cell (``regime``, ``lr``; default: the first
     regime and the learning rate with the most runs) into ``out_dir``; returns the paths."""
     df = read_table(table_csv)
-    regime = regime or str(df["regime"].iloc[0])
-    if lr is None:
-        lr = float(df[df["regime"] == regime].groupby("lr")["seed"].nunique().idxmax())
+    regime, lr = headline(df, regime, lr)
     criteria = Criteria(threshold=threshold, window=window, margin=margin, phase_end=phase_end)
     tables = build_tables(df, regime=regime, lr=lr, criteria=criteria, checkpoints=checkpoints)
     out = Path(out_dir)
