@@ -116,8 +116,8 @@ def test_dry_run_default_config(repo: Path) -> None:
     counts = job_counts(result.stdout)
     config = yaml.safe_load((repo / "config/config.yaml").read_text())
     n_runs = len(config["methods"]) * len(config["learning_rates"]) * len(config["seeds"]) * len(config["regimes"])
-    per_job = yaml.safe_load((repo / "workflow/schemas/config.schema.yaml").read_text())["properties"]["resources"]
-    per_job = per_job["properties"]["runs_per_job"]["default"]
+    schema = yaml.safe_load((repo / "workflow/schemas/config.schema.yaml").read_text())["properties"]["resources"]
+    per_job = config.get("resources", {}).get("runs_per_job", schema["properties"]["runs_per_job"]["default"])
     assert train_jobs(counts) == len(commands) == -(-n_runs // per_job)
     assert sum(c.count("_seed") for c in commands) == n_runs  # every run in exactly one job
     assert counts["balance"] == len(config["seeds"])  # one batch order per seed
