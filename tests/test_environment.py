@@ -147,3 +147,14 @@ def test_modules_import_only_from_lower_floors_and_stay_small() -> None:
                 targets = [node.module.split(".")[-1]] if node.module and node.module != "ktos" else [a.name for a in node.names]
                 for target in targets:
                     assert FLOORS[target] < FLOORS[name], f"ktos.{name} (floor {FLOORS[name]}) imports ktos.{target} (floor {FLOORS[target]})"
+
+
+def test_the_librarys_analysis_defaults_are_the_schemas() -> None:
+    from ktos.analysis import Criteria
+
+    analysis = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())["properties"]["analysis"]
+    defaults = {key: spec["default"] for key, spec in analysis["properties"].items()}
+    criteria = Criteria()
+    assert (criteria.threshold, criteria.window, criteria.margin, criteria.phase_end) == (
+        defaults["threshold"], defaults["window"], defaults["margin"], defaults["phase_end"]
+    )

@@ -1,6 +1,7 @@
 """The config/paper.yaml path with a real architecture, offline: a small Qwen2 model with a byte-level BPE
 tokenizer and a chat template, both built here (the tokenizer trained on the spot with `tokenizers`) and
-saved as an ordinary model directory, trained on conversational KTO data through the whole workflow."""
+saved as an ordinary model directory, trained with LoRA and precomputed reference log-probs on
+conversational KTO data through the whole workflow."""
 
 from __future__ import annotations
 
@@ -80,9 +81,11 @@ def test_paper_config_path_with_a_qwen2_model_on_conversational_data(tmp_path: P
         "learning_rates": [5.0e-6],
         "headline": {"lr": 5.0e-6},
         "data": {"source": "data/feedback.jsonl", "eval_fraction": 0.25},
-        "model": {"name_or_path": str(model_dir)},
+        "model": {"name_or_path": str(model_dir),
+                  "peft": {"use_peft": True, "lora_r": 4, "lora_alpha": 8, "lora_target_modules": ["q_proj", "v_proj"]}},
         "train": {
             "max_steps": 3, "bf16": False, "per_device_train_batch_size": 4, "kl_probe_size": 8,
+            "precompute_ref_log_probs": True,
             "extra_args": {"gradient_accumulation_steps": 1, "max_length": 128, "gradient_checkpointing": False},
         },
         "resources": {"gpu": 0, "partition": None, "threads": 1, "mem_mb": 2000, "runtime": 10},
@@ -94,4 +97,6 @@ def test_paper_config_path_with_a_qwen2_model_on_conversational_data(tmp_path: P
     assert table["probe_kl"].notna().any()
     info = json.loads((repo / "results/runs/paper_local/main/kto_s_lr5e-6_seed0/run_info.json").read_text())
     assert info["quality"]["metric"] == "preference_accuracy" and info["model"]["model_name_or_path"] == str(model_dir)
+    assert info["model"]["use_peft"] is True and info["model"]["lora_target_modules"] == ["q_proj", "v_proj"]
+    assert info["config"]["precompute_ref_log_probs"] is True
     assert (repo / "results/studies/paper_local/figures/fig3_kto_s_kl.png").stat().st_size > 0

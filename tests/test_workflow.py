@@ -230,6 +230,7 @@ def test_end_to_end_test_config(study: tuple[Path, subprocess.CompletedProcess, 
         assert info["status"] == "completed" and info["quality"]["metric"] == "task_accuracy"
         assert info["config"]["use_kto_s"] is Path(run).name.startswith("kto_s_")
         assert info["regime"] == "main" and info["git_revision"]
+        assert list((repo / run).rglob("events.out.tfevents.*")), "train.report_to: tensorboard wrote no event file"
         assert not (repo / f"{run}/model").exists(), "run weights are not kept by default"
     assert (repo / "results/benchmarks/train/test/main_0.tsv").exists()  # one job trained both runs
 

@@ -230,8 +230,16 @@ def train_flags(regime):
         flags["heldout"] = "results/data/synthetic/heldout.jsonl"
     if config["model"]["trust_remote_code"]:
         flags["trust_remote_code"] = True
+    peft = dict(config["model"]["peft"])
+    targets = peft.pop("lora_target_modules")
+    if peft["use_peft"]:
+        flags.update(peft)
     flags.update(extra)
     rendered = cli_flags(flags) + " --report_to " + " ".join(lists["report_to"])
+    if peft["use_peft"] and targets:
+        rendered += " --lora_target_modules " + " ".join(
+            shlex.quote(t) for t in targets
+        )
     return rendered + (
         " --quality_steps " + " ".join(map(str, quality_steps)) if quality_steps else ""
     )
