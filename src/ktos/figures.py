@@ -354,19 +354,17 @@ def draw_all(
     *,
     regime: str | None = None,
     lr: float | None = None,
-    threshold: float = Criteria.threshold,
-    window: int = Criteria.window,
-    margin: float = Criteria.margin,
-    phase_end: int | None = None,
     checkpoints: Sequence[int] = (5, 10, 15, 20),
+    **criteria: Any,
 ) -> list[Path]:
     """Draw every figure the table supports into ``out_dir`` (``NAME.png`` + ``NAME.pdf``); return the paths.
 
-    ``regime`` and ``lr`` choose the headline cell (default: the first regime, its most-run lr).
+    ``regime`` and ``lr`` choose the headline cell (default: the first regime, its most-run lr); ``criteria``
+    are :class:`~ktos.analysis.Criteria`'s fields (threshold, window, margin, phase_end).
     """
     df = read_table(table_csv)
     regime, lr = headline(df, regime, lr)
-    criteria = Criteria(threshold=threshold, window=window, margin=margin, phase_end=phase_end)
+    criteria = Criteria(**criteria)
     runs = run_summary(df, criteria)
     cells = cell_summary(df, runs, criteria)
     pairs = paired_table(runs, criteria)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -269,17 +270,15 @@ def write_tables(
     *,
     regime: str | None = None,
     lr: float | None = None,
-    threshold: float = Criteria.threshold,
-    window: int = Criteria.window,
-    margin: float = Criteria.margin,
-    phase_end: int | None = None,
     checkpoints: Sequence[int] = (5, 10, 15, 20),
+    **criteria: Any,
 ) -> list[Path]:
     """Write every table and ``verdict.md`` for the headline cell (``regime``, ``lr``; default: the first
-    regime and the learning rate with the most runs) into ``out_dir``; returns the paths."""
+    regime and the learning rate with the most runs) into ``out_dir``; ``criteria`` are
+    :class:`~ktos.analysis.Criteria`'s fields (threshold, window, margin, phase_end). Returns the paths."""
     df = read_table(table_csv)
     regime, lr = headline(df, regime, lr)
-    criteria = Criteria(threshold=threshold, window=window, margin=margin, phase_end=phase_end)
+    criteria = Criteria(**criteria)
     tables = build_tables(df, regime=regime, lr=lr, criteria=criteria, checkpoints=checkpoints)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
