@@ -127,6 +127,7 @@ def draw_kl_figures(
     highs = [float((b["mean"] + b["ci95"].fillna(0)).max()) for b in bands if len(b)]
     top = max([float(probe["probe_kl"].max()) if len(probe) else 0.0, criteria.threshold, *highs]) * 1.05
     bottom = min(float(probe["probe_kl"].min()) if len(probe) else 0.0, 0.0)
+    bottom -= 0.03 * (top - bottom) if bottom < 0 else 0.0  # room below the lowest seed
     beta = cell["beta"].iloc[0] if len(cell) else float("nan")
     steps = int(cell["max_steps"].max()) if len(cell) else 1
     figs = []
