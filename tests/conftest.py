@@ -8,8 +8,10 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import logging
 import math
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -33,6 +35,32 @@ def feedback_rows(n: int, n_desirable: int, seed: int = 0) -> list[dict]:
         answer = a + b if label else a + b + rng.choice([-3, -1, 1, 2, 10])
         rows.append({"prompt": f"Q: {a}+{b}=", "completion": f" {answer}", "label": label})
     return rows
+
+
+@pytest.fixture(autouse=True)
+def isolated_logging() -> Iterator[None]:
+    """Undo what ``ktos.cli.configure_logging`` leaves behind (verbosity variables, library and root log levels),
+    so that no test's output depends on which test ran before it."""
+    import datasets.utils.logging
+    import transformers.utils.logging
+
+    env = {k: os.environ.get(k) for k in ("TRANSFORMERS_VERBOSITY", "DATASETS_VERBOSITY")}
+    libraries = (transformers.utils.logging, datasets.utils.logging)
+    verbosity = [library.get_verbosity() for library in libraries]
+    root = logging.getLogger()
+    handlers, root_level = list(root.handlers), root.level
+    levels = {name: logging.getLogger(name).level for name in ("ktos", "trl", "accelerate")}
+    yield
+    for key, value in env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    for library, level in zip(libraries, verbosity):
+        library.set_verbosity(level)
+    root.handlers[:], root.level = handlers, root_level
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
 
 
 @pytest.fixture(scope="session")
