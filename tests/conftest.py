@@ -21,7 +21,6 @@ from datasets import Dataset
 
 from ktos.models import load_model_and_tokenizer, save_tiny
 from ktos.rundir import COLUMNS
-from ktos.runnames import METHODS
 
 
 def feedback_rows(n: int, n_desirable: int, seed: int = 0) -> list[dict]:
@@ -108,7 +107,7 @@ def feedback_dataset() -> Dataset:
 def trajectory_table(
     *,
     regimes: tuple[str, ...] = ("main",),
-    methods: tuple[str, ...] = METHODS,
+    methods: tuple[str, ...] = ("kto", "kto_s"),
     lrs: tuple[float, ...] = (1e-4,),
     seeds: tuple[int, ...] = (0, 1, 2),
     steps: int = 60,

@@ -168,3 +168,20 @@ def test_task_accuracy_counts_exact_matches(task_dir: Path, tiny_base: tuple[Pat
     assert task_accuracy(model, tokenizer, own, batch_size=7)["value"] == 1.0
     shifted = [{"prompt": i["prompt"], "answer": i["answer"] + "x"} for i in own]
     assert task_accuracy(model, tokenizer, shifted)["value"] == 0.0
+
+
+@pytest.mark.slow
+def test_task_accuracy_halves_are_the_even_and_odd_items(task_dir: Path, tiny_base: tuple[Path, dict]) -> None:
+    """The validation half is items 0, 2, 4, ...; the test half 1, 3, 5, ...: made right and wrong on purpose."""
+    model, tokenizer = load_model_and_tokenizer(str(tiny_base[0]))
+    items = load_items(task_dir)[:12]
+    enc = tokenizer([i["prompt"] for i in items], padding=True, padding_side="left", return_tensors="pt")
+    out = model.generate(**enc, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=False)
+    # even items scored against the model's own answer (right), odd ones against an impossible one (wrong)
+    mixed = [
+        {"prompt": i["prompt"], "answer": extract_answer(t) if k % 2 == 0 else "x"}
+        for k, (i, t) in enumerate(zip(items, texts, strict=True))
+    ]
+    result = task_accuracy(model, tokenizer, mixed, batch_size=5)
+    assert (result["value"], result["value_val"], result["value_test"]) == (0.5, 1.0, 0.0)

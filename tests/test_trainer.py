@@ -23,6 +23,7 @@ from ktos.compat import KTOConfig, KTOTrainer
 from ktos.models import load_model_and_tokenizer
 from ktos.rundir import read_trajectory
 from ktos.trainer import KTOSConfig, KTOSTrainer, TrajectoryCallback, check_labels
+from ktos.update_norm import UpdateNormCallback
 
 FAST = {
     "per_device_train_batch_size": 4,
@@ -56,8 +57,9 @@ def summed_logps(model: torch.nn.Module, ids: torch.Tensor, attention: torch.Ten
     return (token_logps * mask[:, 1:]).sum(-1)
 
 
-def expected_loss(policy, reference, batch, *, beta, dw, uw, sign_correction: bool) -> torch.Tensor:
-    """Mean over the batch of w * (1 - sigmoid(beta * s * (r - point))), point = z0 (KTO) or -sign(r) z0 (KTO-S)."""
+def expected_loss(policy, reference, batch, *, beta, dw, uw, sign_correction: bool, zero: bool = False) -> torch.Tensor:
+    """Mean over the batch of w * (1 - sigmoid(beta * s * (r - point))), point = z0 (KTO), -sign(r) z0 (KTO-S) or
+    0 (KTO-zero)."""
     matched, mismatched = compat.sequence(batch, "completion"), compat.sequence(batch, "KL")
     r_policy = summed_logps(policy, *matched)
     with torch.no_grad():
@@ -65,6 +67,7 @@ def expected_loss(policy, reference, batch, *, beta, dw, uw, sign_correction: bo
         r_reference = summed_logps(reference, *matched)
     r = r_policy - r_reference
     point = -torch.sign(r.detach()) * z0 if sign_correction else z0
+    point = torch.zeros_like(r) if zero else point
     desirable = compat.labels(batch)
     s = torch.where(desirable, 1.0, -1.0)
     w = torch.where(desirable, dw, uw)
@@ -132,6 +135,60 @@ def test_every_optimizer_step_uses_the_configured_loss(tiny_model_dir, primed_mo
         assert row["gap"] > 0.05, row  # the step can tell the two losses apart
         assert row[configured] < 1e-3, row
         assert row[other] > 0.5 * row["gap"], row
+
+
+class ZeroAudit(GradientAudit):
+    """Before each optimizer step: the observed gradient against KTO-zero's and KTO's."""
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        batch = self.batches[state.global_step]
+        observed = flat_grads(model)
+        zero = expected_grads(model, self.reference, batch, sign_correction=False, zero=True, **self.loss_kwargs)
+        kto = expected_grads(model, self.reference, batch, sign_correction=False, **self.loss_kwargs)
+        self.rows.append({"to_zero": relative(observed, zero), "to_kto": relative(observed, kto), "gap": relative(zero, kto)})
+
+
+def test_kto_zero_steps_use_the_reference_point_zero(tiny_model_dir, primed_model_dir, tmp_path, feedback_dataset):
+    # reference_point="zero" must train with the reference point 0 at every step (use_kto_s left at its default,
+    # True, which KTO-zero ignores), while z0 is still measured and logged as kl.
+    trainer = make_trainer(
+        primed_model_dir, tmp_path, feedback_dataset, ref_dir=tiny_model_dir, reference_point="zero", beta=0.2,
+        desirable_weight=0.4, undesirable_weight=1.0, optim="sgd", learning_rate=0.05, lr_scheduler_type="constant",
+        max_grad_norm=0.0, weight_decay=0.0, max_steps=3,
+    )
+    assert trainer.method == "kto_zero"
+    audit = ZeroAudit(
+        list(trainer.get_train_dataloader()), load_model_and_tokenizer(str(tiny_model_dir))[0], beta=0.2, dw=0.4, uw=1.0
+    )
+    trainer.add_callback(audit)
+    trainer.add_callback(TrajectoryCallback(tmp_path))
+    trainer.train()
+    assert len(audit.rows) == 3, audit.rows
+    for row in audit.rows:
+        assert row["gap"] > 0.01, row  # z0 is small at this priming: the losses differ by about 3%
+        assert row["to_zero"] < 1e-5, row
+        assert row["to_kto"] > 0.5 * row["gap"], row
+    assert all(r["kl"] > 0 for r in read_trajectory(tmp_path / "trajectory.jsonl"))  # z0 measured, not 0
+
+
+def test_update_norm_is_the_norm_of_each_parameter_change(tiny_model_dir, tmp_path, feedback_dataset) -> None:
+    trainer = make_trainer(tiny_model_dir, tmp_path, feedback_dataset, max_steps=3, learning_rate=1e-3)
+    snapshots = []
+
+    class Snapshot(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            snapshots.append(torch.cat([p.detach().reshape(-1).clone() for p in model.parameters() if p.requires_grad]))
+
+    initial = torch.cat([p.detach().reshape(-1).clone() for p in trainer.model.parameters() if p.requires_grad])
+    trainer.add_callback(UpdateNormCallback())
+    trainer.add_callback(Snapshot())
+    trainer.add_callback(TrajectoryCallback(tmp_path))
+    trainer.train()
+    rows = read_trajectory(tmp_path / "trajectory.jsonl")
+    before = [initial, *snapshots[:-1]]
+    expected = [float((after - b).norm()) for b, after in zip(before, snapshots, strict=True)]
+    assert [r["update_norm"] for r in rows] == pytest.approx(expected, rel=1e-4)
+    assert min(expected) > 0
 
 
 @pytest.mark.parametrize("weights", [(1.0, 1.0), (0.34, 1.0), (1.3, 0.7)])

@@ -55,13 +55,13 @@ def parse_train_args(argv: Sequence[str]) -> tuple[Any, Any, Any, Any]:
 
 
 #: What a run's name sets when ``ktos train --run_dirs`` trains several runs (ktos.runnames).
-SET_BY_RUN_NAME = ("--output_dir", "--use_kto_s", "--learning_rate", "--seed")
+SET_BY_RUN_NAME = ("--output_dir", "--use_kto_s", "--reference_point", "--learning_rate", "--seed")
 
 
 def run_argvs(argv: Sequence[str]) -> list[list[str]]:
     """The argument list of each run ``ktos train argv`` asks for: ``argv`` itself, or with ``--run_dirs D...``
     one list per directory, whose name (``{method}_lr{lr}_seed{seed}``) sets output_dir, use_kto_s,
-    learning_rate and seed, with ``{seed}`` in ``--train_data`` and ``--weights_from`` replaced."""
+    reference_point, learning_rate and seed, with ``{seed}`` in ``--train_data`` and ``--weights_from`` replaced."""
     from .runnames import parse_run_name
 
     argv = normalise_config_flag(argv)
@@ -78,7 +78,8 @@ def run_argvs(argv: Sequence[str]) -> list[list[str]]:
     argvs = []
     for run_dir in run_args.run_dirs:
         method, lr, seed = parse_run_name(Path(run_dir).name)
-        flags = ["--output_dir", run_dir, "--use_kto_s", str(method == "kto_s").lower(), "--learning_rate", repr(lr)]
+        flags = ["--output_dir", run_dir, "--use_kto_s", str(method == "kto_s").lower()]
+        flags += ["--reference_point", "zero" if method == "kto_zero" else "kl", "--learning_rate", repr(lr)]
         argvs.append([a.replace("{seed}", str(seed)) for a in shared] + flags + ["--seed", str(seed)])
     return argvs
 

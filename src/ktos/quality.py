@@ -24,6 +24,9 @@ from .probe import completion_logps, heldout_batches
 
 #: A trailing mark a response template may add to an answer (scored as the answer without it).
 ANSWER_END = "."
+#: The two halves of the held-out items, reported beside the whole: ``val`` (items 0, 2, 4, ...: for choosing,
+#: such as a checkpoint) and ``test`` (items 1, 3, 5, ...: for reporting what was chosen).
+HALVES: tuple[str, ...] = ("val", "test")
 
 
 def extract_answer(text: str, eos_token: str = "</s>") -> str:
@@ -52,7 +55,8 @@ def task_accuracy(
     """Greedy exact-answer accuracy on held-out prompts: the fraction of ``items`` whose greedy
     continuation (at most ``max_new_tokens`` tokens, read by :func:`extract_answer`) equals the answer.
 
-    Prompts are left-padded. Returns ``{"metric": "task_accuracy", "value": fraction, "n": items}``;
+    Prompts are left-padded. Returns ``{"metric": "task_accuracy", "value": fraction, "n": items}`` plus the
+    accuracy on each of :data:`HALVES`, ``value_val`` (even-numbered items) and ``value_test`` (odd-numbered);
     the model's train/eval mode is restored afterwards.
     """
     if not items:
@@ -60,7 +64,7 @@ def task_accuracy(
     was_training = model.training
     model.eval()
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    right = 0
+    right: list[bool] = []
     try:
         for i in range(0, len(items), batch_size):
             chunk = items[i : i + batch_size]
@@ -75,13 +79,19 @@ def task_accuracy(
                 eos_token_id=tokenizer.eos_token_id,
             )
             texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=False)
-            right += sum(
+            right += [
                 extract_answer(text, tokenizer.eos_token) == str(item["answer"]).strip()
                 for text, item in zip(texts, chunk, strict=True)
-            )
+            ]
     finally:
         model.train(was_training)
-    return {"metric": "task_accuracy", "value": right / len(items), "n": len(items)}
+    halves = {f"value_{half}": _share(right[i::2]) for i, half in enumerate(HALVES)}
+    return {"metric": "task_accuracy", "value": sum(right) / len(items), "n": len(items), **halves}
+
+
+def _share(right: Sequence[bool]) -> float:
+    """The fraction of ``True`` (NaN for none)."""
+    return sum(right) / len(right) if right else float("nan")
 
 
 class PreferenceAccuracy:

@@ -31,6 +31,7 @@ from .provenance import git_revision, package_versions, update_json, write_json
 from .quality import PreferenceAccuracy, load_items, task_accuracy
 from .rundir import RUN_INFO_FILE
 from .trainer import KTOSConfig, KTOSTrainer, TrajectoryCallback
+from .update_norm import UpdateNormCallback
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +217,7 @@ def train(model_config: ModelConfig, run_args: RunArguments, data_args: DataArgu
     callback = TrajectoryCallback(
         run_dir, probe=probe, probe_steps=config.kl_probe_steps, step_quality=step_quality, resume_from=resume
     )
+    trainer.add_callback(UpdateNormCallback())  # before the trajectory callback, which records its update_norm
     trainer.add_callback(callback)
     base_quality = None
     if data_args.heldout and not resume and main_process:

@@ -47,18 +47,23 @@ COLUMNS: tuple[str, ...] = (
     "probe_kl_se",
     "probe_kl_per_token",
     "step_quality",
+    "step_quality_val",
+    "step_quality_test",
     "loss",
     "rewards_chosen",
     "rewards_rejected",
     "rewards_margins",
     "learning_rate",
     "grad_norm",
+    "update_norm",
     "elapsed_s",
     "status",
     "quality_metric",
     "quality",
     "base_quality",
 )
+#: Columns that tables written before they existed lack (read as NaN).
+OPTIONAL_COLUMNS: tuple[str, ...] = ("step_quality_val", "step_quality_test", "update_norm")
 #: Trajectory keys as logged by TRL -> table columns.
 RENAME: dict[str, str] = {
     "rewards/chosen": "rewards_chosen",
@@ -213,6 +218,9 @@ def extract(
 def read_table(table_csv: str | Path) -> pd.DataFrame:
     """Read a tidy trajectory table written by :func:`extract` (text columns kept as strings)."""
     df = pd.read_csv(table_csv, dtype={"regime": str, "method": str, "status": str, "quality_metric": str})
+    for col in OPTIONAL_COLUMNS:
+        if col not in df:
+            df[col] = float("nan")
     missing = set(COLUMNS) - set(df.columns)
     if missing:
         raise ValueError(f"{table_csv}: missing columns {sorted(missing)}")

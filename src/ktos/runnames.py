@@ -11,9 +11,9 @@ import re
 from typing import NamedTuple
 
 #: Methods in display order.
-METHODS: tuple[str, ...] = ("kto", "kto_s")
+METHODS: tuple[str, ...] = ("kto", "kto_s", "kto_zero")
 #: How papers write them.
-METHOD_LABELS: dict[str, str] = {"kto": "KTO", "kto_s": "KTO-S"}
+METHOD_LABELS: dict[str, str] = {"kto": "KTO", "kto_s": "KTO-S", "kto_zero": "KTO-zero"}
 #: A run's name, as a format string (also the Snakemake output pattern of a run directory).
 RUN_NAME_PATTERN = "{method}_lr{lr}_seed{seed}"
 _NAME = re.compile(r"(?P<method>[a-z_]+?)_lr(?P<lr>[0-9.]+(?:e[+-]?[0-9]+)?)_seed(?P<seed>[0-9]+)")

@@ -26,6 +26,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState
 from . import compat, losses
 from .data import DataValidationError, normalise_labels
 from .probe import KLProbe
+from .quality import HALVES
 from .provenance import update_json
 from .rundir import RUN_INFO_FILE, TRAJECTORY_FILE, read_trajectory
 
@@ -40,6 +41,10 @@ class KTOSConfig(compat.KTOConfig):
         use_kto_s (`bool`, defaults to `True`):
             Use the sign-corrected loss KTO-S, whose per-example reference point is `-sign(r) * z0`.
             `False` runs plain KTO (TRL's loss, reference point `z0`).
+        reference_point (`str`, defaults to `"kl"`):
+            `"kl"`: the KL estimate `z0` is the reference point (KTO, or KTO-S with `use_kto_s`). `"zero"`: the
+            reference point is 0 (KTO-zero, HALOs' `kto-zero`; `use_kto_s` then has no effect), which asks
+            whether any reference point matters. `z0` is still measured and logged as `kl`.
         kl_probe_size (`int`, defaults to `64`):
             Number of fixed held-out mismatched prompt/completion pairs on which the KL to the reference
             model is measured during training (a low-noise companion of the logged batch `kl`). `0` turns
@@ -55,6 +60,13 @@ class KTOSConfig(compat.KTOConfig):
     use_kto_s: bool = field(
         default=True,
         metadata={"help": "Use KTO-S (reference point -sign(r)*z0). False runs plain KTO (reference point z0)."},
+    )
+    reference_point: str = field(
+        default="kl",
+        metadata={
+            "help": "'kl': the KL estimate z0 is the reference point (KTO, KTO-S); 'zero': 0 (KTO-zero).",
+            "choices": ["kl", "zero"],
+        },
     )
     kl_probe_size: int = field(
         default=64,
@@ -81,10 +93,14 @@ class KTOSConfig(compat.KTOConfig):
         super().__post_init__()
         if self.kl_probe_size < 0 or self.kl_probe_steps < 1:
             raise ValueError("kl_probe_size must be >= 0 and kl_probe_steps >= 1")
+        if self.reference_point not in ("kl", "zero"):
+            raise ValueError(f"reference_point must be 'kl' or 'zero', got {self.reference_point!r}")
 
     @property
     def method(self) -> str:
-        """``"kto_s"`` or ``"kto"``: the name runs and tables use."""
+        """``"kto_zero"``, ``"kto_s"`` or ``"kto"``: the name runs and tables use."""
+        if self.reference_point == "zero":
+            return "kto_zero"
         return "kto_s" if self.use_kto_s else "kto"
 
 
@@ -164,7 +180,11 @@ class KTOSTrainer(compat.KTOTrainer):
             "%s (TRL %s): running %s with beta=%g (desirable_weight=%g, undesirable_weight=%g)",
             type(self).__name__,
             compat.TRL_VERSION,
-            "KTO-S (sign-corrected reference point -sign(r)*z0)" if args.use_kto_s else "plain KTO (reference point z0)",
+            {
+                "kto_s": "KTO-S (sign-corrected reference point -sign(r)*z0)",
+                "kto": "plain KTO (reference point z0)",
+                "kto_zero": "KTO-zero (reference point 0)",
+            }[args.method],
             args.beta,
             args.desirable_weight,
             args.undesirable_weight,
@@ -207,6 +227,7 @@ class KTOSTrainer(compat.KTOTrainer):
             undesirable_weight=self.undesirable_weight,
             sign_correction=self.args.use_kto_s,
             kl=z0,
+            zero_reference=self.args.reference_point == "zero",
         )
 
     def compute_loss(
@@ -227,7 +248,7 @@ class KTOSTrainer(compat.KTOTrainer):
             if self.loss_calls == before:
                 raise RuntimeError(
                     f"{type(self).__name__}: the first training step's loss did not come from KTOSTrainer.kto_loss, "
-                    f"so it was not {'KTO-S' if self.args.use_kto_s else 'KTO'} as configured; stopping. "
+                    f"so it was not {self.args.method} as configured; stopping. "
                     "Something replaced the loss path (a subclass, a patched method or a TRL change)."
                 )
             self._loss_checked = True
@@ -253,6 +274,7 @@ TRAJECTORY_KEYS = (
     "logps/rejected",
     "learning_rate",
     "grad_norm",
+    "update_norm",
 )
 
 
@@ -311,7 +333,9 @@ class TrajectoryCallback(TrainerCallback):
         if self.probe is not None and (step == 1 or step % self.probe_steps == 0 or step == state.max_steps):
             self._measured = self.probe.measure()
         if step in self.quality_steps:
-            self._measured["step_quality"] = self.measure_quality()["value"]
+            quality = self.measure_quality()
+            self._measured["step_quality"] = quality["value"]
+            self._measured.update({f"step_quality_{half}": quality[f"value_{half}"] for half in HALVES if f"value_{half}" in quality})
 
     def on_log(
         self, args: Any, state: TrainerState, control: TrainerControl, logs: dict[str, float] | None = None, **kwargs: Any
