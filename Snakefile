@@ -42,6 +42,7 @@ include: "workflow/rules/common.smk"
 wildcard_constraints:
     seed=r"[0-9]+",
     origin="|".join(ORIGINS),
+    size=r"[0-9.]+[kM]",
 
 
 include: "workflow/rules/data.smk"

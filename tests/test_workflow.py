@@ -224,7 +224,7 @@ def test_end_to_end_test_config(study: tuple[Path, subprocess.CompletedProcess, 
     assert result.returncode == 0, result.stdout
     print(f"end-to-end run of config/test.yaml: {seconds:.1f} s")
     check_outputs(repo)
-    assert (repo / "results/models/base/config.json").exists(), "the embedded base model is a kept output"
+    assert (repo / "results/models/base_0.09M/config.json").exists(), "the embedded base model is a kept output"
     for run in TEST_RUNS:
         info = json.loads((repo / f"{run}/run_info.json").read_text())
         assert info["status"] == "completed" and info["quality"]["metric"] == "task_accuracy"

@@ -3,15 +3,23 @@
 A tiny Llama (:func:`ktos.models.build_tiny_model`, character-level tokenizer) trained with a plain
 torch loop: causal LM cross-entropy (nats/token) on each corpus line followed by EOS, AdamW, a linear
 warm-up over 5% of the steps then cosine decay to a tenth of the peak learning rate (transformers'
-``get_cosine_with_min_lr_schedule_with_warmup``), gradient norm clipped at 1. Deterministic for a seed
-and thread count. It is never tuned on the preference task; ``pretrain_log.json`` records the losses.
+``get_cosine_with_min_lr_schedule_with_warmup``), gradient norm clipped at 1. On the CPU it runs in
+float32 and is deterministic for a seed and thread count; on a GPU (when there is one, or ``device="cuda"``)
+the forward pass runs under bf16 autocast. It is never tuned on the preference task;
+``pretrain_log.json`` records the losses, the device, the precision, the time, tokens/s and, given the
+held-out items, the base model's greedy task accuracy.
+
+Model size is a study axis: :data:`SIZES` names presets from 0.09M to 105M parameters, each with the
+pretraining learning rate and length that bring its base model into the default's accuracy band.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,8 +32,44 @@ from transformers import (
 
 from .models import build_tiny_model, build_tiny_tokenizer
 from .provenance import sha256_file
+from .quality import load_items, task_accuracy
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Size:
+    """A base model's shape (Llama: ``hidden_size``, ``num_layers``, ``num_heads``, MLP width 2x hidden) and the
+    pretraining that suits it: peak learning rate ``lr`` and optimizer ``steps`` of 64 lines."""
+
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    lr: float
+    steps: int
+
+
+#: Named base-model sizes (parameter counts with the character-level tokenizer). "0.09M" is the embedded default.
+SIZES: dict[str, Size] = {
+    "0.09M": Size(64, 2, 4, lr=3e-3, steps=3000),
+    "0.3M": Size(128, 2, 4, lr=2e-3, steps=3000),
+    "1M": Size(192, 3, 6, lr=1e-3, steps=3000),
+    "2.6M": Size(256, 4, 8, lr=6e-4, steps=3000),
+    "21M": Size(512, 8, 8, lr=6e-4, steps=3000),
+    "105M": Size(1024, 10, 16, lr=3e-4, steps=3000),
+}
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``device`` as given, else a CUDA GPU when there is one, else the CPU."""
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def _autocast(device: torch.device) -> tuple[contextlib.AbstractContextManager, str]:
+    """bf16 autocast on a GPU (precision ``"bf16"``), nothing on the CPU (``"fp32"``)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16), "bf16"
+    return contextlib.nullcontext(), "fp32"
 
 
 def _train_loop(
@@ -38,8 +82,9 @@ def _train_loop(
     batch_size: int,
     lr: float,
     max_seconds: float | None,
-) -> list[float]:
-    """Train ``model`` in place on the token-id lists ``encoded``; returns the loss of each step."""
+) -> tuple[list[float], int]:
+    """Train ``model`` in place on the token-id lists ``encoded``; returns the loss of each step and the number
+    of (non-padding) tokens trained on."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     schedule = get_cosine_with_min_lr_schedule_with_warmup(
         optimizer, num_warmup_steps=max(1, steps // 20), num_training_steps=steps, min_lr_rate=0.1
@@ -47,6 +92,9 @@ def _train_loop(
     generator = torch.Generator().manual_seed(seed)
     order: list[int] = []
     losses: list[float] = []
+    tokens = 0
+    device = next(model.parameters()).device
+    autocast, _ = _autocast(device)
     model.train()
     start = time.perf_counter()
     bar = tqdm(range(steps), desc="pretrain", unit="step", mininterval=1.0)
@@ -54,9 +102,11 @@ def _train_loop(
         if len(order) < batch_size:
             order += torch.randperm(len(encoded), generator=generator).tolist()
         batch, order = [encoded[i] for i in order[:batch_size]], order[batch_size:]
-        padded = tokenizer.pad({"input_ids": batch}, padding=True, return_tensors="pt")
+        padded = tokenizer.pad({"input_ids": batch}, padding=True, return_tensors="pt").to(device)
         labels = padded["input_ids"].masked_fill(padded["attention_mask"] == 0, -100)
-        loss = model(input_ids=padded["input_ids"], attention_mask=padded["attention_mask"], labels=labels).loss
+        tokens += int(padded["attention_mask"].sum())
+        with autocast:
+            loss = model(input_ids=padded["input_ids"], attention_mask=padded["attention_mask"], labels=labels).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -69,24 +119,30 @@ def _train_loop(
             break
     bar.close()
     model.eval()
-    return losses
+    return losses, tokens
 
 
 def pretrain_base(
     corpus_path: str | Path,
     out_dir: str | Path,
     *,
+    size: str | None = None,
     seed: int = 0,
-    steps: int = 3000,
+    steps: int | None = None,
     batch_size: int = 64,
-    lr: float = 3e-3,
-    hidden_size: int = 64,
-    num_layers: int = 2,
-    num_heads: int = 4,
+    lr: float | None = None,
+    hidden_size: int | None = None,
+    num_layers: int | None = None,
+    num_heads: int | None = None,
     max_seconds: float | None = None,
     num_threads: int | None = 1,
+    device: str | None = None,
+    heldout: str | Path | None = None,
 ) -> dict:
     """Pretrain a tiny Llama base model on ``corpus_path`` (one example per line) and save it to ``out_dir``.
+
+    ``size`` names a preset of :data:`SIZES` (default ``"0.09M"``, the embedded default) whose shape, ``lr`` and
+    ``steps`` apply unless given here.
 
     Loss: causal LM cross-entropy in nats per predicted token, over each line's characters and a
     final EOS, padding ignored. AdamW (weight decay 0.01), ``lr`` with a 5% linear warm-up and
@@ -100,11 +156,22 @@ def pretrain_base(
     slows badly when another process holds the other core; it also makes the losses independent of the
     machine's core count.
 
+    ``device``: ``"cpu"``, ``"cuda"``, ... (default: a GPU when there is one); on a GPU the forward pass runs under
+    bf16 autocast. ``heldout``: held-out ``{"prompt", "answer"}`` items (a JSONL file or a task dir) on which the
+    trained base model's greedy task accuracy is measured and recorded.
+
     Writes the model and tokenizer (``save_pretrained``, loadable by
     :func:`ktos.models.load_model_and_tokenizer`) and ``pretrain_log.json``, and returns the log:
     ``losses`` (one per step), ``seconds`` (wall clock of the loop), ``cpu_seconds`` (process CPU time,
-    all threads), ``steps`` (done), ``params`` and the settings.
+    all threads), ``steps`` (done), ``params``, ``device``, ``precision``, ``tokens``, ``tokens_per_s``,
+    ``heldout_accuracy`` (or null) and the settings.
     """
+    preset = SIZES[size or "0.09M"]
+    steps = preset.steps if steps is None else steps
+    lr = preset.lr if lr is None else lr
+    hidden_size = preset.hidden_size if hidden_size is None else hidden_size
+    num_layers = preset.num_layers if num_layers is None else num_layers
+    num_heads = preset.num_heads if num_heads is None else num_heads
     corpus_path, out = Path(corpus_path), Path(out_dir)
     lines = [line for line in corpus_path.read_text(encoding="utf-8").splitlines() if line]
     if not lines:
@@ -115,22 +182,26 @@ def pretrain_base(
         tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads, seed=seed
     )
     n_params = sum(p.numel() for p in model.parameters())
+    where = resolve_device(device)
+    model.to(where)
     encoded = tokenizer([line + tokenizer.eos_token for line in lines])["input_ids"]
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(num_threads or previous_threads)
     threads = torch.get_num_threads()
     log.info(
-        "pretraining a %.3fM-parameter base model on %d lines: %d steps of %d, lr %g, %d threads",
-        n_params / 1e6, len(lines), steps, batch_size, lr, threads,
+        "pretraining a %.3fM-parameter base model on %d lines: %d steps of %d, lr %g, on %s (%d threads)",
+        n_params / 1e6, len(lines), steps, batch_size, lr, where, threads,
     )
     start, cpu_start = time.perf_counter(), time.process_time()
     try:
-        losses = _train_loop(
+        losses, tokens = _train_loop(
             model, tokenizer, encoded, seed=seed, steps=steps, batch_size=batch_size, lr=lr, max_seconds=max_seconds
         )
     finally:
         torch.set_num_threads(previous_threads)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    accuracy = task_accuracy(model, tokenizer, load_items(heldout))["value"] if heldout else None
+    model.to("cpu")
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     record = {
@@ -140,6 +211,12 @@ def pretrain_base(
         "steps": len(losses),
         "steps_requested": steps,
         "params": n_params,
+        "size": size,
+        "device": torch.cuda.get_device_name(where) if where.type == "cuda" else "cpu",
+        "precision": _autocast(where)[1],
+        "tokens": tokens,
+        "tokens_per_s": tokens / seconds if seconds > 0 else None,
+        "heldout_accuracy": accuracy,
         "seed": seed,
         "batch_size": batch_size,
         "lr": lr,
@@ -154,7 +231,8 @@ def pretrain_base(
     (out / "pretrain_log.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     first, last = losses[: min(5, len(losses))], losses[-min(5, len(losses)) :]
     log.info(
-        "pretrained in %.1f s: loss %.3f -> %.3f nats/token (mean of first / last 5 steps); saved to %s",
-        seconds, sum(first) / len(first), sum(last) / len(last), out,
+        "pretrained in %.1f s (%.0f tokens/s): loss %.3f -> %.3f nats/token (mean of first / last 5 steps); "
+        "held-out accuracy %s; saved to %s",
+        seconds, record["tokens_per_s"] or 0.0, sum(first) / len(first), sum(last) / len(last), accuracy, out,
     )
     return record

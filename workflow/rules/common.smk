@@ -48,11 +48,14 @@ def regime_names():
     return [regime["name"] for regime in config["regimes"]]
 
 
+def regime_settings(regime):
+    """A regime's entry of config regimes."""
+    return next(r for r in config["regimes"] if r["name"] == regime)
+
+
 def learning_rates(regime, method):
     """The learning rates `method` is trained at in `regime` (the regime's own, else the config's)."""
-    rates = next(r for r in config["regimes"] if r["name"] == regime).get(
-        "learning_rates", config["learning_rates"]
-    )
+    rates = regime_settings(regime).get("learning_rates", config["learning_rates"])
     return rates if isinstance(rates, list) else rates.get(method, [])
 
 
@@ -73,6 +76,12 @@ def check_config(config):
         )
     if model is not None:
         check_source("model.name_or_path", model)
+        sized = [r["name"] for r in config["regimes"] if "model_size" in r]
+        if sized:
+            raise WorkflowError(
+                f"config key regimes: {', '.join(sized)} set model_size, which sizes the pretrained base "
+                "model: it needs model.name_or_path: null."
+            )
     synthetic = config["synthetic"]
     if is_synthetic() and synthetic["desirable"] >= synthetic["rows"]:
         raise WorkflowError(
@@ -171,14 +180,15 @@ def prepare_source(wildcards, input):
     return input.get("source", config["data"]["source"])
 
 
-def base_model():
-    """The model every run starts from: the pretrained tiny base or the configured model."""
+def base_model(regime):
+    """The model a regime's runs start from: the pretrained base of its size, or the configured model."""
     if config["model"]["name_or_path"] is None:
-        return "results/models/base"
+        size = regime_settings(regime).get("model_size", config["synthetic"]["size"])
+        return f"results/models/base_{size}"
     return config["model"]["name_or_path"]
 
 
-def train_input(runs):
+def train_input(regime, runs):
     """Inputs of a training job: each run's seed's balanced copy of the training set (the seed sets the
     batch order: the trainer reads the training set in file order), the eval split, the base model
     when it is on disk, and the held-out task items of the embedded default."""
@@ -190,7 +200,7 @@ def train_input(runs):
         ],
         "eval": "results/data/split/eval/data.jsonl",
     }
-    model = base_model()
+    model = base_model(regime)
     if config["model"]["name_or_path"] is None or Path(model).expanduser().exists():
         inputs["model"] = model
     if is_synthetic():
@@ -215,9 +225,13 @@ def train_flags(regime):
     task items, remote code. Method, learning rate and seed come from each run's name (--run_dirs).
     """
     settings = dict(config["train"])
-    overrides = next(r for r in config["regimes"] if r["name"] == regime)
+    overrides = regime_settings(regime)
     settings.update(
-        {k: v for k, v in overrides.items() if k not in ("name", "learning_rates")}
+        {
+            k: v
+            for k, v in overrides.items()
+            if k not in ("name", "learning_rates", "model_size")
+        }
     )
     extra = settings.pop("extra_args")
     lists = {key: settings.pop(key) for key in ("quality_steps", "report_to")}

@@ -25,12 +25,13 @@ rule synth_data:
 rule pretrain_base:
     input:
         corpus="results/data/synthetic/corpus.txt",
+        heldout="results/data/synthetic/heldout.jsonl",
     output:
-        directory("results/models/base"),
+        directory("results/models/base_{size}"),
     log:
-        "results/logs/pretrain_base.log",
+        "results/logs/pretrain_base_{size}.log",
     benchmark:
-        "results/benchmarks/pretrain_base.tsv"
+        "results/benchmarks/pretrain_base_{size}.tsv"
     conda:
         "../../environment.yml"
     threads: 1  # ktos.pretrain.pretrain_base runs on one thread: faster than two for a tiny model
@@ -39,13 +40,16 @@ rule pretrain_base:
         runtime=config["resources"]["runtime"],
     params:
         seed=config["synthetic"]["seed"],
-        steps=config["synthetic"]["pretrain_steps"],
-        max_seconds=cli_flags(
-            {"max-seconds": config["synthetic"]["pretrain_max_seconds"]}
+        flags=cli_flags(
+            {
+                "steps": config["synthetic"]["pretrain_steps"],
+                "batch-size": config["synthetic"]["pretrain_batch_size"],
+                "max-seconds": config["synthetic"]["pretrain_max_seconds"],
+            }
         ),
     shell:
-        "python -m ktos pretrain-base --corpus {input.corpus} --output {output} "
-        "--seed {params.seed} --steps {params.steps} {params.max_seconds} > {log} 2>&1"
+        "python -m ktos pretrain-base --corpus {input.corpus} --heldout {input.heldout} "
+        "--output {output} --size {wildcards.size} --seed {params.seed} {params.flags} > {log} 2>&1"
 
 
 rule prepare:

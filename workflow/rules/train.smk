@@ -6,7 +6,7 @@ for job, (regime, runs) in TRAIN_JOBS.items():
         name:
             f"train_{job}"
         input:
-            **train_input(runs),
+            **train_input(regime, runs),
         output:
             trajectories=[f"{run}/trajectory.jsonl" for run in runs],
             run_info=[f"{run}/run_info.json" for run in runs],
@@ -27,7 +27,9 @@ for job, (regime, runs) in TRAIN_JOBS.items():
         params:
             launcher=train_launcher(),
             runs=runs,
-            model=lambda wildcards, input: input.get("model", base_model()),
+            model=lambda wildcards, input, regime=regime: input.get(
+                "model", base_model(regime)
+            ),
             flags=train_flags(regime),
             save_model=str(config["keep_models"]).lower(),
         shell:
