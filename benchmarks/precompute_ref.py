@@ -26,9 +26,10 @@ import torch
 
 from ktos.data import load_feedback
 from ktos.models import load_model_and_tokenizer
-from ktos.probe import KLProbe
+from ktos.probe import KLProbe, ProbeCallback
 from ktos.rundir import read_trajectory
-from ktos.trainer import KTOSConfig, KTOSTrainer, TrajectoryCallback
+from ktos.trainer import KTOSConfig, KTOSTrainer
+from ktos.trajectory import TrajectoryCallback
 
 log = logging.getLogger("precompute_ref")
 
@@ -46,7 +47,8 @@ def run(base: Path, train: Path, eval_dir: Path, out: Path, *, precompute: bool,
     trainer = KTOSTrainer(model=model, args=args, train_dataset=load_feedback(str(train)), processing_class=tokenizer)
     setup = time.perf_counter() - started
     probe = KLProbe(trainer, load_feedback(str(eval_dir)), 64)
-    trainer.add_callback(TrajectoryCallback(out, probe=probe, probe_steps=5))
+    trainer.add_callback(ProbeCallback(trainer, probe, every=5))
+    trainer.add_callback(TrajectoryCallback(out))
     started = time.perf_counter()
     trainer.train()
     return setup, time.perf_counter() - started, read_trajectory(out / "trajectory.jsonl")

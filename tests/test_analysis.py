@@ -45,7 +45,7 @@ def info(method: str, seed: int, status: str = "completed", **kw) -> dict:
 
 
 def record(step: int, kl: float, **kw) -> dict:
-    """A trajectory.jsonl line as ktos.trainer.TrajectoryCallback writes it (TRL's keys)."""
+    """A trajectory.jsonl line as ktos.trajectory.TrajectoryCallback writes it (TRL's keys)."""
     return {
         "step": step, "epoch": step / 10, "kl": kl, "loss": 0.5, "rewards/chosen": 0.1 * step,
         "rewards/rejected": -0.1 * step, "rewards/margins": 0.2 * step, "logps/chosen": -10.0,

@@ -22,7 +22,8 @@ from ktos import compat
 from ktos.compat import KTOConfig, KTOTrainer
 from ktos.models import load_model_and_tokenizer
 from ktos.rundir import read_trajectory
-from ktos.trainer import KTOSConfig, KTOSTrainer, TrajectoryCallback, check_labels
+from ktos.trainer import KTOSConfig, KTOSTrainer, check_labels
+from ktos.trajectory import TrajectoryCallback
 from ktos.update_norm import UpdateNormCallback
 
 FAST = {

@@ -15,10 +15,11 @@ Sources (picked by what ``source`` names):
   any case);
 * a ``.parquet`` (or ``.pq``) file;
 * a directory written by :func:`write_dataset_dir` (a "dataset dir": ``data.jsonl`` and
-  ``manifest.json``, whose ``sha256`` must match);
+  ``manifest.json``, whose ``sha256`` must match), or one holding a dataset dir per split (what
+  :func:`split` writes: ``split`` picks ``train`` or ``eval``);
 * a directory written by :meth:`datasets.Dataset.save_to_disk` or
   :meth:`datasets.DatasetDict.save_to_disk` (``split`` picks the split of a ``DatasetDict``);
-* otherwise a Hugging Face hub dataset id, loaded with ``datasets.load_dataset(id, split=split)``
+* otherwise a Hugging Face hub dataset id, loaded with ``datasets.load_dataset(id, name=config, split=split)``
   (with ``HF_HUB_OFFLINE=1`` only from the local cache).
 
 Two other shapes are accepted as TRL accepts them: *conversational* rows, whose ``prompt`` and
@@ -164,10 +165,12 @@ def _load_dataset_split(loaded: datasets.Dataset | datasets.DatasetDict, name: s
     return loaded.to_dict()
 
 
-def _load_columns(source: str, split: str) -> tuple[str, str, Columns]:
+def _load_columns(source: str, split: str, config: str | None = None) -> tuple[str, str, Columns]:
     """Read ``source`` into columns. Returns (name for messages, format, columns)."""
     path = Path(source).expanduser()
     if path.is_dir():
+        if not (path / DATA_FILE).is_file() and (path / split / DATA_FILE).is_file():
+            path = path / split  # the output of `ktos split`: one dataset dir per split
         if (path / DATA_FILE).is_file():
             name, columns = _read_dataset_dir_columns(path)
             return name, "dataset_dir", columns
@@ -190,9 +193,9 @@ def _load_columns(source: str, split: str) -> tuple[str, str, Columns]:
         )
     if looks_like_path(source):
         raise DataValidationError(f"{source}: no such file or directory")
-    name = f"hub dataset {source!r} (split {split!r})"
+    name = f"hub dataset {source!r}" + (f" (config {config!r}, split {split!r})" if config else f" (split {split!r})")
     try:
-        loaded = datasets.load_dataset(source, split=split)
+        loaded = datasets.load_dataset(source, name=config, split=split)
     except (OSError, ValueError, DatasetsError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise DataValidationError(f"{name}: could not load: {first_line}") from err
@@ -304,9 +307,9 @@ def _validate(source: str, columns: Columns, *, require_both_labels: bool) -> da
 # Public API
 
 
-def _load(source: str, split: str) -> tuple[str, str, datasets.Dataset]:
+def _load(source: str, split: str, config: str | None = None) -> tuple[str, str, datasets.Dataset]:
     """Load and validate ``source``. Returns (name for messages, format, dataset)."""
-    name, fmt, columns = _load_columns(str(source), split)
+    name, fmt, columns = _load_columns(str(source), split, config)
     ds = _validate(name, columns, require_both_labels=True)
     n_desirable = sum(ds["label"])
     log.info(
@@ -315,14 +318,15 @@ def _load(source: str, split: str) -> tuple[str, str, datasets.Dataset]:
     return name, fmt, ds
 
 
-def load_feedback(source: str, *, split: str = "train") -> datasets.Dataset:
-    """Load and validate KTO feedback from a file, a folder or a hub dataset id (see the module doc).
+def load_feedback(source: str, *, split: str = "train", config: str | None = None) -> datasets.Dataset:
+    """Load and validate KTO feedback from a file, a folder or a hub dataset id (see the module doc); ``config``
+    names a hub dataset's configuration (``datasets.load_dataset``'s ``name``).
 
     Returns a dataset with columns ``prompt``, ``completion`` and ``label`` (``bool``) holding both
     labels. Raises :class:`DataValidationError` for a missing source or column, empty or null
     text, labels other than bool or 0/1, no rows, or one label only.
     """
-    return _load(source, split)[2]
+    return _load(source, split, config)[2]
 
 
 def write_dataset_dir(ds: datasets.Dataset, out_dir: str | Path, **extra_manifest: Any) -> dict[str, Any]:

@@ -5,16 +5,19 @@ pairs, built exactly as TRL builds the pairs behind its logged ``kl`` (completio
 each chunk of ``per_device_train_batch_size``), so the units match: sequence-level nats,
 ``mean_i [log pi_theta(y'_i|x_i) - log pi_ref(y'_i|x_i)]``. Unlike TRL's value it is not clamped at 0,
 and it is also reported per completion token. :func:`heldout_batches` and :func:`completion_logps` are
-shared with :func:`ktos.quality.preference_accuracy`.
+shared with :func:`ktos.quality.preference_accuracy`. :class:`ProbeCallback` measures it during training and logs
+it through the trainer's ``log``, so ``trainer_state.json`` and every ``report_to`` tracker carry it at its steps.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from datasets import Dataset
+from transformers import TrainerCallback, TrainerControl, TrainerState
 
 from . import compat
 
@@ -65,3 +68,41 @@ class KLProbe:
             "probe_kl_se": float(diff.std() / len(diff) ** 0.5) if len(diff) > 1 else float("nan"),
             "probe_kl_per_token": float(diff.sum() / max(self.n_tokens, 1)),
         }
+
+
+class ProbeCallback(TrainerCallback):
+    """Measures the KL probe after optimizer steps and logs its values with the step.
+
+    The probe is measured at step 1, every ``every``-th step and the last; ``extra = (steps, measure)``
+    also calls ``measure()`` (named values, such as task accuracy) at ``steps``. The values go to
+    ``trainer.log_step_metrics`` (:class:`ktos.trainer.KTOSTrainer`) and the step is logged even between
+    ``logging_steps``, so its log (``log_history``, every ``report_to`` tracker, the callbacks' ``on_log``)
+    holds them. Every process measures (a sharded model needs all ranks).
+    """
+
+    def __init__(
+        self,
+        trainer: Any,
+        probe: KLProbe | None,
+        every: int = 1,
+        extra: tuple[Sequence[int], Callable[[], dict[str, float]]] | None = None,
+    ) -> None:
+        self.trainer = trainer
+        self.probe = probe
+        self.every = every
+        self.extra_steps, self.measure_extra = extra or ((), None)
+
+    def is_probe_step(self, step: int, max_steps: int) -> bool:
+        """Whether the probe is measured after optimizer step ``step`` (1-based) of ``max_steps``."""
+        return self.probe is not None and (step == 1 or step % self.every == 0 or step == max_steps)
+
+    def on_step_end(self, args: Any, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        step = state.global_step
+        measured: dict[str, float] = {}
+        if self.probe is not None and self.is_probe_step(step, state.max_steps):
+            measured.update(self.probe.measure())
+        if self.measure_extra is not None and step in self.extra_steps:
+            measured.update(self.measure_extra())
+        if measured:
+            self.trainer.log_step_metrics(measured)
+            control.should_log = True

@@ -1,10 +1,11 @@
-"""Provenance: checksums, package versions, git revision and the run's ``run_info.json``."""
+"""Provenance: checksums, package versions, ktos's own revision, the machine and the run's ``run_info.json``."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import os
 import platform
 import subprocess
 from importlib import metadata
@@ -37,20 +38,78 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
-def git_revision(path: str | Path = Path(__file__).resolve().parent) -> str | None:
-    """The commit hash of the git checkout holding ``path`` (default: this package's source), with
-    ``+dirty`` when tracked files have changes, or ``None`` outside a checkout."""
+#: The directory of the ktos package's source.
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _git(path: Path, *args: str) -> str:
+    """stdout of ``git args`` run in ``path`` (raises ``OSError``/``SubprocessError`` when git fails)."""
+    return subprocess.run(["git", *args], cwd=path, capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+
+
+def git_revision(path: str | Path = PACKAGE_DIR) -> str | None:
+    """The commit hash of the git checkout in which the directory ``path`` (default: this package's source) holds
+    tracked files, with ``+dirty`` when tracked files have changes; ``None`` when it holds none (not a checkout,
+    or an installed copy inside someone else's repository, where the files are untracked or ignored)."""
     try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, check=True, timeout=10
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=path, capture_output=True, text=True, check=True, timeout=10,
-        ).stdout.strip()
+        if not _git(Path(path), "ls-files", "--", "."):
+            return None
+        rev = _git(Path(path), "rev-parse", "HEAD")
+        dirty = _git(Path(path), "status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return None
     return rev + ("+dirty" if dirty else "")
+
+
+def ktos_revision(path: str | Path = PACKAGE_DIR) -> str:
+    """The ktos package's own revision: :func:`git_revision` of its source, else ``"ktos==VERSION"`` from the
+    installed package's metadata (``"ktos==unknown"`` when there is none)."""
+    revision = git_revision(path)
+    if revision is not None:
+        return revision
+    try:
+        return f"ktos=={metadata.version('ktos')}"
+    except metadata.PackageNotFoundError:
+        return "ktos==unknown"
+
+
+def precision(args: Any) -> str:
+    """The training arithmetic of a ``TrainingArguments``: ``"bf16"`` or ``"fp16"`` (mixed precision), else
+    ``"tf32"`` when float32 matrix products on CUDA may use TF32, else ``"fp32"``."""
+    import torch
+
+    if getattr(args, "bf16", False):
+        return "bf16"
+    if getattr(args, "fp16", False):
+        return "fp16"
+    on_cuda = getattr(args.device, "type", None) == "cuda"
+    return "tf32" if on_cuda and torch.get_float32_matmul_precision() != "highest" else "fp32"
+
+
+def machine_info(args: Any, world_size: int, model: Any = None) -> dict[str, Any]:
+    """What a run ran on: ``device`` (``cuda``, ``mps``, ``cpu``, ...) of ``args`` (``TrainingArguments``),
+    ``device_name`` (the GPU's name, or the CPU architecture), ``device_count`` (GPUs visible, or logical CPU
+    cores), ``world_size`` (processes), ``precision`` (:func:`precision`) and the model's ``weights_dtype``."""
+    import torch
+
+    device = args.device
+    if device.type == "cuda":
+        name, count = torch.cuda.get_device_name(device), torch.cuda.device_count()
+    elif device.type == "mps":
+        name, count = "Apple MPS", 1
+    else:
+        name, count = platform.machine() or "unknown", os.cpu_count() or 1
+    dtype = getattr(model, "dtype", None)
+    if dtype is None and model is not None:
+        dtype = next((p.dtype for p in model.parameters()), None)
+    return {
+        "device": device.type,
+        "device_name": name,
+        "device_count": count,
+        "world_size": world_size,
+        "precision": precision(args),
+        "weights_dtype": str(dtype).removeprefix("torch.") if dtype is not None else None,
+    }
 
 
 def write_json(path: str | Path, payload: dict[str, Any]) -> Path:

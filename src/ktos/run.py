@@ -1,8 +1,8 @@
 """One training run: load model and data, train KTO or KTO-S, write the run directory.
 
 A run directory holds ``trajectory.jsonl`` (one row per optimizer step, see
-:class:`~ktos.trainer.TrajectoryCallback`), ``run_info.json`` (config, seed, versions, git revision,
-status, task quality) and TRL's checkpoints while training. A run that finds a checkpoint in its
+:class:`~ktos.trajectory.TrajectoryCallback`), ``run_info.json`` (config, seed, versions, ktos's revision,
+the machine, status, task quality) and TRL's checkpoints while training. A run that finds a checkpoint in its
 directory resumes from the last one.
 """
 
@@ -24,13 +24,14 @@ from datasets import Dataset
 from trl import ModelConfig, get_peft_config, get_quantization_config
 
 from . import compat
-from .data import load_feedback
+from .data import DataValidationError, load_feedback
 from .models import load_model_and_tokenizer
-from .probe import KLProbe
-from .provenance import git_revision, package_versions, update_json, write_json
-from .quality import PreferenceAccuracy, load_items, task_accuracy
+from .probe import KLProbe, ProbeCallback
+from .provenance import git_revision, ktos_revision, machine_info, package_versions, update_json, write_json
+from .quality import HALVES, PreferenceAccuracy, load_items, task_accuracy
 from .rundir import RUN_INFO_FILE
-from .trainer import KTOSConfig, KTOSTrainer, TrajectoryCallback
+from .trainer import KTOSConfig, KTOSTrainer
+from .trajectory import TrajectoryCallback
 from .update_norm import UpdateNormCallback
 
 log = logging.getLogger(__name__)
@@ -72,11 +73,18 @@ class RunArguments:
 
 @dataclass
 class DataArguments:
-    """Where the prepared data lives (dataset dirs written by `ktos prepare/split/balance`)."""
+    """Where the data lives: ``--train_data`` (a dataset dir written by `ktos prepare/split/balance`, or any source
+    `ktos prepare` reads) or TRL's dataset arguments (``--dataset_name`` and its splits), one of the two."""
 
-    train_data: str = field(metadata={"help": "Training data: a dataset dir, or any format `ktos prepare` reads."})
+    train_data: str | None = field(
+        default=None,
+        metadata={"help": "Training data: a dataset dir, or any format `ktos prepare` reads (or give --dataset_name)."},
+    )
     eval_data: str | None = field(
-        default=None, metadata={"help": "Held-out data for the KL probe and preference accuracy (optional)."}
+        default=None,
+        metadata={
+            "help": "Held-out data for the KL probe, preference accuracy and evaluation (--eval_strategy) (optional)."
+        },
     )
     heldout: str | None = field(
         default=None,
@@ -86,6 +94,23 @@ class DataArguments:
         default=None,
         metadata={"help": "A balance manifest.json whose desirable/undesirable weights override the config's."},
     )
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "TRL's dataset argument, instead of --train_data: a local path or hub id whose "
+            "--dataset_train_split trains and whose --dataset_test_split is the eval set (unless --eval_data) "
+            "when --eval_strategy is not 'no'."
+        },
+    )
+    dataset_config: str | None = field(
+        default=None, metadata={"help": "Configuration of the --dataset_name hub dataset (load_dataset's `name`)."}
+    )
+    dataset_train_split: str = field(default="train", metadata={"help": "Split of --dataset_name that trains."})
+    dataset_test_split: str = field(default="test", metadata={"help": "Split of --dataset_name that evaluates."})
+
+    def __post_init__(self) -> None:
+        if (self.train_data is None) == (self.dataset_name is None):
+            raise ValueError("give the training data with one of --train_data and --dataset_name")
 
 
 def last_complete_checkpoint(run_dir: Path) -> Path | None:
@@ -150,32 +175,51 @@ def _load(name_or_path: str, model_config: ModelConfig, config: KTOSConfig) -> t
     )
 
 
-def train(model_config: ModelConfig, run_args: RunArguments, data_args: DataArguments, config: KTOSConfig) -> Path:
-    """Train one run into ``config.output_dir`` and return that directory.
+def load_data(data_args: DataArguments, config: KTOSConfig) -> tuple[Dataset, Dataset | None]:
+    """The training set and the eval set (``None`` without one): ``--train_data`` and ``--eval_data``, or
+    ``--dataset_name``'s train split and, when evaluating (``eval_strategy`` not ``"no"``) without
+    ``--eval_data``, its test split. Raises ``ValueError`` when evaluation has no eval set."""
+    name, subset = data_args.dataset_name, data_args.dataset_config
+    if name is None:
+        train_dataset = load_feedback(str(data_args.train_data))
+    else:
+        train_dataset = load_feedback(name, split=data_args.dataset_train_split, config=subset)
+    evaluating = config.eval_strategy != "no"
+    if data_args.eval_data:
+        return train_dataset, load_feedback(data_args.eval_data)
+    if not evaluating:
+        return train_dataset, None
+    if name is None:
+        raise ValueError(f"--eval_strategy {config.eval_strategy} needs an eval set: --eval_data or --dataset_name")
+    if Path(name).expanduser().is_file():
+        raise DataValidationError(f"{name}: a single file holds no {data_args.dataset_test_split!r} split: use --eval_data")
+    return train_dataset, load_feedback(name, split=data_args.dataset_test_split, config=subset)
 
-    Writes ``run_info.json`` first (status ``running``), then trains with the trajectory callback
-    and the KL probe (when ``eval_data`` is given and ``kl_probe_size > 0``), then records the final
-    status (``completed`` or ``diverged``), wall time and task quality (base model's and final).
-    """
-    run_dir = Path(config.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if data_args.weights_from:
-        _apply_balance_weights(config, data_args.weights_from)
-    train_dataset = load_feedback(data_args.train_data)
-    eval_dataset = load_feedback(data_args.eval_data) if data_args.eval_data else None
+
+def _check_model_args(model_config: ModelConfig) -> None:
+    """Raise ``ValueError`` for model options that cannot train."""
     if not model_config.model_name_or_path:
         raise ValueError("--model_name_or_path is required")
     if (model_config.load_in_4bit or model_config.load_in_8bit) and not model_config.use_peft:
         raise ValueError("--load_in_4bit/--load_in_8bit train LoRA adapters only: add --use_peft")
-    model, tokenizer = _load(model_config.model_name_or_path, model_config, config)
-    ref_model = _load(run_args.ref_model_name_or_path, model_config, config)[0] if run_args.ref_model_name_or_path else None
-    checkpoint = last_complete_checkpoint(run_dir)
-    resume = str(checkpoint) if checkpoint else None
-    info_path = run_dir / RUN_INFO_FILE
+
+
+def run_info(
+    model_config: ModelConfig,
+    run_args: RunArguments,
+    data_args: DataArguments,
+    config: KTOSConfig,
+    *,
+    train_rows: int,
+    resume: str | None,
+    model: Any = None,
+) -> dict[str, Any]:
+    """The run's ``run_info.json`` at its start (status ``running``): what was asked, the versions, ktos's own
+    revision and the machine (:func:`ktos.provenance.machine_info`); a resumed run keeps its base quality."""
+    info_path = Path(config.output_dir) / RUN_INFO_FILE
     earlier = json.loads(info_path.read_text()) if resume and info_path.exists() else {}
-    state = PartialState()
-    main_process = state.is_main_process  # with several processes, the first writes the run dir
-    info = {
+    processes = PartialState().num_processes
+    return {
         "regime": run_args.regime,
         "method": config.method,
         "use_kto_s": config.use_kto_s,
@@ -193,47 +237,62 @@ def train(model_config: ModelConfig, run_args: RunArguments, data_args: DataArgu
         "config": config.to_dict(),
         "versions": package_versions(),
         "git_revision": git_revision(),
-        "train_rows": len(train_dataset),
-        "num_processes": state.num_processes,
+        "ktos_revision": ktos_revision(),
+        "machine": machine_info(config, processes, model),
+        "train_rows": train_rows,
+        "num_processes": processes,
         "elapsed_s": None,
     }
-    if main_process:
-        write_json(info_path, info)
-    trainer = KTOSTrainer(
-        model=model,
-        ref_model=ref_model,
-        args=config,
-        train_dataset=train_dataset,
-        eval_dataset=None,
-        processing_class=tokenizer,
-        peft_config=get_peft_config(model_config),
-    )
+
+
+def step_quality(measure: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, float]]:
+    """``measure`` (a quality measure) as step metrics: ``step_quality`` and, when it reports the held-out
+    halves, ``step_quality_val`` and ``step_quality_test`` (fractions)."""
+
+    def metrics() -> dict[str, float]:
+        quality = measure()
+        out = {"step_quality": quality["value"]}
+        out.update({f"step_quality_{h}": quality[f"value_{h}"] for h in HALVES if f"value_{h}" in quality})
+        return out
+
+    return metrics
+
+
+def attach_callbacks(
+    trainer: KTOSTrainer, run_args: RunArguments, data_args: DataArguments, eval_dataset: Dataset | None, resume: str | None
+) -> tuple[TrajectoryCallback, Callable[[], dict[str, Any]] | None]:
+    """Register the update norm, the KL probe and step quality (:class:`~ktos.probe.ProbeCallback`, logged through
+    the trainer) and the trajectory writer, in that order. Returns the writer and the run's quality measure."""
+    config = trainer.args
     probe = None
     if eval_dataset is not None and config.kl_probe_size > 0:
         probe = KLProbe(trainer, eval_dataset, config.kl_probe_size)
         log.info("KL probe: %d held-out mismatched pairs (%d tokens)", probe.n_pairs, probe.n_tokens)
     measure = quality_measure(trainer, data_args, eval_dataset)
-    step_quality = (run_args.quality_steps, measure) if run_args.quality_steps and measure else None
-    callback = TrajectoryCallback(
-        run_dir, probe=probe, probe_steps=config.kl_probe_steps, step_quality=step_quality, resume_from=resume
-    )
+    extra = (run_args.quality_steps, step_quality(measure)) if run_args.quality_steps and measure else None
+    trajectory = TrajectoryCallback(config.output_dir, resume_from=resume)
     trainer.add_callback(UpdateNormCallback())  # before the trajectory callback, which records its update_norm
-    trainer.add_callback(callback)
-    base_quality = None
-    if data_args.heldout and not resume and main_process:
-        base_quality = base_task_accuracy(model_config.model_name_or_path, data_args.heldout)
-    started = time.monotonic()
-    if resume:
-        log.info("resuming from %s", resume)
-    trainer.train(resume_from_checkpoint=resume)
-    elapsed = time.monotonic() - started
-    status = "diverged" if callback.diverged_at is not None else "completed"
-    quality = None if status == "diverged" or measure is None else measure()
-    changes: dict[str, Any] = {"status": status, "quality": quality, "elapsed_s": round(elapsed, 2)}
-    if base_quality is not None:
-        changes["base_quality"] = base_quality
+    if probe is not None or extra is not None:
+        trainer.add_callback(ProbeCallback(trainer, probe, every=config.kl_probe_steps, extra=extra))
+    trainer.add_callback(trajectory)
+    return trajectory, measure
+
+
+def _finish(
+    trainer: KTOSTrainer,
+    run_args: RunArguments,
+    diverged: bool,
+    measure: Callable[[], dict[str, Any]] | None,
+    changes: dict[str, Any],
+) -> str:
+    """After training: record the status (returned), final quality and ``changes`` in ``run_info.json``, save the
+    model, and remove the checkpoints of a completed run (unless kept)."""
+    run_dir = Path(trainer.args.output_dir)
+    main_process = PartialState().is_main_process
+    status = "diverged" if diverged else "completed"
+    quality = None if diverged or measure is None else measure()
     if main_process:
-        update_json(info_path, **changes)
+        update_json(run_dir / RUN_INFO_FILE, status=status, quality=quality, **changes)
     if run_args.save_model:
         trainer.save_model(str(run_dir / "model"))
     trainer.accelerator.wait_for_everyone()
@@ -241,7 +300,51 @@ def train(model_config: ModelConfig, run_args: RunArguments, data_args: DataArgu
         for checkpoint in run_dir.glob("checkpoint-*"):
             shutil.rmtree(checkpoint)
     log.info(
-        "%s run %s in %.1fs: %d steps, quality %s",
-        config.method, status, elapsed, trainer.state.global_step, quality,
+        "%s run %s in %ss: %d steps, quality %s",
+        trainer.method, status, changes.get("elapsed_s"), trainer.state.global_step, quality,
     )
+    return status
+
+
+def train(model_config: ModelConfig, run_args: RunArguments, data_args: DataArguments, config: KTOSConfig) -> Path:
+    """Train one run into ``config.output_dir`` and return that directory.
+
+    Writes ``run_info.json`` first (status ``running``), then trains with the trajectory callback
+    and the KL probe (when there is an eval set and ``kl_probe_size > 0``), evaluating on the eval set when
+    ``eval_strategy`` asks, then records the final status (``completed`` or ``diverged``), wall time and
+    task quality (base model's and final).
+    """
+    run_dir = Path(config.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if data_args.weights_from:
+        _apply_balance_weights(config, data_args.weights_from)
+    train_dataset, eval_dataset = load_data(data_args, config)
+    _check_model_args(model_config)
+    model, tokenizer = _load(str(model_config.model_name_or_path), model_config, config)
+    ref_model = _load(run_args.ref_model_name_or_path, model_config, config)[0] if run_args.ref_model_name_or_path else None
+    checkpoint = last_complete_checkpoint(run_dir)
+    resume = str(checkpoint) if checkpoint else None
+    main_process = PartialState().is_main_process  # with several processes, the first writes the run dir
+    if main_process:
+        info = run_info(model_config, run_args, data_args, config, train_rows=len(train_dataset), resume=resume, model=model)
+        write_json(run_dir / RUN_INFO_FILE, info)
+    trainer = KTOSTrainer(
+        model=model,
+        ref_model=ref_model,
+        args=config,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset if config.eval_strategy != "no" else None,  # else TRL would tokenise it for nothing
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_config),
+    )
+    trajectory, measure = attach_callbacks(trainer, run_args, data_args, eval_dataset, resume)
+    changes: dict[str, Any] = {}
+    if data_args.heldout and not resume and main_process:
+        changes["base_quality"] = base_task_accuracy(str(model_config.model_name_or_path), data_args.heldout)
+    started = time.monotonic()
+    if resume:
+        log.info("resuming from %s", resume)
+    trainer.train(resume_from_checkpoint=resume)
+    changes["elapsed_s"] = round(time.monotonic() - started, 2)
+    _finish(trainer, run_args, trajectory.diverged_at is not None, measure, changes)
     return run_dir

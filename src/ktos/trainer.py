@@ -10,25 +10,18 @@ that it did.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import shutil
-import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from datasets import Dataset
-from transformers import TrainerCallback, TrainerControl, TrainerState
+from transformers.utils import is_torch_bf16_gpu_available
 
 from . import compat, losses
 from .data import DataValidationError, normalise_labels
-from .probe import KLProbe
-from .quality import HALVES
-from .provenance import update_json
-from .rundir import RUN_INFO_FILE, TRAJECTORY_FILE, read_trajectory
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +44,16 @@ class KTOSConfig(compat.KTOConfig):
             the probe off. Needs an evaluation dataset.
         kl_probe_steps (`int`, defaults to `1`):
             Measure the probe every this many optimizer steps (and at step 1).
+        fuse_forward_passes (`bool`, defaults to `False`):
+            Score the completions and the mismatched KL pairs in one model call wherever TRL makes two calls
+            without gradients (the reference model's, and evaluation): rows stacked and right-padded to the
+            longer length. Same loss, `kl`, rewards and gradients as TRL up to floating-point order; see
+            docs/performance.md.
 
     Defaults that differ from `KTOConfig`: `logging_steps=1` (one trajectory row per optimizer step);
     `train_sampling_strategy="sequential"` on every TRL version (the only value accepted); on a machine
-    without a GPU, `use_cpu=True` and `bf16=False` unless set.
+    with neither CUDA nor Apple's MPS, `use_cpu=True` and `bf16=False` unless set (on MPS, `bf16` defaults to
+    whether the MPS device supports it).
     """
 
     use_kto_s: bool = field(
@@ -84,17 +83,31 @@ class KTOSConfig(compat.KTOConfig):
         default="sequential",
         metadata={"help": "Only 'sequential': the training set is read in file order (ktos balance writes it)."},
     )
+    fuse_forward_passes: bool = field(
+        default=False,
+        metadata={"help": "One model call for the completions and KL pairs wherever TRL makes two without gradients."},
+    )
 
     def __post_init__(self) -> None:
-        if not torch.cuda.is_available():
-            self.use_cpu = True
-            if self.bf16 is None:
-                self.bf16 = False
+        self._default_device()
         super().__post_init__()
         if self.kl_probe_size < 0 or self.kl_probe_steps < 1:
             raise ValueError("kl_probe_size must be >= 0 and kl_probe_steps >= 1")
         if self.reference_point not in ("kl", "zero"):
             raise ValueError(f"reference_point must be 'kl' or 'zero', got {self.reference_point!r}")
+
+    def _default_device(self) -> None:
+        """With CUDA: TRL's defaults. With Apple's MPS (no CUDA): the MPS device, bf16 only where it supports it
+        (unless set). With neither: ``use_cpu=True`` and fp32 (``bf16=False``) unless set."""
+        if torch.cuda.is_available():
+            return
+        if torch.backends.mps.is_available():
+            if self.bf16 is None and not self.fp16:
+                self.bf16 = is_torch_bf16_gpu_available()
+            return
+        self.use_cpu = True
+        if self.bf16 is None:
+            self.bf16 = False
 
     @property
     def method(self) -> str:
@@ -102,6 +115,44 @@ class KTOSConfig(compat.KTOConfig):
         if self.reference_point == "zero":
             return "kto_zero"
         return "kto_s" if self.use_kto_s else "kto"
+
+
+#: The methods' names in model cards and logs, by :attr:`KTOSConfig.method`.
+METHOD_NAMES = {"kto_s": "KTO-S", "kto": "KTO", "kto_zero": "KTO-zero"}
+
+#: One paragraph per method for its model card (``r``: the policy's log-ratio to the reference on a
+#: completion, ``z0``: the batch estimate of the KL to the reference that KTO uses as its reference point).
+METHOD_DESCRIPTIONS = {
+    "kto_s": (
+        "KTO-S is KTO with a sign-corrected reference point: each example's reward `r = log pi(y|x) - log pi_ref(y|x)` "
+        "is compared with `-sign(r) * z0` instead of KTO's `z0` (the batch estimate of the KL to the reference model), "
+        "so the loss is `w * (1 - sigmoid(beta * s * (r + sign(r) * z0)))` with `s = +1` for desirable and `-1` for "
+        "undesirable examples. Its gradient weight shrinks as `z0` grows: a brake on the KL that tightens with it."
+    ),
+    "kto_zero": (
+        "KTO-zero is KTO with the reference point 0 instead of `z0` (the batch estimate of the KL to the reference "
+        "model): the loss is `w * (1 - sigmoid(beta * s * r))` with `r = log pi(y|x) - log pi_ref(y|x)` and `s = +1` "
+        "for desirable and `-1` for undesirable examples (HALOs' `kto-zero`)."
+    ),
+    "kto": (
+        "KTO as TRL computes it (reference point `z0`, the batch estimate of the KL to the reference model), trained "
+        "through ktos' `KTOSTrainer` with `use_kto_s=False`."
+    ),
+}
+
+
+def with_method_section(card: str, method: str) -> str:
+    """``card`` (TRL's model card text) with a "Method" section for ``method`` before its "Citations" section
+    (at the end if it has none): what the method is, that ktos trained it, and KTO's citation."""
+    kto = compat.KTOTrainer._paper
+    section = (
+        f"## Method: {METHOD_NAMES[method]}\n\n{METHOD_DESCRIPTIONS[method]}\n\n"
+        "Trained with ktos (`ktos.KTOSTrainer`, TRL's `KTOTrainer` with its loss replaced). "
+        f"KTO was introduced in [{kto['title']}](https://huggingface.co/papers/{kto['id']})"
+    )
+    section += ".\n\n" if method == "kto" else f"; cite it as:\n\n```bibtex\n{kto['citation']}\n```\n\n"
+    head, marker, tail = card.partition("## Citations")
+    return head + section + marker + tail if marker else card.rstrip("\n") + "\n\n" + section
 
 
 def check_labels(dataset: Dataset, *, name: str = "train", require_both: bool = True) -> Dataset:
@@ -176,6 +227,7 @@ class KTOSTrainer(compat.KTOTrainer):
             eval_dataset = check_labels(eval_dataset, name="eval", require_both=False)
         self.loss_calls = 0
         self._loss_checked = False
+        self._step_metrics: dict[str, float] = {}
         log.info(
             "%s (TRL %s): running %s with beta=%g (desirable_weight=%g, undesirable_weight=%g)",
             type(self).__name__,
@@ -195,8 +247,42 @@ class KTOSTrainer(compat.KTOTrainer):
 
     @property
     def method(self) -> str:
-        """``"kto_s"`` or ``"kto"``, read from the config at call time."""
+        """``"kto_s"``, ``"kto"`` or ``"kto_zero"``, read from the config at call time."""
         return self.args.method
+
+    @property
+    def _name(self) -> str:  # type: ignore[override]
+        """The method's name in TRL's model card and logs: ``"KTO-S"``, ``"KTO"`` or ``"KTO-zero"``."""
+        return METHOD_NAMES[self.method]
+
+    @property
+    def _paper(self) -> dict[str, str]:  # type: ignore[override]
+        """TRL's KTO paper for plain KTO; none for KTO-S and KTO-zero, which have none of their own (their card
+        cites KTO, on which they build)."""
+        return compat.KTOTrainer._paper if self.method == "kto" else {}
+
+    def create_model_card(
+        self, model_name: str | None = None, dataset_name: str | None = None, tags: str | list[str] | None = None
+    ) -> None:
+        """TRL's model card in ``output_dir/README.md``, naming the method (``_name``) and tagged ``ktos`` and the
+        method, with a section describing the method and citing KTO."""
+        extra = [tags] if isinstance(tags, str) else list(tags or [])
+        super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=[*extra, "ktos", self.method])
+        path = Path(self.args.output_dir) / "README.md"
+        if self.is_world_process_zero() and path.is_file():
+            path.write_text(with_method_section(path.read_text(), self.method))
+
+    def log_step_metrics(self, metrics: Mapping[str, float]) -> None:
+        """Log ``metrics`` with the next training log: the current step's when called before it is logged
+        (in a callback's ``on_step_end``), so they reach ``log_history`` and every tracker at that step."""
+        self._step_metrics.update(metrics)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """TRL's ``log``; a training log (one with ``loss``) also carries the :meth:`log_step_metrics` values."""
+        if "loss" in logs and self._step_metrics:
+            logs.update(self._step_metrics)
+            self._step_metrics = {}
+        super().log(logs, start_time)
 
     def kto_loss(
         self,
@@ -240,6 +326,27 @@ class KTOSTrainer(compat.KTOTrainer):
             raise NotImplementedError("KTOSTrainer returns the loss only (no logits): evaluate with prediction_loss_only")
         return compat.hooked_compute_loss(self, model, inputs)
 
+    def forward(self, model: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+        """TRL < 1.6's forward passes of ``model`` on a batch; one call instead of two where
+        :func:`ktos.compat.fuses_call` says so (:func:`ktos.compat.fused_forward`)."""
+        if compat.fuses_call(self, batch):
+            return compat.fused_forward(self, model, batch)
+        return super().forward(model, batch)
+
+    def prediction_step(
+        self, model: Any, inputs: dict[str, Any], prediction_loss_only: bool, ignore_keys: list[str] | None = None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """TRL's evaluation step, as TRL < 1.6 does it on every TRL: the loss, and dummy logits and labels (zeros)
+        unless ``prediction_loss_only``, so that ``compute_metrics`` is called. (From 1.6 TRL would ask
+        :meth:`compute_loss` for the model's logits, which the hooked loss path does not return.)"""
+        if compat.KTO_LOSS_HOOK:
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+        loss = super().prediction_step(model, inputs, True, ignore_keys=ignore_keys)[0]
+        if prediction_loss_only:
+            return loss, None, None
+        dummy = torch.zeros(1, device=self.accelerator.device)
+        return loss, dummy, dummy
+
     def training_step(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         """TRL's training step; the first one raises ``RuntimeError`` unless it went through :meth:`kto_loss`."""
         before = self.loss_calls
@@ -262,101 +369,3 @@ class KTOSTrainer(compat.KTOTrainer):
         dataset = next(iter([*args, *kwargs.values()]), None)
         return compat.train_sampler(self.train_dataset if dataset is None else dataset)
 
-
-#: TRL log keys copied into each trajectory row (besides step, epoch, elapsed_s and the probe).
-TRAJECTORY_KEYS = (
-    "loss",
-    "kl",
-    "rewards/chosen",
-    "rewards/rejected",
-    "rewards/margins",
-    "logps/chosen",
-    "logps/rejected",
-    "learning_rate",
-    "grad_norm",
-    "update_norm",
-)
-
-
-class TrajectoryCallback(TrainerCallback):
-    """Appends one JSON line per logged optimizer step to ``run_dir/trajectory.jsonl`` as training goes.
-
-    Each row holds ``step``, ``epoch``, ``elapsed_s`` (wall seconds since training began), the
-    :data:`TRAJECTORY_KEYS` that TRL logged, on probe steps (step 1, every ``probe_steps``-th and the
-    last) the :class:`~ktos.probe.KLProbe` values, and at the steps of ``step_quality = (steps, measure)``
-    the task quality ``step_quality`` that ``measure()`` returns. With several processes every one
-    measures (a sharded model needs all ranks) and the first writes. The file is flushed per row, so an
-    interrupted run keeps what it logged; on resume, rows past the checkpoint's step are dropped. Each checkpoint keeps a copy of the rows so far, which a
-    resumed run restores when the run directory's file was lost (Snakemake deletes the outputs of an
-    incomplete job before rerunning it). A non-finite ``loss`` or ``kl`` stops training and marks
-    ``run_info.json`` as diverged.
-    """
-
-    def __init__(
-        self,
-        run_dir: str | Path,
-        probe: KLProbe | None = None,
-        probe_steps: int = 1,
-        step_quality: tuple[list[int], Any] | None = None,
-        resume_from: str | Path | None = None,
-    ) -> None:
-        self.path = Path(run_dir) / TRAJECTORY_FILE
-        self.resume_from = Path(resume_from) if resume_from else None
-        self.run_info = Path(run_dir) / RUN_INFO_FILE
-        self.probe = probe
-        self.probe_steps = probe_steps
-        self.quality_steps, self.measure_quality = step_quality or ([], None)
-        self._measured: dict[str, float] = {}
-        self._t0 = time.monotonic()
-        self.diverged_at: int | None = None
-
-    def on_train_begin(self, args: Any, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
-        kept = [row for row in read_trajectory(self.path) if row["step"] <= state.global_step]
-        if self.resume_from is not None:
-            saved = read_trajectory(self.resume_from / TRAJECTORY_FILE)
-            kept = saved if len(saved) > len(kept) else kept
-        if state.is_world_process_zero:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text("".join(json.dumps(row) + "\n" for row in kept))
-        offset = kept[-1]["elapsed_s"] if kept else 0.0
-        if kept:
-            log.info("resuming at step %d: kept %d trajectory rows", state.global_step, len(kept))
-        self._t0 = time.monotonic() - offset
-
-    def on_save(self, args: Any, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
-        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if state.is_world_process_zero and checkpoint.is_dir() and self.path.exists():
-            shutil.copyfile(self.path, checkpoint / TRAJECTORY_FILE)
-
-    def on_step_end(self, args: Any, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
-        step = state.global_step
-        if self.probe is not None and (step == 1 or step % self.probe_steps == 0 or step == state.max_steps):
-            self._measured = self.probe.measure()
-        if step in self.quality_steps:
-            quality = self.measure_quality()
-            self._measured["step_quality"] = quality["value"]
-            self._measured.update({f"step_quality_{half}": quality[f"value_{half}"] for half in HALVES if f"value_{half}" in quality})
-
-    def on_log(
-        self, args: Any, state: TrainerState, control: TrainerControl, logs: dict[str, float] | None = None, **kwargs: Any
-    ) -> None:
-        if not logs or "loss" not in logs:
-            return
-        row: dict[str, Any] = {"step": state.global_step, "epoch": logs.get("epoch", state.epoch)}
-        row.update({key: float(logs[key]) for key in TRAJECTORY_KEYS if key in logs})
-        row.update(self._measured)
-        row["elapsed_s"] = round(time.monotonic() - self._t0, 4)
-        self._measured = {}
-        if state.is_world_process_zero:
-            with self.path.open("a") as fh:
-                fh.write(json.dumps(row) + "\n")
-        bad = [key for key in ("loss", "kl") if key in row and not math.isfinite(row[key])]
-        if bad and self.diverged_at is None:
-            self.diverged_at = state.global_step
-            log.error(
-                "training DIVERGED at step %d: %s is %s; stopping, run marked diverged in %s",
-                state.global_step, " and ".join(bad), ", ".join(str(row[k]) for k in bad), self.run_info,
-            )
-            if state.is_world_process_zero:
-                update_json(self.run_info, status="diverged", diverged_at_step=state.global_step)
-            control.should_training_stop = True
