@@ -12,9 +12,15 @@ Two loss paths:
   subclass may override (:data:`KTO_LOSS_HOOK` is True). TRL's own forward passes feed it.
 * **TRL >= 1.6** inlines the loss in ``_compute_loss``: there is no hook. :func:`hooked_compute_loss`
   restores it: it computes the same six log-probability tensors (policy on the matched and the
-  mismatched KL sequences, reference on both or TRL's precomputed reference log-probs), calls
-  ``trainer.kto_loss`` with them, records TRL's metrics (``kl``, ``rewards/*``, ``logps/*``) in TRL's
-  per-step metric store, and returns the mean of the per-example losses, as TRL does.
+  mismatched KL sequences, reference on both or TRL's precomputed reference log-probs) with the same
+  model inputs (the collator's extras, such as ``token_type_ids``), calls ``trainer.kto_loss`` with them,
+  records TRL 1.16's metrics (``kl``, ``entropy``, ``num_tokens``, ``logits/*``, ``rewards/*``, ``logps/*``)
+  in TRL's per-step metric store, and returns the mean of the per-example losses, as TRL does.
+
+Fused forward passes (``KTOSConfig.fuse_forward_passes``): where TRL calls a model twice without gradients
+(the reference on the completions and on the KL pairs, and in evaluation the policy too), one call scores
+both row sets stacked (:func:`stack_rows`): :func:`fused_forward` replaces TRL < 1.6's ``forward`` there,
+:func:`paired_scores` makes the calls of the hooked path.
 
 Batch layouts (what TRL's collator returns, per sequence kind: ids, attention mask, completion marker):
 
@@ -36,15 +42,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 import trl
 from packaging.version import Version
 from torch.utils.data import SequentialSampler
 from trl.models.utils import disable_gradient_checkpointing
-from trl.trainer.utils import selective_log_softmax, use_adapter
+from trl.trainer.utils import entropy_from_logits, selective_log_softmax, use_adapter
 
 log = logging.getLogger(__name__)
 
@@ -128,21 +135,109 @@ def precomputed_reference(batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Te
     return batch[completion_key], batch[kl_key]
 
 
+class Scores(NamedTuple):
+    """One model call's scores of a batch of sequences.
+
+    ``logps``: ``sum_t log p(token_t | tokens_<t)`` over each row's completion tokens, shape ``(rows,)``, in nats.
+    ``entropy`` and ``mean_logits`` (only when asked for): per next-token position, shape ``(rows, T - 1)``, without
+    gradient: the entropy ``-sum_v p_v log p_v`` (nats) and the mean over the vocabulary of the logits.
+    """
+
+    logps: torch.Tensor
+    entropy: torch.Tensor | None = None
+    mean_logits: torch.Tensor | None = None
+
+
+def score(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    completion_mask: torch.Tensor,
+    extras: dict[str, Any] | None = None,
+    *,
+    stats: bool = False,
+) -> Scores:
+    """:class:`Scores` of the rows under ``model``; ``extras`` are further model inputs (``token_type_ids``, ...).
+
+    Gradients flow when called with gradients enabled. On TRL >= 1.15 the model's fused LM head scores
+    only the completion positions without materialising the logits, as TRL's own loss does (its
+    ``entropy`` and ``mean_logits`` are those TRL installed the head to compute on the policy).
+    """
+    extras = extras or {}
+    width = input_ids.size(1) - 1
+    if _has_fused_head(model):
+        target = input_ids.masked_fill(completion_mask == 0, -100)
+        out = model(input_ids=input_ids, attention_mask=attention_mask, labels=target, fused_lm_head=True,
+                    use_cache=False, **extras)  # fmt: skip
+        logps = out.log_probs[:, -width:].sum(-1)
+        if not stats:
+            return Scores(logps)
+        return Scores(logps, *(None if t is None else t[:, -width:].detach() for t in (out.entropy, out.mean_logits)))
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **extras).logits[:, :-1]
+    logps = (selective_log_softmax(logits, input_ids[:, 1:]) * completion_mask[:, 1:]).sum(-1)
+    if not stats:
+        return Scores(logps)
+    with torch.no_grad():
+        return Scores(logps, entropy_from_logits(logits.detach()), logits.detach().mean(-1))
+
+
 def sequence_logps(
     model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor
 ) -> torch.Tensor:
-    """``sum_t log p(token_t | tokens_<t)`` over the completion tokens of each row (sequence-level nats).
+    """``sum_t log p(token_t | tokens_<t)`` over the completion tokens of each row (sequence-level nats);
+    :func:`score`'s ``logps``."""
+    return score(model, input_ids, attention_mask, completion_mask).logps
 
-    Gradients flow when called with gradients enabled. On TRL >= 1.15 the model's fused LM head scores
-    only the completion positions without materialising the logits, as TRL's own loss does.
+
+def stack_rows(first: Sequence[torch.Tensor], second: Sequence[torch.Tensor], pads: Sequence[int]) -> list[torch.Tensor]:
+    """``first[i]``'s rows, then ``second[i]``'s, as one tensor, each right-padded along dim 1 with ``pads[i]`` to the
+    longer of the two widths.
+
+    For the sequences of a causal model (ids padded with any id, attention mask and completion marker with 0), the
+    extra positions on the right are masked keys that no earlier position attends to and carry no completion
+    token: a row's scores at its own positions are those it has alone (up to the floating-point order of a
+    batch of another shape).
     """
-    if _has_fused_head(model):
-        target = input_ids.masked_fill(completion_mask == 0, -100)
-        out = model(input_ids=input_ids, attention_mask=attention_mask, labels=target, fused_lm_head=True)
-        return out.log_probs[:, -(input_ids.size(1) - 1) :].sum(-1)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1]
-    per_token = selective_log_softmax(logits, input_ids[:, 1:])
-    return (per_token * completion_mask[:, 1:]).sum(-1)
+    width = max(first[0].size(1), second[0].size(1))
+    return [
+        torch.cat([F.pad(a, (0, width - a.size(1)), value=pad), F.pad(b, (0, width - b.size(1)), value=pad)])
+        for a, b, pad in zip(first, second, pads, strict=True)
+    ]
+
+
+#: Extra model inputs that are per-token like the ids, so rows of two batches can be stacked (padded with 0).
+_STACKABLE_INPUTS = frozenset({"token_type_ids", "mm_token_type_ids"})
+
+
+def _stackable(extras: tuple[dict[str, Any], dict[str, Any]]) -> bool:
+    """Whether the two calls' extra inputs can be stacked row-wise (none, or the same per-token ones)."""
+    return extras[0].keys() == extras[1].keys() and extras[0].keys() <= _STACKABLE_INPUTS
+
+
+def paired_scores(
+    model: torch.nn.Module,
+    completion: Sequence[torch.Tensor],
+    kl_sequence: Sequence[torch.Tensor],
+    extras: tuple[dict[str, Any], dict[str, Any]] = ({}, {}),
+    *,
+    fuse: bool = False,
+    stats: bool = False,
+) -> tuple[Scores, torch.Tensor]:
+    """The completion rows' :class:`Scores` and the KL rows' ``logps`` (detached) under ``model``.
+
+    Unfused: TRL's two calls, the KL rows without gradients first, then the completions. Fused (``fuse``, and
+    extra inputs that stack): one call on both row sets stacked by :func:`stack_rows`, so 2B rows instead
+    of B + B; with gradients enabled its backward also runs over the KL rows (whose gradient is zero).
+    """
+    n, width = completion[0].shape
+    if fuse and _stackable(extras):
+        stacked_extras = {key: stack_rows([extras[0][key]], [extras[1][key]], [0])[0] for key in extras[0]}
+        both = score(model, *stack_rows(completion, kl_sequence, (0, 0, 0)), stacked_extras, stats=stats)
+        per_token = (None if t is None else t[:n, : width - 1] for t in (both.entropy, both.mean_logits))
+        return Scores(both.logps[:n], *per_token), both.logps[n:].detach()
+    with torch.no_grad():
+        kl_logps = score(model, *kl_sequence, extras[1]).logps
+    return score(model, *completion, extras[0], stats=stats), kl_logps
 
 
 def _has_fused_head(model: torch.nn.Module) -> bool:
@@ -231,39 +326,90 @@ def train_sampler(dataset: Any) -> SequentialSampler:
     return SequentialSampler(dataset)
 
 
+def fuses(trainer: Any) -> bool:
+    """Whether the trainer's config asks for fused forward passes (``KTOSConfig.fuse_forward_passes``)."""
+    return bool(getattr(trainer.args, "fuse_forward_passes", False))
+
+
+def fuses_call(trainer: Any, batch: dict[str, Any]) -> bool:
+    """Whether TRL < 1.6's ``forward`` call on ``batch`` runs fused (:func:`fused_forward`): asked for, without
+    gradients (the reference model's call, and every call in evaluation), with KL rows, and no MoE router loss."""
+    return fuses(trainer) and not torch.is_grad_enabled() and not trainer.aux_loss_enabled and "KL_completion_input_ids" in batch
+
+
+def fused_forward(trainer: Any, model: torch.nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+    """TRL < 1.6's ``KTOTrainer.forward(model, batch)`` in one model call instead of two.
+
+    Returns TRL's ``(chosen_logps, rejected_logps, chosen_logits, rejected_logits, KL_logps)``: the completion
+    and the KL rows stacked by :func:`stack_rows` (labels padded with -100), scored by TRL's own
+    ``get_batch_logps`` (summed log-probs, nats), then split; the logits are cut back to the completions' width.
+    """
+    keys = _SEQUENCE_KEYS["1.5"]
+    n, width = batch[keys["completion"][0]].shape
+    ids, attention, target = stack_rows([batch[k] for k in keys["completion"]], [batch[k] for k in keys["KL"]], (0, 0, -100))
+    logits = model(ids, attention_mask=attention, use_cache=False).logits
+    logps = trainer.get_batch_logps(logits, target, average_log_prob=False)
+    is_chosen = labels(batch, logits.device)
+    chosen_idx, rejected_idx = torch.nonzero(is_chosen).view(-1), torch.nonzero(~is_chosen).view(-1)
+    completion_logps, completion_logits = logps[:n], logits[:n, :width]
+    return (
+        completion_logps.index_select(0, chosen_idx),
+        completion_logps.index_select(0, rejected_idx),
+        completion_logits.index_select(0, chosen_idx),
+        completion_logits.index_select(0, rejected_idx),
+        logps[n:].detach(),
+    )
+
+
+#: Collated keys that are not model inputs: the sequences' own, the labels and the precomputed reference.
+_NOT_MODEL_INPUTS = frozenset({"label", *_REFERENCE_KEYS, *(k for keys in _SEQUENCE_KEYS[_LAYOUT].values() for k in keys)})
+
+
+def model_inputs(batch: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The model inputs of the batch's ``kind`` sequences besides their ids and attention mask, as TRL >= 1.8
+    passes them: every other collated key (``token_type_ids``, ``pixel_values``, ...); the KL call takes
+    ``KL_token_type_ids`` and ``KL_mm_token_type_ids`` in place of the completions' where the collator built them."""
+    extras = {k: v for k, v in batch.items() if k not in _NOT_MODEL_INPUTS and not k.startswith("KL_")}
+    if kind == "KL":
+        extras.update({key: batch[f"KL_{key}"] for key in _STACKABLE_INPUTS if f"KL_{key}" in batch})
+    return extras
+
+
 def hooked_compute_loss(trainer: Any, model: torch.nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
     """TRL >= 1.6's ``_compute_loss`` with its loss replaced by ``trainer.kto_loss`` (see the module docstring).
 
-    Forward passes as TRL makes them: the policy on the matched sequences (with gradients) and on the
-    mismatched KL sequences (without), the reference on both (or TRL's precomputed values). Metrics
-    are recorded as TRL 1.7+ records them, gathered across processes: ``kl``, ``rewards/chosen``,
-    ``rewards/rejected``, ``logps/chosen``, ``logps/rejected`` (batch means over the examples of each
-    label) and ``rewards/margins`` when the batch holds both labels.
+    Forward passes as TRL makes them (:func:`paired_scores`, with the collator's extra model inputs): the
+    policy on the mismatched KL sequences (without gradients) and on the matched ones (with), the reference on
+    both (or TRL's precomputed values); with ``fuse_forward_passes`` each pair of calls without gradients (the
+    reference's, and the policy's in evaluation) is one. Metrics
+    are recorded as TRL 1.16 records them (:func:`_record_token_metrics`, :func:`_record_batch_metrics`).
+    Returns the mean of the per-example losses, as TRL does.
     """
     if trainer.aux_loss_enabled:
         raise RuntimeError("ktos does not add the MoE router auxiliary loss: set router_aux_loss_coef=0")
     mode = "train" if trainer.model.training else "eval"
-    accelerator = trainer.accelerator
-    device = accelerator.device
+    device = trainer.accelerator.device
     batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
     is_chosen = labels(batch, device)
-    chosen_idx = torch.nonzero(is_chosen).view(-1)
-    rejected_idx = torch.nonzero(~is_chosen).view(-1)
+    chosen_idx, rejected_idx = torch.nonzero(is_chosen).view(-1), torch.nonzero(~is_chosen).view(-1)
 
     completion, kl_sequence = sequence(batch, "completion"), sequence(batch, "KL")
-    policy_logps = sequence_logps(model, *completion)
+    extras = (model_inputs(batch, "completion"), model_inputs(batch, "KL"))
+    policy, policy_KL_logps = paired_scores(
+        model, completion, kl_sequence, extras, fuse=fuses(trainer) and not torch.is_grad_enabled(), stats=True
+    )
     with torch.no_grad():
-        policy_KL_logps = sequence_logps(model, *kl_sequence)
         stored = precomputed_reference(batch) if precomputes_reference(trainer) else None
         if stored is not None:
             reference_logps, reference_KL_logps = stored
         else:
             with disable_gradient_checkpointing(trainer.model, trainer.args.gradient_checkpointing_kwargs):
                 with reference_model(trainer) as ref:
-                    reference_logps = sequence_logps(ref, *completion)
-                    reference_KL_logps = sequence_logps(ref, *kl_sequence)
+                    reference, reference_KL_logps = paired_scores(ref, completion, kl_sequence, extras, fuse=fuses(trainer))
+                    reference_logps = reference.logps
 
-    chosen_logps, rejected_logps = policy_logps.index_select(0, chosen_idx), policy_logps.index_select(0, rejected_idx)
+    chosen_logps = policy.logps.index_select(0, chosen_idx)
+    rejected_logps = policy.logps.index_select(0, rejected_idx)
     losses, chosen_rewards, rejected_rewards, kl = trainer.kto_loss(
         chosen_logps,
         rejected_logps,
@@ -272,18 +418,61 @@ def hooked_compute_loss(trainer: Any, model: torch.nn.Module, inputs: dict[str, 
         reference_logps.index_select(0, rejected_idx),
         reference_KL_logps,
     )
-
     metrics = trainer._metrics[mode]
     metrics["kl"].append(kl.item())
-    gather = accelerator.gather_for_metrics
+    _record_token_metrics(trainer, mode, completion, policy, (chosen_idx, rejected_idx))
+    _record_batch_metrics(trainer, mode, is_chosen, (chosen_rewards, rejected_rewards), (chosen_logps, rejected_logps))
+    return losses.nanmean()
+
+
+def _record_token_metrics(
+    trainer: Any,
+    mode: str,
+    completion: Sequence[torch.Tensor],
+    policy: Scores,
+    indices: tuple[torch.Tensor, torch.Tensor],
+) -> None:
+    """TRL 1.16's per-token metrics of the policy's completions, gathered across processes: ``entropy`` (mean
+    over completion tokens, nats), ``num_tokens`` (attention-mask tokens trained on so far; train only) and
+    ``logits/chosen``, ``logits/rejected`` (mean over each label's completion tokens of the mean logit)."""
+    gather = trainer.accelerator.gather_for_metrics
+    metrics = trainer._metrics[mode]
+    attention, mask = completion[1], completion[2][:, 1:]
+    if policy.entropy is not None:
+        total = gather(mask.sum()).sum()
+        entropy = gather((policy.entropy * mask).sum()).sum()
+        metrics["entropy"].append((entropy / total).item() if total > 0 else 0.0)
+    if not hasattr(trainer, "_total_train_tokens"):
+        trainer._total_train_tokens = 0
+    if mode == "train":
+        trainer._total_train_tokens += gather(attention.sum()).sum().item() // getattr(trainer, "_tp_size", 1)
+    metrics["num_tokens"] = [trainer._total_train_tokens]
+    if policy.mean_logits is None:
+        return
+    for name, idx in zip(("chosen", "rejected"), indices, strict=True):
+        rows = mask.index_select(0, idx)
+        logits_sum = gather(policy.mean_logits.index_select(0, idx)[rows.bool()].sum()).sum().item()
+        tokens = gather(rows.sum()).sum().item()
+        if tokens > 0:
+            metrics[f"logits/{name}"].append(logits_sum / tokens)
+
+
+def _record_batch_metrics(
+    trainer: Any,
+    mode: str,
+    is_chosen: torch.Tensor,
+    rewards: tuple[torch.Tensor, torch.Tensor],
+    logps: tuple[torch.Tensor, torch.Tensor],
+) -> None:
+    """TRL 1.7+'s per-example metrics, gathered across processes: ``rewards/chosen``, ``rewards/rejected``,
+    ``logps/chosen``, ``logps/rejected`` (means over the examples of each label; rewards ``beta * (log pi -
+    log pi_ref)``, log-probs in nats) and ``rewards/margins`` when the batch holds both labels."""
+    gather = trainer.accelerator.gather_for_metrics
+    metrics = trainer._metrics[mode]
     counts = {"chosen": gather(is_chosen.sum()).sum().item(), "rejected": gather((~is_chosen).sum()).sum().item()}
-    for name, rewards, logps in (
-        ("chosen", chosen_rewards, chosen_logps),
-        ("rejected", rejected_rewards, rejected_logps),
-    ):
+    for name, reward, logp in zip(("chosen", "rejected"), rewards, logps, strict=True):
         if counts[name] > 0:
-            metrics[f"rewards/{name}"].append(gather(rewards.nansum()).nansum().item() / counts[name])
-            metrics[f"logps/{name}"].append(gather(logps.detach().nansum()).nansum().item() / counts[name])
+            metrics[f"rewards/{name}"].append(gather(reward.nansum()).nansum().item() / counts[name])
+            metrics[f"logps/{name}"].append(gather(logp.detach().nansum()).nansum().item() / counts[name])
     if counts["chosen"] > 0 and counts["rejected"] > 0:
         metrics["rewards/margins"].append(metrics["rewards/chosen"][-1] - metrics["rewards/rejected"][-1])
-    return losses.nanmean()
