@@ -164,7 +164,8 @@ def test_runaway_rule_on_hand_made_trajectories(kl: np.ndarray, away: bool) -> N
 def test_plan_note_trajectory_runs_away() -> None:
     steps, kl = np.array([1, 5, 10, 15, 20.0]), np.array([0.0, 0.039, 0.189, 0.472, 2.056])
     d_mid, d_last = analysis.runaway_increments(steps, kl)
-    assert (d_mid, d_last) == pytest.approx((0.472 - 0.039, 2.056 - 0.472))  # steps 5 and 15 nearest 6.7, 13.3
+    # steps 5 and 15 nearest 6.7 and 13.3: windows of 10 and 5 steps, each rate times T/3 = 20/3 steps
+    assert (d_mid, d_last) == pytest.approx(((0.472 - 0.039) / 10 * 20 / 3, (2.056 - 0.472) / 5 * 20 / 3))
     assert analysis.runs_away(d_mid, d_last, STUDY.threshold)
 
 
@@ -337,9 +338,13 @@ def test_paired_table_pairs_runs_by_seed() -> None:
     table = analysis.paired_table(runs, STUDY)
     assert list(table.columns) == list(analysis.PAIRED_COLUMNS)
     phase = {"phase_probe_kl", "phase_quality"}  # only with a runaway phase (analysis.phase_end)
-    assert set(table["metric"]) == set(analysis.PAIRED_METRICS) - phase
+    no_update_norm = {"late_update_norm"}  # the synthetic table logs no update norm
+    assert set(table["metric"]) == set(analysis.PAIRED_METRICS) - phase - no_update_norm
     with_phase = analysis.paired_table(analysis.run_summary(df, Criteria(phase_end=20)), STUDY)
-    assert set(with_phase["metric"]) == set(analysis.PAIRED_METRICS)
+    assert set(with_phase["metric"]) == set(analysis.PAIRED_METRICS) - no_update_norm
+    df["update_norm"] = 0.01 * df["lr"] / 1e-4 * (1 + (df["method"] == "kto"))
+    logged = analysis.paired_table(analysis.run_summary(df, STUDY), STUDY).set_index("metric")
+    assert logged.loc["late_update_norm", "diff"] == pytest.approx(-0.01)
     at_20 = df[(df["step"] == 20)].set_index(["method", "seed"])["probe_kl"]
     row = with_phase[with_phase["metric"] == "phase_probe_kl"].iloc[0]
     assert row["diff"] == pytest.approx(np.mean([at_20[("kto_s", s)] - at_20[("kto", s)] for s in (0, 1, 2, 3)]))
@@ -469,7 +474,10 @@ def test_headline_cell_none_when_nothing_runs_away() -> None:
 
 # ---------------------------------------------------------------------------------------------- verdict
 
-TABLE_FILES = ["runs.csv", "cells.csv", "paired.csv", "matched_kl.csv", "checkpoints.csv", "kl_ratio.csv", "verdict.md"]
+TABLE_FILES = [
+    "runs.csv", "cells.csv", "paired.csv", "matched_kl.csv", "checkpoints.csv", "kl_ratio.csv", "envelope.csv",
+    "early_stopping.csv", "scale.csv", "drivers.csv", "verdict.md",
+]  # fmt: skip
 
 
 def test_write_tables_files_and_verdict_when_kto_s_is_lower(tmp_path: Path) -> None:

@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 from .rundir import KEYS
-from .stats import Paired, mean_spread, paired
+from .stats import Paired, mean_spread, paired, t_interval
+from .trends import cell_trend, run_trend
 
 CELL: tuple[str, ...] = ("regime", "method", "lr")
 #: Metrics compared between the methods, paired by seed: run_summary column -> label.
@@ -31,6 +32,9 @@ PAIRED_METRICS: dict[str, str] = {
     "phase_quality": "task accuracy at the end of the runaway phase",
     "window_probe_kl": "probe KL at the window step",
     "final_kl": "logged kl (mean of the last 3 steps)",
+    "late_rise": "rise of the probe KL over the last half of training",
+    "late_update_norm": "update norm ||Δθ|| per step over the last half of training",
+    "late_grad_norm": "gradient norm per step over the last half of training",
     "quality": "task accuracy at the end",
     "window_quality": "task accuracy at the window step",
 }
@@ -40,6 +44,8 @@ PAIRED_COLUMNS: tuple[str, ...] = ("regime", "lr", "metric", "label", *Paired.__
 MATCHED_COLUMNS: tuple[str, ...] = (
     "regime", "lr_kto_s", "kto_s_final_probe_kl", "kto_s_quality", "lr_star", "kto_quality_at_lr_star",
     "quality_diff", "diff_low", "diff_high", "n_boot_valid", "n_seeds",
+    "nearest_lr", "nearest_kto_final_probe_kl", "nearest_kto_quality", "nearest_diff", "nearest_diff_low",
+    "nearest_diff_high",
 )  # fmt: skip
 #: Schedules in the order the headline rule breaks ties.
 SCHEDULE_ORDER: tuple[str, ...] = ("constant", "linear", "cosine")
@@ -64,12 +70,18 @@ def _value_at(steps: np.ndarray, values: np.ndarray, step: float) -> float:
 
 
 def runaway_increments(steps: np.ndarray, kl: np.ndarray) -> tuple[float, float]:
-    """``(d_mid, d_last)``: the probe KL's rise over the middle and the last third of the measured steps."""
+    """``(d_mid, d_last)``: the probe KL's rise over the middle and the last third of the measured steps, each
+    its per-step rate over the measured window times ``T/3`` (the probe steps nearest ``T/3`` and ``2T/3`` may
+    split the steps into unequal windows: at 40 steps with a probe every 5, 10 and 15 steps)."""
     if len(steps) < 3:
         return math.nan, math.nan
     end = steps.max()
-    k1, k2, k3 = (_value_at(steps, kl, s) for s in (end / 3, 2 * end / 3, end))
-    return k2 - k1, k3 - k2
+    t1, t2 = (float(steps[np.abs(steps - s).argmin()]) for s in (end / 3, 2 * end / 3))
+    if not 0 < t1 < t2 < end:
+        return math.nan, math.nan
+    k1, k2, k3 = (_value_at(steps, kl, s) for s in (t1, t2, end))
+    third = end / 3
+    return (k2 - k1) / (t2 - t1) * third, (k3 - k2) / (end - t2) * third
 
 
 def runs_away(d_mid: float, d_last: float, threshold: float) -> bool:
@@ -105,6 +117,7 @@ def run_summary(df: pd.DataFrame, criteria: Criteria = Criteria()) -> pd.DataFra
         phase = steps <= (criteria.phase_end or 0)
         phase_mid, phase_last = runaway_increments(steps[phase], kl[phase])
         logged = run.dropna(subset=["kl"])
+        late = run[run["step"] >= run["step"].max() / 2]
         row = {
             **dict(zip(KEYS, key, strict=True)),
             "beta": run["beta"].iat[0],
@@ -119,10 +132,14 @@ def run_summary(df: pd.DataFrame, criteria: Criteria = Criteria()) -> pd.DataFra
             "d_mid": d_mid,
             "d_last": d_last,
             "runaway": runs_away(d_mid, d_last, criteria.threshold),
+            **run_trend(steps, kl, criteria.threshold),
+            "late_update_norm": late["update_norm"].mean(),
+            "late_grad_norm": late["grad_norm"].mean(),
             "quality_metric": run["quality_metric"].iat[0],
             "quality": quality,
             "window_quality": window_quality,
             "base_quality": base,
+            "params": run["params"].iat[0],
             "phase_probe_kl": _value_at(steps[phase], kl[phase], criteria.phase_end or 0),
             "phase_quality": _quality_at(run, criteria.phase_end),
             "phase_d_mid": phase_mid,
@@ -184,6 +201,11 @@ def cell_summary(df: pd.DataFrame, runs: pd.DataFrame, criteria: Criteria = Crit
             "d_last": d_last,
             "runaway": runs_away(d_mid, d_last, criteria.threshold),
             "n_runaway_seeds": int(ok["runaway"].sum()),
+            **cell_trend(ok["late_rise"], ok["final_probe_kl"], criteria.threshold),
+            "n_rising_seeds": int((ok["late_trend"] == "keeps rising").sum()),
+            "n_levelling_seeds": int((ok["late_trend"] == "levels off").sum()),
+            "late_update_norm": ok["late_update_norm"].mean(),
+            "late_grad_norm": ok["late_grad_norm"].mean(),
             "phase_probe_kl": ok["phase_probe_kl"].mean(),
             "phase_quality": ok["phase_quality"].mean(),
             "phase_d_mid": phase_mid,
@@ -239,6 +261,20 @@ def _interp_log_lr(lrs: np.ndarray, values: np.ndarray, target: float, at: np.nd
     return math.nan, math.nan
 
 
+def _nearest_real_run(kto: pd.DataFrame, s: pd.DataFrame) -> dict[str, float]:
+    """Beside an interpolated match: KTO's grid learning rate whose mean final probe KL is nearest KTO-S's, its
+    mean KL and accuracy, and KTO-S minus KTO there, paired by seed, with its 95% t-interval."""
+    kl = kto["final_probe_kl"].mean()
+    lr = float((kl - s["final_probe_kl"].mean()).abs().idxmin())
+    diff = (s["quality"] - kto["quality"][lr]).dropna()
+    low, high = t_interval(diff.to_numpy())
+    return {
+        "nearest_lr": lr, "nearest_kto_final_probe_kl": float(kl[lr]),
+        "nearest_kto_quality": float(kto["quality"][lr].mean()), "nearest_diff": float(diff.mean()),
+        "nearest_diff_low": low, "nearest_diff_high": high,
+    }  # fmt: skip
+
+
 def matched_kl(runs: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     """For each regime with KTO at three or more learning rates and each KTO-S learning rate in it: the KTO
     learning rate ``lr_star`` matching KTO-S's mean final probe KL, KTO's interpolated accuracy there and the
@@ -269,6 +305,7 @@ def matched_kl(runs: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> pd.D
             boots = boots[np.isfinite(boots)]
             low, high = np.quantile(boots, [0.025, 0.975]) if len(boots) >= n_boot // 2 else (math.nan, math.nan)
             rows.append({
+                **_nearest_real_run(kto, s),
                 "regime": regime, "lr_kto_s": lr_s, "kto_s_final_probe_kl": s["final_probe_kl"].mean(),
                 "kto_s_quality": s["quality"].mean(), "lr_star": lr_star, "kto_quality_at_lr_star": acc_star,
                 "quality_diff": diff, "diff_low": float(low), "diff_high": float(high),

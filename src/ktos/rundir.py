@@ -60,10 +60,18 @@ COLUMNS: tuple[str, ...] = (
     "status",
     "quality_metric",
     "quality",
+    "quality_val",
+    "quality_test",
     "base_quality",
+    "base_quality_val",
+    "base_quality_test",
+    "params",
 )
 #: Columns that tables written before they existed lack (read as NaN).
-OPTIONAL_COLUMNS: tuple[str, ...] = ("step_quality_val", "step_quality_test", "update_norm")
+OPTIONAL_COLUMNS: tuple[str, ...] = (
+    "step_quality_val", "step_quality_test", "update_norm", "quality_val", "quality_test", "base_quality_val",
+    "base_quality_test", "params",
+)  # fmt: skip
 #: Trajectory keys as logged by TRL -> table columns.
 RENAME: dict[str, str] = {
     "rewards/chosen": "rewards_chosen",
@@ -100,6 +108,17 @@ def read_trajectory(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
+def _model_params(info: dict[str, Any]) -> float:
+    """The trained model's parameter count: ``run_info["model_params"]`` when recorded, else the ``params`` of the
+    ``pretrain_log.json`` beside the base model the run started from (the embedded default's sizes), else NaN."""
+    if info.get("model_params") is not None:
+        return float(info["model_params"])
+    base = Path(str((info.get("model") or {}).get("model_name_or_path") or "")) / "pretrain_log.json"
+    if base.is_file():
+        return float(json.loads(base.read_text()).get("params", math.nan))
+    return math.nan
+
+
 def read_run(run_dir: str | Path) -> pd.DataFrame:
     """One run dir (``trajectory.jsonl`` + ``run_info.json``) -> rows of the tidy table.
 
@@ -117,6 +136,7 @@ def read_run(run_dir: str | Path) -> pd.DataFrame:
     if info_path.is_file():
         info = json.loads(info_path.read_text())
         quality = info.get("quality") or {}
+        base = info.get("base_quality") or {}
         run = {
             "regime": info.get("regime") or DEFAULT_REGIME,
             "method": info.get("method") or ("kto_s" if info.get("use_kto_s") else "kto"),
@@ -127,13 +147,18 @@ def read_run(run_dir: str | Path) -> pd.DataFrame:
             "status": info.get("status", "running"),
             "quality_metric": quality.get("metric"),
             "quality": quality.get("value", math.nan),
-            "base_quality": (info.get("base_quality") or {}).get("value", math.nan),
+            "quality_val": quality.get("value_val", math.nan),
+            "quality_test": quality.get("value_test", math.nan),
+            "base_quality": base.get("value", math.nan),
+            "base_quality_val": base.get("value_val", math.nan),
+            "base_quality_test": base.get("value_test", math.nan),
+            "params": _model_params(info),
         }
         diverged_at = info.get("diverged_at_step")
     else:
         log.warning("%s: no run_info.json; method, lr and seed read from its name", run_dir)
         run = {"regime": DEFAULT_REGIME, **parse_run_name(run_dir.name)._asdict(), "status": NO_RUN_INFO}
-        run.update(quality_metric=None, quality=math.nan)
+        run.update(quality_metric=None, quality=math.nan, quality_val=math.nan, quality_test=math.nan)
         diverged_at = None
 
     rows = pd.DataFrame(read_trajectory(traj)).rename(columns=RENAME)

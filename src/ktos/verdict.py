@@ -25,8 +25,12 @@ from .analysis import (
     paired_table,
     run_summary,
 )
+from .frontier import checkpoints as trajectory_checkpoints
+from .frontier import early_stopping_table, envelope_table
 from .rundir import read_table
 from .runnames import lr_tag, method_label
+from .scale import driver_sentence, drivers, scale_table
+from .trends import contrast_cell, contrast_cells
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +49,8 @@ def pct(x: float) -> str:
 
 
 def _p(p: float) -> str:
-    return "—" if not np.isfinite(p) else (f"{p:.2g}" if p >= 0.001 else "< 0.001")
+    """``p = 0.012`` or ``p < 0.001``."""
+    return "p = —" if not np.isfinite(p) else (f"p = {p:.2g}" if p >= 0.001 else "p < 0.001")
 
 
 def paired_sentence(row: pd.Series, unit: str, margin: float) -> str:
@@ -64,7 +69,7 @@ def paired_sentence(row: pd.Series, unit: str, margin: float) -> str:
         f"{row['label']}: KTO-S {fmt(row['mean_b'])} against KTO {fmt(row['mean_a'])}{unit}, paired difference "
         f"{fmt(row['diff'])} [{fmt(row['diff_low'])}, {fmt(row['diff_high'])}] ({pct(row['rel'])} "
         f"[{pct(row['rel_low'])}, {pct(row['rel_high'])}] of KTO's mean){ratio}; KTO-S lower in {row['n_lower']} "
-        f"of {row['n']} seeds (sign test p = {_p(row['sign_p'])}): {call}. The smallest difference {row['n']} "
+        f"of {row['n']} seeds (sign test {_p(row['sign_p'])}): {call}. The smallest difference {row['n']} "
         f"seeds detect with 80% power is {fmt(row['mde'])}{unit} ({100 * abs(row['mde_rel']):.0f}% of KTO's mean)."
     )
 
@@ -87,12 +92,52 @@ def regime_sentence(cells: pd.DataFrame, regime: str, lr: float, phase_end: int 
             f"rises {fmt(kto['phase_d_mid'])} nats over the middle third of those steps and {fmt(kto['phase_d_last'])} "
             f"over the last, to {fmt(kto['phase_probe_kl'])} nats at step {phase_end}. "
         )
-    verb = "runs away" if kto["runaway"] else "does not run away"
-    return phase + (
-        f"In regime {regime} (β {fmt(kto['beta'])}, {int(kto['max_steps'])} steps) at lr {lr_tag(lr)}, KTO's mean "
-        f"probe KL {verb}: it rises {fmt(kto['d_mid'])} nats over the middle third of training and "
-        f"{fmt(kto['d_last'])} over the last ({int(kto['n_runaway_seeds'])} of {int(kto['n'])} seeds run away on "
-        f"their own), to {fmt(kto['final_probe_kl'])} ± {fmt(kto['final_probe_kl_ci95'], 2)} nats at the end."
+    parts = [phase]
+    for method in ("kto", "kto_s"):
+        cell = _cell(cells, regime, method, lr)
+        if cell is None:
+            continue
+        verb = "runs away" if cell["runaway"] else "does not run away"
+        parts.append(
+            f"In regime {regime} (β {fmt(cell['beta'])}, {int(cell['max_steps'])} steps) at lr {lr_tag(lr)}, "
+            f"{method_label(method)}'s mean probe KL {verb} by the runaway rule: it rises {fmt(cell['d_mid'])} nats "
+            f"over the middle third of training and {fmt(cell['d_last'])} over the last ({int(cell['n_runaway_seeds'])} "
+            f"of {int(cell['n'])} seeds run away on their own), to {fmt(cell['final_probe_kl'])} ± "
+            f"{fmt(cell['final_probe_kl_ci95'], 2)} nats at the end. "
+        )
+    return "".join(parts).strip()
+
+
+def trend_sentence(cells: pd.DataFrame, regime: str, lr: float) -> str:
+    """Whether each method's KL keeps rising or levels off over the last half of training (docs/study.md)."""
+    parts = []
+    for method in ("kto", "kto_s", "kto_zero"):
+        cell = _cell(cells, regime, method, lr)
+        if cell is None or "late_trend" not in cell:
+            continue
+        parts.append(
+            f"{method_label(method)}'s probe KL {cell['late_trend']} over the last half of training (rise "
+            f"{fmt(cell['late_rise'])} [{fmt(cell['late_rise_low'])}, {fmt(cell['late_rise_high'])}] nats, "
+            f"{100 * cell['late_share']:.0f}% of its final {fmt(cell['final_probe_kl'])}; {int(cell['n_rising_seeds'])} of "
+            f"{int(cell['n'])} seeds keep rising and {int(cell['n_levelling_seeds'])} level off on their own)"
+        )
+    return ("At lr " + lr_tag(lr) + " in " + regime + ": " + "; ".join(parts) + ".") if parts else ""
+
+
+def contrast_sentence(cells: pd.DataFrame) -> str:
+    """Which cells show the contrast (KTO keeps rising, KTO-S levels off) and which one the headline rule picks."""
+    hits = contrast_cells(cells)
+    pair = cells[cells["method"].isin(["kto", "kto_s"])].groupby(["regime", "lr"])["method"].nunique()
+    n_pairs = int((pair == 2).sum())
+    if n_pairs == 0:
+        return ""
+    if hits.empty:
+        return f"In none of the {n_pairs} cells with both methods does KTO's KL keep rising while KTO-S's levels off."
+    pick = contrast_cell(cells)
+    where = ", ".join(f"{r.regime} at lr {lr_tag(r.lr)}" for r in hits.itertuples(index=False))
+    return (
+        f"KTO's KL keeps rising while KTO-S's levels off in {len(hits)} of {n_pairs} cells with both methods ({where}); "
+        f"the least aggressive is {pick['regime']} at lr {lr_tag(pick['lr'])}."
     )
 
 
@@ -192,16 +237,60 @@ def ratio_sentence(ratio: pd.DataFrame) -> str:
     )
 
 
-def headline_verdict(tables: dict[str, pd.DataFrame], regime: str, lr: float, criteria: Criteria) -> str:
-    """The paragraph on the headline cell and the notes' claims."""
+def frontier_sentences(envelope: pd.DataFrame, stopping: pd.DataFrame) -> list[str]:
+    """The two whole-trajectory readings of "more than a smaller step?" (:mod:`ktos.frontier`)."""
+    out: list[str] = []
+    for method in ("kto_s", "kto_zero") if not envelope.empty else ():
+        env = envelope[envelope["method"] == method]
+        if env.empty:
+            continue
+        above = env[env["diff_low"] > 0]["kl_budget"].tolist()
+        below = env[env["diff_high"] < 0]["kl_budget"].tolist()
+        spans = "; ".join(
+            f"{fmt(r.kl_budget)} nats: {fmt(r.envelope)} against KTO's {fmt(r.envelope - r.diff_vs_kto)} "
+            f"({fmt(r.diff_vs_kto)} [{fmt(r.diff_low)}, {fmt(r.diff_high)}])"
+            for r in env.itertuples(index=False)
+        )
+        reading = (
+            "above KTO's at " + ", ".join(fmt(b) for b in above) + " nats" if above else "nowhere above KTO's"
+        ) + ("; below it at " + ", ".join(fmt(b) for b in below) + " nats" if below else "")
+        out.append(
+            f"Envelope of accuracy against probe KL over all checkpoints, {method_label(method)} against KTO (best mean "
+            f"task accuracy within each KL budget, seed bootstrap): {spans}. {method_label(method)}'s envelope lies {reading}."
+        )
+    if not stopping.empty and "kto" in set(stopping["method"]):
+        kto = stopping.set_index("method").loc["kto"]
+        for row in stopping[stopping["method"] != "kto"].itertuples(index=False):
+            if row.diff_low > 0 and row.boot_diff_low > 0:
+                reading = "better than KTO"
+            elif row.diff_high < 0 and row.boot_diff_high < 0:
+                reading = "worse than KTO"
+            else:
+                reading = "not distinguishable from KTO"
+            out.append(
+                f"Early stopping (each method ships its checkpoint with the best validation-half accuracy): "
+                f"{method_label(row.method)} picks lr {lr_tag(row.lr)} at step {int(row.step)}, test-half accuracy "
+                f"{fmt(row.test_accuracy)} [{fmt(row.test_low)}, {fmt(row.test_high)}], against KTO's {fmt(kto['test_accuracy'])} "
+                f"(lr {lr_tag(kto['lr'])}, step {int(kto['step'])}); base model {fmt(row.base_test_accuracy)}. Paired "
+                f"difference {fmt(row.diff_vs_kto)} [{fmt(row.diff_low)}, {fmt(row.diff_high)}], bootstrap with the choice "
+                f"repeated [{fmt(row.boot_diff_low)}, {fmt(row.boot_diff_high)}]: {reading}."
+            )
+    return out
+
+
+def headline_verdict(tables: dict[str, pd.DataFrame], regime: str, lr: float, criteria: Criteria) -> list[str]:
+    """The findings on the headline cell and the notes' claims, one per item."""
     cells, runs, pairs = tables["cells"], tables["runs"], tables["paired"]
-    text = [regime_sentence(cells, regime, lr, criteria.phase_end)]
+    text = [contrast_sentence(cells), regime_sentence(cells, regime, lr, criteria.phase_end), trend_sentence(cells, regime, lr)]
     here = pairs[(pairs["regime"] == regime) & np.isclose(pairs["lr"], lr)].set_index("metric")
     if here.empty:
         text.append("No paired KTO-S runs: nothing to compare.")
     else:
-        units = {m: (" nats" if "kl" in m else "") for m in here.index}
-        order = ("final_probe_kl", "final_kl", "quality", "phase_probe_kl", "phase_quality", "window_probe_kl", "window_quality")
+        units = {m: (" nats" if "kl" in m or "rise" in m else "") for m in here.index}
+        order = (
+            "final_probe_kl", "late_rise", "final_kl", "quality", "late_update_norm", "late_grad_norm",
+            "phase_probe_kl", "phase_quality", "window_probe_kl", "window_quality",
+        )  # fmt: skip
         for metric in order:
             if metric in here.index:
                 row = here.loc[metric].copy()
@@ -210,15 +299,18 @@ def headline_verdict(tables: dict[str, pd.DataFrame], regime: str, lr: float, cr
         text.append(ratio_sentence(tables["kl_ratio"]))
     text.append(stability_sentence(runs, regime, lr, criteria))
     text.append(claim_below_threshold(runs, criteria))
-    text.append(claim_not_learning_rate(tables["matched_kl"]))
+    if not tables["matched_kl"].empty:
+        text.append(claim_not_learning_rate(tables["matched_kl"]))
+    text.extend(frontier_sentences(tables["envelope"], tables["early_stopping"]))
+    text.append(driver_sentence(tables["drivers"]))
     for arm, what in ARMS.items():
-        arm_pairs = pairs[(pairs["regime"] == arm) & (pairs["metric"].isin(["final_probe_kl", "quality"]))]
+        arm_pairs = pairs[(pairs["regime"] == arm) & (pairs["metric"].isin(["final_probe_kl", "quality", "late_update_norm"]))]
         for row in arm_pairs.itertuples(index=False):
             text.append(f"Mechanism arm, {what} (lr {lr_tag(row.lr)}): " + paired_sentence(pd.Series(row._asdict()), " nats" if "kl" in row.metric else "", criteria.margin))
-    return " ".join(t for t in text if t)
+    return [t for t in text if t]
 
 
-def search_verdict(cells: pd.DataFrame, criteria: Criteria) -> str:
+def search_verdict(cells: pd.DataFrame, criteria: Criteria) -> list[str]:
     """The regime search in words: which KTO cells run away, and the headline rule's pick."""
     kto = cells[cells["method"] == "kto"]
     away = kto[kto["runaway"]]
@@ -239,7 +331,13 @@ def search_verdict(cells: pd.DataFrame, criteria: Criteria) -> str:
             f"The headline rule picks {pick['regime']} at lr {lr_tag(pick['lr'])}: final probe KL "
             f"{fmt(pick['final_probe_kl'])} nats, task accuracy {fmt(pick['quality'])} (base {fmt(pick['base_quality'])})."
         )
-    return " ".join(text)
+    trends = kto["late_trend"].value_counts()
+    text.append(
+        "Over the last half of training, KTO's mean probe KL keeps rising in "
+        f"{int(trends.get('keeps rising', 0))} of {len(kto)} cells, levels off in {int(trends.get('levels off', 0))} "
+        f"and is undecided in {int(trends.get('undecided', 0))} (3 seeds a cell)."
+    )
+    return [" ".join(text[:-1]), text[-1]]
 
 
 def checkpoint_table(df: pd.DataFrame, steps: Sequence[int]) -> pd.DataFrame:
@@ -261,6 +359,11 @@ def build_tables(df: pd.DataFrame, *, regime: str | None, lr: float | None, crit
         "checkpoints": checkpoint_table(df, checkpoints),
     }
     tables["kl_ratio"] = kl_ratio_over_time(df, regime, lr) if regime is not None and lr is not None else pd.DataFrame()
+    cp = trajectory_checkpoints(df, regime) if regime is not None else None
+    tables["envelope"] = envelope_table(cp) if cp is not None and len(cp.methods) > 1 else pd.DataFrame()
+    tables["early_stopping"] = early_stopping_table(cp) if cp is not None and len(cp.methods) > 1 else pd.DataFrame()
+    tables["scale"] = scale_table(tables["cells"], runs)
+    tables["drivers"] = drivers(runs)
     return tables
 
 
@@ -287,11 +390,9 @@ def write_tables(
         path = out / f"{name}.csv"
         table.to_csv(path, index=False)
         paths.append(path)
-    text = ["# Verdict", ""]
-    if set(df["method"]) == {"kto"}:
-        text.append(search_verdict(tables["cells"], criteria))
-    else:
-        text.append(headline_verdict(tables, regime, lr, criteria))
+    findings = search_verdict(tables["cells"], criteria) if set(df["method"]) == {"kto"} else headline_verdict(tables, regime, lr, criteria)
+    text = ["# Verdict", "", f"Headline cell: {regime} at lr {lr_tag(lr)}. One finding per line, computed from the tables beside this file.", ""]
+    text += [f"- {finding}" for finding in findings]
     (out / "verdict.md").write_text("\n".join(text) + "\n")
     paths.append(out / "verdict.md")
     log.info("wrote %d tables to %s", len(paths), out)

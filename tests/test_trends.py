@@ -1,0 +1,137 @@
+"""Keeps rising or levels off (ktos.trends), the equal-window runaway increments, the whole-trajectory readings
+(ktos.frontier) and the size-against-step fit (ktos.scale), on trajectories whose answer is known."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ktos import analysis, frontier, scale, trends
+
+STEPS = np.array([1, *range(5, 151, 5)], dtype=float)
+
+
+def curve(kind: str, final: float = 4.0, jitter: float = 0.0, seed: int = 0) -> np.ndarray:
+    """A probe trajectory over STEPS: linear, square root, or saturating (flat after about step 40)."""
+    t = STEPS / STEPS.max()
+    shape = {"linear": t, "sqrt": np.sqrt(t), "saturating": 1 - np.exp(-STEPS / 12)}[kind]
+    rng = np.random.default_rng(seed)
+    return final * shape / shape[-1] + jitter * rng.standard_normal(len(STEPS))
+
+
+def test_late_rise_share_and_trend_of_known_curves() -> None:
+    rise, final, noise = trends.late_rise(STEPS, curve("linear"))
+    assert final == pytest.approx(4.0) and rise == pytest.approx(2.0) and noise == pytest.approx(0.0, abs=1e-9)
+    assert trends.run_trend(STEPS, curve("linear"), 0.1)["late_trend"] == trends.RISING
+    assert trends.run_trend(STEPS, curve("sqrt"), 0.1)["late_share"] == pytest.approx(1 - math.sqrt(0.5), abs=0.01)
+    assert trends.run_trend(STEPS, curve("saturating"), 0.1)["late_trend"] == trends.LEVELS_OFF
+    # A rise of 0.1 K(T) hidden in jitter of 0.3 nats decides nothing.
+    noisy = curve("saturating") + 0.4 * (STEPS >= 75) * (STEPS - 75) / 75 + 0.3 * np.sin(STEPS)
+    assert trends.run_trend(STEPS, noisy, 0.1)["late_trend"] == trends.UNDECIDED
+
+
+def test_cell_trend_uses_the_interval_of_the_seeds_rises() -> None:
+    finals = pd.Series([4.0] * 6)
+    assert trends.cell_trend(pd.Series([2.0, 2.1, 1.9, 2.0, 2.2, 1.8]), finals, 0.1)["late_trend"] == trends.RISING
+    assert trends.cell_trend(pd.Series([0.0, 0.1, -0.1, 0.05, 0.0, -0.05]), finals, 0.1)["late_trend"] == trends.LEVELS_OFF
+    # mean rise below the bar (0.4) but one wild seed: the interval straddles it
+    assert trends.cell_trend(pd.Series([0.0, 0.1, 0.0, 0.1, 0.0, 2.0]), finals, 0.1)["late_trend"] == trends.UNDECIDED
+
+
+def cells(rows: list[tuple[str, float, str, str]], steps: int = 150) -> pd.DataFrame:
+    return pd.DataFrame(
+        [{"regime": r, "lr": lr, "method": m, "late_trend": t, "max_steps": steps} for r, lr, m, t in rows]
+    )
+
+
+def test_contrast_cell_is_the_smallest_rate_where_kto_rises_and_kto_s_levels_off() -> None:
+    table = cells([
+        ("a", 1e-4, "kto", trends.RISING), ("a", 1e-4, "kto_s", trends.RISING),
+        ("a", 3e-4, "kto", trends.RISING), ("a", 3e-4, "kto_s", trends.LEVELS_OFF),
+        ("a", 9e-4, "kto", trends.RISING), ("a", 9e-4, "kto_s", trends.LEVELS_OFF),
+        ("b", 2e-4, "kto", trends.LEVELS_OFF), ("b", 2e-4, "kto_s", trends.LEVELS_OFF),
+    ])  # fmt: skip
+    pick = trends.contrast_cell(table)
+    assert (pick["regime"], pick["lr"]) == ("a", 3e-4)
+    assert len(trends.contrast_cells(table)) == 2
+    assert trends.contrast_cell(table[table["lr"] != 3e-4])["lr"] == 9e-4
+    assert trends.contrast_cell(table[table["lr"] < 2e-4]) is None
+
+
+def test_runaway_increments_are_per_step_rates_on_equal_thirds() -> None:
+    steps = np.array([1, 5, 10, 15, 20, 25, 30, 35, 40], dtype=float)
+    d_mid, d_last = analysis.runaway_increments(steps, 0.05 * steps)  # linear: equal rates
+    assert d_mid == pytest.approx(d_last) == pytest.approx(0.05 * 40 / 3)
+    # The raw differences (probe steps 15 and 25) would have made the last third 1.5 times the middle.
+    assert analysis.runaway_increments(steps, np.sqrt(steps))[1] < analysis.runaway_increments(steps, np.sqrt(steps))[0]
+
+
+# ------------------------------------------------------------------ whole-trajectory readings (ktos.frontier)
+
+
+def checkpoint_table(kto_s_shift: float = 0.0, kto_s_gain: float = 0.0, seeds: int = 6) -> pd.DataFrame:
+    """KTO at lrs 1, 2, 4 (x 1e-4): KL = lr_factor * step / 50 and accuracy 0.6 + 0.1 * KL - 0.03 * KL^2.
+    KTO-S is KTO at ``kto_s_shift`` times a smaller step (its KL scaled by 2^-shift: the same curve) plus
+    ``kto_s_gain`` accuracy at every checkpoint. Validation and test halves equal the whole set plus noise."""
+    rows = []
+    rng = np.random.default_rng(0)
+    for method in ("kto", "kto_s"):
+        for factor in (1.0, 2.0, 4.0):
+            for seed in range(seeds):
+                for step in range(10, 151, 10):
+                    kl = factor * step / 50 * (2 ** -kto_s_shift if method == "kto_s" else 1) * (1 + 0.02 * seed)
+                    acc = 0.6 + 0.1 * kl - 0.03 * kl**2 + (kto_s_gain if method == "kto_s" else 0)
+                    val, test = acc + 0.01 * rng.standard_normal(), acc + 0.01 * rng.standard_normal()
+                    rows.append({
+                        "regime": "r", "method": method, "lr": factor * 1e-4, "seed": seed, "step": step,
+                        "status": "completed", "probe_kl": kl, "step_quality": acc, "step_quality_val": val,
+                        "step_quality_test": test, "quality": acc, "quality_val": val, "quality_test": test,
+                        "base_quality": 0.6, "base_quality_val": 0.6, "base_quality_test": 0.6,
+                    })  # fmt: skip
+    df = pd.DataFrame(rows)
+    ends = df["step"] == 150
+    df.loc[ends, ["step_quality", "step_quality_val", "step_quality_test"]] = math.nan  # the end: run-level columns
+    return df
+
+
+def test_a_smaller_step_traces_the_same_envelope_and_a_better_method_lies_above() -> None:
+    same = frontier.envelope_table(frontier.checkpoints(checkpoint_table(kto_s_shift=1.0), "r"), n_boot=200)
+    s = same[same["method"] == "kto_s"]
+    assert (s["diff_low"] <= 0.011).all() and (s["diff_high"] >= -0.011).all()  # within one grid point's rounding
+    better = frontier.envelope_table(frontier.checkpoints(checkpoint_table(kto_s_gain=0.05), "r"), n_boot=200)
+    b = better[(better["method"] == "kto_s") & (better["kl_budget"] >= 1)]
+    assert b["diff_vs_kto"].tolist() == pytest.approx([0.05] * len(b), abs=0.01)
+    assert (b["diff_low"] > 0).all()
+    low = better[(better["kl_budget"] == 0.25) & (better["method"] == "kto")].iloc[0]
+    assert (low["lr"], low["step"]) == (1e-4, 10)  # the one checkpoint within 0.25 nats (mean KL 0.21)
+
+
+def test_early_stopping_chooses_on_validation_and_reports_test() -> None:
+    df = checkpoint_table(kto_s_gain=0.05)
+    # Make one KTO checkpoint best on the test half only: the choice must not see it.
+    leak = (df["method"] == "kto") & (df["lr"] == 1e-4) & (df["step"] == 10)
+    df.loc[leak, "step_quality_test"] = 0.99
+    table = frontier.early_stopping_table(frontier.checkpoints(df, "r"), n_boot=200).set_index("method")
+    kto = df[df["method"] == "kto"].groupby(["lr", "step"])["step_quality_val"].mean().idxmax()
+    assert (table.loc["kto", "lr"], table.loc["kto", "step"]) == kto
+    assert table.loc["kto", "test_accuracy"] < 0.9
+    assert table.loc["kto_s", "diff_vs_kto"] == pytest.approx(0.05, abs=0.02)
+    assert table.loc["kto_s", "diff_low"] > 0 and table.loc["kto_s", "boot_diff_low"] > 0
+
+
+def test_the_size_fit_finds_the_driver() -> None:
+    rng = np.random.default_rng(1)
+    rows = []
+    for params in (1e5, 3e5, 1e6):
+        for lr in (3e-5, 9e-5, 2.7e-4):
+            for seed in range(6):
+                u = lr * math.sqrt(params) * (1 + 0.1 * rng.standard_normal())  # the step grows with size
+                rows.append({"method": "kto", "status": "completed", "params": params, "late_update_norm": u,
+                             "final_probe_kl": 40 * u**1.5 * math.exp(0.05 * rng.standard_normal())})  # fmt: skip
+    fit = scale.drivers(pd.DataFrame(rows)).set_index("term")
+    assert fit.loc["log_update_norm", "coef"] == pytest.approx(1.5, abs=0.15)
+    assert fit.loc["log_params", "low"] < 0 < fit.loc["log_params", "high"]
+    assert "the step drives it" in scale.driver_sentence(fit.reset_index())
