@@ -16,17 +16,19 @@ unless a label says TRL's logged ``kl``. Diverged runs are left out of every mea
   intervals: KTO-S is compared with KTO at matched KL.
 * ``paired_regimes``: the paired difference (KTO-S minus KTO) of final probe KL and accuracy with its
   interval in every regime that has both methods (the mechanism arms).
+* ``scale`` and ``envelope`` (:mod:`ktos.readings_figures`): final probe KL against learning rate, update norm
+  and parameter count across model sizes; accuracy against probe KL over every checkpoint, with each method's
+  envelope.
 
 Output bytes are reproducible: no timestamps or software tags are written and ``svg.hashsalt`` is fixed.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import matplotlib as mpl
 import numpy as np
@@ -36,71 +38,17 @@ import torch
 from matplotlib.figure import Figure
 
 from .analysis import Criteria, cell_summary, headline, paired_table, run_summary
+from .figure_style import DOUBLE, KL_LABEL, PALETTE, SINGLE, STEP_LABEL, Z0_GRID, save, styled, t_band
+from .frontier import checkpoints as trajectory_checkpoints
+from .frontier import envelope_table
 from .losses import gradient_weight
+from .readings_figures import draw_envelope, draw_scale
 from .rundir import read_table
 from .runnames import METHOD_LABELS, METHODS, lr_tag
-from .stats import step_stats, t_interval
+from .scale import scale_table
+from .stats import step_stats
 
 log = logging.getLogger(__name__)
-logging.getLogger("fontTools").setLevel(logging.WARNING)  # PDF font subsetting logs every glyph table
-
-#: Matplotlib settings for every figure: paper-sized fonts, TrueType in PDF, reproducible output.
-STYLE: dict[str, Any] = {
-    "font.size": 8,
-    "axes.titlesize": 8,
-    "axes.labelsize": 8,
-    "legend.fontsize": 6.5,
-    "xtick.labelsize": 7,
-    "ytick.labelsize": 7,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "axes.grid": True,
-    "grid.alpha": 0.3,
-    "grid.linewidth": 0.5,
-    "lines.linewidth": 1.3,
-    "legend.frameon": False,
-    "pdf.fonttype": 42,
-    "svg.hashsalt": "ktos",
-    "savefig.dpi": 150,
-}
-PALETTE: dict[str, str] = {"KTO": "#D55E00", "KTO-S": "#0072B2"}  # Okabe-Ito vermillion / blue
-KL_LABEL = "probe KL (nats, sequence-level)"
-STEP_LABEL = "optimizer step"
-Z0_GRID: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)
-DOUBLE, SINGLE = 7.0, 3.4  # figure widths, inches
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def styled(fn: Callable[P, R]) -> Callable[P, R]:
-    """Run ``fn`` under :data:`STYLE` (rcParams are read when artists are made and when files are saved)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        with mpl.rc_context(STYLE):
-            return fn(*args, **kwargs)
-
-    return wrapper
-
-
-def t_band(values: pd.Series) -> tuple[float, float]:
-    """seaborn ``errorbar``: the 95% Student-t interval of the mean across seeds."""
-    low, high = t_interval(np.asarray(values, dtype=float))
-    mean = float(np.mean(values))
-    return (low, high) if np.isfinite(low) else (mean, mean)
-
-
-def save(fig: Figure, out_dir: str | Path, name: str) -> list[Path]:
-    """Write ``name.png`` (150 dpi) and ``name.pdf`` without timestamps or software tags."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    png, pdf = out / f"{name}.png", out / f"{name}.pdf"
-    with mpl.rc_context(STYLE):
-        fig.savefig(png, dpi=150, metadata={"Software": None})
-        fig.savefig(pdf, metadata={"CreationDate": None, "ModDate": None})
-    return [png, pdf]
-
 
 def _labelled(df: pd.DataFrame) -> pd.DataFrame:
     """Non-diverged rows with a ``Method`` column as papers write it."""
@@ -350,6 +298,14 @@ def draw_paired_regimes(pairs: pd.DataFrame) -> Figure | None:
     return fig
 
 
+def _envelope(df: pd.DataFrame, regime: str) -> Figure | None:
+    """The envelope figure of ``regime`` when its runs measured validation/test accuracy along the way."""
+    cp = trajectory_checkpoints(df, regime)
+    if cp is None or len(cp.methods) < 2:
+        return None
+    return draw_envelope(cp, envelope_table(cp, n_boot=500))
+
+
 def draw_all(
     table_csv: str | Path,
     out_dir: str | Path,
@@ -381,6 +337,8 @@ def draw_all(
         "regime_trajectories": draw_regime_trajectories(df) if set(df["method"]) == {"kto"} else None,
         "frontier": draw_frontier(runs, cells, regime=regime),
         "paired_regimes": draw_paired_regimes(pairs),
+        "scale": draw_scale(scale_table(cells, runs)),
+        "envelope": _envelope(df, regime),
     }
     paths: list[Path] = []
     for name, fig in figures.items():

@@ -1,0 +1,90 @@
+"""Figures of the size sweep and of the whole-trajectory reading of "more than a smaller step?".
+
+* :func:`draw_scale`: per method, the final probe KL (nats) of every size x learning rate cell against the
+  learning rate (one line per size), against the measured update norm ``||dtheta||`` per step over the last
+  half of training, and against the parameter count (one line per learning rate); hollow markers are cells
+  whose KL levels off, filled ones cells whose KL keeps rising (:mod:`ktos.trends`).
+* :func:`draw_envelope`: accuracy against probe KL for every checkpoint (learning rate x step, seed means) of
+  each method, faint, and each method's envelope (best accuracy within a KL budget) with its seed-bootstrap
+  band at the budgets of :data:`ktos.frontier.KL_BUDGETS`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+
+from .figure_style import DOUBLE, KL_LABEL, PALETTE, styled
+from .frontier import Checkpoints
+from .runnames import METHOD_LABELS, lr_tag
+from .trends import LEVELS_OFF
+
+
+def _params_label(params: float) -> str:
+    return f"{params / 1e6:.2g}M params"
+
+
+@styled
+def draw_scale(table: pd.DataFrame) -> Figure | None:
+    """Final probe KL against learning rate, update norm and parameter count (see the module docstring)."""
+    if table.empty or table["params"].nunique() < 2:
+        return None
+    methods = [m for m in ("kto", "kto_s") if m in set(table["method"])]
+    fig = Figure(figsize=(DOUBLE, 2.3 * len(methods) + 0.4), layout="constrained")
+    axes = fig.subplots(len(methods), 3, sharey="row", squeeze=False)
+    sizes = sorted(table["params"].unique())
+    colors = dict(zip(sizes, sns.color_palette("mako_r", len(sizes) + 1)[1:], strict=True))
+    lrs = sorted(table["lr"].unique())
+    lr_colors = dict(zip(lrs, sns.color_palette("flare", len(lrs)), strict=True))
+    for row, method in zip(axes, methods, strict=True):
+        sub = table[table["method"] == method]
+        for params, grp in sub.groupby("params"):
+            grp = grp.sort_values("lr")
+            row[0].plot(grp["lr"], grp["final_probe_kl"], "-", color=colors[params], label=_params_label(params))
+        for lr, grp in sub.groupby("lr"):
+            grp = grp.sort_values("params")
+            row[2].plot(grp["params"], grp["final_probe_kl"], "-", color=lr_colors[lr], label=f"lr {lr_tag(lr)}")
+        for _, cell in sub.iterrows():
+            face = "white" if cell["late_trend"] == LEVELS_OFF else colors[cell["params"]]
+            for ax, x in ((row[0], cell["lr"]), (row[1], cell["late_update_norm"]), (row[2], cell["params"])):
+                ax.plot(x, cell["final_probe_kl"], "o", ms=4, mfc=face, mec=colors[cell["params"]])
+        for ax, xlabel in zip(row, ("peak learning rate", "update norm ||Δθ|| per step, last half", "parameters"), strict=True):
+            ax.set(xscale="log", yscale="log", xlabel=xlabel)
+        row[0].set_ylabel(f"{METHOD_LABELS[method]}: final {KL_LABEL}")
+        row[0].legend(loc="upper left")
+        row[2].legend(loc="upper left")
+    fig.suptitle("Model size against step size (hollow: KL levels off over the last half; filled: not)", fontsize=8.5)
+    return fig
+
+
+@styled
+def draw_envelope(cp: Checkpoints, envelope: pd.DataFrame) -> Figure:
+    """Accuracy against probe KL over all checkpoints, each method's exact envelope (the running best accuracy
+    over checkpoints sorted by KL, from the base model at KL 0), and its value at the compared budgets with
+    the seed-bootstrap interval."""
+    fig = Figure(figsize=(DOUBLE * 0.62, 3.0), layout="constrained")
+    ax = fig.subplots()
+    offsets = np.linspace(-0.06, 0.06, len(cp.methods))
+    for i, method in enumerate(cp.methods):
+        label, color = METHOD_LABELS[method], PALETTE[METHOD_LABELS[method]]
+        kl = np.nanmean(cp.kl[i], axis=-1).ravel()
+        acc = np.nanmean(cp.acc[i], axis=-1).ravel()
+        ok = np.isfinite(kl) & np.isfinite(acc)
+        ax.plot(kl[ok], acc[ok], ".", ms=2.5, alpha=0.35, color=color)
+        order = np.argsort(kl[ok])
+        xs = np.concatenate([[0.0], kl[ok][order]])
+        best = np.maximum.accumulate(np.concatenate([[cp.base["acc"]], acc[ok][order]]))
+        ax.step(xs, best, where="post", color=color, label=f"{label} envelope")
+        env = envelope[envelope["method"] == method].sort_values("kl_budget")
+        ax.errorbar(
+            env["kl_budget"] + offsets[i], env["envelope"],
+            yerr=[env["envelope"] - env["envelope_low"], env["envelope_high"] - env["envelope"]],
+            fmt="o", ms=2.5, capsize=1.5, color=color, lw=0.8,
+        )  # fmt: skip
+    ax.axhline(cp.base["acc"], color="black", lw=0.7, ls="--", label="base model")
+    ax.set(xlabel=KL_LABEL, ylabel="task accuracy (held-out)",
+           title=f"Checkpoints (lr × step, {len(cp.seeds)}-seed means); envelope ± bootstrap 95%")  # fmt: skip
+    ax.legend(loc="lower left")
+    return fig
