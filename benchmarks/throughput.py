@@ -129,6 +129,7 @@ def build_model(tokenizer: Any, args: argparse.Namespace) -> torch.nn.Module:
     if args.vocab > len(tokenizer):
         torch.manual_seed(0)
         model.resize_token_embeddings(args.vocab, mean_resizing=False)
+    model.set_attn_implementation(args.attn)
     return model
 
 
@@ -274,6 +275,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                        ("seq-len", int), ("steps", int), ("warmup", int)):  # fmt: skip
         parser.add_argument(f"--{name}", type=kind, help="overrides the preset (vocab 0: the tokenizer's 100)")
     parser.add_argument("--precision", choices=["fp32", "bf16"])
+    parser.add_argument("--attn", default="sdpa", help="attention implementation (sdpa, eager, flash_attention_2)")
     parser.add_argument("--precompute", action="store_true", help="precompute the reference log-probs (TRL's option)")
     parser.add_argument("--fuse", choices=["off", "on", "both"], default="both", help="fuse_forward_passes variants")
     parser.add_argument("--shared-policy", action="store_true", help="also kto_s+fused+shared (TRL < 1.6)")
@@ -292,7 +294,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def write_results(out: Path, rows: list[dict], args: argparse.Namespace, note: str, text: str) -> Path:
     """``out/throughput_<device>_<config>.{json,md}``; returns the JSON path."""
     slug = "".join(c if c.isalnum() else "_" for c in device_name()).strip("_")
-    stem = f"throughput_{slug}_h{args.hidden}_l{args.layers}_b{args.batch}x{args.seq_len}_{args.precision}"
+    stem = f"throughput_{slug}_h{args.hidden}_l{args.layers}_b{args.batch}x{args.seq_len}_{args.precision}_{args.attn}"
     stem += "_precompute" if args.precompute else ""
     out.mkdir(parents=True, exist_ok=True)
     meta = {"device": device_name(), "torch": torch.__version__, "trl": str(compat.TRL_VERSION),
@@ -315,7 +317,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         profile = profile_step(trainers[args.profile]) if args.profile else ""
     header = (f"{device_name()}, torch {torch.__version__}, TRL {compat.TRL_VERSION}, {torch.get_num_threads()} threads; "
               f"Llama hidden {args.hidden}, {args.layers} layers, {args.heads} heads, {rows[0]['params'] / 1e6:.3f}M "
-              f"parameters; batch {args.batch} x {args.seq_len} tokens, {args.precision}"
+              f"parameters, {args.attn} attention; batch {args.batch} x {args.seq_len} tokens, {args.precision}"
               f"{', precomputed reference' if args.precompute else ''}; {args.steps} steps each, interleaved, "
               f"first {args.warmup} dropped")  # fmt: skip
     text = f"{header}\n\n{table(rows)}\n\n{memory_note()}"
