@@ -242,8 +242,8 @@ def draw_regime_trajectories(df: pd.DataFrame, *, beta: float = 0.2) -> Figure |
 
 @styled
 def draw_frontier(runs: pd.DataFrame, cells: pd.DataFrame, *, regime: str) -> Figure | None:
-    """Final probe KL against accuracy in one regime: KTO's learning rates (a line), KTO-S's (points),
-    means with 95% t-intervals, seeds faint. None with fewer than three KTO learning rates."""
+    """Final probe KL against accuracy in one regime: KTO's learning rates (a line), KTO-S's and KTO-zero's
+    (points), means with 95% t-intervals, seeds faint. None with fewer than three KTO learning rates."""
     c = cells[(cells["regime"] == regime)]
     if (c["method"] == "kto").sum() < 3 or "kto_s" not in set(c["method"]):
         return None
@@ -252,10 +252,12 @@ def draw_frontier(runs: pd.DataFrame, cells: pd.DataFrame, *, regime: str) -> Fi
     seeds = _labelled(runs[runs["regime"] == regime])
     sns.scatterplot(data=seeds, x="final_probe_kl", y="quality", hue="Method", palette=PALETTE, alpha=0.25,
                     s=10, ax=ax, legend=False)  # fmt: skip
-    for method, label in (("kto", "KTO"), ("kto_s", "KTO-S")):
+    for method, label in METHOD_LABELS.items():
         m = c[c["method"] == method].sort_values("lr")
+        if m.empty:
+            continue
         ax.errorbar(m["final_probe_kl"], m["quality"], xerr=m["final_probe_kl_ci95"], yerr=m["quality_ci95"],
-                    fmt="-o" if method == "kto" else "s", color=PALETTE[label], ms=4, lw=1.0, capsize=2,
+                    fmt={"kto": "-o", "kto_s": "s"}.get(method, "D"), color=PALETTE[label], ms=4, lw=1.0, capsize=2,
                     label=f"{label} (mean ± 95% t-interval)")  # fmt: skip
         for row in m.itertuples(index=False):
             ax.annotate(lr_tag(row.lr), (row.final_probe_kl, row.quality), fontsize=5.5, xytext=(3, 3),
