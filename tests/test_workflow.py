@@ -125,6 +125,34 @@ def test_dry_run_default_config(repo: Path) -> None:
         assert counts[rule] == 1, rule
 
 
+@pytest.mark.parametrize("study", ["scale", "scale_gpu"])
+def test_dry_run_size_sweeps_pretrain_each_size_once(repo: Path, study: str) -> None:
+    """A size sweep pretrains one base per model_size, with the size's preset, and trains each regime from its own."""
+    config = yaml.safe_load((repo / f"config/{study}.yaml").read_text())
+    result = snakemake(repo, "-n", "-p", "--configfile", f"config/{study}.yaml")
+    assert result.returncode == 0, result.stdout
+    sizes = [r["model_size"] for r in config["regimes"]]
+    assert job_counts(result.stdout)["pretrain_base"] == len(set(sizes)) >= 3
+    for regime in config["regimes"]:
+        size = regime["model_size"]
+        assert f"--output results/models/base_{size} --size {size} " in result.stdout, size
+        trains = [line for line in result.stdout.splitlines() if f"results/runs/{study}/{regime['name']}/" in line and "-m ktos train" in line]
+        assert trains and all(f"--model_name_or_path results/models/base_{size} " in line for line in trains)
+    n_runs = len(config["seeds"]) * len(config["learning_rates"]) * 2 * len(sizes)
+    assert sum(line.count("_seed") for line in result.stdout.splitlines() if "-m ktos train" in line) == n_runs
+    batch = config.get("synthetic", {}).get("pretrain_batch_size", 64)
+    assert f"--batch-size {batch}" in result.stdout
+
+
+def test_dry_run_step_grid_trains_kto_zero(repo: Path) -> None:
+    result = snakemake(repo, "-n", "-p", "--configfile", "config/step_grid.yaml")
+    assert result.returncode == 0, result.stdout
+    config = yaml.safe_load((repo / "config/step_grid.yaml").read_text())
+    runs = " ".join(line for line in result.stdout.splitlines() if "-m ktos train" in line)
+    assert runs.count("/kto_zero_lr") == len(config["learning_rates"]) * len(config["seeds"])
+    assert "--quality_steps 10 20 30" in runs
+
+
 def test_dry_run_paper_config(repo: Path) -> None:
     """paper.yaml: real data from a local file, a hub model id, GPU resources, bf16; no synthetic jobs."""
     paper = yaml.safe_load((repo / "config/paper.yaml").read_text())
