@@ -52,6 +52,7 @@ from datasets import Dataset
 
 from ktos import compat
 from ktos.models import build_tiny_model, build_tiny_tokenizer
+from ktos.provenance import ktos_revision
 from ktos.trainer import KTOSConfig, KTOSTrainer
 
 log = logging.getLogger("throughput")
@@ -292,13 +293,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def write_results(out: Path, rows: list[dict], args: argparse.Namespace, note: str, text: str) -> Path:
-    """``out/throughput_<device>_<config>.{json,md}``; returns the JSON path."""
+    """``out/throughput_<device>_<config>_trl<version>.{json,md}``; returns the JSON path."""
     slug = "".join(c if c.isalnum() else "_" for c in device_name()).strip("_")
     stem = f"throughput_{slug}_h{args.hidden}_l{args.layers}_b{args.batch}x{args.seq_len}_{args.precision}_{args.attn}"
-    stem += "_precompute" if args.precompute else ""
+    stem += ("_precompute" if args.precompute else "") + f"_trl{compat.TRL_VERSION}"
     out.mkdir(parents=True, exist_ok=True)
     meta = {"device": device_name(), "torch": torch.__version__, "trl": str(compat.TRL_VERSION),
-            "threads": torch.get_num_threads(), "memory": note, "args": vars(args)}  # fmt: skip
+            "ktos": ktos_revision(), "threads": torch.get_num_threads(), "memory": note, "args": vars(args)}  # fmt: skip
     (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     (out / f"{stem}.md").write_text(text + "\n")
     return out / f"{stem}.json"

@@ -58,6 +58,6 @@ def test_cpu_run_times_every_variant_side_by_side(throughput, tmp_path) -> None:
         assert row["tokens_per_s"] == pytest.approx(batch * seq_len / (row["median_ms"] / 1e3))
         assert row["mfu"] == pytest.approx(row["model_flops_per_step"] / (row["median_ms"] / 1e3) / 1e12)
     assert rows[0]["speed_vs_trl"] == 1.0
-    saved = json.loads(next(tmp_path.glob("throughput_CPU*_h64_l2_b4x12_fp32_sdpa.json")).read_text())
+    saved = json.loads(next(tmp_path.glob("throughput_CPU*_h64_l2_b4x12_fp32_sdpa_trl*.json")).read_text())
     assert [r["variant"] for r in saved["rows"]] == names and saved["meta"]["trl"] == str(compat.TRL_VERSION)
     assert "| kto_s+fused |" in next(tmp_path.glob("*.md")).read_text()
