@@ -178,6 +178,14 @@ def test_lint() -> None:
     assert "Congratulations, your workflow is in a good condition!" in result.stdout, result.stdout
 
 
+def test_rules_run_the_installed_ktos() -> None:
+    """No path patching: jobs and the parse-time config checks import whichever ktos the environment holds."""
+    for path in [ROOT / "workflow/Snakefile", *(ROOT / "workflow/rules").glob("*.smk")]:
+        text = path.read_text()
+        for patch in ("PYTHONPATH", "sys.path", "envvars:", '/ "src"'):
+            assert patch not in text, f"{path.relative_to(ROOT)} patches the import path ({patch!r})"
+
+
 def test_snakefmt() -> None:
     snakefmt = shutil.which("snakefmt", path=str(BIN)) or shutil.which("snakefmt")
     if snakefmt is None:
