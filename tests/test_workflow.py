@@ -172,6 +172,19 @@ def test_dry_run_paper_config(repo: Path) -> None:
     assert "hub id" in result.stdout  # the model id is not on disk: a warning, not an error
 
 
+@pytest.mark.parametrize("keep", [False, True])
+def test_dry_run_saves_weights_only_when_models_are_kept(repo: Path, keep: bool) -> None:
+    """keep_models: false (the default) saves no weights and declares none; true saves and declares each run's."""
+    overlay = write_yaml(repo / "keep.yaml", {"keep_models": keep})
+    result = snakemake(repo, "-n", "-p", "--configfile", "config/test.yaml", overlay)
+    assert result.returncode == 0, result.stdout
+    train = [line for line in result.stdout.splitlines() if "-m ktos train" in line]
+    assert train and all(f"--save_model {str(keep).lower()}" in line for line in train), train
+    outputs = " ".join(line for line in result.stdout.splitlines() if line.strip().startswith("output:"))
+    for run in TEST_RUNS:
+        assert (f"{run}/model" in outputs) is keep, outputs
+
+
 def test_lint() -> None:
     result = snakemake(ROOT, "--lint")
     assert result.returncode == 0, result.stdout
@@ -254,8 +267,8 @@ def check_outputs(repo: Path) -> None:
 
 
 @pytest.mark.slow
-def test_end_to_end_test_config(study: tuple[Path, subprocess.CompletedProcess, float]) -> None:
-    """config/test.yaml through the whole DAG on CPU: figures, tables, temp() weights gone, report."""
+def test_end_to_end_test_config_saves_no_weights_unless_kept(study: tuple[Path, subprocess.CompletedProcess, float]) -> None:
+    """config/test.yaml through the whole DAG on CPU: figures, tables, no weights saved (models not kept), report."""
     repo, result, seconds = study
     assert result.returncode == 0, result.stdout
     print(f"end-to-end run of config/test.yaml: {seconds:.1f} s")

@@ -117,11 +117,6 @@ def output_dir(key):
     return lambda wildcards, output: Path(output[key]).parent
 
 
-def maybe_temp(path):
-    """Run model weights are temp() (deleted once no job needs them) unless config keep_models."""
-    return path if config["keep_models"] else temp(path)
-
-
 STUDY_DIR = f"results/studies/{config['study']}"
 REFERENCE_DIR = f"results/reference/{config['study']}"
 

@@ -10,8 +10,9 @@ for job, (regime, runs) in TRAIN_JOBS.items():
         output:
             trajectories=[f"{run}/trajectory.jsonl" for run in runs],
             run_info=[f"{run}/run_info.json" for run in runs],
+            # Weights are saved only when config keep_models (ktos train --save_model).
             models=(
-                [maybe_temp(directory(f"{run}/model")) for run in runs]
+                [directory(f"{run}/model") for run in runs]
                 if config["keep_models"]
                 else []
             ),
