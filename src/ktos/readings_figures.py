@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
+from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
 from .figure_style import DOUBLE, KL_LABEL, PALETTE, styled
 from .frontier import Checkpoints
@@ -52,7 +53,11 @@ def draw_scale(table: pd.DataFrame) -> Figure | None:
                 ax.plot(x, cell["final_probe_kl"], "o", ms=4, mfc=face, mec=colors[cell["params"]])
         for ax, xlabel in zip(row, ("peak learning rate", "update norm ||Δθ|| per step, last half", "parameters"), strict=True):
             ax.set(xscale="log", yscale="log", xlabel=xlabel)
-        row[0].set_ylabel(f"{METHOD_LABELS[method]}: final {KL_LABEL}")
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.yaxis.set_minor_formatter(NullFormatter())
+            ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(ScalarFormatter())
+        row[0].set_ylabel(f"{METHOD_LABELS[method]}: final probe KL (nats)")
         row[0].legend(loc="upper left")
         row[2].legend(loc="upper left")
     fig.suptitle("Model size against step size (hollow: KL levels off over the last half; filled: not)", fontsize=8.5)
