@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import re
 import sys
 import tomllib
@@ -43,6 +44,103 @@ def test_environment_yml_pins_exactly_the_lock() -> None:
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert pins(pip_section) == lock()
     assert "python=3.11" in env["dependencies"]
+
+
+ENVS = REPO / "workflow/envs"
+#: What the analysis environment must not hold: the training stack.
+TRAINING_STACK = ("torch", "transformers", "trl", "accelerate", "tokenizers", "peft", "matplotlib")
+
+
+def conda_env(name: str) -> dict[str, str]:
+    """``{canonical name: version}`` of workflow/envs/<name>.yaml's pip pins; checks its conda part."""
+    env = yaml.safe_load((ENVS / f"{name}.yaml").read_text())
+    assert env["channels"] == ["conda-forge", "nodefaults"], name
+    conda = [d for d in env["dependencies"] if isinstance(d, str)]
+    assert conda == ["python=3.11", "pip"], (name, conda)
+    return pins(next(d["pip"] for d in env["dependencies"] if isinstance(d, dict)))
+
+
+def rule_envs() -> dict[str, str]:
+    """``{rule: environment name}`` from the rules' ``conda:`` directives."""
+    envs = {}
+    for path in (REPO / "workflow/rules").glob("*.smk"):
+        for block in re.split(r"^(?=rule |    rule:)", path.read_text(), flags=re.M)[1:]:
+            name = re.match(r"rule (\w+):|    rule:\s+name:\s+f\"(\w+)", block)
+            env = re.search(r"conda:\s+(?:#.*\s+)*\"\.\./envs/(\w+)\.yaml\"", block)
+            assert name and env, f"{path.name}: a rule without its conda environment:\n{block[:200]}"
+            envs[name.group(1) or name.group(2)] = env.group(1)
+    return envs
+
+
+def test_workflow_envs_pin_the_locks_versions() -> None:
+    """Each rule runs in workflow/envs/train.yaml or analysis.yaml; every pin there is the lock's, and each
+    environment has the post-deploy script that installs ktos itself."""
+    locked = lock()
+    assert sorted(p.name for p in ENVS.glob("*.yaml")) == ["analysis.yaml", "train.yaml"]
+    for name in ("train", "analysis"):
+        env = conda_env(name)
+        wrong = {pkg: (version, locked.get(pkg)) for pkg, version in env.items() if locked.get(pkg) != version}
+        assert not wrong, f"{name}.yaml pins differ from requirements/lock.txt (env, lock): {wrong}"
+        script = (ENVS / f"{name}.post-deploy.sh").read_text()
+        assert "pip install --no-deps" in script and "KTOS_SOURCE" in script, name
+    envs = rule_envs()
+    assert {"synth_data", "pretrain_base", "prepare", "split", "balance", "extract_kl", "draw_figures", "write_tables"} <= set(envs)
+    assert {rule for rule, env in envs.items() if env == "analysis"} == {"extract_kl", "write_tables"}
+    assert "KTOS_SOURCE" in (REPO / "workflow/Snakefile").read_text()
+
+
+def test_train_env_holds_every_dependency_of_the_package_and_its_workflow_extras() -> None:
+    """train.yaml: ktos's dependencies and those of the lora and tracking extras the configs can ask for."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    needed = [Requirement(r) for r in project["dependencies"]]
+    needed += [Requirement(r) for extra in ("lora", "tracking") for r in project["optional-dependencies"][extra]]
+    missing = {str(r) for r in needed if canonicalize_name(r.name) not in conda_env("train")}
+    assert not missing, f"workflow/envs/train.yaml lacks {sorted(missing)}"
+
+
+def only_env_site(env: dict[str, str], dest: Path) -> Path:
+    """A site-packages folder holding (as links to this venv's copies) only ``env``'s distributions and ktos."""
+    dest.mkdir()
+    for name in [*env, "ktos"]:
+        dist = metadata.distribution(name)
+        assert name == "ktos" or dist.version == env[name], (name, dist.version)
+        for top in {Path(str(f)).parts[0] for f in dist.files or []} - {".."}:
+            target = Path(str(dist.locate_file(top)))
+            if target.exists() and not (dest / top).exists():
+                (dest / top).symlink_to(target)
+    return dest
+
+
+def test_analysis_stages_run_with_only_the_analysis_env(tmp_path: Path) -> None:
+    """analysis.yaml has no training stack, and its stages run with nothing else installed (python -S: no
+    site-packages but a folder of analysis.yaml's distributions): `ktos tables` on the committed reference
+    table writes the verdict, and `ktos extract-kl` collects a run directory."""
+    import os
+    import subprocess
+
+    env = conda_env("analysis")
+    assert not set(env) & set(TRAINING_STACK), f"analysis.yaml holds {sorted(set(env) & set(TRAINING_STACK))}"
+    site = only_env_site(env, tmp_path / "site")
+    python = [sys.executable, "-S", "-m", "ktos"]
+    environ = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(REPO / "src")]), "MPLBACKEND": "Agg"}
+    probe = subprocess.run([sys.executable, "-S", "-c", "import torch"], env=environ, capture_output=True, text=True)
+    assert probe.returncode != 0 and "No module named 'torch'" in probe.stderr, "the folder leaks torch"
+
+    table = REPO / "results/reference/main/trajectories.csv.gz"
+    tables = subprocess.run([*python, "tables", "--table", str(table), "--output", str(tmp_path / "tables")],
+                            env=environ, capture_output=True, text=True)  # fmt: skip
+    assert tables.returncode == 0, tables.stderr[-3000:]
+    assert (tmp_path / "tables/verdict.md").stat().st_size > 0
+
+    run = tmp_path / "runs/kto_lr0.001_seed0"
+    run.mkdir(parents=True)
+    run_info = {"method": "kto", "learning_rate": 1e-3, "seed": 0, "status": "completed", "regime": "main"}
+    (run / "run_info.json").write_text(json.dumps(run_info))
+    (run / "trajectory.jsonl").write_text(json.dumps({"step": 1, "kl_probe": 0.1}) + "\n")
+    extract = subprocess.run([*python, "extract-kl", "--runs", str(run), "--output", str(tmp_path / "t.csv.gz")],
+                             env=environ, capture_output=True, text=True)  # fmt: skip
+    assert extract.returncode == 0, extract.stderr[-3000:]
+    assert (tmp_path / "t.csv.gz").stat().st_size > 0
 
 
 def test_every_declared_dependency_is_locked_inside_its_range() -> None:

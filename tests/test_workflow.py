@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 STANDINS = Path(__file__).resolve().parent / "slurm_standins"
 #: What a copy of the workflow needs (the ktos package itself is installed).
-WORKFLOW_FILES = ("workflow", "config", "profiles", "environment.yml")
+WORKFLOW_FILES = ("workflow", "config", "profiles")
 #: Run directories of config/test.yaml: study "test", regime "main", both methods, lr 1e-3, seed 0.
 TEST_RUNS = ("results/runs/test/main/kto_lr0.001_seed0", "results/runs/test/main/kto_s_lr0.001_seed0")
 #: Figures and tables a two-method, one-regime table yields.

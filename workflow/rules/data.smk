@@ -9,7 +9,7 @@ rule synth_data:
     benchmark:
         "results/benchmarks/synth_data.tsv"
     conda:
-        "../../environment.yml"
+        "../envs/train.yaml"
     params:
         out_dir=output_dir("manifest"),
         seed=config["synthetic"]["seed"],
@@ -33,7 +33,7 @@ rule pretrain_base:
     benchmark:
         "results/benchmarks/pretrain_base_{size}.tsv"
     conda:
-        "../../environment.yml"
+        "../envs/train.yaml"
     threads: 1  # ktos.pretrain.pretrain_base runs on one thread: faster than two for a tiny model
     resources:
         mem_mb=config["resources"]["mem_mb"],
@@ -63,7 +63,7 @@ rule prepare:
     benchmark:
         "results/benchmarks/prepare.tsv"
     conda:
-        "../../environment.yml"
+        "../envs/train.yaml"
     params:
         source=prepare_source,
         split=config["data"]["split"],
@@ -88,7 +88,7 @@ rule split:
     benchmark:
         "results/benchmarks/split.tsv"
     conda:
-        "../../environment.yml"
+        "../envs/train.yaml"
     params:
         in_dir=input_dir("manifest"),
         out_dir=output_dir("manifest"),
@@ -111,7 +111,7 @@ rule balance:
     benchmark:
         "results/benchmarks/balance_seed{seed}.tsv"
     conda:
-        "../../environment.yml"
+        "../envs/train.yaml"
     params:
         in_dir=input_dir("manifest"),
         out_dir=output_dir("manifest"),

@@ -14,7 +14,8 @@ rule draw_figures:
     benchmark:
         f"results/benchmarks/{config['study']}/draw_figures_{{origin}}.tsv"
     conda:
-        "../../environment.yml"
+        # Not analysis.yaml: ktos.figures imports torch (ktos.losses.gradient_weight, the companion figure).
+        "../envs/train.yaml"
     params:
         analysis=analysis_flags(),
     shell:
@@ -44,7 +45,7 @@ rule write_tables:
     benchmark:
         f"results/benchmarks/{config['study']}/write_tables_{{origin}}.tsv"
     conda:
-        "../../environment.yml"
+        "../envs/analysis.yaml"
     params:
         out_dir=output_dir("verdict"),
         analysis=analysis_flags(),

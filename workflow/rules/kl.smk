@@ -14,7 +14,7 @@ rule extract_kl:
     benchmark:
         f"results/benchmarks/{config['study']}/extract_kl.tsv"
     conda:
-        "../../environment.yml"
+        "../envs/analysis.yaml"
     params:
         runs=lambda wildcards, input: [Path(p).parent for p in input.trajectories],
     shell:

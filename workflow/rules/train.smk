@@ -21,7 +21,7 @@ for job, (regime, runs) in TRAIN_JOBS.items():
         benchmark:
             f"results/benchmarks/train/{config['study']}/{job}.tsv"
         conda:
-            "../../environment.yml"
+            "../envs/train.yaml"
         threads: config["resources"]["threads"] * train_processes()
         resources:
             **TRAIN_RESOURCES,
