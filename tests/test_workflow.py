@@ -1,6 +1,6 @@
 """The Snakemake workflow: dry runs, lint, formatting, config validation, and real runs on CPU.
 
-Real runs use config/test.yaml (one seed, one learning rate, a few steps) in a copy of the
+Real runs use .test/config/config.yaml (one seed, one learning rate, a few steps) in a copy of the
 workflow under a temporary directory: end to end with the default profile, through the SLURM
 profile with stand-in SLURM commands (tests/slurm_standins), and a training run killed part-way
 and finished by a rerun that resumes from its checkpoint.
@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 STANDINS = Path(__file__).resolve().parent / "slurm_standins"
 #: What a copy of the workflow needs (the ktos package itself is installed).
-WORKFLOW_FILES = ("workflow", "config", "profiles")
-#: Run directories of config/test.yaml: study "test", regime "main", both methods, lr 1e-3, seed 0.
+WORKFLOW_FILES = ("workflow", "config", "profiles", ".test")
+#: Run directories of .test/config/config.yaml: study "test", regime "main", both methods, lr 1e-3, seed 0.
 TEST_RUNS = ("results/runs/test/main/kto_lr0.001_seed0", "results/runs/test/main/kto_s_lr0.001_seed0")
 #: Figures and tables a two-method, one-regime table yields.
 FIGURES = ("fig2_kto_kl", "fig3_kto_s_kl", "paired", "companion")
@@ -176,7 +176,7 @@ def test_dry_run_paper_config(repo: Path) -> None:
 def test_dry_run_saves_weights_only_when_models_are_kept(repo: Path, keep: bool) -> None:
     """keep_models: false (the default) saves no weights and declares none; true saves and declares each run's."""
     overlay = write_yaml(repo / "keep.yaml", {"keep_models": keep})
-    result = snakemake(repo, "-n", "-p", "--configfile", "config/test.yaml", overlay)
+    result = snakemake(repo, "-n", "-p", "--configfile", ".test/config/config.yaml", overlay)
     assert result.returncode == 0, result.stdout
     train = [line for line in result.stdout.splitlines() if "-m ktos train" in line]
     assert train and all(f"--save_model {str(keep).lower()}" in line for line in train), train
@@ -227,7 +227,7 @@ def test_bad_config_fails_before_any_job(repo: Path, overlay: dict, key: str) ->
     (repo / "data").mkdir()
     (repo / "data/feedback.jsonl").write_text('{"prompt": "Q", "completion": " A", "label": true}\n')
     bad = write_yaml(repo / "bad.yaml", overlay)
-    result = snakemake(repo, "--cores", "1", "--configfile", "config/test.yaml", bad)
+    result = snakemake(repo, "--cores", "1", "--configfile", ".test/config/config.yaml", bad)
     assert result.returncode != 0, result.stdout
     assert key in result.stdout, result.stdout
     assert not (repo / "results").exists()
@@ -239,10 +239,10 @@ def test_bad_config_fails_before_any_job(repo: Path, overlay: dict, key: str) ->
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess, float]:
-    """config/test.yaml run end to end on CPU once: (workflow copy, snakemake result, seconds)."""
+    """.test/config/config.yaml run end to end on CPU once: (workflow copy, snakemake result, seconds)."""
     repo = copy_workflow(tmp_path_factory.mktemp("study") / "repo")
     started = time.monotonic()
-    result = snakemake(repo, "--cores", "2", "--configfile", "config/test.yaml")
+    result = snakemake(repo, "--cores", "2", "--configfile", ".test/config/config.yaml")
     return repo, result, time.monotonic() - started
 
 
@@ -254,13 +254,13 @@ def repo_with_data(study_repo: Path, dest: Path) -> Path:
 
 
 def check_outputs(repo: Path) -> None:
-    """The figures, tables and trajectory table of a finished config/test.yaml run."""
+    """The figures, tables and trajectory table of a finished .test/config/config.yaml run."""
     for name in FIGURES:
         assert (repo / f"results/studies/test/figures/{name}.png").stat().st_size > 0, name
     for name in TABLES:
         assert (repo / f"results/studies/test/tables/{name}").stat().st_size > 0, name
     table = pd.read_csv(repo / "results/studies/test/trajectories.csv.gz")
-    max_steps = yaml.safe_load((repo / "config/test.yaml").read_text())["train"]["max_steps"]
+    max_steps = yaml.safe_load((repo / ".test/config/config.yaml").read_text())["train"]["max_steps"]
     assert sorted(table["method"].unique()) == ["kto", "kto_s"]
     assert len(table) == 2 * max_steps
     assert set(table["status"]) == {"completed"}
@@ -268,10 +268,10 @@ def check_outputs(repo: Path) -> None:
 
 @pytest.mark.slow
 def test_end_to_end_test_config_saves_no_weights_unless_kept(study: tuple[Path, subprocess.CompletedProcess, float]) -> None:
-    """config/test.yaml through the whole DAG on CPU: figures, tables, no weights saved (models not kept), report."""
+    """.test/config/config.yaml through the whole DAG on CPU: figures, tables, no weights saved (models not kept), report."""
     repo, result, seconds = study
     assert result.returncode == 0, result.stdout
-    print(f"end-to-end run of config/test.yaml: {seconds:.1f} s")
+    print(f"end-to-end run of .test/config/config.yaml: {seconds:.1f} s")
     check_outputs(repo)
     assert (repo / "results/models/base_0.09M/config.json").exists(), "the embedded base model is a kept output"
     for run in TEST_RUNS:
@@ -283,10 +283,10 @@ def test_end_to_end_test_config_saves_no_weights_unless_kept(study: tuple[Path, 
         assert not (repo / f"{run}/model").exists(), "run weights are not kept by default"
     assert (repo / "results/benchmarks/train/test/main_0.tsv").exists()  # one job trained both runs
 
-    again = snakemake(repo, "-n", "--configfile", "config/test.yaml")
+    again = snakemake(repo, "-n", "--configfile", ".test/config/config.yaml")
     assert "Nothing to be done" in again.stdout, again.stdout
 
-    report = snakemake(repo, "--configfile", "config/test.yaml", "--report", "report.html")
+    report = snakemake(repo, "--configfile", ".test/config/config.yaml", "--report", "report.html")
     assert report.returncode == 0, report.stdout
     assert (repo / "report.html").stat().st_size > 0
 
@@ -297,7 +297,7 @@ def test_figures_target_needs_only_the_table(study: tuple[Path, subprocess.Compl
     repo = copy_workflow(tmp_path / "fresh")
     (repo / "results/reference/test").mkdir(parents=True)
     shutil.copy2(study[0] / "results/studies/test/trajectories.csv.gz", repo / "results/reference/test/trajectories.csv.gz")
-    result = snakemake(repo, "figures", "--cores", "1", "--configfile", "config/test.yaml")
+    result = snakemake(repo, "figures", "--cores", "1", "--configfile", ".test/config/config.yaml")
     assert result.returncode == 0, result.stdout
     assert job_counts(result.stdout) == {"draw_figures": 1, "write_tables": 1, "figures": 1}
     for name in FIGURES:
@@ -317,7 +317,7 @@ def test_slurm_profile_with_standins(study: tuple[Path, subprocess.CompletedProc
     result = snakemake(
         repo,
         "--profile", "profiles/slurm",
-        "--configfile", "config/test.yaml", gpu,
+        "--configfile", ".test/config/config.yaml", gpu,
         "--jobs", "2",
         "--slurm-init-seconds-before-status-checks", "1",
         "--seconds-between-status-checks", "1",
@@ -357,7 +357,7 @@ def test_killed_training_resumes_from_checkpoint(study: tuple[Path, subprocess.C
     repo = repo_with_data(study[0], tmp_path / "repo")
     run_dir = repo / "results/runs/test/main/kto_s_lr0.001_seed0"
     overlay = write_yaml(repo / "resume.yaml", {"methods": ["kto_s"], "train": {"max_steps": 40, "save_steps": 4}})
-    args = ("--cores", "2", "--configfile", "config/test.yaml", overlay, "--", f"{run_dir.relative_to(repo)}/run_info.json")
+    args = ("--cores", "2", "--configfile", ".test/config/config.yaml", overlay, "--", f"{run_dir.relative_to(repo)}/run_info.json")
     first_log = tmp_path / "first_attempt.log"
     with first_log.open("w") as out:
         proc = subprocess.Popen(
