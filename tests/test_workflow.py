@@ -185,6 +185,18 @@ def test_dry_run_saves_weights_only_when_models_are_kept(repo: Path, keep: bool)
         assert (f"{run}/model" in outputs) is keep, outputs
 
 
+def test_catalog_metadata_matches_the_workflow() -> None:
+    """.snakemake-workflow-catalog.yml: conda deployment (workflow/envs), a report, the .test config; no flags."""
+    usage = yaml.safe_load((ROOT / ".snakemake-workflow-catalog.yml").read_text())["usage"]
+    deployment = usage["software-stack-deployment"]
+    assert deployment["conda"] is True and any((ROOT / "workflow/envs").glob("*.yaml"))
+    assert not deployment["singularity"] and not deployment["singularity+conda"]  # no container: is declared
+    assert "container:" not in (ROOT / "workflow/Snakefile").read_text()
+    assert usage["report"] is True and "report: " in (ROOT / "workflow/Snakefile").read_text()
+    assert not usage["mandatory-flags"]["flags"]
+    assert (ROOT / ".test/config/config.yaml").is_file() and (ROOT / "workflow/Snakefile").is_file()
+
+
 def test_lint() -> None:
     result = snakemake(ROOT, "--lint")
     assert result.returncode == 0, result.stdout
