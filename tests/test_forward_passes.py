@@ -175,3 +175,16 @@ def test_hooked_path_passes_trls_model_inputs(tiny_model_dir, tmp_path, feedback
     assert all(aligned for _, aligned, _ in seen["ours"])
     kl_marked = [marked for *_, marked in seen["ours"]]
     assert (kl_marked == [True, False, True]) if fuse else (kl_marked == [True, False, True, False])
+
+
+def test_logged_metric_keys_are_trls(tiny_model_dir, tmp_path, feedback_dataset) -> None:
+    # What reaches log_history (and so every report_to tracker) after two training steps: TRL's keys, no fewer.
+    logged = {}
+    for name, cls, extra in (("ours", None, {"use_kto_s": True, "fuse_forward_passes": True}), ("trl", KTOTrainer, {})):
+        kwargs = {"cls": cls} if cls else {}
+        trainer = make_trainer(tiny_model_dir, tmp_path / name, feedback_dataset, ref_dir=tiny_model_dir, max_steps=2,
+                               **kwargs, **extra)  # fmt: skip
+        trainer.train()
+        logged[name] = {key for row in trainer.state.log_history[:-1] for key in row}
+    assert {"kl", "rewards/chosen", "logps/chosen"} <= logged["trl"]
+    assert logged["ours"] == logged["trl"]
