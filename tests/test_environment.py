@@ -225,7 +225,7 @@ def test_config_yaml_equals_the_schema_defaults_or_says_why() -> None:
 
 #: The package's floors: a module imports only from floors below its own (README, "Layout").
 FLOORS: dict[str, int] = {
-    **dict.fromkeys(("losses", "sources", "runnames", "provenance", "stats", "models", "compat", "update_norm"), 0),
+    **dict.fromkeys(("losses", "sources", "runnames", "provenance", "stats", "models", "compat", "update_norm", "preparation"), 0),
     **dict.fromkeys(("data", "rundir", "probe", "trends", "frontier", "scale", "figure_style"), 1),
     **dict.fromkeys(("balance", "toy", "analysis", "quality", "trainer", "trajectory", "readings_figures"), 2),
     **dict.fromkeys(("verdict", "figures", "run", "pretrain"), 3),

@@ -2,8 +2,10 @@ r"""Every use of TRL internals, in one place, for TRL 1.5.1 to 1.16.0.
 
 Read from the sources of TRL 1.5.1 (``trl/experimental/kto/kto_trainer.py``) and 1.16.0
 (``trl/trainer/kto_trainer.py``), with the batch layouts of 1.6.0 and 1.8.0 checked against theirs.
-Nothing else in ``ktos`` touches a private name of TRL; everything else uses TRL's public API
-(``KTOConfig``, ``KTOTrainer``, ``TrlParser``).
+Outside this module only :class:`ktos.trainer.KTOSTrainer` touches TRL's private names: it overrides
+``_prepare_dataset`` and ``_get_train_sampler`` (with :mod:`ktos.preparation`) and TRL's ``forward`` (through
+:func:`fused_forward` here). Everything else uses TRL's public API (``KTOConfig``, ``KTOTrainer``,
+``TrlParser``).
 
 Two loss paths:
 
@@ -49,7 +51,6 @@ import torch
 import torch.nn.functional as F
 import trl
 from packaging.version import Version
-from torch.utils.data import SequentialSampler
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import entropy_from_logits, selective_log_softmax, use_adapter
 
@@ -282,32 +283,6 @@ def prepare_dataset(trainer: Any, dataset: Any, name: str) -> Any:
     return trainer._prepare_dataset(dataset, trainer.processing_class, trainer.args, name)
 
 
-#: TRL's prepared (tokenised, KL-paired) datasets of this process, by what determines them.
-_PREPARED: dict[tuple, Any] = {}
-
-
-def cached_prepare(prepare: Any, dataset: Any, processing_class: Any, args: Any, name: str) -> Any:
-    """``prepare(dataset, processing_class, args, name)`` (TRL's ``_prepare_dataset``), once per process for
-    the same data (its content fingerprint), tokenizer and the settings that shape the result; a training
-    job that trains several runs on the same data tokenises it once. Prepared datasets are immutable."""
-    fingerprint = getattr(dataset, "_fingerprint", None)
-    if fingerprint is None:
-        return prepare(dataset, processing_class, args, name)
-    key = (
-        fingerprint,
-        name,
-        getattr(processing_class, "name_or_path", None),
-        len(processing_class),
-        hash(getattr(processing_class, "chat_template", None)),
-        args.max_length,
-        args.per_device_train_batch_size,
-        getattr(args, "precompute_ref_log_probs", False),
-    )
-    if key not in _PREPARED:
-        _PREPARED[key] = prepare(dataset, processing_class, args, name)
-    return _PREPARED[key]
-
-
 def trust_remote_code(model_config: Any, args: Any) -> bool:
     """``trust_remote_code`` from TRL's ``ModelConfig`` (TRL < 1.16) or its ``KTOConfig`` (1.16, where it moved)."""
     if "trust_remote_code" in KTOConfig.__dataclass_fields__:
@@ -318,12 +293,6 @@ def trust_remote_code(model_config: Any, args: Any) -> bool:
 def precomputes_reference(trainer: Any) -> bool:
     """Whether the trainer reads the reference log-probs from the batch (``precompute_ref_log_probs``)."""
     return bool(getattr(trainer, "precompute_ref_log_probs" if KTO_LOSS_HOOK else "precompute_ref_logps"))
-
-
-def train_sampler(dataset: Any) -> SequentialSampler:
-    """The training set in file order: the balance stage writes the batch order, and TRL builds each
-    example's mismatched KL completion from its neighbours in that order."""
-    return SequentialSampler(dataset)
 
 
 def fuses(trainer: Any) -> bool:

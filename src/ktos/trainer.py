@@ -22,6 +22,7 @@ from transformers.utils import is_torch_bf16_gpu_available
 
 from . import compat, losses
 from .data import DataValidationError, normalise_labels
+from .preparation import cached_prepare, train_sampler
 
 log = logging.getLogger(__name__)
 
@@ -362,10 +363,10 @@ class KTOSTrainer(compat.KTOTrainer):
         return loss
 
     def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
-        """TRL's preparation, cached per process (:func:`ktos.compat.cached_prepare`)."""
-        return compat.cached_prepare(super()._prepare_dataset, dataset, processing_class, args, dataset_name)
+        """TRL's preparation, cached per process (:func:`ktos.preparation.cached_prepare`)."""
+        return cached_prepare(super()._prepare_dataset, dataset, processing_class, args, dataset_name)
 
     def _get_train_sampler(self, *args: Any, **kwargs: Any) -> Any:
         dataset = next(iter([*args, *kwargs.values()]), None)
-        return compat.train_sampler(self.train_dataset if dataset is None else dataset)
+        return train_sampler(self.train_dataset if dataset is None else dataset)
 
