@@ -35,7 +35,16 @@ TABLES = ("verdict.md", "runs.csv", "cells.csv", "paired.csv", "matched_kl.csv",
 
 def train_jobs(counts: dict[str, int]) -> int:
     """How many training jobs a Job stats table lists (one rule per job: train_<regime>_<i>)."""
-    return sum(n for rule, n in counts.items() if rule.startswith("train_"))
+    return sum(n for rule, n in counts.items() if rule.startswith("train_") and rule not in ("train_config", "train_configs"))
+
+
+def train_configs(repo: Path, *configfiles: str) -> dict[str, dict]:
+    """Write the training jobs' `ktos train --config` files (target train_configs; nothing is trained) and
+    read them: {job: settings}."""
+    result = snakemake(repo, "train_configs", "--cores", "1", "--configfile", *configfiles)
+    assert result.returncode == 0, result.stdout
+    study = yaml.safe_load((repo / configfiles[0]).read_text()).get("study", "main")
+    return {p.stem: yaml.safe_load(p.read_text()) for p in (repo / f"results/train_configs/{study}").glob("*.yaml")}
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -150,7 +159,10 @@ def test_dry_run_step_grid_trains_kto_zero(repo: Path) -> None:
     config = yaml.safe_load((repo / "config/step_grid.yaml").read_text())
     runs = " ".join(line for line in result.stdout.splitlines() if "-m ktos train" in line)
     assert runs.count("/kto_zero_lr") == len(config["learning_rates"]) * len(config["seeds"])
-    assert "--quality_steps 10 20 30" in runs
+    assert "--config results/train_configs/step_grid/" in runs
+    settings = train_configs(repo, "config/step_grid.yaml")
+    for values in settings.values():  # every 10 steps, below max_steps
+        assert values["quality_steps"][:3] == [10, 20, 30] and max(values["quality_steps"]) < values["max_steps"], values
 
 
 def test_dry_run_paper_config(repo: Path) -> None:
@@ -167,7 +179,9 @@ def test_dry_run_paper_config(repo: Path) -> None:
     assert "synth_data" not in counts and "pretrain_base" not in counts
     assert train_jobs(counts) == len(paper["methods"]) * len(paper["learning_rates"]) * len(paper["seeds"])
     assert f"--model_name_or_path {paper['model']['name_or_path']}" in result.stdout
-    assert "--bf16 true" in result.stdout and "--heldout" not in result.stdout
+    settings = train_configs(repo, "config/paper.yaml")
+    assert len(settings) == train_jobs(counts)
+    assert all(s["bf16"] is True and "heldout" not in s for s in settings.values()), settings
     assert "gpu=1" in result.stdout
     assert "hub id" in result.stdout  # the model id is not on disk: a warning, not an error
 
@@ -195,6 +209,31 @@ def test_catalog_metadata_matches_the_workflow() -> None:
     assert usage["report"] is True and "report: " in (ROOT / "workflow/Snakefile").read_text()
     assert not usage["mandatory-flags"]["flags"]
     assert (ROOT / ".test/config/config.yaml").is_file() and (ROOT / "workflow/Snakefile").is_file()
+
+
+def test_train_config_files_are_what_ktos_train_parses(repo: Path) -> None:
+    """Each training job reads its settings from results/train_configs/<study>/<job>.yaml: the config's train
+    settings with the regime's overrides, which `ktos train --config` (TRL's parser) accepts as they are."""
+    from ktos.cli import parse_train_args
+
+    overlay = write_yaml(repo / "regimes.yaml", {"regimes": [{"name": "main"}, {"name": "long", "max_steps": 8, "beta": 0.05}]})
+    settings = train_configs(repo, ".test/config/config.yaml", overlay)
+    assert sorted(settings) == ["long_0", "main_0"]
+    config = yaml.safe_load((repo / ".test/config/config.yaml").read_text())
+    for job, regime in (("main_0", {}), ("long_0", {"max_steps": 8, "beta": 0.05})):
+        values = settings[job]
+        assert values["regime"] == job.removesuffix("_0") and values["save_strategy"] == "steps"
+        assert values["max_steps"] == regime.get("max_steps", config["train"]["max_steps"])
+        assert values["heldout"] == "results/data/synthetic/heldout.jsonl" and values["report_to"] == ["tensorboard"]
+        assert isinstance(values["beta"], float) and values["beta"] == regime.get("beta", 0.2)
+        path = repo / f"results/train_configs/test/{job}.yaml"
+        model, run, data, train = parse_train_args(["--config", str(path), "--output_dir", "x", "--model_name_or_path", "m", "--train_data", "d"])
+        assert train.max_steps == values["max_steps"] and train.beta == values["beta"] and data.heldout == values["heldout"]
+        assert run.quality_steps == [2] and model.model_name_or_path == "m"
+    dry = snakemake(repo, "-n", "-p", "--configfile", ".test/config/config.yaml", overlay)
+    commands = [line for line in dry.stdout.splitlines() if "-m ktos train" in line]
+    assert len(commands) == 2 and all("--config results/train_configs/test/" in c for c in commands), commands
+    assert not any("--beta" in c or "--max_steps" in c for c in commands)  # the settings are in the file only
 
 
 def test_lint() -> None:

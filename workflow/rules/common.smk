@@ -1,10 +1,13 @@
 """Helpers of the ktos workflow: config checks at parse time, run names, targets, rule inputs.
 
-Nothing here does work: these functions only name files and render `ktos` flags.
+Nothing here does work: these functions only name files and render `ktos` flags and settings.
 """
 
+import re
 import shlex
 from pathlib import Path
+
+import yaml
 
 from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
@@ -215,9 +218,21 @@ def cli_flags(mapping):
     return " ".join(flags)
 
 
-def train_flags(regime):
-    """`ktos train` flags of a regime's jobs: the train settings with the regime's overrides, the held-out
-    task items, remote code. Method, learning rate and seed come from each run's name (--run_dirs).
+#: Train settings the schema types as numbers: written as floats (YAML would keep 5 an int; `--key 5` was
+#: parsed as the float field it is).
+NUMBER_SETTINGS = {
+    key
+    for key, spec in yaml.safe_load(
+        (Path(workflow.basedir) / "schemas/config.schema.yaml").read_text()
+    )["properties"]["train"]["properties"].items()
+    if spec.get("type") == "number"
+}
+
+
+def train_settings(regime):
+    """The `ktos train --config` file of a regime's jobs, as a mapping: the train settings with the regime's
+    overrides, the held-out task items, remote code, LoRA, train.extra_args (None values left out, so the
+    library's defaults apply). Method, learning rate and seed come from each run's name (--run_dirs).
     """
     settings = dict(config["train"])
     overrides = regime_settings(regime)
@@ -232,26 +247,33 @@ def train_flags(regime):
     lists = {key: settings.pop(key) for key in ("quality_steps", "report_to")}
     for key in ("num_processes", "accelerate_config"):
         settings.pop(key)
-    flags = dict(settings)
-    flags["regime"] = regime
-    quality_steps = [s for s in lists["quality_steps"] if s < settings["max_steps"]]
+    out = {"save_strategy": "steps", **settings, "regime": regime}
     if is_synthetic():
-        flags["heldout"] = "results/data/synthetic/heldout.jsonl"
+        out["heldout"] = str(rules.synth_data.output.heldout)
     if config["model"]["trust_remote_code"]:
-        flags["trust_remote_code"] = True
+        out["trust_remote_code"] = True
     peft = dict(config["model"]["peft"])
     targets = peft.pop("lora_target_modules")
     if peft["use_peft"]:
-        flags.update(peft)
-    flags.update(extra)
-    rendered = cli_flags(flags) + " --report_to " + " ".join(lists["report_to"])
+        out.update(peft)
+    out.update(extra)
+    out["report_to"] = list(lists["report_to"])
     if peft["use_peft"] and targets:
-        rendered += " --lora_target_modules " + " ".join(
-            shlex.quote(t) for t in targets
-        )
-    return rendered + (
-        " --quality_steps " + " ".join(map(str, quality_steps)) if quality_steps else ""
-    )
+        out["lora_target_modules"] = list(targets)
+    quality_steps = [s for s in lists["quality_steps"] if s < settings["max_steps"]]
+    if quality_steps:
+        out["quality_steps"] = quality_steps
+    return {
+        key: float(value) if key in NUMBER_SETTINGS else value
+        for key, value in out.items()
+        if value is not None
+    }
+
+
+def write_yaml(path, mapping, log):
+    """Write `mapping` to `path` as YAML, in its order; say so in `log`."""
+    Path(path).write_text(yaml.safe_dump(mapping, sort_keys=False))
+    Path(log).write_text(f"wrote {path}\n")
 
 
 def train_processes():

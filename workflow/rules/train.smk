@@ -1,3 +1,25 @@
+# The settings of each training job, from the config (train_settings, common.smk), as the YAML file that
+# `ktos train --config` reads: TRL's parser, so an unknown key is refused.
+rule train_config:
+    output:
+        f"results/train_configs/{config['study']}/{{job}}.yaml",
+    log:
+        f"results/logs/train_configs/{config['study']}/{{job}}.log",
+    wildcard_constraints:
+        job="|".join(map(re.escape, TRAIN_JOBS)),
+    localrule: True
+    params:
+        settings=lambda wildcards: train_settings(TRAIN_JOBS[wildcards.job][0]),
+    run:
+        write_yaml(output[0], params.settings, log[0])
+
+
+rule train_configs:
+    input:
+        expand(rules.train_config.output, job=TRAIN_JOBS),
+    localrule: True
+
+
 # One training job per resources.runs_per_job runs of a regime (TRAIN_JOBS, common.smk): one process
 # trains them one after the other, paying the start-up once. Snakemake still sees each run's own files.
 for job, (regime, runs) in TRAIN_JOBS.items():
@@ -7,6 +29,7 @@ for job, (regime, runs) in TRAIN_JOBS.items():
             f"train_{job}"
         input:
             **train_input(regime, runs),
+            config=expand(rules.train_config.output, job=job),
         output:
             trajectories=[f"{run}/trajectory.jsonl" for run in runs],
             run_info=[f"{run}/run_info.json" for run in runs],
@@ -31,10 +54,9 @@ for job, (regime, runs) in TRAIN_JOBS.items():
             model=lambda wildcards, input, regime=regime: input.get(
                 "model", base_model(regime)
             ),
-            flags=train_flags(regime),
             save_model=str(config["keep_models"]).lower(),
         shell:
-            "{params.launcher} --run_dirs {params.runs} --model_name_or_path {params.model:q} "
+            "{params.launcher} --config {input.config} --run_dirs {params.runs} --model_name_or_path {params.model:q} "
             "--train_data 'results/data/balanced/seed{{seed}}' --eval_data results/data/split/eval "
             "--weights_from 'results/data/balanced/seed{{seed}}/manifest.json' "
-            "--save_model {params.save_model} --save_strategy steps {params.flags} > {log} 2>&1"
+            "--save_model {params.save_model} > {log} 2>&1"
