@@ -61,10 +61,12 @@ def conda_env(name: str) -> dict[str, str]:
 
 
 def rule_envs() -> dict[str, str]:
-    """``{rule: environment name}`` from the rules' ``conda:`` directives."""
+    """``{rule: environment name}`` from the ``conda:`` directives of the rules that run a command."""
     envs = {}
     for path in (REPO / "workflow/rules").glob("*.smk"):
         for block in re.split(r"^(?=rule |    rule:)", path.read_text(), flags=re.M)[1:]:
+            if "shell:" not in block:  # a run: block (Snakemake's own process) or a target
+                continue
             name = re.match(r"rule (\w+):|    rule:\s+name:\s+f\"(\w+)", block)
             env = re.search(r"conda:\s+(?:#.*\s+)*\"\.\./envs/(\w+)\.yaml\"", block)
             assert name and env, f"{path.name}: a rule without its conda environment:\n{block[:200]}"
