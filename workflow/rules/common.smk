@@ -168,7 +168,7 @@ def figure_table(wildcards):
 def prepare_input(wildcards):
     """Input of `ktos prepare`: the synthetic data, or the configured source when it is on disk."""
     if is_synthetic():
-        return {"source": "results/data/synthetic/data.jsonl"}
+        return {"source": rules.synth_data.output.data}
     source = config["data"]["source"]
     return {"source": source} if Path(source).expanduser().exists() else {}
 
@@ -192,17 +192,15 @@ def train_input(regime, runs):
     when it is on disk, and the held-out task items of the embedded default."""
     seeds = sorted({parse_run_name(Path(d).name).seed for d in runs})
     inputs = {
-        "train": [f"results/data/balanced/seed{seed}/data.jsonl" for seed in seeds],
-        "balance_manifest": [
-            f"results/data/balanced/seed{seed}/manifest.json" for seed in seeds
-        ],
-        "eval": "results/data/split/eval/data.jsonl",
+        "train": expand(rules.balance.output.data, seed=seeds),
+        "balance_manifest": expand(rules.balance.output.manifest, seed=seeds),
+        "eval": rules.split.output.eval,
     }
     model = base_model(regime)
     if config["model"]["name_or_path"] is None or Path(model).expanduser().exists():
         inputs["model"] = model
     if is_synthetic():
-        inputs["heldout"] = "results/data/synthetic/heldout.jsonl"
+        inputs["heldout"] = rules.synth_data.output.heldout
     return inputs
 
 

@@ -24,8 +24,8 @@ rule synth_data:
 
 rule pretrain_base:
     input:
-        corpus="results/data/synthetic/corpus.txt",
-        heldout="results/data/synthetic/heldout.jsonl",
+        corpus=rules.synth_data.output.corpus,
+        heldout=rules.synth_data.output.heldout,
     output:
         directory("results/models/base_{size}"),
     log:
@@ -75,8 +75,8 @@ rule prepare:
 
 rule split:
     input:
-        data="results/data/prepared/data.jsonl",
-        manifest="results/data/prepared/manifest.json",
+        data=rules.prepare.output.data,
+        manifest=rules.prepare.output.manifest,
     output:
         train="results/data/split/train/data.jsonl",
         train_manifest="results/data/split/train/manifest.json",
@@ -101,8 +101,8 @@ rule split:
 
 rule balance:
     input:
-        data="results/data/split/train/data.jsonl",
-        manifest="results/data/split/train/manifest.json",
+        data=rules.split.output.train,
+        manifest=rules.split.output.train_manifest,
     output:
         data="results/data/balanced/seed{seed}/data.jsonl",
         manifest="results/data/balanced/seed{seed}/manifest.json",

@@ -55,8 +55,12 @@ for job, (regime, runs) in TRAIN_JOBS.items():
                 "model", base_model(regime)
             ),
             save_model=str(config["keep_models"]).lower(),
+            # ktos train replaces {seed} in these with each run's seed (--run_dirs); functions keep it unexpanded
+            train_data=lambda wildcards: Path(rules.balance.output.data).parent,
+            weights_from=lambda wildcards: rules.balance.output.manifest,
+            eval_data=Path(rules.split.output.eval).parent,
         shell:
             "{params.launcher} --config {input.config} --run_dirs {params.runs} --model_name_or_path {params.model:q} "
-            "--train_data 'results/data/balanced/seed{{seed}}' --eval_data results/data/split/eval "
-            "--weights_from 'results/data/balanced/seed{{seed}}/manifest.json' "
+            "--train_data {params.train_data:q} --eval_data {params.eval_data:q} "
+            "--weights_from {params.weights_from:q} "
             "--save_model {params.save_model} > {log} 2>&1"
