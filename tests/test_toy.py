@@ -156,15 +156,21 @@ def test_task_accuracy_range_and_count(task_dir: Path, tiny_base: tuple[Path, di
     assert load_items(task_dir)[:3] == _jsonl(task_dir / "heldout.jsonl")[:3]  # a task dir works too
 
 
+def own_answers(model, tokenizer, items: list[dict]) -> list[str]:
+    """The model's own greedy answer to each item's prompt, read as task_accuracy reads it."""
+    enc = tokenizer([i["prompt"] for i in items], padding=True, padding_side="left", return_tensors="pt")
+    out = model.generate(**enc, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=False)
+    return [extract_answer(t) for t in texts]
+
+
 @pytest.mark.slow
 def test_task_accuracy_counts_exact_matches(task_dir: Path, tiny_base: tuple[Path, dict]) -> None:
     """Score items against the model's own greedy answers: every one must count as right."""
     model, tokenizer = load_model_and_tokenizer(str(tiny_base[0]))
     items = load_items(task_dir)[:20]
-    enc = tokenizer([i["prompt"] for i in items], padding=True, padding_side="left", return_tensors="pt")
-    out = model.generate(**enc, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-    texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=False)
-    own = [{"prompt": i["prompt"], "answer": extract_answer(t)} for i, t in zip(items, texts, strict=True)]
+    answers = own_answers(model, tokenizer, items)
+    own = [{"prompt": i["prompt"], "answer": a} for i, a in zip(items, answers, strict=True)]
     assert task_accuracy(model, tokenizer, own, batch_size=7)["value"] == 1.0
     shifted = [{"prompt": i["prompt"], "answer": i["answer"] + "x"} for i in own]
     assert task_accuracy(model, tokenizer, shifted)["value"] == 0.0
@@ -175,13 +181,10 @@ def test_task_accuracy_halves_are_the_even_and_odd_items(task_dir: Path, tiny_ba
     """The validation half is items 0, 2, 4, ...; the test half 1, 3, 5, ...: made right and wrong on purpose."""
     model, tokenizer = load_model_and_tokenizer(str(tiny_base[0]))
     items = load_items(task_dir)[:12]
-    enc = tokenizer([i["prompt"] for i in items], padding=True, padding_side="left", return_tensors="pt")
-    out = model.generate(**enc, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-    texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=False)
     # even items scored against the model's own answer (right), odd ones against an impossible one (wrong)
     mixed = [
-        {"prompt": i["prompt"], "answer": extract_answer(t) if k % 2 == 0 else "x"}
-        for k, (i, t) in enumerate(zip(items, texts, strict=True))
+        {"prompt": i["prompt"], "answer": a if k % 2 == 0 else "x"}
+        for k, (i, a) in enumerate(zip(items, own_answers(model, tokenizer, items), strict=True))
     ]
     result = task_accuracy(model, tokenizer, mixed, batch_size=5)
     assert (result["value"], result["value_val"], result["value_test"]) == (0.5, 1.0, 0.0)
