@@ -2,7 +2,7 @@
 
 On the embedded default's inputs (the 0.09M base model, a balanced training set, the eval split and the
 held-out items, as `snakemake` writes them), the same KTO-S run is trained through ``ktos train``'s own
-code path (``ktos.run.train``, in this process, as a training job trains its runs) in each of
+code path (``ktos.study.run.train``, in this process, as a training job trains its runs) in each of
 :data:`WAYS`, the order rotating every repeat, ``--repeats`` times. The flags are those of the default
 study's training jobs (``snakemake -n -p`` prints them): 150 steps, the KL probe every 5 steps, task
 accuracy every 10, a checkpoint every 50. Prints each way's median per-run training time (``elapsed_s``
@@ -27,8 +27,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 from ktos.cli import parse_train_args
-from ktos.rundir import RUN_INFO_FILE, TRAJECTORY_FILE, read_trajectory
-from ktos.run import train
+from ktos.study.rundir import RUN_INFO_FILE, TRAJECTORY_FILE, read_trajectory
+from ktos.study.run import train
 
 log = logging.getLogger("default_run")
 

@@ -27,9 +27,9 @@ import torch
 from ktos.data import load_feedback
 from ktos.models import load_model_and_tokenizer
 from ktos.probe import KLProbe, ProbeCallback
-from ktos.rundir import read_trajectory
+from ktos.study.rundir import read_trajectory
 from ktos.trainer import KTOSConfig, KTOSTrainer
-from ktos.trajectory import TrajectoryCallback
+from ktos.study.trajectory import TrajectoryCallback
 
 log = logging.getLogger("precompute_ref")
 

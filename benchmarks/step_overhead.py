@@ -25,7 +25,7 @@ import torch
 from datasets import Dataset
 
 from ktos.losses import kto_loss
-from ktos.models import build_tiny_model, build_tiny_tokenizer
+from ktos.toy.tiny import build_tiny_model, build_tiny_tokenizer
 from ktos.trainer import KTOSConfig, KTOSTrainer
 
 log = logging.getLogger("step_overhead")

@@ -51,7 +51,7 @@ import torch
 from datasets import Dataset
 
 from ktos import compat
-from ktos.models import build_tiny_model, build_tiny_tokenizer
+from ktos.toy.tiny import build_tiny_model, build_tiny_tokenizer
 from ktos.provenance import ktos_revision
 from ktos.trainer import KTOSConfig, KTOSTrainer
 

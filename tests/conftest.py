@@ -19,8 +19,9 @@ import pytest
 import torch
 from datasets import Dataset
 
-from ktos.models import load_model_and_tokenizer, save_tiny
-from ktos.rundir import COLUMNS
+from ktos.models import load_model_and_tokenizer
+from ktos.toy.tiny import save_tiny
+from ktos.study.rundir import COLUMNS
 
 
 def feedback_rows(n: int, n_desirable: int, seed: int = 0) -> list[dict]:
@@ -118,7 +119,7 @@ def trajectory_table(
     quality: bool = True,
     probe_every: int = 5,
 ) -> pd.DataFrame:
-    """A synthetic tidy trajectory table with every column of :data:`ktos.rundir.COLUMNS`.
+    """A synthetic tidy trajectory table with every column of :data:`ktos.study.rundir.COLUMNS`.
 
     Per run, with ``T`` its ``max_steps`` and ``g = 1 + 0.04 (seed - 1)`` a seed's gain:
 

@@ -1,6 +1,6 @@
 """The study's analyses on synthetic data (fast: no training, no snakemake).
 
-Run directories -> tidy table (ktos.rundir), run names, the runaway rule, the stability criterion, the
+Run directories -> tidy table (ktos.study.rundir), run names, the runaway rule, the stability criterion, the
 paired statistics, the matched-KL comparison, the headline rule and the verdict of docs/study.md.
 """
 
@@ -16,8 +16,8 @@ import pytest
 from conftest import trajectory_table
 from scipy import stats as sps
 
-from ktos import analysis, rundir, runnames, stats, verdict
-from ktos.analysis import Criteria
+from ktos.study import analysis, rundir, runnames, stats, verdict
+from ktos.study.analysis import Criteria
 
 STUDY = Criteria()  # tau 0.1 nats, window step 20, margin 10%
 
@@ -34,7 +34,7 @@ def write_run(path: Path, records: list[dict], info: dict | None) -> Path:
 
 
 def info(method: str, seed: int, status: str = "completed", **kw) -> dict:
-    """A run_info.json as ktos.run.train writes it."""
+    """A run_info.json as ktos.study.run.train writes it."""
     return {
         "regime": "constant_s150_b0.2", "method": method, "use_kto_s": method == "kto_s", "beta": 0.2,
         "learning_rate": 1e-4, "seed": seed, "status": status, "diverged_at_step": None,
@@ -45,7 +45,7 @@ def info(method: str, seed: int, status: str = "completed", **kw) -> dict:
 
 
 def record(step: int, kl: float, **kw) -> dict:
-    """A trajectory.jsonl line as ktos.trajectory.TrajectoryCallback writes it (TRL's keys)."""
+    """A trajectory.jsonl line as ktos.study.trajectory.TrajectoryCallback writes it (TRL's keys)."""
     return {
         "step": step, "epoch": step / 10, "kl": kl, "loss": 0.5, "rewards/chosen": 0.1 * step,
         "rewards/rejected": -0.1 * step, "rewards/margins": 0.2 * step, "logps/chosen": -10.0,
@@ -446,7 +446,7 @@ def test_headline_cell_smallest_runaway_lr_at_beta_0_2() -> None:
         cells(("constant_s40_b0.2", 1e-6, True), ("constant_s150_b0.5", 1e-6, True)),  # other length, other beta
         cells(("constant_s150_b0.2", 1e-6, True), method="kto_s"),  # only KTO's cells count
     ])  # fmt: skip
-    pick = analysis.headline_cell(table)
+    pick = analysis.headline_cell(table, beta=0.2, steps=150)
     assert (pick["regime"], pick["lr"]) == ("constant_s150_b0.2", 3e-5)
     assert "rank" not in pick.index
 
@@ -457,19 +457,19 @@ def test_headline_cell_smallest_runaway_lr_at_beta_0_2() -> None:
 ])  # fmt: skip
 def test_headline_cell_ties_go_constant_linear_cosine(regimes: tuple[str, ...], expected: str) -> None:
     table = cells(*[(r, 1e-4, True) for r in regimes], ("cosine_s150_b0.2", 3e-4, True))
-    assert analysis.headline_cell(table)["regime"] == expected
+    assert analysis.headline_cell(table, beta=0.2, steps=150)["regime"] == expected
 
 
 def test_headline_cell_falls_back_to_the_nearest_beta() -> None:
     table = cells(("constant_s150_b0.2", 1e-4, False), ("constant_s150_b0.5", 1e-5, True),
                   ("constant_s150_b0.1", 3e-4, True), ("constant_s150_b1.0", 1e-6, True))  # fmt: skip
-    pick = analysis.headline_cell(table)
+    pick = analysis.headline_cell(table, beta=0.2, steps=150)
     assert (pick["regime"], pick["beta"], pick["lr"]) == ("constant_s150_b0.1", 0.1, 3e-4)
 
 
 def test_headline_cell_none_when_nothing_runs_away() -> None:
     table = cells(("constant_s150_b0.2", 1e-4, False), ("constant_s40_b0.2", 1e-4, True))
-    assert analysis.headline_cell(table) is None
+    assert analysis.headline_cell(table, beta=0.2, steps=150) is None
 
 
 # ---------------------------------------------------------------------------------------------- verdict
@@ -547,3 +547,31 @@ def test_verdict_on_a_kto_only_regime_search(tmp_path: Path) -> None:
     trajectory_table(regimes=regimes, methods=("kto",), lrs=(1e-5,), seeds=(0,)).to_csv(calm, index=False)
     verdict.write_tables(calm, tmp_path / "calm")
     assert "the rule picks no 150-step headline cell" in (tmp_path / "calm" / "verdict.md").read_text()
+
+
+def test_the_headline_rules_length_and_beta_come_from_the_criteria(tmp_path: Path) -> None:
+    csv = tmp_path / "kl.csv"
+    regimes = ("constant_s150_b0.2", "constant_s40_b0.2", "constant_s40_b0.5")
+    trajectory_table(regimes=regimes, methods=("kto",), lrs=(1e-5, 1e-4), seeds=(0, 1)).to_csv(csv, index=False)
+    verdict.write_tables(csv, tmp_path / "at40", search_steps=40, beta=0.5)
+    text = (tmp_path / "at40" / "verdict.md").read_text()
+    assert "The headline rule picks constant_s40_b0.5 at lr 0.0001" in text
+    assert "(2 seeds a cell)" in text
+    verdict.write_tables(csv, tmp_path / "default")
+    assert "The headline rule picks constant_s150_b0.2 at lr 0.0001" in (tmp_path / "default" / "verdict.md").read_text()
+
+
+def test_mechanism_arms_come_from_the_config(tmp_path: Path) -> None:
+    from ktos.cli import main
+
+    csv = tmp_path / "kl.csv"
+    trajectory_table(regimes=("main", "noclip"), lrs=(1e-4,), seeds=(0, 1, 2)).to_csv(csv, index=False)
+    assert main(["tables", "--table", str(csv), "--output", str(tmp_path / "plain"), "--regime", "main"]) == 0
+    assert "Mechanism arm" not in (tmp_path / "plain" / "verdict.md").read_text()
+    argv = ["tables", "--table", str(csv), "--output", str(tmp_path / "arms"), "--regime", "main"]
+    assert main([*argv, "--arms", "noclip=gradient clipping off", "absent=not in the table"]) == 0
+    text = (tmp_path / "arms" / "verdict.md").read_text()
+    assert "Mechanism arm, gradient clipping off (lr 0.0001): probe KL at the last step" in text
+    assert "not in the table" not in text
+    with pytest.raises(SystemExit):
+        main([*argv, "--arms", "noclip"])

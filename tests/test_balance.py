@@ -202,7 +202,7 @@ def trainer_batch_labels(
 ) -> list[list[bool]]:
     """Labels of every batch the training dataloader of a real KTOSTrainer (on TRL's) yields for ``data_dir``."""
     from ktos import compat
-    from ktos.models import build_tiny_model, build_tiny_tokenizer
+    from ktos.toy.tiny import build_tiny_model, build_tiny_tokenizer
     from ktos.trainer import KTOSConfig, KTOSTrainer
 
     tokenizer = build_tiny_tokenizer()

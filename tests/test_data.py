@@ -16,14 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ktos.data import (
-    DataValidationError,
-    load_feedback,
-    prepare,
-    read_dataset_dir,
-    split,
-    write_dataset_dir,
-)
+from ktos.data import DataValidationError, load_feedback, read_dataset_dir, write_dataset_dir
+from ktos.data_stages import prepare, split
 
 ROWS: list[dict[str, Any]] = [
     {"prompt": "2+2=", "completion": "4", "label": True},

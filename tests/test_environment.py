@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+import subprocess
 import sys
 import tomllib
 from importlib import metadata
@@ -225,36 +226,105 @@ def test_config_yaml_equals_the_schema_defaults_or_says_why() -> None:
         assert commented or above, f"config/config.yaml sets {key} = {value!r}, not the schema's {defaults[key]!r}, without a comment"
 
 
-#: The package's floors: a module imports only from floors below its own (README, "Layout").
-FLOORS: dict[str, int] = {
-    **dict.fromkeys(("losses", "sources", "runnames", "provenance", "stats", "models", "compat", "update_norm", "preparation"), 0),
-    **dict.fromkeys(("data", "rundir", "probe", "trends", "frontier", "scale", "figure_style"), 1),
-    **dict.fromkeys(("balance", "toy", "analysis", "quality", "trainer", "trajectory", "readings_figures"), 2),
-    **dict.fromkeys(("verdict", "figures", "run", "pretrain"), 3),
-    "cli": 4,
-    "__main__": 5,
-}
+#: The command-line front end: it dispatches to the library, the study and the toy alike.
+FRONT_END = frozenset({"ktos.cli", "ktos.__main__"})
+#: Lines a module may have ("about 400").
+MAX_LINES = 410
 
 
-def test_modules_import_only_from_lower_floors_and_stay_small() -> None:
-    modules = {p.stem: p for p in (REPO / "src/ktos").glob("*.py") if p.stem != "__init__"}
-    assert set(modules) == set(FLOORS), "a module was added or removed: place it on a floor"
+def package_modules() -> dict[str, Path]:
+    """``{dotted name: path}`` of every module under ``src/ktos`` (packages by their ``__init__``)."""
+    out = {}
+    for path in sorted((REPO / "src").rglob("*.py")):
+        parts = path.relative_to(REPO / "src").with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return out
+
+
+def imported_modules(name: str, path: Path) -> set[str]:
+    """The ktos modules ``name`` imports: ``import``/``from`` statements (relative ones resolved), and
+    ``importlib.import_module`` calls, whose computed names are read from the tables that feed them
+    (``ktos.cli.STAGES``, ``ktos._EXPORTS``); a computed name anywhere else fails the test."""
+    import ktos
+    import ktos.cli
+
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1]) if node.level else ""
+            module = ".".join(x for x in (base, node.module) if x)
+            found.add(module)
+            found.update(f"{module}.{a.name}" for a in node.names)  # `from . import compat` names a module
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "import_module":
+            arg = node.args[0]
+            if isinstance(arg, ast.Constant):
+                found.add(arg.value)
+            elif name == "ktos.cli":
+                found.update(f"ktos.{module}" for module, _, _ in ktos.cli.STAGES.values())
+            elif name == "ktos":
+                found.update(f"ktos.{module}" for module in ktos._EXPORTS.values())
+            else:
+                raise AssertionError(f"{name} imports a computed module name: add its table to this test")
+    modules = package_modules()
+    return {m for m in found if m in modules and m != name}
+
+
+def test_the_library_imports_nothing_from_the_study_or_the_toy() -> None:
+    modules = package_modules()
+    graph = {name: imported_modules(name, path) for name, path in modules.items()}
+    for name, targets in graph.items():
+        if name.startswith(("ktos.study", "ktos.toy")) or name in FRONT_END:
+            continue
+        wrong = sorted(t for t in targets if t.startswith(("ktos.study", "ktos.toy")))
+        assert not wrong, f"the library module {name} imports {wrong}"
+    for name, targets in graph.items():
+        if name.startswith("ktos.toy"):
+            assert not [t for t in targets if t.startswith("ktos.study")], f"the toy module {name} imports the study"
+    assert {"ktos.study.figures", "ktos.toy.pretrain"} <= graph["ktos.cli"], "importlib calls were not followed"
+
+
+def test_the_module_graph_has_no_cycles_and_modules_stay_small() -> None:
+    modules = package_modules()
+    graph = {name: imported_modules(name, path) - {"ktos"} for name, path in modules.items()}
+    done: set[str] = set()
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        assert name not in path, f"import cycle: {' -> '.join((*path, name))}"
+        if name not in done:
+            for target in graph[name]:
+                if not name.startswith(target + "."):  # a module may use its own package's __init__
+                    visit(target, (*path, name))
+            done.add(name)
+
+    for name in graph:
+        visit(name, ())
     for name, path in modules.items():
-        source = path.read_text()
-        assert len(source.splitlines()) <= 450, f"{name}.py has grown past about 450 lines"
-        for node in ast.walk(ast.parse(source)):
-            if isinstance(node, ast.ImportFrom) and (node.level == 1 or (node.module or "").startswith("ktos")):
-                targets = [node.module.split(".")[-1]] if node.module and node.module != "ktos" else [a.name for a in node.names]
-                for target in targets:
-                    assert FLOORS[target] < FLOORS[name], f"ktos.{name} (floor {FLOORS[name]}) imports ktos.{target} (floor {FLOORS[target]})"
+        assert len(path.read_text().splitlines()) <= MAX_LINES, f"{name} has grown past about 400 lines"
+
+
+def test_importing_the_whole_library_loads_neither_the_study_nor_the_toy() -> None:
+    """At run time, so every import path counts: each library module and every public name, in a fresh process."""
+    library = [m for m in package_modules() if not m.startswith(("ktos.study", "ktos.toy")) and m not in FRONT_END]
+    code = (
+        "import importlib, sys, ktos\n"
+        f"for m in {library!r}: importlib.import_module(m)\n"
+        "for n in ktos.__all__: getattr(ktos, n)\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('ktos.study', 'ktos.toy'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
+    assert "ktos.trainer" in library and "ktos.probe" in library
 
 
 def test_the_librarys_analysis_defaults_are_the_schemas() -> None:
-    from ktos.analysis import Criteria
+    from ktos.study.analysis import Criteria
 
     analysis = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())["properties"]["analysis"]
     defaults = {key: spec["default"] for key, spec in analysis["properties"].items()}
     criteria = Criteria()
-    assert (criteria.threshold, criteria.window, criteria.margin, criteria.phase_end) == (
-        defaults["threshold"], defaults["window"], defaults["margin"], defaults["phase_end"]
-    )
+    fields = ("threshold", "window", "margin", "phase_end", "beta", "search_steps", "arms")
+    assert {key: getattr(criteria, key) for key in fields} == {key: defaults[key] for key in fields}
+    assert set(defaults) - set(fields) == {"checkpoints", "table"}, "a new analysis key: give Criteria its field"

@@ -15,8 +15,8 @@ from conftest import trajectory_table
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from ktos import figures as F
-from ktos.analysis import Criteria, cell_summary, paired_table, run_summary
+from ktos.study import figures as F
+from ktos.study.analysis import Criteria, cell_summary, paired_table, run_summary
 
 CHECKPOINTS = (5, 10, 15, 20)
 
@@ -143,7 +143,7 @@ def test_kto_only_regime_search_figures(monkeypatch: pytest.MonkeyPatch, tmp_pat
     monkeypatch.undo()
     single = trajectory_table(methods=("kto",))
     assert F.draw_regime_search(cell_summary(single, run_summary(single))) is None
-    assert F.draw_regime_trajectories(single) is None
+    assert F.draw_regime_trajectories(single, beta=0.2) is None
 
 
 def test_redrawn_figure_has_identical_bytes(tmp_path: Path) -> None:

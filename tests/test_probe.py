@@ -10,7 +10,7 @@ from test_trainer import make_trainer
 
 from ktos.models import load_model_and_tokenizer
 from ktos.probe import KLProbe
-from ktos.quality import PreferenceAccuracy
+from ktos.toy.quality import PreferenceAccuracy
 
 
 def completion_logp(model, tokenizer, prompt: str, completion: str) -> float:

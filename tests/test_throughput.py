@@ -33,7 +33,7 @@ def test_peak_flops_by_device_name_and_precision(throughput) -> None:
 
 
 def test_synthetic_rows_are_exactly_seq_len_tokens(throughput) -> None:
-    from ktos.models import build_tiny_tokenizer
+    from ktos.toy.tiny import build_tiny_tokenizer
 
     tokenizer = build_tiny_tokenizer()
     for row in throughput.synthetic_rows(6, 17):

@@ -1,4 +1,4 @@
-"""The embedded default: toy task data (ktos.toy), base-model pretraining (ktos.pretrain), greedy accuracy (ktos.quality)."""
+"""The embedded default: toy task data (ktos.toy.task), base-model pretraining (ktos.toy.pretrain), greedy accuracy (ktos.toy.quality)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 from ktos.models import load_model_and_tokenizer  # noqa: E402
-from ktos.pretrain import pretrain_base  # noqa: E402
-from ktos.quality import extract_answer, load_items, task_accuracy  # noqa: E402
-from ktos.toy import (  # noqa: E402
+from ktos.toy.pretrain import pretrain_base  # noqa: E402
+from ktos.toy.quality import extract_answer, load_items, task_accuracy  # noqa: E402
+from ktos.toy.task import (  # noqa: E402
     RESPONSE_END,
     has_carry,
     is_correct,

@@ -12,7 +12,7 @@ import pytest
 from conftest import feedback_rows
 
 from ktos.cli import main
-from ktos.rundir import read_trajectory
+from ktos.study.rundir import read_trajectory
 
 PROBE_KEYS = ("probe_kl", "probe_kl_se", "probe_kl_per_token")
 

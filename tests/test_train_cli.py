@@ -16,7 +16,7 @@ from test_trainer import expected_grads, make_trainer
 
 from ktos.cli import main, parse_train_args
 from ktos.models import load_model_and_tokenizer
-from ktos.rundir import read_trajectory
+from ktos.study.rundir import read_trajectory
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

@@ -21,9 +21,9 @@ from transformers import TrainerCallback
 from ktos import compat
 from ktos.compat import KTOConfig, KTOTrainer
 from ktos.models import load_model_and_tokenizer
-from ktos.rundir import read_trajectory
+from ktos.study.rundir import read_trajectory
 from ktos.trainer import KTOSConfig, KTOSTrainer, check_labels
-from ktos.trajectory import TrajectoryCallback
+from ktos.study.trajectory import TrajectoryCallback
 from ktos.update_norm import UpdateNormCallback
 
 FAST = {

@@ -1,5 +1,5 @@
-"""Keeps rising or levels off (ktos.trends), the equal-window runaway increments, the whole-trajectory readings
-(ktos.frontier) and the size-against-step fit (ktos.scale), on trajectories whose answer is known."""
+"""Keeps rising or levels off (ktos.study.trends), the equal-window runaway increments, the whole-trajectory readings
+(ktos.study.frontier) and the size-against-step fit (ktos.study.scale), on trajectories whose answer is known."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ktos import analysis, frontier, scale, trends
+from ktos.study import analysis, frontier, scale, trends
 
 STEPS = np.array([1, *range(5, 151, 5)], dtype=float)
 
@@ -69,7 +69,7 @@ def test_runaway_increments_are_per_step_rates_on_equal_thirds() -> None:
     assert analysis.runaway_increments(steps, np.sqrt(steps))[1] < analysis.runaway_increments(steps, np.sqrt(steps))[0]
 
 
-# ------------------------------------------------------------------ whole-trajectory readings (ktos.frontier)
+# ------------------------------------------------------------------ whole-trajectory readings (ktos.study.frontier)
 
 
 def checkpoint_table(kto_s_shift: float = 0.0, kto_s_gain: float = 0.0, seeds: int = 6) -> pd.DataFrame:

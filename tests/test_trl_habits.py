@@ -17,9 +17,10 @@ from test_trainer import make_trainer
 import ktos.data
 import ktos.trainer
 from ktos.cli import main, parse_train_args
-from ktos.data import DataValidationError, prepare, split
-from ktos.rundir import read_trajectory
-from ktos.run import DataArguments, load_data
+from ktos.data import DataValidationError
+from ktos.data_stages import prepare, split
+from ktos.study.rundir import read_trajectory
+from ktos.study.run import DataArguments, load_data
 from ktos.trainer import KTOSConfig
 
 

@@ -1,6 +1,6 @@
 """The ``ktos`` command line: one subcommand per pipeline stage, argument parsing and nothing else.
 
-``ktos train`` parses TRL's ``ModelConfig``, :class:`~ktos.run.RunArguments`, :class:`~ktos.run.DataArguments`
+``ktos train`` parses TRL's ``ModelConfig``, :class:`~ktos.study.run.RunArguments`, :class:`~ktos.study.run.DataArguments`
 and :class:`~ktos.trainer.KTOSConfig` with TRL's ``TrlParser``, from ``--config FILE.yaml`` (or
 ``--config=FILE.yaml``) and/or flags (flags win), so every ``KTOConfig`` field works from the command
 line and from YAML, and unknown keys are refused.
@@ -42,7 +42,7 @@ def parse_train_args(argv: Sequence[str]) -> tuple[Any, Any, Any, Any]:
     either raises ``SystemExit`` naming it."""
     from trl import ModelConfig, TrlParser
 
-    from .run import DataArguments, RunArguments
+    from .study.run import DataArguments, RunArguments
     from .trainer import KTOSConfig
 
     parser = TrlParser((ModelConfig, RunArguments, DataArguments, KTOSConfig), prog="ktos train")
@@ -54,7 +54,7 @@ def parse_train_args(argv: Sequence[str]) -> tuple[Any, Any, Any, Any]:
     return parsed[0], parsed[1], parsed[2], parsed[3]
 
 
-#: What a run's name sets when ``ktos train --run_dirs`` trains several runs (ktos.runnames).
+#: What a run's name sets when ``ktos train --run_dirs`` trains several runs (ktos.study.runnames).
 SET_BY_RUN_NAME = ("--output_dir", "--use_kto_s", "--reference_point", "--learning_rate", "--seed")
 
 
@@ -62,7 +62,7 @@ def run_argvs(argv: Sequence[str]) -> list[list[str]]:
     """The argument list of each run ``ktos train argv`` asks for: ``argv`` itself, or with ``--run_dirs D...``
     one list per directory, whose name (``{method}_lr{lr}_seed{seed}``) sets output_dir, use_kto_s,
     reference_point, learning_rate and seed, with ``{seed}`` in ``--train_data`` and ``--weights_from`` replaced."""
-    from .runnames import parse_run_name
+    from .study.runnames import parse_run_name
 
     argv = normalise_config_flag(argv)
     run_args = parse_train_args(argv)[1]
@@ -85,7 +85,7 @@ def run_argvs(argv: Sequence[str]) -> list[list[str]]:
 
 
 def _train(argv: list[str]) -> int:
-    from .run import train
+    from .study.run import train
 
     argvs = run_argvs(argv)
     for i, run_argv in enumerate(argvs, 1):
@@ -99,15 +99,25 @@ def _train(argv: list[str]) -> int:
 #: Stage subcommands: name -> (module, function, help). Each flag's ``dest`` is the function's parameter
 #: name and absent flags are left out, so the library's defaults are the CLI's.
 STAGES: dict[str, tuple[str, str, str]] = {
-    "synth-data": ("toy", "synth_data", "write the embedded default's synthetic feedback data, corpus and held-out set"),
-    "pretrain-base": ("pretrain", "pretrain_base", "pretrain the embedded default's tiny base model on the corpus"),
-    "prepare": ("data", "prepare", "load and validate binary-feedback data into a dataset dir"),
-    "split": ("data", "split", "stratified, seeded train/eval split of a dataset dir"),
+    "synth-data": ("toy.task", "synth_data", "write the embedded default's synthetic feedback data, corpus and held-out set"),
+    "pretrain-base": ("toy.pretrain", "pretrain_base", "pretrain the embedded default's tiny base model on the corpus"),
+    "prepare": ("data_stages", "prepare", "load and validate binary-feedback data into a dataset dir"),
+    "split": ("data_stages", "split", "stratified, seeded train/eval split of a dataset dir"),
     "balance": ("balance", "balance", "order/subsample the training set and compute class weights"),
-    "extract-kl": ("rundir", "extract", "collect run dirs' per-step trajectories into one tidy CSV table"),
-    "figures": ("figures", "draw_all", "draw Figures 2, 3 and the study's other figures from a trajectory table"),
-    "tables": ("verdict", "write_tables", "write the study's tables and the computed verdict from a trajectory table"),
+    "extract-kl": ("study.rundir", "extract", "collect run dirs' per-step trajectories into one tidy CSV table"),
+    "figures": ("study.figures", "draw_all", "draw Figures 2, 3 and the study's other figures from a trajectory table"),
+    "tables": ("study.verdict", "write_tables", "write the study's tables and the computed verdict from a trajectory table"),
 }
+
+
+class KeyValues(argparse.Action):
+    """``NAME=TEXT ...`` -> ``{NAME: TEXT}``."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: str | None = None) -> None:
+        pairs = [value.partition("=") for value in values]
+        if not all(name and sep for name, sep, _ in pairs):
+            parser.error(f"{option}: each value must be NAME=TEXT, got {values}")
+        setattr(namespace, self.dest, {name: text for name, _, text in pairs})
 
 
 def _stage_commands(sub: argparse._SubParsersAction) -> None:
@@ -125,7 +135,7 @@ def _stage_commands(sub: argparse._SubParsersAction) -> None:
     p = parsers["pretrain-base"]
     p.add_argument("--corpus", dest="corpus_path", required=True)
     p.add_argument("--output", dest="out_dir", required=True)
-    p.add_argument("--size", help="named base-model size (ktos.pretrain.SIZES: 0.09M, 0.3M, 1M, 2.6M, 21M, 105M)")
+    p.add_argument("--size", help="named base-model size (ktos.toy.pretrain.SIZES: 0.09M, 0.3M, 1M, 2.6M, 21M, 105M)")
     p.add_argument("--hidden-size", type=int, help="override the size's hidden width")
     p.add_argument("--num-layers", type=int, help="override the size's layer count")
     p.add_argument("--num-heads", type=int, help="override the size's attention heads")
@@ -173,6 +183,9 @@ def _stage_commands(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--margin", type=float, help="equivalence margin, a fraction of KTO's mean")
         p.add_argument("--phase-end", type=int, help="last step of the phase in which KTO's KL runs away")
         p.add_argument("--checkpoints", type=int, nargs="+", help="steps marked in Figures 2 and 3 and tabulated")
+        p.add_argument("--beta", type=float, help="β of the notes' claims and of the headline rule's first choice")
+        p.add_argument("--search-steps", type=int, help="run length whose cells the headline rule picks from")
+        p.add_argument("--arms", nargs="+", action=KeyValues, metavar="REGIME=TEXT", help="mechanism arms and what each changes")
 
 
 def _run_stage(args: argparse.Namespace) -> Any:

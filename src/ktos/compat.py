@@ -2,17 +2,18 @@ r"""Every use of TRL internals, in one place, for TRL 1.5.1 to 1.16.0.
 
 Read from the sources of TRL 1.5.1 (``trl/experimental/kto/kto_trainer.py``) and 1.16.0
 (``trl/trainer/kto_trainer.py``), with the batch layouts of 1.6.0 and 1.8.0 checked against theirs.
-Outside this module only :class:`ktos.trainer.KTOSTrainer` touches TRL's private names: it overrides
-``_prepare_dataset`` and ``_get_train_sampler`` (with :mod:`ktos.preparation`) and TRL's ``forward`` (through
-:func:`fused_forward` here). Everything else uses TRL's public API (``KTOConfig``, ``KTOTrainer``,
-``TrlParser``).
+Two other modules touch TRL's private names: :mod:`ktos.hooked_loss` (TRL >= 1.6's loss step, restored with
+a loss hook, which records into TRL's metric store ``_metrics``) and :class:`ktos.trainer.KTOSTrainer`, which
+overrides ``_prepare_dataset`` and ``_get_train_sampler`` (with :mod:`ktos.preparation`) and TRL's ``forward``
+(through :func:`fused_forward` here). Everything else uses TRL's public API (``KTOConfig``, ``KTOTrainer``,
+``TrlParser``) and the helpers here.
 
 Two loss paths:
 
 * **TRL < 1.6** computes the loss in a method ``kto_loss(policy_chosen_logps, policy_rejected_logps,
   policy_KL_logps, reference_chosen_logps, reference_rejected_logps, reference_KL_logps)`` that a
   subclass may override (:data:`KTO_LOSS_HOOK` is True). TRL's own forward passes feed it.
-* **TRL >= 1.6** inlines the loss in ``_compute_loss``: there is no hook. :func:`hooked_compute_loss`
+* **TRL >= 1.6** inlines the loss in ``_compute_loss``: there is no hook. :func:`ktos.hooked_loss.hooked_compute_loss`
   restores it: it computes the same six log-probability tensors (policy on the matched and the
   mismatched KL sequences, reference on both or TRL's precomputed reference log-probs) with the same
   model inputs (the collator's extras, such as ``token_type_ids``), calls ``trainer.kto_loss`` with them,
@@ -51,7 +52,6 @@ import torch
 import torch.nn.functional as F
 import trl
 from packaging.version import Version
-from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import entropy_from_logits, selective_log_softmax, use_adapter
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,6 @@ __all__ = [
     "KTOTrainer",
     "KTO_LOSS_HOOK",
     "TRL_VERSION",
-    "hooked_compute_loss",
     "labels",
     "prepare_dataset",
     "reference_model",
@@ -342,106 +341,3 @@ def model_inputs(batch: dict[str, Any], kind: str) -> dict[str, Any]:
     if kind == "KL":
         extras.update({key: batch[f"KL_{key}"] for key in _STACKABLE_INPUTS if f"KL_{key}" in batch})
     return extras
-
-
-def hooked_compute_loss(trainer: Any, model: torch.nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
-    """TRL >= 1.6's ``_compute_loss`` with its loss replaced by ``trainer.kto_loss`` (see the module docstring).
-
-    Forward passes as TRL makes them (:func:`paired_scores`, with the collator's extra model inputs): the
-    policy on the mismatched KL sequences (without gradients) and on the matched ones (with), the reference on
-    both (or TRL's precomputed values); with ``fuse_forward_passes`` each pair of calls without gradients (the
-    reference's, and the policy's in evaluation) is one. Metrics
-    are recorded as TRL 1.16 records them (:func:`_record_token_metrics`, :func:`_record_batch_metrics`).
-    Returns the mean of the per-example losses, as TRL does.
-    """
-    if trainer.aux_loss_enabled:
-        raise RuntimeError("ktos does not add the MoE router auxiliary loss: set router_aux_loss_coef=0")
-    mode = "train" if trainer.model.training else "eval"
-    device = trainer.accelerator.device
-    batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
-    is_chosen = labels(batch, device)
-    chosen_idx, rejected_idx = torch.nonzero(is_chosen).view(-1), torch.nonzero(~is_chosen).view(-1)
-
-    completion, kl_sequence = sequence(batch, "completion"), sequence(batch, "KL")
-    extras = (model_inputs(batch, "completion"), model_inputs(batch, "KL"))
-    policy, policy_KL_logps = paired_scores(
-        model, completion, kl_sequence, extras, fuse=fuses(trainer) and not torch.is_grad_enabled(), stats=True
-    )
-    with torch.no_grad():
-        stored = precomputed_reference(batch) if precomputes_reference(trainer) else None
-        if stored is not None:
-            reference_logps, reference_KL_logps = stored
-        else:
-            with disable_gradient_checkpointing(trainer.model, trainer.args.gradient_checkpointing_kwargs):
-                with reference_model(trainer) as ref:
-                    reference, reference_KL_logps = paired_scores(ref, completion, kl_sequence, extras, fuse=fuses(trainer))
-                    reference_logps = reference.logps
-
-    chosen_logps = policy.logps.index_select(0, chosen_idx)
-    rejected_logps = policy.logps.index_select(0, rejected_idx)
-    losses, chosen_rewards, rejected_rewards, kl = trainer.kto_loss(
-        chosen_logps,
-        rejected_logps,
-        policy_KL_logps,
-        reference_logps.index_select(0, chosen_idx),
-        reference_logps.index_select(0, rejected_idx),
-        reference_KL_logps,
-    )
-    metrics = trainer._metrics[mode]
-    metrics["kl"].append(kl.item())
-    _record_token_metrics(trainer, mode, completion, policy, (chosen_idx, rejected_idx))
-    _record_batch_metrics(trainer, mode, is_chosen, (chosen_rewards, rejected_rewards), (chosen_logps, rejected_logps))
-    return losses.nanmean()
-
-
-def _record_token_metrics(
-    trainer: Any,
-    mode: str,
-    completion: Sequence[torch.Tensor],
-    policy: Scores,
-    indices: tuple[torch.Tensor, torch.Tensor],
-) -> None:
-    """TRL 1.16's per-token metrics of the policy's completions, gathered across processes: ``entropy`` (mean
-    over completion tokens, nats), ``num_tokens`` (attention-mask tokens trained on so far; train only) and
-    ``logits/chosen``, ``logits/rejected`` (mean over each label's completion tokens of the mean logit)."""
-    gather = trainer.accelerator.gather_for_metrics
-    metrics = trainer._metrics[mode]
-    attention, mask = completion[1], completion[2][:, 1:]
-    if policy.entropy is not None:
-        total = gather(mask.sum()).sum()
-        entropy = gather((policy.entropy * mask).sum()).sum()
-        metrics["entropy"].append((entropy / total).item() if total > 0 else 0.0)
-    if not hasattr(trainer, "_total_train_tokens"):
-        trainer._total_train_tokens = 0
-    if mode == "train":
-        trainer._total_train_tokens += gather(attention.sum()).sum().item() // getattr(trainer, "_tp_size", 1)
-    metrics["num_tokens"] = [trainer._total_train_tokens]
-    if policy.mean_logits is None:
-        return
-    for name, idx in zip(("chosen", "rejected"), indices, strict=True):
-        rows = mask.index_select(0, idx)
-        logits_sum = gather(policy.mean_logits.index_select(0, idx)[rows.bool()].sum()).sum().item()
-        tokens = gather(rows.sum()).sum().item()
-        if tokens > 0:
-            metrics[f"logits/{name}"].append(logits_sum / tokens)
-
-
-def _record_batch_metrics(
-    trainer: Any,
-    mode: str,
-    is_chosen: torch.Tensor,
-    rewards: tuple[torch.Tensor, torch.Tensor],
-    logps: tuple[torch.Tensor, torch.Tensor],
-) -> None:
-    """TRL 1.7+'s per-example metrics, gathered across processes: ``rewards/chosen``, ``rewards/rejected``,
-    ``logps/chosen``, ``logps/rejected`` (means over the examples of each label; rewards ``beta * (log pi -
-    log pi_ref)``, log-probs in nats) and ``rewards/margins`` when the batch holds both labels."""
-    gather = trainer.accelerator.gather_for_metrics
-    metrics = trainer._metrics[mode]
-    counts = {"chosen": gather(is_chosen.sum()).sum().item(), "rejected": gather((~is_chosen).sum()).sum().item()}
-    for name, reward, logp in zip(("chosen", "rejected"), rewards, logps, strict=True):
-        if counts[name] > 0:
-            metrics[f"rewards/{name}"].append(gather(reward.nansum()).nansum().item() / counts[name])
-            metrics[f"logps/{name}"].append(gather(logp.detach().nansum()).nansum().item() / counts[name])
-    if counts["chosen"] > 0 and counts["rejected"] > 0:
-        metrics["rewards/margins"].append(metrics["rewards/chosen"][-1] - metrics["rewards/rejected"][-1])

@@ -1,4 +1,4 @@
-"""Load, validate, prepare and split KTO feedback data.
+"""Load and validate KTO feedback data, and read and write it as dataset dirs.
 
 KTO learns from *unpaired* feedback: rows of ``prompt``, ``completion`` and a boolean ``label``
 (``True``: desirable, ``False``: undesirable). :func:`load_feedback` is the one loader for every
@@ -16,7 +16,7 @@ Sources (picked by what ``source`` names):
 * a ``.parquet`` (or ``.pq``) file;
 * a directory written by :func:`write_dataset_dir` (a "dataset dir": ``data.jsonl`` and
   ``manifest.json``, whose ``sha256`` must match), or one holding a dataset dir per split (what
-  :func:`split` writes: ``split`` picks ``train`` or ``eval``);
+  :func:`ktos.data_stages.split` writes: ``split`` picks ``train`` or ``eval``);
 * a directory written by :meth:`datasets.Dataset.save_to_disk` or
   :meth:`datasets.DatasetDict.save_to_disk` (``split`` picks the split of a ``DatasetDict``);
 * otherwise a Hugging Face hub dataset id, loaded with ``datasets.load_dataset(id, name=config, split=split)``
@@ -28,7 +28,8 @@ needs a non-empty ``content``), and *paired* preference rows (``prompt``, ``chos
 unpaired into two KTO rows each: ``(prompt, chosen, True)`` then ``(prompt, rejected, False)``.
 
 On disk a prepared dataset is a dataset dir (see :func:`write_dataset_dir`), read back with
-:func:`read_dataset_dir`; :func:`prepare` and :func:`split` write them.
+:func:`read_dataset_dir`; the pipeline's stages :func:`ktos.data_stages.prepare` and :func:`ktos.data_stages.split`
+write them.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 from datasets.exceptions import DatasetsError
@@ -307,8 +307,8 @@ def _validate(source: str, columns: Columns, *, require_both_labels: bool) -> da
 # Public API
 
 
-def _load(source: str, split: str, config: str | None = None) -> tuple[str, str, datasets.Dataset]:
-    """Load and validate ``source``. Returns (name for messages, format, dataset)."""
+def load_source(source: str, split: str, config: str | None = None) -> tuple[str, str, datasets.Dataset]:
+    """Load and validate ``source`` as :func:`load_feedback` does. Returns (name for messages, format, dataset)."""
     name, fmt, columns = _load_columns(str(source), split, config)
     ds = _validate(name, columns, require_both_labels=True)
     n_desirable = sum(ds["label"])
@@ -326,7 +326,7 @@ def load_feedback(source: str, *, split: str = "train", config: str | None = Non
     labels. Raises :class:`DataValidationError` for a missing source or column, empty or null
     text, labels other than bool or 0/1, no rows, or one label only.
     """
-    return _load(source, split, config)[2]
+    return load_source(source, split, config)[2]
 
 
 def write_dataset_dir(ds: datasets.Dataset, out_dir: str | Path, **extra_manifest: Any) -> dict[str, Any]:
@@ -369,68 +369,3 @@ def read_dataset_dir(path: str | Path) -> datasets.Dataset:
     """
     name, columns = _read_dataset_dir_columns(Path(path))
     return _validate(name, columns, require_both_labels=False)
-
-
-def prepare(source: str, out_dir: str | Path, *, split: str = "train") -> dict[str, Any]:
-    """Load and validate ``source`` (see :func:`load_feedback`) and write it as a dataset dir.
-
-    The manifest adds ``source`` (as given) and ``split`` (``None`` unless a ``DatasetDict`` folder
-    or hub dataset was read). Returns the manifest.
-    """
-    name, fmt, ds = _load(source, split)
-    manifest = write_dataset_dir(
-        ds, out_dir, source=str(source), format=fmt, split=split if fmt in ("save_to_disk", "hub") else None
-    )
-    log.info(
-        "prepared %s -> %s: %d rows (%d desirable, %d undesirable)",
-        name,
-        out_dir,
-        manifest["rows"],
-        manifest["desirable"],
-        manifest["undesirable"],
-    )
-    return manifest
-
-
-def split(in_dir: str | Path, out_dir: str | Path, *, eval_fraction: float = 0.1, seed: int = 0) -> dict[str, Any]:
-    """Split a dataset dir into ``out_dir/train`` and ``out_dir/eval``, stratified by label.
-
-    For each label (``True`` then ``False``) its ``n`` rows are shuffled with a NumPy generator
-    seeded by ``seed`` and the first ``k = round(eval_fraction * n)`` go to eval, with ``k`` kept in
-    ``[1, n - 1]`` when ``n >= 2`` (a label with one row stays in train). Both outputs keep the rows
-    in their input order, so the files depend only on the input, ``eval_fraction`` and ``seed``.
-    Writes ``out_dir/manifest.json`` with rows/desirable/undesirable/sha256 per split and returns it.
-    """
-    if not 0.0 < eval_fraction < 1.0:
-        raise ValueError(f"eval_fraction must lie in (0, 1), got {eval_fraction}")
-    ds = read_dataset_dir(in_dir)
-    labels = list(ds["label"])
-    rng = np.random.default_rng(seed)
-    eval_rows: list[int] = []
-    for label in (True, False):
-        rows = [i for i, v in enumerate(labels) if v == label]
-        n = len(rows)
-        k = min(max(int(eval_fraction * n + 0.5), 1), n - 1) if n >= 2 else 0
-        if k == 0:
-            log.warning("label %s has %d row(s): eval gets none of it", label, n)
-        eval_rows += [rows[j] for j in rng.permutation(n)[:k]]
-    eval_set = set(eval_rows)
-    train_idx = [i for i in range(len(labels)) if i not in eval_set]
-    eval_idx = sorted(eval_set)
-    common = {"source": str(in_dir), "eval_fraction": eval_fraction, "seed": seed}
-    parts = {
-        name: write_dataset_dir(ds.select(idx), Path(out_dir) / name, split=name, **common)
-        for name, idx in (("train", train_idx), ("eval", eval_idx))
-    }
-    keys = ("rows", "desirable", "undesirable", "sha256")
-    manifest: dict[str, Any] = {
-        **common,
-        **{name: {k: part[k] for k in keys} for name, part in parts.items()},
-    }
-    (Path(out_dir) / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    log.info(
-        "split %s: train %d (%d/%d), eval %d (%d/%d) [rows (desirable/undesirable)]",
-        in_dir,
-        *(parts[s][k] for s in ("train", "eval") for k in ("rows", "desirable", "undesirable")),
-    )
-    return manifest

@@ -5,7 +5,7 @@ pairs, built exactly as TRL builds the pairs behind its logged ``kl`` (completio
 each chunk of ``per_device_train_batch_size``), so the units match: sequence-level nats,
 ``mean_i [log pi_theta(y'_i|x_i) - log pi_ref(y'_i|x_i)]``. Unlike TRL's value it is not clamped at 0,
 and it is also reported per completion token. :func:`heldout_batches` and :func:`completion_logps` are
-shared with :func:`ktos.quality.preference_accuracy`. :class:`ProbeCallback` measures it during training and logs
+shared with :func:`ktos.toy.quality.preference_accuracy`. :class:`ProbeCallback` measures it during training and logs
 it through the trainer's ``log``, so ``trainer_state.json`` and every ``report_to`` tracker carry it at its steps.
 """
 

@@ -22,6 +22,7 @@ from transformers.utils import is_torch_bf16_gpu_available
 
 from . import compat, losses
 from .data import DataValidationError, normalise_labels
+from .hooked_loss import hooked_compute_loss
 from .preparation import cached_prepare, train_sampler
 
 log = logging.getLogger(__name__)
@@ -320,12 +321,12 @@ class KTOSTrainer(compat.KTOTrainer):
     def compute_loss(
         self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
     ) -> Any:
-        """TRL's loss path where it calls :meth:`kto_loss` (TRL < 1.6), else :func:`ktos.compat.hooked_compute_loss`."""
+        """TRL's loss path where it calls :meth:`kto_loss` (TRL < 1.6), else :func:`ktos.hooked_loss.hooked_compute_loss`."""
         if compat.KTO_LOSS_HOOK:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         if return_outputs:
             raise NotImplementedError("KTOSTrainer returns the loss only (no logits): evaluate with prediction_loss_only")
-        return compat.hooked_compute_loss(self, model, inputs)
+        return hooked_compute_loss(self, model, inputs)
 
     def forward(self, model: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, ...]:
         """TRL < 1.6's forward passes of ``model`` on a batch; one call instead of two where

@@ -4,7 +4,7 @@ Adam's update per parameter is about the learning rate whatever the gradient's s
 shrinks its gradients may not shrink its steps; the update norm measures the step the optimizer took.
 :class:`UpdateNormCallback` snapshots the trainable parameters before each optimizer step and puts the
 Euclidean norm of their change (in the parameters' own units, summed over all trainable tensors) into
-the step's logs as ``update_norm``, where :class:`ktos.trajectory.TrajectoryCallback` records it.
+the step's logs as ``update_norm``, where :class:`ktos.study.trajectory.TrajectoryCallback` records it.
 """
 
 from __future__ import annotations

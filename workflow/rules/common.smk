@@ -12,8 +12,8 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 
-from ktos.runnames import lr_tag, parse_run_name, run_name
 from ktos.sources import looks_like_path
+from ktos.study.runnames import lr_tag, parse_run_name, run_name
 
 #: Data source that makes the workflow write the embedded synthetic task (`ktos synth-data`).
 SYNTHETIC = "synthetic"
@@ -125,7 +125,7 @@ REFERENCE_DIR = f"results/reference/{config['study']}"
 
 
 def run_dir(regime, method, lr, seed):
-    """A run's directory: results/runs/<study>/<regime>/<run name> (names: ktos.runnames)."""
+    """A run's directory: results/runs/<study>/<regime>/<run name> (names: ktos.study.runnames)."""
     return f"results/runs/{config['study']}/{regime}/{run_name(method, lr, seed)}"
 
 
@@ -303,9 +303,16 @@ def analysis_flags():
             "window": analysis["window"],
             "margin": analysis["margin"],
             "phase-end": analysis["phase_end"],
+            "beta": analysis["beta"],
+            "search-steps": analysis["search_steps"],
         }
     )
-    return f"{flags} --checkpoints {' '.join(str(s) for s in analysis['checkpoints'])}"
+    flags += f" --checkpoints {' '.join(str(s) for s in analysis['checkpoints'])}"
+    if analysis["arms"]:
+        flags += " --arms " + " ".join(
+            shlex.quote(f"{arm}={what}") for arm, what in analysis["arms"].items()
+        )
+    return flags
 
 
 def train_resources():

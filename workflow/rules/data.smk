@@ -34,7 +34,7 @@ rule pretrain_base:
         "results/benchmarks/pretrain_base_{size}.tsv"
     conda:
         "../envs/train.yaml"
-    threads: 1  # ktos.pretrain.pretrain_base runs on one thread: faster than two for a tiny model
+    threads: 1  # ktos.toy.pretrain.pretrain_base runs on one thread: faster than two for a tiny model
     resources:
         mem_mb=config["resources"]["mem_mb"],
         runtime=config["resources"]["runtime"],

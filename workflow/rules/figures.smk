@@ -14,7 +14,7 @@ rule draw_figures:
     benchmark:
         f"results/benchmarks/{config['study']}/draw_figures_{{origin}}.tsv"
     conda:
-        # Not analysis.yaml: ktos.figures imports torch (ktos.losses.gradient_weight, the companion figure).
+        # Not analysis.yaml: ktos.study.figures imports torch (ktos.losses.gradient_weight, the companion figure).
         "../envs/train.yaml"
     params:
         analysis=analysis_flags(),

@@ -1,6 +1,6 @@
-"""Pretraining the embedded default's tiny base model on the toy task's corpus (:mod:`ktos.toy`).
+"""Pretraining the embedded default's tiny base model on the toy task's corpus (:mod:`ktos.toy.task`).
 
-A tiny Llama (:func:`ktos.models.build_tiny_model`, character-level tokenizer) trained with a plain
+A tiny Llama (:func:`ktos.toy.tiny.build_tiny_model`, character-level tokenizer) trained with a plain
 torch loop: causal LM cross-entropy (nats/token) on each corpus line followed by EOS, AdamW, a linear
 warm-up over 5% of the steps then cosine decay to a tenth of the peak learning rate (transformers'
 ``get_cosine_with_min_lr_schedule_with_warmup``), gradient norm clipped at 1. On the CPU it runs in
@@ -30,8 +30,8 @@ from transformers import (
     get_cosine_with_min_lr_schedule_with_warmup,
 )
 
-from .models import build_tiny_model, build_tiny_tokenizer
-from .provenance import sha256_file
+from .tiny import build_tiny_model, build_tiny_tokenizer
+from ..provenance import sha256_file
 from .quality import load_items, task_accuracy
 
 log = logging.getLogger(__name__)

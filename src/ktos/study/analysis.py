@@ -1,10 +1,10 @@
-r"""The study's analyses of the tidy trajectory table (:mod:`ktos.rundir`), as defined in docs/study.md.
+r"""The study's analyses of the tidy trajectory table (:mod:`ktos.study.rundir`), as defined in docs/study.md.
 
 * :func:`run_summary`: one row per run: probe KL at the end and at the window step, the runaway test
   (``d_mid``, ``d_last``), the stability criterion and task accuracy at the window step and the end.
 * :func:`cell_summary`: one row per regime x method x learning rate: means across seeds with t-intervals,
   the runaway test on the mean trajectory, counts of runaway and stable seeds.
-* :func:`paired_table`: KTO-S against KTO per regime x learning rate, paired by seed (:func:`ktos.stats.paired`).
+* :func:`paired_table`: KTO-S against KTO per regime x learning rate, paired by seed (:func:`ktos.study.stats.paired`).
 * :func:`matched_kl`: KTO-S's accuracy against KTO's at the learning rate where KTO reaches the same final
   probe KL, with a seed-bootstrap interval.
 * :func:`headline_cell`: the regime-search rule that picks the headline cell.
@@ -15,7 +15,8 @@ KL values are the held-out probe KL (sequence-level nats) unless a column says `
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -53,13 +54,26 @@ SCHEDULE_ORDER: tuple[str, ...] = ("constant", "linear", "cosine")
 
 @dataclass(frozen=True)
 class Criteria:
-    """The thresholds of docs/study.md: KL threshold ``tau`` (nats), window end (step), equivalence margin, and
-    the last step of the phase in which KTO's KL runs away (``None``: no such phase singled out)."""
+    """The study's settings of docs/study.md, from the config's ``analysis`` section (``ktos tables``/``ktos figures``
+    flags); the defaults are the workflow schema's.
+
+    Attributes:
+        threshold: KL threshold ``tau``, sequence-level nats on the held-out probe KL.
+        window: last step of the stability window.
+        margin: equivalence margin, a fraction of KTO's mean.
+        phase_end: last step of the phase in which KTO's KL runs away (``None``: no such phase singled out).
+        beta: the β at which the notes' claims are judged and the headline rule looks first.
+        search_steps: the run length (optimizer steps) whose cells the headline rule picks from.
+        arms: the mechanism arms: regime name -> what it changes, for the verdict's sentences.
+    """
 
     threshold: float = 0.1
     window: int = 20
     margin: float = 0.1
     phase_end: int | None = None
+    beta: float = 0.2
+    search_steps: int = 150
+    arms: Mapping[str, str] = field(default_factory=dict)
 
 
 def _value_at(steps: np.ndarray, values: np.ndarray, step: float) -> float:
@@ -218,7 +232,7 @@ def cell_summary(df: pd.DataFrame, runs: pd.DataFrame, criteria: Criteria = Crit
 
 def paired_table(runs: pd.DataFrame, criteria: Criteria = Criteria()) -> pd.DataFrame:
     """KTO-S against KTO, paired by seed, for every regime x learning rate both trained and every metric
-    of :data:`PAIRED_METRICS`: :class:`ktos.stats.Paired` fields plus ``call`` at the margin."""
+    of :data:`PAIRED_METRICS`: :class:`ktos.study.stats.Paired` fields plus ``call`` at the margin."""
     ok = runs[runs["status"] != "diverged"]
     rows = []
     for (regime, lr), grp in ok.groupby(["regime", "lr"], sort=True):
@@ -328,7 +342,7 @@ def regime_schedule(regime: str) -> str:
     return regime.split("_", 1)[0]
 
 
-def headline_cell(cells: pd.DataFrame, *, beta: float = 0.2, steps: int = 150) -> pd.Series | None:
+def headline_cell(cells: pd.DataFrame, *, beta: float, steps: int) -> pd.Series | None:
     """docs/study.md's rule: among the ``steps``-step KTO cells whose mean probe KL runs away, those at the
     ``beta`` nearest ``beta`` that has one, the smallest learning rate, ties by :data:`SCHEDULE_ORDER`."""
     cand = cells[(cells["method"] == "kto") & (cells["max_steps"] == steps) & cells["runaway"]]

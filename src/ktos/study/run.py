@@ -1,7 +1,7 @@
 """One training run: load model and data, train KTO or KTO-S, write the run directory.
 
 A run directory holds ``trajectory.jsonl`` (one row per optimizer step, see
-:class:`~ktos.trajectory.TrajectoryCallback`), ``run_info.json`` (config, seed, versions, ktos's revision,
+:class:`~ktos.study.trajectory.TrajectoryCallback`), ``run_info.json`` (config, seed, versions, ktos's revision,
 the machine, status, task quality) and TRL's checkpoints while training. A run that finds a checkpoint in its
 directory resumes from the last one.
 """
@@ -23,16 +23,16 @@ from accelerate import PartialState
 from datasets import Dataset
 from trl import ModelConfig, get_peft_config, get_quantization_config
 
-from . import compat
-from .data import DataValidationError, load_feedback
-from .models import load_model_and_tokenizer
-from .probe import KLProbe, ProbeCallback
-from .provenance import git_revision, ktos_revision, machine_info, package_versions, update_json, write_json
-from .quality import HALVES, PreferenceAccuracy, load_items, task_accuracy
+from .. import compat
+from ..data import DataValidationError, load_feedback
+from ..models import load_model_and_tokenizer
+from ..probe import KLProbe, ProbeCallback
+from ..provenance import git_revision, ktos_revision, machine_info, package_versions, update_json, write_json
+from ..toy.quality import HALVES, PreferenceAccuracy, load_items, task_accuracy
 from .rundir import RUN_INFO_FILE
-from .trainer import KTOSConfig, KTOSTrainer
+from ..trainer import KTOSConfig, KTOSTrainer
 from .trajectory import TrajectoryCallback
-from .update_norm import UpdateNormCallback
+from ..update_norm import UpdateNormCallback
 
 log = logging.getLogger(__name__)
 

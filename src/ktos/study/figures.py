@@ -16,7 +16,7 @@ unless a label says TRL's logged ``kl``. Diverged runs are left out of every mea
   intervals: KTO-S is compared with KTO at matched KL.
 * ``paired_regimes``: the paired difference (KTO-S minus KTO) of final probe KL and accuracy with its
   interval in every regime that has both methods (the mechanism arms).
-* ``scale`` and ``envelope`` (:mod:`ktos.readings_figures`): final probe KL against learning rate, update norm
+* ``scale`` and ``envelope`` (:mod:`ktos.study.readings_figures`): final probe KL against learning rate, update norm
   and parameter count across model sizes; accuracy against probe KL over every checkpoint, with each method's
   envelope.
 
@@ -41,7 +41,7 @@ from .analysis import Criteria, cell_summary, headline, paired_table, run_summar
 from .figure_style import DOUBLE, KL_LABEL, PALETTE, SINGLE, STEP_LABEL, Z0_GRID, save, styled, t_band
 from .frontier import checkpoints as trajectory_checkpoints
 from .frontier import envelope_table
-from .losses import gradient_weight
+from ..losses import gradient_weight
 from .readings_figures import draw_envelope, draw_scale
 from .rundir import read_table
 from .runnames import METHOD_LABELS, METHODS, lr_tag
@@ -215,7 +215,7 @@ def draw_regime_search(cells: pd.DataFrame) -> Figure | None:
 
 
 @styled
-def draw_regime_trajectories(df: pd.DataFrame, *, beta: float = 0.2) -> Figure | None:
+def draw_regime_trajectories(df: pd.DataFrame, *, beta: float) -> Figure | None:
     """Mean probe KL per step of KTO's cells at one beta: one panel per schedule and length, hue = lr."""
     kto = _labelled(df[(df["method"] == "kto") & np.isclose(df["beta"], beta)])
     kto = _probe_rows(kto)
@@ -235,8 +235,9 @@ def draw_regime_trajectories(df: pd.DataFrame, *, beta: float = 0.2) -> Figure |
     grid.set_axis_labels(STEP_LABEL, "probe KL (nats)")
     grid.legend.set_title("lr")
     grid.figure.subplots_adjust(top=0.88)
+    seeds = int(kto.groupby(["regime", "lr"])["seed"].nunique().max())
     grid.figure.suptitle(f"KTO's probe KL per step at β {beta:g}: mean of seeds, shaded the 95% t-interval "
-                         "(wide with 3 seeds; cut at the axes)", fontsize=8)  # fmt: skip
+                         f"(wide with {seeds} seeds; cut at the axes)", fontsize=8)  # fmt: skip
     return grid.figure
 
 
@@ -320,7 +321,8 @@ def draw_all(
     """Draw every figure the table supports into ``out_dir`` (``NAME.png`` + ``NAME.pdf``); return the paths.
 
     ``regime`` and ``lr`` choose the headline cell (default: the first regime, its most-run lr); ``criteria``
-    are :class:`~ktos.analysis.Criteria`'s fields (threshold, window, margin, phase_end).
+    are :class:`~ktos.study.analysis.Criteria`'s fields (threshold, window, margin, phase_end, beta,
+    search_steps, arms).
     """
     df = read_table(table_csv)
     regime, lr = headline(df, regime, lr)
@@ -336,7 +338,7 @@ def draw_all(
         "companion": draw_companion(df, regime=regime, lr=lr),
         # The regime search trains KTO alone across regimes; other studies' regimes are arms, not a search.
         "regime_search": draw_regime_search(cells) if set(df["method"]) == {"kto"} else None,
-        "regime_trajectories": draw_regime_trajectories(df) if set(df["method"]) == {"kto"} else None,
+        "regime_trajectories": draw_regime_trajectories(df, beta=criteria.beta) if set(df["method"]) == {"kto"} else None,
         "frontier": draw_frontier(runs, cells, regime=regime),
         "paired_regimes": draw_paired_regimes(pairs),
         "scale": draw_scale(scale_table(cells, runs)),

@@ -19,7 +19,7 @@ Files written by :func:`synth_data`
 The 8,100 problems are shuffled with ``seed`` and split into disjoint pools:
 
 - ``heldout.jsonl``: ``heldout`` prompts with their sum, ``{"prompt", "answer"}``, for the greedy
-  exact-answer accuracy (:func:`ktos.quality.task_accuracy`). No held-out problem appears anywhere else.
+  exact-answer accuracy (:func:`ktos.toy.quality.task_accuracy`). No held-out problem appears anywhere else.
 - ``data.jsonl`` + ``manifest.json`` (a dataset dir): ``rows`` feedback rows
   ``{"prompt", "completion", "label"}``, exactly ``desirable`` of them correct (label ``True``) and
   the rest wrong (``False``; forgot-carry when the problem carries, else off-by-a-little or digit
@@ -50,8 +50,8 @@ from pathlib import Path
 
 import datasets
 
-from .data import write_dataset_dir
-from .provenance import sha256_file
+from ..data import write_dataset_dir
+from ..provenance import sha256_file
 
 log = logging.getLogger(__name__)
 

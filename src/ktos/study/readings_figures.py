@@ -3,10 +3,10 @@
 * :func:`draw_scale`: per method, the final probe KL (nats) of every size x learning rate cell against the
   learning rate (one line per size), against the measured update norm ``||dtheta||`` per step over the last
   half of training, and against the parameter count (one line per learning rate); hollow markers are cells
-  whose KL levels off, filled ones cells whose KL keeps rising (:mod:`ktos.trends`).
+  whose KL levels off, filled ones cells whose KL keeps rising (:mod:`ktos.study.trends`).
 * :func:`draw_envelope`: accuracy against probe KL for every checkpoint (learning rate x step, seed means) of
   each method, faint, and each method's envelope (best accuracy within a KL budget) with its seed-bootstrap
-  band at the budgets of :data:`ktos.frontier.KL_BUDGETS`.
+  band at the budgets of :data:`ktos.study.frontier.KL_BUDGETS`.
 """
 
 from __future__ import annotations

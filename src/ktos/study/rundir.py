@@ -1,9 +1,9 @@
 r"""The run-directory format: file names, one trajectory row per optimizer step, and the tidy table.
 
-A run directory (named by :func:`ktos.runnames.run_name`) holds ``trajectory.jsonl`` (one JSON object
-per optimizer step, appended as training goes by :class:`ktos.trajectory.TrajectoryCallback`) and
+A run directory (named by :func:`ktos.study.runnames.run_name`) holds ``trajectory.jsonl`` (one JSON object
+per optimizer step, appended as training goes by :class:`ktos.study.trajectory.TrajectoryCallback`) and
 ``run_info.json`` (config, seed, versions, git revision, status, quality; written by
-:func:`ktos.run.train`). :func:`extract` reads run directories into one tidy table, one row per run
+:func:`ktos.study.run.train`). :func:`extract` reads run directories into one tidy table, one row per run
 and step, with the columns :data:`COLUMNS`.
 
 Units. ``kl`` is TRL's logged KL reference point ``z0``: the batch mean over mismatched prompt/completion

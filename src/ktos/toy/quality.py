@@ -19,8 +19,8 @@ import torch
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from . import compat
-from .probe import completion_logps, heldout_batches
+from .. import compat
+from ..probe import completion_logps, heldout_batches
 
 #: A trailing mark a response template may add to an answer (scored as the answer without it).
 ANSWER_END = "."

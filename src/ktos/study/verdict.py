@@ -1,4 +1,4 @@
-r"""The verdict, computed from the study's tables (:mod:`ktos.analysis`), and the writer of every table file.
+r"""The verdict, computed from the study's tables (:mod:`ktos.study.analysis`), and the writer of every table file.
 
 Every sentence is generated from numbers in the tables; none is written by hand. :func:`write_tables`
 writes ``runs.csv``, ``cells.csv``, ``paired.csv``, ``matched_kl.csv``, ``kl_ratio.csv``,
@@ -33,10 +33,6 @@ from .scale import driver_sentence, drivers, scale_table
 from .trends import contrast_cell, contrast_cells
 
 log = logging.getLogger(__name__)
-
-#: Regime names of the mechanism arms (config/mechanisms.yaml).
-ARMS: dict[str, str] = {"noclip": "gradient clipping off", "sgd": "plain SGD instead of AdamW"}
-
 
 def fmt(x: float, digits: int = 3) -> str:
     """A number in ``digits`` significant digits; ``—`` for NaN."""
@@ -166,8 +162,10 @@ def stability_sentence(runs: pd.DataFrame, regime: str, lr: float, criteria: Cri
     )
 
 
-def claim_below_threshold(runs: pd.DataFrame, criteria: Criteria, beta: float = 0.2) -> str:
-    """The plan note's claim "KTO-S keeps KL below 0.1 through step 20 at β 0.2", on the table's β-0.2 runs."""
+def claim_below_threshold(runs: pd.DataFrame, criteria: Criteria) -> str:
+    """The plan note's claim "KTO-S keeps KL below τ through the window at β" (``criteria``: 0.1, step 20, β 0.2),
+    on the table's runs at that β."""
+    beta = criteria.beta
     sub = runs[np.isclose(runs["beta"], beta) & (runs["status"] != "diverged")]
     if sub.empty or "kto_s" not in set(sub["method"]):
         return f"The claim that KTO-S keeps KL below {fmt(criteria.threshold)} through step {criteria.window} at β {beta:g} is not tested here (no KTO-S runs at β {beta:g})."
@@ -238,7 +236,7 @@ def ratio_sentence(ratio: pd.DataFrame) -> str:
 
 
 def frontier_sentences(envelope: pd.DataFrame, stopping: pd.DataFrame) -> list[str]:
-    """The two whole-trajectory readings of "more than a smaller step?" (:mod:`ktos.frontier`)."""
+    """The two whole-trajectory readings of "more than a smaller step?" (:mod:`ktos.study.frontier`)."""
     out: list[str] = []
     for method in ("kto_s", "kto_zero") if not envelope.empty else ():
         env = envelope[envelope["method"] == method]
@@ -303,11 +301,17 @@ def headline_verdict(tables: dict[str, pd.DataFrame], regime: str, lr: float, cr
         text.append(claim_not_learning_rate(tables["matched_kl"]))
     text.extend(frontier_sentences(tables["envelope"], tables["early_stopping"]))
     text.append(driver_sentence(tables["drivers"]))
-    for arm, what in ARMS.items():
+    for arm, what in criteria.arms.items():
         arm_pairs = pairs[(pairs["regime"] == arm) & (pairs["metric"].isin(["final_probe_kl", "quality", "late_update_norm"]))]
         for row in arm_pairs.itertuples(index=False):
             text.append(f"Mechanism arm, {what} (lr {lr_tag(row.lr)}): " + paired_sentence(pd.Series(row._asdict()), " nats" if "kl" in row.metric else "", criteria.margin))
     return [t for t in text if t]
+
+
+def seeds_per_cell(cells: pd.DataFrame) -> str:
+    """``"3 seeds"``, or ``"2 to 3 seeds"`` when the cells' seed counts differ."""
+    low, high = int(cells["n"].min()), int(cells["n"].max())
+    return f"{high} seed{'s' * (high != 1)}" if low == high else f"{low} to {high} seeds"
 
 
 def search_verdict(cells: pd.DataFrame, criteria: Criteria) -> list[str]:
@@ -318,14 +322,14 @@ def search_verdict(cells: pd.DataFrame, criteria: Criteria) -> list[str]:
     for steps, grp in kto.groupby("max_steps"):
         n_away = int(grp["runaway"].sum())
         text.append(f"At {int(steps)} steps: {n_away} of {len(grp)}.")
-    pick = headline_cell(cells)
+    steps = criteria.search_steps
+    pick = headline_cell(cells, beta=criteria.beta, steps=steps)
     if pick is None:
-        text.append("No 150-step cell runs away at any β: the rule picks no 150-step headline cell.")
-        longest = away[away["max_steps"] != 150]["max_steps"]
-        shorter = sorted(s for s in longest.unique() if s < 150)
+        text.append(f"No {steps}-step cell runs away at any β: the rule picks no {steps}-step headline cell.")
+        shorter = sorted(s for s in away["max_steps"].unique() if s < steps)
         if shorter:
-            pick = headline_cell(cells, steps=int(shorter[-1]))
-            text.append(f"The longest length under 150 steps at which cells run away is {int(shorter[-1])} steps.")
+            pick = headline_cell(cells, beta=criteria.beta, steps=int(shorter[-1]))
+            text.append(f"The longest length under {steps} steps at which cells run away is {int(shorter[-1])} steps.")
     if pick is not None:
         text.append(
             f"The headline rule picks {pick['regime']} at lr {lr_tag(pick['lr'])}: final probe KL "
@@ -335,7 +339,7 @@ def search_verdict(cells: pd.DataFrame, criteria: Criteria) -> list[str]:
     text.append(
         "Over the last half of training, KTO's mean probe KL keeps rising in "
         f"{int(trends.get('keeps rising', 0))} of {len(kto)} cells, levels off in {int(trends.get('levels off', 0))} "
-        f"and is undecided in {int(trends.get('undecided', 0))} (3 seeds a cell)."
+        f"and is undecided in {int(trends.get('undecided', 0))} ({seeds_per_cell(kto)} a cell)."
     )
     return [" ".join(text[:-1]), text[-1]]
 
@@ -378,7 +382,8 @@ def write_tables(
 ) -> list[Path]:
     """Write every table and ``verdict.md`` for the headline cell (``regime``, ``lr``; default: the first
     regime and the learning rate with the most runs) into ``out_dir``; ``criteria`` are
-    :class:`~ktos.analysis.Criteria`'s fields (threshold, window, margin, phase_end). Returns the paths."""
+    :class:`~ktos.study.analysis.Criteria`'s fields (threshold, window, margin, phase_end, beta,
+    search_steps, arms). Returns the paths."""
     df = read_table(table_csv)
     regime, lr = headline(df, regime, lr)
     criteria = Criteria(**criteria)
