@@ -28,13 +28,15 @@ from ktos.data import load_feedback
 from ktos.models import load_model_and_tokenizer
 from ktos.probe import KLProbe, ProbeCallback
 from ktos.study.rundir import read_trajectory
-from ktos.trainer import KTOSConfig, KTOSTrainer
 from ktos.study.trajectory import TrajectoryCallback
+from ktos.trainer import KTOSConfig, KTOSTrainer
 
 log = logging.getLogger("precompute_ref")
 
 
-def run(base: Path, train: Path, eval_dir: Path, out: Path, *, precompute: bool, steps: int) -> tuple[float, float, list[dict]]:
+def run(
+    base: Path, train: Path, eval_dir: Path, out: Path, *, precompute: bool, steps: int
+) -> tuple[float, float, list[dict]]:
     """One run: (precomputation seconds, training seconds, trajectory rows)."""
     torch.manual_seed(0)
     model, tokenizer = load_model_and_tokenizer(str(base))
@@ -86,7 +88,10 @@ def main() -> None:
     print(f"steps/s, reference model each step:  {rate[False]:.2f}  (median of {args.repeats}, {args.steps} steps)")
     print(f"steps/s, precomputed reference:      {rate[True]:.2f}")
     print(f"speed-up:                            {rate[True] / rate[False]:.3f}x")
-    print(f"trainer set-up incl. precomputation: {np.median(setups[True]):.2f} s (without: {np.median(setups[False]):.2f} s)")
+    print(
+        f"trainer set-up incl. precomputation: {np.median(setups[True]):.2f} s (without: "
+        f"{np.median(setups[False]):.2f} s)"
+    )
     print("largest |difference| between the trajectories: " + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
 
 

@@ -45,13 +45,18 @@ def make_trainer(use_kto_s: bool, data: Dataset, batch_size: int, steps: int, ou
     tokenizer = build_tiny_tokenizer()
     model = build_tiny_model(tokenizer, seed=0)
     args = KTOSConfig(
-        output_dir=out, use_kto_s=use_kto_s, per_device_train_batch_size=batch_size, max_steps=steps,
-        gradient_checkpointing=False, save_strategy="no", disable_tqdm=True, learning_rate=1e-4, beta=0.2,
+        output_dir=out,
+        use_kto_s=use_kto_s,
+        per_device_train_batch_size=batch_size,
+        max_steps=steps,
+        gradient_checkpointing=False,
+        save_strategy="no",
+        disable_tqdm=True,
+        learning_rate=1e-4,
+        beta=0.2,
     )
     reference = build_tiny_model(tokenizer, seed=0)
-    trainer = KTOSTrainer(
-        model=model, ref_model=reference, args=args, train_dataset=data, processing_class=tokenizer
-    )
+    trainer = KTOSTrainer(model=model, ref_model=reference, args=args, train_dataset=data, processing_class=tokenizer)
     trainer.create_optimizer_and_scheduler(num_training_steps=steps)
     trainer.current_gradient_accumulation_steps = 1  # set by Trainer.train(); training_step divides by it
     return trainer
@@ -106,7 +111,10 @@ def main() -> None:
             "kto_s": make_trainer(True, data, args.batch_size, args.steps, f"{tmp}/kto_s"),
         }
         step_times = time_steps(trainers, args.steps)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, {args.steps} steps each")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, "
+        f"{args.steps} steps each"
+    )
     ratio = report("training step", step_times, warmup=5)
     report("loss function only", time_loss(args.batch_size, 2000), warmup=100)
     print(f"goal KTO-S/KTO <= 1.02: {'met' if ratio <= 1.02 else 'NOT met'}")

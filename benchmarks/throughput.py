@@ -40,7 +40,7 @@ import statistics
 import string
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +51,8 @@ import torch
 from datasets import Dataset
 
 from ktos import compat
-from ktos.toy.tiny import build_tiny_model, build_tiny_tokenizer
 from ktos.provenance import ktos_revision
+from ktos.toy.tiny import build_tiny_model, build_tiny_tokenizer
 from ktos.trainer import KTOSConfig, KTOSTrainer
 
 log = logging.getLogger("throughput")
@@ -202,7 +202,11 @@ def quantile(values: list[float], q: float) -> float:
 
 
 def device_name() -> str:
-    return torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()})"
+    return (
+        torch.cuda.get_device_name()
+        if torch.cuda.is_available()
+        else f"CPU ({platform.processor() or platform.machine()})"
+    )
 
 
 def peak_flops(name: str, precision: str, override_tflops: float | None) -> float | None:
@@ -212,7 +216,9 @@ def peak_flops(name: str, precision: str, override_tflops: float | None) -> floa
     return next((peaks.get(precision) for fragment, peaks in PEAK_FLOPS if fragment in name), None)
 
 
-def summarise(times: dict[str, dict[str, list[float]]], trainers: dict[str, Any], args: argparse.Namespace) -> list[dict]:
+def summarise(
+    times: dict[str, dict[str, list[float]]], trainers: dict[str, Any], args: argparse.Namespace
+) -> list[dict]:
     """One row per variant: step time quantiles (ms), tokens/s, MFU, memory and speed relative to TRL's trainer."""
     trainer = next(iter(trainers.values()))
     n_params = sum(p.numel() for p in trainer.model.parameters())
@@ -299,7 +305,8 @@ def write_results(out: Path, rows: list[dict], args: argparse.Namespace, note: s
     stem += ("_precompute" if args.precompute else "") + f"_trl{compat.TRL_VERSION}"
     out.mkdir(parents=True, exist_ok=True)
     meta = {"device": device_name(), "torch": torch.__version__, "trl": str(compat.TRL_VERSION),
-            "ktos": ktos_revision(), "threads": torch.get_num_threads(), "memory": note, "args": vars(args)}  # fmt: skip
+            "ktos": ktos_revision(), "threads": torch.get_num_threads(), "memory": note,
+            "args": vars(args)}  # fmt: skip
     (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     (out / f"{stem}.md").write_text(text + "\n")
     return out / f"{stem}.json"
@@ -312,11 +319,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
         torch.set_num_threads(args.threads)
     data = synthetic_rows(args.batch * 8, args.seq_len)
     with tempfile.TemporaryDirectory() as tmp:
-        trainers = {v.name: make_trainer(v, data, args, f"{tmp}/{v.name}") for v in variants(args.fuse, args.shared_policy)}
+        trainers = {
+            v.name: make_trainer(v, data, args, f"{tmp}/{v.name}") for v in variants(args.fuse, args.shared_policy)
+        }
         times = time_steps(trainers, args.steps)
         rows = summarise(times, trainers, args)
         profile = profile_step(trainers[args.profile]) if args.profile else ""
-    header = (f"{device_name()}, torch {torch.__version__}, TRL {compat.TRL_VERSION}, {torch.get_num_threads()} threads; "
+    header = (f"{device_name()}, torch {torch.__version__}, TRL {compat.TRL_VERSION}, "
+              f"{torch.get_num_threads()} threads; "
               f"Llama hidden {args.hidden}, {args.layers} layers, {args.heads} heads, {rows[0]['params'] / 1e6:.3f}M "
               f"parameters, {args.attn} attention; batch {args.batch} x {args.seq_len} tokens, {args.precision}"
               f"{', precomputed reference' if args.precompute else ''}; {args.steps} steps each, interleaved, "

@@ -20,8 +20,8 @@ import torch
 from datasets import Dataset
 
 from ktos.models import load_model_and_tokenizer
-from ktos.toy.tiny import save_tiny
 from ktos.study.rundir import COLUMNS
+from ktos.toy.tiny import save_tiny
 
 
 def feedback_rows(n: int, n_desirable: int, seed: int = 0) -> list[dict]:
@@ -56,7 +56,7 @@ def isolated_logging() -> Iterator[None]:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
-    for library, level in zip(libraries, verbosity):
+    for library, level in zip(libraries, verbosity, strict=True):
         library.set_verbosity(level)
     root.handlers[:], root.level = handlers, root_level
     for name, level in levels.items():

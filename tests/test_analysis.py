@@ -16,7 +16,7 @@ import pytest
 from conftest import trajectory_table
 from scipy import stats as sps
 
-from ktos.study import analysis, rundir, runnames, stats, verdict
+from ktos.study import analysis, rundir, runnames, sentences, stats, verdict
 from ktos.study.analysis import Criteria
 
 STUDY = Criteria()  # tau 0.1 nats, window step 20, margin 10%
@@ -56,7 +56,10 @@ def record(step: int, kl: float, **kw) -> dict:
 def test_extract_and_read_table_round_trip(tmp_path: Path) -> None:
     kto_s = write_run(
         tmp_path / "runs" / "b",
-        [record(1, 0.01, probe_kl=0.02, probe_kl_se=0.004, probe_kl_per_token=0.001), record(2, 0.02, step_quality=0.55)],
+        [
+            record(1, 0.01, probe_kl=0.02, probe_kl_se=0.004, probe_kl_per_token=0.001),
+            record(2, 0.02, step_quality=0.55),
+        ],
         info("kto_s", 1, status="running", quality=None),
     )  # fmt: skip
     recs = [record(s, 0.1 * s) for s in (2, 1, 3)]
@@ -81,7 +84,9 @@ def test_extract_and_read_table_round_trip(tmp_path: Path) -> None:
     assert back["status"].tolist() == ["completed"] * 3 + ["running"] * 2
     assert back.loc[0, "quality"] == pytest.approx(0.5) and back.loc[0, "quality_metric"] == "task_accuracy"
     assert back.loc[3:, "quality"].isna().all()
-    pd.testing.assert_frame_equal(df.drop(columns="quality_metric"), back.drop(columns="quality_metric"), check_dtype=False)
+    pd.testing.assert_frame_equal(
+        df.drop(columns="quality_metric"), back.drop(columns="quality_metric"), check_dtype=False
+    )
 
     bad = tmp_path / "bad.csv"
     back.drop(columns="probe_kl_se").to_csv(bad, index=False)
@@ -127,7 +132,8 @@ def test_extract_expands_parent_dirs_and_rejects_duplicate_runs(tmp_path: Path) 
 
 
 @pytest.mark.parametrize(("method", "lr", "seed", "name"), [
-    ("kto_s", 1e-4, 3, "kto_s_lr0.0001_seed3"), ("kto", 1e-5, 0, "kto_lr1e-5_seed0"), ("kto", 3.16e-4, 12, "kto_lr0.000316_seed12"),
+    ("kto_s", 1e-4, 3, "kto_s_lr0.0001_seed3"), ("kto", 1e-5, 0, "kto_lr1e-5_seed0"),
+    ("kto", 3.16e-4, 12, "kto_lr0.000316_seed12"),
 ])  # fmt: skip
 def test_run_names_round_trip(method: str, lr: float, seed: int, name: str) -> None:
     assert runnames.run_name(method, lr, seed) == name
@@ -204,7 +210,9 @@ def test_run_and_cell_summaries_on_the_synthetic_table() -> None:
     finals = [runs.loc[("kto", s), "final_probe_kl"] for s in (0, 1)]  # the diverged seed is not averaged
     assert kto["final_probe_kl"] == pytest.approx(np.mean(finals))
     assert kto["final_probe_kl_ci95"] == pytest.approx(sps.t.ppf(0.975, 1) * np.std(finals, ddof=1) / math.sqrt(2))
-    mean_traj = df[(df["method"] == "kto") & (df["seed"] < 2)].dropna(subset=["probe_kl"]).groupby("step")["probe_kl"].mean()
+    mean_traj = (
+        df[(df["method"] == "kto") & (df["seed"] < 2)].dropna(subset=["probe_kl"]).groupby("step")["probe_kl"].mean()
+    )
     assert (kto["d_mid"], kto["d_last"]) == pytest.approx(
         (mean_traj[40] - mean_traj[20], mean_traj[60] - mean_traj[40])
     )
@@ -406,7 +414,7 @@ def test_matched_kl_finds_kto_at_the_smaller_step() -> None:
     assert row["diff_low"] < 0 < row["diff_high"]
     assert 0.01 < row["diff_high"] - row["diff_low"] < 0.05  # KTO-S's seed jitter, resampled with replacement
     assert (row["n_boot_valid"], row["n_seeds"]) == (200, 6)
-    assert "no different from KTO run at that smaller step" in verdict.claim_not_learning_rate(table)
+    assert "no different from KTO run at that smaller step" in sentences.claim_not_learning_rate(table)
 
 
 def test_matched_kl_interval_above_zero_when_kto_s_is_better() -> None:
@@ -415,7 +423,7 @@ def test_matched_kl_interval_above_zero_when_kto_s_is_better() -> None:
     assert row["lr_star"] == pytest.approx(X / 2, rel=1e-9)
     assert row["quality_diff"] == pytest.approx(0.05)
     assert 0 < row["diff_low"] < 0.05 < row["diff_high"]
-    assert "better than KTO at any step size on the grid" in verdict.claim_not_learning_rate(table)
+    assert "better than KTO at any step size on the grid" in sentences.claim_not_learning_rate(table)
 
 
 def test_matched_kl_outside_the_grid_and_too_few_learning_rates() -> None:
@@ -441,8 +449,8 @@ def cells(*specs: tuple[str, float, bool], method: str = "kto") -> pd.DataFrame:
 
 def test_headline_cell_smallest_runaway_lr_at_beta_0_2() -> None:
     table = pd.concat([
-        cells(("constant_s150_b0.2", 1e-5, False), ("constant_s150_b0.2", 3e-5, True), ("constant_s150_b0.2", 1e-4, True),
-              ("cosine_s150_b0.2", 1e-4, True), ("linear_s150_b0.2", 3e-4, True)),
+        cells(("constant_s150_b0.2", 1e-5, False), ("constant_s150_b0.2", 3e-5, True),
+              ("constant_s150_b0.2", 1e-4, True), ("cosine_s150_b0.2", 1e-4, True), ("linear_s150_b0.2", 3e-4, True)),
         cells(("constant_s40_b0.2", 1e-6, True), ("constant_s150_b0.5", 1e-6, True)),  # other length, other beta
         cells(("constant_s150_b0.2", 1e-6, True), method="kto_s"),  # only KTO's cells count
     ])  # fmt: skip
@@ -499,7 +507,7 @@ def test_write_tables_files_and_verdict_when_kto_s_is_lower(tmp_path: Path) -> N
 
     text = (tmp_path / "tables" / "verdict.md").read_text()
     finals = df[(df["lr"] == 1e-4) & (df["step"] == 60)].groupby("method")["probe_kl"].mean()
-    fmt = verdict.fmt
+    fmt = sentences.fmt
     assert f"probe KL at the last step: KTO-S {fmt(finals['kto_s'])} against KTO {fmt(finals['kto'])} nats" in text
     assert "of KTO's mean); per-seed ratio KTO-S/KTO median" in text
     assert "KTO-S lower in 3 of 3 seeds (sign test p = 0.25): KTO-S is lower." in text
@@ -532,14 +540,15 @@ def test_verdict_on_a_kto_only_regime_search(tmp_path: Path) -> None:
     text = (tmp_path / "tables" / "verdict.md").read_text()
     cell_table = pd.read_csv(tmp_path / "tables" / "cells.csv")
     away = cell_table[cell_table["runaway"]]
-    # KTO's final probe KL is 1.5 (lr / 1e-4) (0.2 / beta): it runs away at lr 1e-4 (final >= 0.6), not at 1e-5 (<= 0.15)
+    # KTO's final probe KL is 1.5 (lr / 1e-4) (0.2 / beta): it runs away at lr 1e-4 (final >= 0.6),
+    # not at 1e-5 (<= 0.15)
     assert set(away["lr"]) == {1e-4} and len(away) == 4
     assert "KTO's mean probe KL runs away (docs/study.md) in 4 of 8 cells" in text
     assert "At 40 steps: 1 of 2. At 150 steps: 3 of 6." in text
     pick = cell_table[(cell_table["regime"] == "constant_s150_b0.2") & (cell_table["lr"] == 1e-4)].iloc[0]
     assert (
-        f"The headline rule picks constant_s150_b0.2 at lr 0.0001: final probe KL {verdict.fmt(pick['final_probe_kl'])} nats"
-        in text
+        f"The headline rule picks constant_s150_b0.2 at lr 0.0001: final probe KL "
+        f"{sentences.fmt(pick['final_probe_kl'])} nats" in text
     )
     assert "KTO-S" not in text
 
@@ -558,7 +567,9 @@ def test_the_headline_rules_length_and_beta_come_from_the_criteria(tmp_path: Pat
     assert "The headline rule picks constant_s40_b0.5 at lr 0.0001" in text
     assert "(2 seeds a cell)" in text
     verdict.write_tables(csv, tmp_path / "default")
-    assert "The headline rule picks constant_s150_b0.2 at lr 0.0001" in (tmp_path / "default" / "verdict.md").read_text()
+    assert (
+        "The headline rule picks constant_s150_b0.2 at lr 0.0001" in (tmp_path / "default" / "verdict.md").read_text()
+    )
 
 
 def test_mechanism_arms_come_from_the_config(tmp_path: Path) -> None:

@@ -203,8 +203,8 @@ def test_empty_or_null_text(tmp_path: Path, column: str) -> None:
     rows[4][column] = "   "
     message = error_of(write_jsonl(tmp_path / "d.jsonl", rows))
     assert (
-        message
-        == f"{tmp_path / 'd.jsonl'}: column {column!r}: empty, null or non-text values at rows [1, 3, 4]: '', None, '   '"
+        message == f"{tmp_path / 'd.jsonl'}: column {column!r}: empty, null or non-text values at rows [1, 3, 4]: "
+        "'', None, '   '"
     )
 
 
@@ -218,7 +218,7 @@ def test_key_missing_in_some_rows_is_null(tmp_path: Path) -> None:
 
 def test_bad_labels_rows_and_values(tmp_path: Path) -> None:
     rows = [dict(r) for r in ROWS] + [dict(ROWS[0]) for _ in range(3)]
-    for i, bad in zip((1, 2, 4, 5, 6, 7), (2, "yes", None, 1.5, -1, "1")):
+    for i, bad in zip((1, 2, 4, 5, 6, 7), (2, "yes", None, 1.5, -1, "1"), strict=True):
         rows[i]["label"] = bad
     message = error_of(write_jsonl(tmp_path / "d.jsonl", rows))
     assert message == (

@@ -87,7 +87,16 @@ def test_workflow_envs_pin_the_locks_versions() -> None:
         script = (ENVS / f"{name}.post-deploy.sh").read_text()
         assert "pip install --no-deps" in script and "KTOS_SOURCE" in script, name
     envs = rule_envs()
-    assert {"synth_data", "pretrain_base", "prepare", "split", "balance", "extract_kl", "draw_figures", "write_tables"} <= set(envs)
+    assert {
+        "synth_data",
+        "pretrain_base",
+        "prepare",
+        "split",
+        "balance",
+        "extract_kl",
+        "draw_figures",
+        "write_tables",
+    } <= set(envs)
     assert {rule for rule, env in envs.items() if env == "analysis"} == {"extract_kl", "write_tables"}
     assert "KTOS_SOURCE" in (REPO / "workflow/Snakefile").read_text()
 
@@ -151,7 +160,9 @@ def test_every_declared_dependency_is_locked_inside_its_range() -> None:
     for req in declared():
         name = canonicalize_name(req.name)
         assert name in locked, f"{req} is declared in pyproject.toml but not pinned in requirements/lock.txt"
-        assert req.specifier.contains(locked[name], prereleases=True), f"lock pins {name}=={locked[name]}, outside {req}"
+        assert req.specifier.contains(locked[name], prereleases=True), (
+            f"lock pins {name}=={locked[name]}, outside {req}"
+        )
     assert locked["torch"] == "2.13.0"
 
 
@@ -171,7 +182,12 @@ def test_every_import_of_the_package_is_declared() -> None:
 
 
 def test_documentation_links_resolve_inside_the_repository() -> None:
-    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "config/README.md", REPO / "profiles/README.md"]
+    pages = [
+        REPO / "README.md",
+        *sorted((REPO / "docs").glob("*.md")),
+        REPO / "config/README.md",
+        REPO / "profiles/README.md",
+    ]
     for page in pages:
         text = page.read_text()
         assert "../shared" not in text, page
@@ -223,7 +239,9 @@ def test_config_yaml_equals_the_schema_defaults_or_says_why() -> None:
         commented = [ln for ln in setting if "#" in ln]
         block = [i for i, ln in enumerate(lines) if re.match(rf"\s*{re.escape(leaf)}:", ln)]
         above = any(lines[i - 1].strip().startswith("#") for i in block if i > 0)
-        assert commented or above, f"config/config.yaml sets {key} = {value!r}, not the schema's {defaults[key]!r}, without a comment"
+        assert commented or above, (
+            f"config/config.yaml sets {key} = {value!r}, not the schema's {defaults[key]!r}, without a comment"
+        )
 
 
 #: The command-line front end: it dispatches to the library, the study and the toy alike.
@@ -258,7 +276,9 @@ def imported_modules(name: str, path: Path) -> set[str]:
             found.update(f"{module}.{a.name}" for a in node.names)  # `from . import compat` names a module
         elif isinstance(node, ast.Import):
             found.update(a.name for a in node.names)
-        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "import_module":
+        elif (
+            isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "import_module"
+        ):
             arg = node.args[0]
             if isinstance(arg, ast.Constant):
                 found.add(arg.value)

@@ -21,8 +21,8 @@ from ktos.study.analysis import Criteria, cell_summary, paired_table, run_summar
 CHECKPOINTS = (5, 10, 15, 20)
 
 
-def kl_figures(df: pd.DataFrame, criteria: Criteria = Criteria(), lr: float = 1e-4) -> tuple[Figure, Figure]:
-    return F.draw_kl_figures(df, regime="main", lr=lr, criteria=criteria, checkpoints=CHECKPOINTS)
+def kl_figures(df: pd.DataFrame, criteria: Criteria | None = None, lr: float = 1e-4) -> tuple[Figure, Figure]:
+    return F.draw_kl_figures(df, regime="main", lr=lr, criteria=criteria or Criteria(), checkpoints=CHECKPOINTS)
 
 
 def line(fig: Figure, label: str) -> Line2D:

@@ -48,7 +48,8 @@ def float64_trainer(model_dir: Path, tmp: Path, data: Dataset, **overrides):
 
 
 class CapturedLogps:
-    """Wraps a trainer's ``kto_loss`` (``KTOSTrainer``'s, or TRL < 1.6's) to keep the six log-prob tensors of its last call."""
+    """Wraps a trainer's ``kto_loss`` (``KTOSTrainer``'s, or TRL < 1.6's) to keep the six log-prob tensors of its
+    last call."""
 
     def __init__(self, trainer) -> None:
         self.inputs: tuple[torch.Tensor, ...] = ()

@@ -27,8 +27,16 @@ def one_example(r: float, z0: float, desirable: bool, sign_correction: bool, dw=
     chosen = (logp, zero) if desirable else (empty, empty)
     rejected = (empty, empty) if desirable else (logp, zero)
     losses, cr, rr, kl = kto_loss(
-        chosen[0], rejected[0], kl_policy, chosen[1], rejected[1], kl_ref,
-        beta=BETA, desirable_weight=dw, undesirable_weight=uw, sign_correction=sign_correction,
+        chosen[0],
+        rejected[0],
+        kl_policy,
+        chosen[1],
+        rejected[1],
+        kl_ref,
+        beta=BETA,
+        desirable_weight=dw,
+        undesirable_weight=uw,
+        sign_correction=sign_correction,
     )
     assert kl.item() == pytest.approx(max(z0, 0.0))
     return losses.item()

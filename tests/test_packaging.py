@@ -79,7 +79,9 @@ def test_minimum_pins_are_the_floors() -> None:
     declared = {canonicalize_name(r.name): r for r in requirements(extras=False)}
     assert set(pins) <= set(declared), f"pinned in minimum.txt but not a dependency: {set(pins) - set(declared)}"
     # torch stays at the lock's version in the minimum job (its floor comes from a GPU run, pyproject says).
-    assert set(declared) - set(pins) == {"torch"}, f"dependencies without a minimum pin: {set(declared) - set(pins) - {'torch'}}"
+    assert set(declared) - set(pins) == {"torch"}, (
+        f"dependencies without a minimum pin: {set(declared) - set(pins) - {'torch'}}"
+    )
     for name, pin in pins.items():
         req = declared[name]
         assert Version(pin) == floor(req), f"requirements/minimum.txt pins {name}=={pin}, pyproject's floor is {req}"
@@ -90,7 +92,12 @@ def test_license_and_citation_match_the_metadata() -> None:
     proj = project()
     assert proj["license"] == "Apache-2.0"
     text = (REPO / "LICENSE").read_text()
-    for phrase in ("Apache License", "Version 2.0, January 2004", "TERMS AND CONDITIONS FOR USE", "END OF TERMS AND CONDITIONS"):
+    for phrase in (
+        "Apache License",
+        "Version 2.0, January 2004",
+        "TERMS AND CONDITIONS FOR USE",
+        "END OF TERMS AND CONDITIONS",
+    ):
         assert phrase in text, f"LICENSE is not the Apache License 2.0 text (no {phrase!r})"
     assert "LICENSE" in proj["license-files"]
     cff = yaml.safe_load((REPO / "CITATION.cff").read_text())
@@ -109,7 +116,9 @@ def test_changelog_has_an_entry_for_this_version() -> None:
 def test_classifiers_name_the_supported_pythons() -> None:
     proj = project()
     allowed = Requirement(f"python{proj['requires-python']}").specifier
-    named = {c.rsplit(" :: ", 1)[-1] for c in proj["classifiers"] if c.startswith("Programming Language :: Python :: 3.")}
+    named = {
+        c.rsplit(" :: ", 1)[-1] for c in proj["classifiers"] if c.startswith("Programming Language :: Python :: 3.")
+    }
     assert {"3.11", "3.12"} <= named
     assert all(allowed.contains(f"{v}.0") for v in named), f"a classifier names a Python outside {allowed}"
 

@@ -47,7 +47,9 @@ def build_qwen2(path: Path, corpus: list[str]) -> Path:
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     core.train_from_iterator(
         corpus,
-        trainers.BpeTrainer(vocab_size=512, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()),
+        trainers.BpeTrainer(
+            vocab_size=512, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
     )
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|im_end|>", pad_token="<|endoftext|>")
     tokenizer.chat_template = CHAT_TEMPLATE
@@ -69,7 +71,9 @@ def test_paper_config_path_with_a_qwen2_model_on_conversational_data(tmp_path: P
     ]
     model_dir = build_qwen2(tmp_path / "qwen2-tiny", corpus)
     tokenizer = PreTrainedTokenizerFast.from_pretrained(model_dir)
-    assert tokenizer.apply_chat_template(rows[0]["prompt"], tokenize=False, add_generation_prompt=True).startswith("<|im_start|>user")
+    assert tokenizer.apply_chat_template(rows[0]["prompt"], tokenize=False, add_generation_prompt=True).startswith(
+        "<|im_start|>user"
+    )
 
     repo = copy_workflow(tmp_path / "repo")
     data = repo / "data" / "feedback.jsonl"
@@ -82,7 +86,8 @@ def test_paper_config_path_with_a_qwen2_model_on_conversational_data(tmp_path: P
         "headline": {"lr": 5.0e-6},
         "data": {"source": "data/feedback.jsonl", "eval_fraction": 0.25},
         "model": {"name_or_path": str(model_dir),
-                  "peft": {"use_peft": True, "lora_r": 4, "lora_alpha": 8, "lora_target_modules": ["q_proj", "v_proj"]}},
+                  "peft": {"use_peft": True, "lora_r": 4, "lora_alpha": 8,
+                           "lora_target_modules": ["q_proj", "v_proj"]}},
         "train": {
             "max_steps": 3, "bf16": False, "per_device_train_batch_size": 4, "kl_probe_size": 8,
             "precompute_ref_log_probs": True,

@@ -44,7 +44,8 @@ def test_synthetic_rows_are_exactly_seq_len_tokens(throughput) -> None:
 def test_cpu_run_times_every_variant_side_by_side(throughput, tmp_path) -> None:
     batch, seq_len, steps, warmup = 4, 12, 4, 1
     argv = ["--preset", "cpu", "--batch", str(batch), "--seq-len", str(seq_len), "--steps", str(steps),
-            "--warmup", str(warmup), "--peak-tflops", "1", "--out", str(tmp_path), "--profile", "kto_s+fused"]  # fmt: skip
+            "--warmup", str(warmup), "--peak-tflops", "1", "--out", str(tmp_path),
+            "--profile", "kto_s+fused"]  # fmt: skip
     shared = ["--shared-policy"] if compat.KTO_LOSS_HOOK else []
     rows = throughput.main(argv + shared)
     names = [r["variant"] for r in rows]

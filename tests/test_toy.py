@@ -1,4 +1,5 @@
-"""The embedded default: toy task data (ktos.toy.task), base-model pretraining (ktos.toy.pretrain), greedy accuracy (ktos.toy.quality)."""
+"""The embedded default: toy task data (ktos.toy.task), base-model pretraining (ktos.toy.pretrain) and greedy
+accuracy (ktos.toy.quality)."""
 
 from __future__ import annotations
 

@@ -33,9 +33,25 @@ def data_files(tmp_path: Path) -> tuple[Path, Path]:
 
 def base_flags(model_dir: Path, train: Path, held: Path, run_dir: Path) -> list[str]:
     return [
-        "train", "--model_name_or_path", str(model_dir), "--train_data", str(train), "--eval_data", str(held),
-        "--output_dir", str(run_dir), "--per_device_train_batch_size", "4", "--max_length", "32",
-        "--gradient_checkpointing", "false", "--kl_probe_size", "16", "--disable_tqdm", "true",
+        "train",
+        "--model_name_or_path",
+        str(model_dir),
+        "--train_data",
+        str(train),
+        "--eval_data",
+        str(held),
+        "--output_dir",
+        str(run_dir),
+        "--per_device_train_batch_size",
+        "4",
+        "--max_length",
+        "32",
+        "--gradient_checkpointing",
+        "false",
+        "--kl_probe_size",
+        "16",
+        "--disable_tqdm",
+        "true",
     ]
 
 
@@ -88,7 +104,8 @@ def test_the_cli_flag_reaches_the_optimizer(tiny_model_dir, primed_model_dir, da
     names = [n for n, p in policy.named_parameters() if p.requires_grad]
     theta = torch.cat([policy.state_dict()[n].reshape(-1) for n in names])
     step = -lr * torch.stack([
-        expected_grads(policy, reference, batch, beta=0.2, dw=1.0, uw=1.0, sign_correction=s) for s in (use_kto_s, not use_kto_s)
+        expected_grads(policy, reference, batch, beta=0.2, dw=1.0, uw=1.0, sign_correction=s)
+        for s in (use_kto_s, not use_kto_s)
     ])  # fmt: skip
     observed = torch.cat([trained[n].reshape(-1) for n in names]) - theta
     assert (step[0] - step[1]).norm() > 0.05 * step[0].norm()
@@ -137,8 +154,17 @@ def test_bad_labels_exit_2_with_one_line(tiny_model_dir, tmp_path, capsys) -> No
     rows = feedback_rows(8, 4)
     rows[3]["label"] = 2
     train = write_jsonl(tmp_path / "bad.jsonl", rows)
-    code = main(["train", "--model_name_or_path", str(tiny_model_dir), "--train_data", str(train),
-                 "--output_dir", str(tmp_path / "run")])
+    code = main(
+        [
+            "train",
+            "--model_name_or_path",
+            str(tiny_model_dir),
+            "--train_data",
+            str(train),
+            "--output_dir",
+            str(tmp_path / "run"),
+        ]
+    )
     err = capsys.readouterr().err
     # Library INFO lines may come first (the default --log-level is INFO); the error itself is one line, no traceback.
     errors = [line for line in err.splitlines() if line.startswith("ktos train: error:")]

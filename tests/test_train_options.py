@@ -49,7 +49,9 @@ def test_lora_trains_only_the_adapter_against_the_frozen_base(tiny_model_dir, tm
 
 
 @pytest.mark.parametrize("use_kto_s", [False, True], ids=["kto", "kto_s"])
-def test_lora_optimizer_steps_use_the_configured_loss(tiny_model_dir, primed_model_dir, tmp_path, feedback_dataset, use_kto_s):
+def test_lora_optimizer_steps_use_the_configured_loss(
+    tiny_model_dir, primed_model_dir, tmp_path, feedback_dataset, use_kto_s
+):
     # The adapter's gradients are those of the configured loss, as without LoRA (tests/test_trainer.py).
     policy, tokenizer = load_model_and_tokenizer(str(primed_model_dir))
     policy = get_peft_model(policy, LoraConfig(task_type="CAUSAL_LM", **LORA))
@@ -117,7 +119,9 @@ def test_two_processes_gather_the_kl_reference_point(tiny_model_dir, primed_mode
     cmd = [str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
            str(script), str(primed_model_dir), str(tiny_model_dir), str(tmp_path)]  # fmt: skip
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    result = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     local = [[json.loads(x) for x in (tmp_path / f"rank{r}.jsonl").read_text().split()] for r in (0, 1)]
     logged = [row["kl"] for row in json.loads((tmp_path / "log_history.json").read_text()) if "kl" in row]

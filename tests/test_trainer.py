@@ -22,8 +22,8 @@ from ktos import compat
 from ktos.compat import KTOConfig, KTOTrainer
 from ktos.models import load_model_and_tokenizer
 from ktos.study.rundir import read_trajectory
-from ktos.trainer import KTOSConfig, KTOSTrainer, check_labels
 from ktos.study.trajectory import TrajectoryCallback
+from ktos.trainer import KTOSConfig, KTOSTrainer, check_labels
 from ktos.update_norm import UpdateNormCallback
 
 FAST = {
@@ -52,7 +52,9 @@ def make_trainer(model_dir: Path, tmp: Path, data: Dataset, cls=KTOSTrainer, ref
 # ----------------------------------------------------------------- an independent implementation of both losses
 
 
-def summed_logps(model: torch.nn.Module, ids: torch.Tensor, attention: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def summed_logps(
+    model: torch.nn.Module, ids: torch.Tensor, attention: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
     logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()
     token_logps = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
     return (token_logps * mask[:, 1:]).sum(-1)
@@ -108,7 +110,10 @@ class GradientAudit(TrainerCallback):
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
         batch = self.batches[state.global_step]
         observed = flat_grads(model)
-        want = {s: expected_grads(model, self.reference, batch, sign_correction=s, **self.loss_kwargs) for s in (False, True)}
+        want = {
+            s: expected_grads(model, self.reference, batch, sign_correction=s, **self.loss_kwargs)
+            for s in (False, True)
+        }
         self.rows.append({
             "to_kto": relative(observed, want[False]),
             "to_kto_s": relative(observed, want[True]),
@@ -117,13 +122,26 @@ class GradientAudit(TrainerCallback):
 
 
 @pytest.mark.parametrize("use_kto_s", [False, True], ids=["kto", "kto_s"])
-def test_every_optimizer_step_uses_the_configured_loss(tiny_model_dir, primed_model_dir, tmp_path, feedback_dataset, use_kto_s):
+def test_every_optimizer_step_uses_the_configured_loss(
+    tiny_model_dir, primed_model_dir, tmp_path, feedback_dataset, use_kto_s
+):
     # Policy primed away from its reference: r and z0 > 0 from step 1, where the two losses' gradients differ.
     # Plain SGD without clipping, so the gradients the optimizer sees are the loss's own.
     trainer = make_trainer(
-        primed_model_dir, tmp_path, feedback_dataset, ref_dir=tiny_model_dir, use_kto_s=use_kto_s, beta=0.2,
-        desirable_weight=0.4, undesirable_weight=1.0, optim="sgd", learning_rate=0.05, lr_scheduler_type="constant",
-        max_grad_norm=0.0, weight_decay=0.0, max_steps=3,
+        primed_model_dir,
+        tmp_path,
+        feedback_dataset,
+        ref_dir=tiny_model_dir,
+        use_kto_s=use_kto_s,
+        beta=0.2,
+        desirable_weight=0.4,
+        undesirable_weight=1.0,
+        optim="sgd",
+        learning_rate=0.05,
+        lr_scheduler_type="constant",
+        max_grad_norm=0.0,
+        weight_decay=0.0,
+        max_steps=3,
     )
     audit = GradientAudit(
         list(trainer.get_train_dataloader()), load_model_and_tokenizer(str(tiny_model_dir))[0], beta=0.2, dw=0.4, uw=1.0
@@ -146,16 +164,29 @@ class ZeroAudit(GradientAudit):
         observed = flat_grads(model)
         zero = expected_grads(model, self.reference, batch, sign_correction=False, zero=True, **self.loss_kwargs)
         kto = expected_grads(model, self.reference, batch, sign_correction=False, **self.loss_kwargs)
-        self.rows.append({"to_zero": relative(observed, zero), "to_kto": relative(observed, kto), "gap": relative(zero, kto)})
+        self.rows.append(
+            {"to_zero": relative(observed, zero), "to_kto": relative(observed, kto), "gap": relative(zero, kto)}
+        )
 
 
 def test_kto_zero_steps_use_the_reference_point_zero(tiny_model_dir, primed_model_dir, tmp_path, feedback_dataset):
     # reference_point="zero" must train with the reference point 0 at every step (use_kto_s left at its default,
     # True, which KTO-zero ignores), while z0 is still measured and logged as kl.
     trainer = make_trainer(
-        primed_model_dir, tmp_path, feedback_dataset, ref_dir=tiny_model_dir, reference_point="zero", beta=0.2,
-        desirable_weight=0.4, undesirable_weight=1.0, optim="sgd", learning_rate=0.05, lr_scheduler_type="constant",
-        max_grad_norm=0.0, weight_decay=0.0, max_steps=3,
+        primed_model_dir,
+        tmp_path,
+        feedback_dataset,
+        ref_dir=tiny_model_dir,
+        reference_point="zero",
+        beta=0.2,
+        desirable_weight=0.4,
+        undesirable_weight=1.0,
+        optim="sgd",
+        learning_rate=0.05,
+        lr_scheduler_type="constant",
+        max_grad_norm=0.0,
+        weight_decay=0.0,
+        max_steps=3,
     )
     assert trainer.method == "kto_zero"
     audit = ZeroAudit(
@@ -209,7 +240,9 @@ def test_kto_mode_equals_trl_batch_by_batch(tiny_model_dir, primed_model_dir, tm
             trainer._metrics["train"].clear()
             loss = trainer.compute_loss(trainer.model, batch)
             loss.backward()
-            results.append((loss.detach(), {k: v[-1] for k, v in trainer._metrics["train"].items()}, flat_grads(trainer.model)))
+            results.append(
+                (loss.detach(), {k: v[-1] for k, v in trainer._metrics["train"].items()}, flat_grads(trainer.model))
+            )
         (loss_a, metrics_a, grads_a), (loss_b, metrics_b, grads_b) = results
         torch.testing.assert_close(loss_a, loss_b)
         torch.testing.assert_close(grads_a, grads_b, rtol=1e-4, atol=1e-6)
@@ -223,10 +256,24 @@ def test_kto_mode_equals_trl_batch_by_batch(tiny_model_dir, primed_model_dir, tm
 @pytest.mark.parametrize("weights", [(1.0, 1.0), (0.34, 1.0), (1.3, 0.7)])
 def test_kto_mode_equals_trl_kto_loss_on_random_logps(tiny_model_dir, tmp_path, feedback_dataset, weights) -> None:
     dw, uw = weights
-    ours = make_trainer(tiny_model_dir, tmp_path / "a", feedback_dataset, use_kto_s=False, beta=0.2,
-                        desirable_weight=dw, undesirable_weight=uw)
-    trl = make_trainer(tiny_model_dir, tmp_path / "b", feedback_dataset, cls=KTOTrainer, beta=0.2,
-                       desirable_weight=dw, undesirable_weight=uw)
+    ours = make_trainer(
+        tiny_model_dir,
+        tmp_path / "a",
+        feedback_dataset,
+        use_kto_s=False,
+        beta=0.2,
+        desirable_weight=dw,
+        undesirable_weight=uw,
+    )
+    trl = make_trainer(
+        tiny_model_dir,
+        tmp_path / "b",
+        feedback_dataset,
+        cls=KTOTrainer,
+        beta=0.2,
+        desirable_weight=dw,
+        undesirable_weight=uw,
+    )
     for seed, (nc, nr) in enumerate([(3, 5), (8, 0), (0, 8), (1, 1)]):
         g = torch.Generator().manual_seed(seed)
         policy = [-10 * torch.rand(n, generator=g) for n in (nc, nr, 8)]
@@ -240,7 +287,11 @@ def test_kto_s_mode_uses_the_sign_corrected_reference_point(tiny_model_dir, tmp_
     chosen = torch.tensor([-1.0, -3.0])  # r = +2 and 0
     rejected = torch.tensor([-6.0])  # r = -1
     losses, _, _, kl = trainer.kto_loss(
-        chosen, rejected, torch.tensor([-4.0, -4.0]), torch.tensor([-3.0, -3.0]), torch.tensor([-5.0]),
+        chosen,
+        rejected,
+        torch.tensor([-4.0, -4.0]),
+        torch.tensor([-3.0, -3.0]),
+        torch.tensor([-5.0]),
         torch.tensor([-5.0, -5.0]),
     )
     z0 = 1.0
@@ -290,8 +341,13 @@ def test_configurations_that_bypass_the_loss_are_refused(tiny_model_dir, tmp_pat
 def test_a_replacement_loss_function_is_refused(tiny_model_dir, tmp_path, feedback_dataset) -> None:
     model, tokenizer = load_model_and_tokenizer(str(tiny_model_dir))
     with pytest.raises(ValueError, match="compute_loss_func replaces the loss"):
-        KTOSTrainer(model=model, args=KTOSConfig(output_dir=str(tmp_path), **FAST), train_dataset=feedback_dataset,
-                    processing_class=tokenizer, compute_loss_func=lambda *a, **k: 0.0)
+        KTOSTrainer(
+            model=model,
+            args=KTOSConfig(output_dir=str(tmp_path), **FAST),
+            train_dataset=feedback_dataset,
+            processing_class=tokenizer,
+            compute_loss_func=lambda *a, **k: 0.0,
+        )
 
 
 def test_labels_as_ints_are_coerced() -> None:
@@ -306,7 +362,9 @@ def test_labels_as_ints_are_coerced() -> None:
 def test_bad_labels_raise_naming_column_and_rows(labels, first_bad) -> None:
     n = len(labels)
     ds = Dataset.from_dict({"prompt": ["a"] * n, "completion": ["b"] * n, "label": labels})
-    with pytest.raises(ValueError, match=rf"column 'label': values that are not bool or 0/1 at rows \[{first_bad}") as err:
+    with pytest.raises(
+        ValueError, match=rf"column 'label': values that are not bool or 0/1 at rows \[{first_bad}"
+    ) as err:
         check_labels(ds)
     assert repr(ds["label"][first_bad]) in str(err.value)
 

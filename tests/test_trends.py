@@ -36,7 +36,9 @@ def test_late_rise_share_and_trend_of_known_curves() -> None:
 def test_cell_trend_uses_the_interval_of_the_seeds_rises() -> None:
     finals = pd.Series([4.0] * 6)
     assert trends.cell_trend(pd.Series([2.0, 2.1, 1.9, 2.0, 2.2, 1.8]), finals, 0.1)["late_trend"] == trends.RISING
-    assert trends.cell_trend(pd.Series([0.0, 0.1, -0.1, 0.05, 0.0, -0.05]), finals, 0.1)["late_trend"] == trends.LEVELS_OFF
+    assert (
+        trends.cell_trend(pd.Series([0.0, 0.1, -0.1, 0.05, 0.0, -0.05]), finals, 0.1)["late_trend"] == trends.LEVELS_OFF
+    )
     # mean rise below the bar (0.4) but one wild seed: the interval straddles it
     assert trends.cell_trend(pd.Series([0.0, 0.1, 0.0, 0.1, 0.0, 2.0]), finals, 0.1)["late_trend"] == trends.UNDECIDED
 
@@ -82,7 +84,7 @@ def checkpoint_table(kto_s_shift: float = 0.0, kto_s_gain: float = 0.0, seeds: i
         for factor in (1.0, 2.0, 4.0):
             for seed in range(seeds):
                 for step in range(10, 151, 10):
-                    kl = factor * step / 50 * (2 ** -kto_s_shift if method == "kto_s" else 1) * (1 + 0.02 * seed)
+                    kl = factor * step / 50 * (2**-kto_s_shift if method == "kto_s" else 1) * (1 + 0.02 * seed)
                     acc = 0.6 + 0.1 * kl - 0.03 * kl**2 + (kto_s_gain if method == "kto_s" else 0)
                     val, test = acc + 0.01 * rng.standard_normal(), acc + 0.01 * rng.standard_normal()
                     rows.append({
@@ -127,7 +129,7 @@ def test_the_size_fit_finds_the_driver() -> None:
     rows = []
     for params in (1e5, 3e5, 1e6):
         for lr in (3e-5, 9e-5, 2.7e-4):
-            for seed in range(6):
+            for _ in range(6):
                 u = lr * math.sqrt(params) * (1 + 0.1 * rng.standard_normal())  # the step grows with size
                 rows.append({"method": "kto", "status": "completed", "params": params, "late_update_norm": u,
                              "final_probe_kl": 40 * u**1.5 * math.exp(0.05 * rng.standard_normal())})  # fmt: skip

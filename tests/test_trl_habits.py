@@ -19,8 +19,8 @@ import ktos.trainer
 from ktos.cli import main, parse_train_args
 from ktos.data import DataValidationError
 from ktos.data_stages import prepare, split
-from ktos.study.rundir import read_trajectory
 from ktos.study.run import DataArguments, load_data
+from ktos.study.rundir import read_trajectory
 from ktos.trainer import KTOSConfig
 
 
@@ -66,10 +66,14 @@ def test_eval_strategy_steps_evaluates_a_dataset_name_test_split(tiny_model_dir,
 
 def test_dataset_arguments_parse_with_trls_names(tmp_path) -> None:
     required = ["--model_name_or_path", "m", "--output_dir", str(tmp_path)]
-    _, _, data, _ = parse_train_args(required + ["--dataset_name", "org/feedback", "--dataset_config", "en",
-                                                 "--dataset_train_split", "tr", "--dataset_test_split", "te"])  # fmt: skip
+    dataset_flags = ["--dataset_name", "org/feedback", "--dataset_config", "en",
+                     "--dataset_train_split", "tr", "--dataset_test_split", "te"]  # fmt: skip
+    _, _, data, _ = parse_train_args(required + dataset_flags)
     assert (data.dataset_name, data.dataset_config, data.dataset_train_split, data.dataset_test_split) == (
-        "org/feedback", "en", "tr", "te"
+        "org/feedback",
+        "en",
+        "tr",
+        "te",
     )
     assert data.train_data is None
     for both_or_neither in ([], ["--train_data", "d", "--dataset_name", "x"]):
@@ -110,7 +114,9 @@ def test_dataset_name_loads_a_local_file_and_a_hub_config(tmp_path, monkeypatch)
         ({"reference_point": "zero"}, "KTO-zero", "reference point 0"),
     ],
 )
-def test_model_card_names_and_describes_the_method(tiny_model_dir, tmp_path, feedback_dataset, overrides, name, described):
+def test_model_card_names_and_describes_the_method(
+    tiny_model_dir, tmp_path, feedback_dataset, overrides, name, described
+):
     trainer = make_trainer(tiny_model_dir, tmp_path, feedback_dataset, **overrides)
     assert trainer._name == name
     trainer.create_model_card(model_name="tiny-ktos")

@@ -35,7 +35,9 @@ TABLES = ("verdict.md", "runs.csv", "cells.csv", "paired.csv", "matched_kl.csv",
 
 def train_jobs(counts: dict[str, int]) -> int:
     """How many training jobs a Job stats table lists (one rule per job: train_<regime>_<i>)."""
-    return sum(n for rule, n in counts.items() if rule.startswith("train_") and rule not in ("train_config", "train_configs"))
+    return sum(
+        n for rule, n in counts.items() if rule.startswith("train_") and rule not in ("train_config", "train_configs")
+    )
 
 
 def train_configs(repo: Path, *configfiles: str) -> dict[str, dict]:
@@ -62,7 +64,9 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def snakemake(workdir: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+def snakemake(
+    workdir: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
     """Run snakemake in ``workdir``; stdout and stderr together in ``.stdout``."""
     return subprocess.run(
         [sys.executable, "-m", "snakemake", *args],
@@ -145,7 +149,11 @@ def test_dry_run_size_sweeps_pretrain_each_size_once(repo: Path, study: str) -> 
     for regime in config["regimes"]:
         size = regime["model_size"]
         assert f"--output results/models/base_{size} --size {size} " in result.stdout, size
-        trains = [line for line in result.stdout.splitlines() if f"results/runs/{study}/{regime['name']}/" in line and "-m ktos train" in line]
+        trains = [
+            line
+            for line in result.stdout.splitlines()
+            if f"results/runs/{study}/{regime['name']}/" in line and "-m ktos train" in line
+        ]
         assert trains and all(f"--model_name_or_path results/models/base_{size} " in line for line in trains)
     n_runs = len(config["seeds"]) * len(config["learning_rates"]) * 2 * len(sizes)
     assert sum(line.count("_seed") for line in result.stdout.splitlines() if "-m ktos train" in line) == n_runs
@@ -162,7 +170,9 @@ def test_dry_run_step_grid_trains_kto_zero(repo: Path) -> None:
     assert "--config results/train_configs/step_grid/" in runs
     settings = train_configs(repo, "config/step_grid.yaml")
     for values in settings.values():  # every 10 steps, below max_steps
-        assert values["quality_steps"][:3] == [10, 20, 30] and max(values["quality_steps"]) < values["max_steps"], values
+        assert values["quality_steps"][:3] == [10, 20, 30] and max(values["quality_steps"]) < values["max_steps"], (
+            values
+        )
 
 
 def test_dry_run_paper_config(repo: Path) -> None:
@@ -216,7 +226,9 @@ def test_train_config_files_are_what_ktos_train_parses(repo: Path) -> None:
     settings with the regime's overrides, which `ktos train --config` (TRL's parser) accepts as they are."""
     from ktos.cli import parse_train_args
 
-    overlay = write_yaml(repo / "regimes.yaml", {"regimes": [{"name": "main"}, {"name": "long", "max_steps": 8, "beta": 0.05}]})
+    overlay = write_yaml(
+        repo / "regimes.yaml", {"regimes": [{"name": "main"}, {"name": "long", "max_steps": 8, "beta": 0.05}]}
+    )
     settings = train_configs(repo, ".test/config/config.yaml", overlay)
     assert sorted(settings) == ["long_0", "main_0"]
     config = yaml.safe_load((repo / ".test/config/config.yaml").read_text())
@@ -227,8 +239,14 @@ def test_train_config_files_are_what_ktos_train_parses(repo: Path) -> None:
         assert values["heldout"] == "results/data/synthetic/heldout.jsonl" and values["report_to"] == ["tensorboard"]
         assert isinstance(values["beta"], float) and values["beta"] == regime.get("beta", 0.2)
         path = repo / f"results/train_configs/test/{job}.yaml"
-        model, run, data, train = parse_train_args(["--config", str(path), "--output_dir", "x", "--model_name_or_path", "m", "--train_data", "d"])
-        assert train.max_steps == values["max_steps"] and train.beta == values["beta"] and data.heldout == values["heldout"]
+        model, run, data, train = parse_train_args(
+            ["--config", str(path), "--output_dir", "x", "--model_name_or_path", "m", "--train_data", "d"]
+        )
+        assert (
+            train.max_steps == values["max_steps"]
+            and train.beta == values["beta"]
+            and data.heldout == values["heldout"]
+        )
         assert run.quality_steps == [2] and model.model_name_or_path == "m"
     dry = snakemake(repo, "-n", "-p", "--configfile", ".test/config/config.yaml", overlay)
     commands = [line for line in dry.stdout.splitlines() if "-m ktos train" in line]
@@ -270,8 +288,16 @@ def test_snakefmt() -> None:
         ({"data": {"source": "data/missing.jsonl"}, "model": {"name_or_path": "tiny-model"}}, "data.source"),
         ({"data": {"source": "data/feedback.jsonl"}}, "model.name_or_path"),
     ],
-    ids=["unknown-method", "negative-beta", "negative-lr", "float-seed", "unknown-key", "headline-lr-not-swept",
-         "missing-dataset", "no-model-for-real-data"],
+    ids=[
+        "unknown-method",
+        "negative-beta",
+        "negative-lr",
+        "float-seed",
+        "unknown-key",
+        "headline-lr-not-swept",
+        "missing-dataset",
+        "no-model-for-real-data",
+    ],
 )
 def test_bad_config_fails_before_any_job(repo: Path, overlay: dict, key: str) -> None:
     """A bad config stops the workflow at parse time, naming the key; nothing is run or written."""
@@ -318,8 +344,11 @@ def check_outputs(repo: Path) -> None:
 
 
 @pytest.mark.slow
-def test_end_to_end_test_config_saves_no_weights_unless_kept(study: tuple[Path, subprocess.CompletedProcess, float]) -> None:
-    """.test/config/config.yaml through the whole DAG on CPU: figures, tables, no weights saved (models not kept), report."""
+def test_end_to_end_test_config_saves_no_weights_unless_kept(
+    study: tuple[Path, subprocess.CompletedProcess, float],
+) -> None:
+    """.test/config/config.yaml through the whole DAG on CPU: figures, tables, no weights saved (models not kept),
+    report."""
     repo, result, seconds = study
     assert result.returncode == 0, result.stdout
     print(f"end-to-end run of .test/config/config.yaml: {seconds:.1f} s")
@@ -343,11 +372,15 @@ def test_end_to_end_test_config_saves_no_weights_unless_kept(study: tuple[Path, 
 
 
 @pytest.mark.slow
-def test_figures_target_needs_only_the_table(study: tuple[Path, subprocess.CompletedProcess, float], tmp_path: Path) -> None:
+def test_figures_target_needs_only_the_table(
+    study: tuple[Path, subprocess.CompletedProcess, float], tmp_path: Path
+) -> None:
     """A fresh clone holding only the committed trajectory table: `figures` draws without training."""
     repo = copy_workflow(tmp_path / "fresh")
     (repo / "results/reference/test").mkdir(parents=True)
-    shutil.copy2(study[0] / "results/studies/test/trajectories.csv.gz", repo / "results/reference/test/trajectories.csv.gz")
+    shutil.copy2(
+        study[0] / "results/studies/test/trajectories.csv.gz", repo / "results/reference/test/trajectories.csv.gz"
+    )
     result = snakemake(repo, "figures", "--cores", "1", "--configfile", ".test/config/config.yaml")
     assert result.returncode == 0, result.stdout
     assert job_counts(result.stdout) == {"draw_figures": 1, "write_tables": 1, "figures": 1}
@@ -403,12 +436,22 @@ def test_slurm_profile_with_standins(study: tuple[Path, subprocess.CompletedProc
 
 
 @pytest.mark.slow
-def test_killed_training_resumes_from_checkpoint(study: tuple[Path, subprocess.CompletedProcess, float], tmp_path: Path) -> None:
+def test_killed_training_resumes_from_checkpoint(
+    study: tuple[Path, subprocess.CompletedProcess, float], tmp_path: Path
+) -> None:
     """Kill the workflow once a training run has written a checkpoint; a rerun resumes and finishes it."""
     repo = repo_with_data(study[0], tmp_path / "repo")
     run_dir = repo / "results/runs/test/main/kto_s_lr0.001_seed0"
     overlay = write_yaml(repo / "resume.yaml", {"methods": ["kto_s"], "train": {"max_steps": 40, "save_steps": 4}})
-    args = ("--cores", "2", "--configfile", ".test/config/config.yaml", overlay, "--", f"{run_dir.relative_to(repo)}/run_info.json")
+    args = (
+        "--cores",
+        "2",
+        "--configfile",
+        ".test/config/config.yaml",
+        overlay,
+        "--",
+        f"{run_dir.relative_to(repo)}/run_info.json",
+    )
     first_log = tmp_path / "first_attempt.log"
     with first_log.open("w") as out:
         proc = subprocess.Popen(

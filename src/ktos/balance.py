@@ -144,7 +144,7 @@ def interleave_order(labels: Sequence[bool], batch_size: int, seed: int) -> list
     desirable = [desirable[j] for j in rng.permutation(len(desirable))]
     undesirable = [undesirable[j] for j in rng.permutation(len(undesirable))]
     order: list[int] = []
-    for size, d in zip(sizes, _desirable_per_batch(sizes, len(desirable))):
+    for size, d in zip(sizes, _desirable_per_batch(sizes, len(desirable)), strict=True):
         batch = desirable[:d] + undesirable[: size - d]
         desirable, undesirable = desirable[d:], undesirable[size - d :]
         order += [batch[j] for j in rng.permutation(size)]
@@ -180,7 +180,8 @@ def balance(
     n_desirable, n_undesirable = sum(labels), len(labels) - sum(labels)
     if n_desirable == 0 or n_undesirable == 0:
         raise DataValidationError(
-            f"{in_dir}: column 'label': {n_desirable} desirable and {n_undesirable} undesirable rows; balancing needs both"
+            f"{in_dir}: column 'label': {n_desirable} desirable and {n_undesirable} undesirable rows; "
+            f"balancing needs both"
         )
     rng = np.random.default_rng(seed)
     if strategy == "interleave":

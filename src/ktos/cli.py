@@ -1,9 +1,9 @@
 """The ``ktos`` command line: one subcommand per pipeline stage, argument parsing and nothing else.
 
-``ktos train`` parses TRL's ``ModelConfig``, :class:`~ktos.study.run.RunArguments`, :class:`~ktos.study.run.DataArguments`
-and :class:`~ktos.trainer.KTOSConfig` with TRL's ``TrlParser``, from ``--config FILE.yaml`` (or
-``--config=FILE.yaml``) and/or flags (flags win), so every ``KTOConfig`` field works from the command
-line and from YAML, and unknown keys are refused.
+``ktos train`` parses TRL's ``ModelConfig``, :class:`~ktos.study.run.RunArguments`,
+:class:`~ktos.study.run.DataArguments` and :class:`~ktos.trainer.KTOSConfig` with TRL's ``TrlParser``, from
+``--config FILE.yaml`` (or ``--config=FILE.yaml``) and/or flags (flags win), so every ``KTOConfig`` field works
+from the command line and from YAML, and unknown keys are refused.
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ def parse_train_args(argv: Sequence[str]) -> tuple[Any, Any, Any, Any]:
     from .study.run import DataArguments, RunArguments
     from .trainer import KTOSConfig
 
-    parser = TrlParser((ModelConfig, RunArguments, DataArguments, KTOSConfig), prog="ktos train")
+    dataclasses: tuple[Any, ...] = (ModelConfig, RunArguments, DataArguments, KTOSConfig)
+    parser = TrlParser(dataclasses, prog="ktos train")
     parser.add_argument("--config", metavar="FILE", help="YAML file of arguments (flags given on the command line win)")
     try:
         parsed = parser.parse_args_and_config(args=normalise_config_flag(argv))
@@ -99,21 +100,31 @@ def _train(argv: list[str]) -> int:
 #: Stage subcommands: name -> (module, function, help). Each flag's ``dest`` is the function's parameter
 #: name and absent flags are left out, so the library's defaults are the CLI's.
 STAGES: dict[str, tuple[str, str, str]] = {
-    "synth-data": ("toy.task", "synth_data", "write the embedded default's synthetic feedback data, corpus and held-out set"),
+    "synth-data": (
+        "toy.task",
+        "synth_data",
+        "write the embedded default's synthetic feedback data, corpus and held-out set",
+    ),
     "pretrain-base": ("toy.pretrain", "pretrain_base", "pretrain the embedded default's tiny base model on the corpus"),
     "prepare": ("data_stages", "prepare", "load and validate binary-feedback data into a dataset dir"),
     "split": ("data_stages", "split", "stratified, seeded train/eval split of a dataset dir"),
     "balance": ("balance", "balance", "order/subsample the training set and compute class weights"),
     "extract-kl": ("study.rundir", "extract", "collect run dirs' per-step trajectories into one tidy CSV table"),
     "figures": ("study.figures", "draw_all", "draw Figures 2, 3 and the study's other figures from a trajectory table"),
-    "tables": ("study.verdict", "write_tables", "write the study's tables and the computed verdict from a trajectory table"),
+    "tables": (
+        "study.verdict",
+        "write_tables",
+        "write the study's tables and the computed verdict from a trajectory table",
+    ),
 }
 
 
 class KeyValues(argparse.Action):
     """``NAME=TEXT ...`` -> ``{NAME: TEXT}``."""
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: str | None = None) -> None:
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: str | None = None
+    ) -> None:
         pairs = [value.partition("=") for value in values]
         if not all(name and sep for name, sep, _ in pairs):
             parser.error(f"{option}: each value must be NAME=TEXT, got {values}")
@@ -174,7 +185,9 @@ def _stage_commands(sub: argparse._SubParsersAction) -> None:
 
     for name in ("figures", "tables"):
         p = parsers[name]
-        p.add_argument("--table", dest="table_csv", required=True, help="tidy trajectory CSV written by `ktos extract-kl`")
+        p.add_argument(
+            "--table", dest="table_csv", required=True, help="tidy trajectory CSV written by `ktos extract-kl`"
+        )
         p.add_argument("--output", dest="out_dir", required=True)
         p.add_argument("--regime", help="regime of the headline cell (Figures 2 and 3, the verdict)")
         p.add_argument("--lr", type=float, help="learning rate of the headline cell")
@@ -185,7 +198,9 @@ def _stage_commands(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--checkpoints", type=int, nargs="+", help="steps marked in Figures 2 and 3 and tabulated")
         p.add_argument("--beta", type=float, help="β of the notes' claims and of the headline rule's first choice")
         p.add_argument("--search-steps", type=int, help="run length whose cells the headline rule picks from")
-        p.add_argument("--arms", nargs="+", action=KeyValues, metavar="REGIME=TEXT", help="mechanism arms and what each changes")
+        p.add_argument(
+            "--arms", nargs="+", action=KeyValues, metavar="REGIME=TEXT", help="mechanism arms and what each changes"
+        )
 
 
 def _run_stage(args: argparse.Namespace) -> Any:
@@ -199,7 +214,9 @@ def _run_stage(args: argparse.Namespace) -> Any:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="ktos", description="KTO and KTO-S from a base model: one subcommand per pipeline stage.", allow_abbrev=False
+        prog="ktos",
+        description="KTO and KTO-S from a base model: one subcommand per pipeline stage.",
+        allow_abbrev=False,
     )
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

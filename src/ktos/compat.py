@@ -71,12 +71,13 @@ if STABLE_KTO:
 else:  # the only import path there; TRL warns that experimental APIs may change, which the pin accounts for
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*experimental.*", category=UserWarning)
-        from trl.experimental.kto import KTOConfig, KTOTrainer
+        from trl.experimental.kto import KTOConfig, KTOTrainer  # type: ignore[assignment]
 
 if not TESTED_TRL[0] <= TRL_VERSION <= TESTED_TRL[1]:
     log.warning(
         "TRL %s is outside the range ktos was tested with (%s to %s): KTO-S may not reach TRL's loss",
-        TRL_VERSION, *TESTED_TRL,
+        TRL_VERSION,
+        *TESTED_TRL,
     )
 
 __all__ = [
@@ -189,7 +190,9 @@ def sequence_logps(
     return score(model, input_ids, attention_mask, completion_mask).logps
 
 
-def stack_rows(first: Sequence[torch.Tensor], second: Sequence[torch.Tensor], pads: Sequence[int]) -> list[torch.Tensor]:
+def stack_rows(
+    first: Sequence[torch.Tensor], second: Sequence[torch.Tensor], pads: Sequence[int]
+) -> list[torch.Tensor]:
     """``first[i]``'s rows, then ``second[i]``'s, as one tensor, each right-padded along dim 1 with ``pads[i]`` to the
     longer of the two widths.
 
@@ -232,21 +235,22 @@ def paired_scores(
     n, width = completion[0].shape
     if fuse and _stackable(extras):
         stacked_extras = {key: stack_rows([extras[0][key]], [extras[1][key]], [0])[0] for key in extras[0]}
-        both = score(model, *stack_rows(completion, kl_sequence, (0, 0, 0)), stacked_extras, stats=stats)
+        ids, attention, mask = stack_rows(completion, kl_sequence, (0, 0, 0))
+        both = score(model, ids, attention, mask, stacked_extras, stats=stats)
         per_token = (None if t is None else t[:n, : width - 1] for t in (both.entropy, both.mean_logits))
         return Scores(both.logps[:n], *per_token), both.logps[n:].detach()
     with torch.no_grad():
-        kl_logps = score(model, *kl_sequence, extras[1]).logps
-    return score(model, *completion, extras[0], stats=stats), kl_logps
+        kl_logps = score(model, kl_sequence[0], kl_sequence[1], kl_sequence[2], extras[1]).logps
+    return score(model, completion[0], completion[1], completion[2], extras[0], stats=stats), kl_logps
 
 
 def _has_fused_head(model: torch.nn.Module) -> bool:
     """Whether TRL (>= 1.15) installed its fused LM head under ``model`` (behind DDP and PEFT wrappers)."""
     if not FUSED_LM_HEAD:
         return False
-    inner = getattr(model, "module", model)
+    inner: Any = getattr(model, "module", model)
     inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
-    code = getattr(inner.forward, "__code__", None)
+    code = getattr(getattr(inner, "forward", None), "__code__", None)
     return code is not None and "fused_lm_head" in code.co_varnames
 
 
@@ -302,7 +306,12 @@ def fuses(trainer: Any) -> bool:
 def fuses_call(trainer: Any, batch: dict[str, Any]) -> bool:
     """Whether TRL < 1.6's ``forward`` call on ``batch`` runs fused (:func:`fused_forward`): asked for, without
     gradients (the reference model's call, and every call in evaluation), with KL rows, and no MoE router loss."""
-    return fuses(trainer) and not torch.is_grad_enabled() and not trainer.aux_loss_enabled and "KL_completion_input_ids" in batch
+    return (
+        fuses(trainer)
+        and not torch.is_grad_enabled()
+        and not trainer.aux_loss_enabled
+        and "KL_completion_input_ids" in batch
+    )
 
 
 def fused_forward(trainer: Any, model: torch.nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, ...]:
@@ -314,7 +323,9 @@ def fused_forward(trainer: Any, model: torch.nn.Module, batch: dict[str, Any]) -
     """
     keys = _SEQUENCE_KEYS["1.5"]
     n, width = batch[keys["completion"][0]].shape
-    ids, attention, target = stack_rows([batch[k] for k in keys["completion"]], [batch[k] for k in keys["KL"]], (0, 0, -100))
+    ids, attention, target = stack_rows(
+        [batch[k] for k in keys["completion"]], [batch[k] for k in keys["KL"]], (0, 0, -100)
+    )
     logits = model(ids, attention_mask=attention, use_cache=False).logits
     logps = trainer.get_batch_logps(logits, target, average_log_prob=False)
     is_chosen = labels(batch, logits.device)
@@ -330,7 +341,9 @@ def fused_forward(trainer: Any, model: torch.nn.Module, batch: dict[str, Any]) -
 
 
 #: Collated keys that are not model inputs: the sequences' own, the labels and the precomputed reference.
-_NOT_MODEL_INPUTS = frozenset({"label", *_REFERENCE_KEYS, *(k for keys in _SEQUENCE_KEYS[_LAYOUT].values() for k in keys)})
+_NOT_MODEL_INPUTS = frozenset(
+    {"label", *_REFERENCE_KEYS, *(k for keys in _SEQUENCE_KEYS[_LAYOUT].values() for k in keys)}
+)
 
 
 def model_inputs(batch: dict[str, Any], kind: str) -> dict[str, Any]:

@@ -278,7 +278,7 @@ def _unpair(source: str, columns: Columns) -> Columns:
     log.info("%s: unpairing %d preference pairs into %d KTO rows", source, n, 2 * n)
     return {
         "prompt": [p for p in columns["prompt"] for _ in range(2)],
-        "completion": [c for pair in zip(columns["chosen"], columns["rejected"]) for c in pair],
+        "completion": [c for pair in zip(columns["chosen"], columns["rejected"], strict=True) for c in pair],
         "label": [True, False] * n,
     }
 
@@ -343,7 +343,7 @@ def write_dataset_dir(ds: datasets.Dataset, out_dir: str | Path, **extra_manifes
     labels = [bool(v) for v in cols["label"]]
     data = out / DATA_FILE
     with data.open("w", encoding="utf-8", newline="\n") as fh:
-        for prompt, completion, label in zip(cols["prompt"], cols["completion"], labels):
+        for prompt, completion, label in zip(cols["prompt"], cols["completion"], labels, strict=True):
             fh.write(
                 json.dumps({"prompt": prompt, "completion": completion, "label": label}, ensure_ascii=False) + "\n"
             )

@@ -57,7 +57,9 @@ def hooked_compute_loss(trainer: Any, model: torch.nn.Module, inputs: dict[str, 
         else:
             with disable_gradient_checkpointing(trainer.model, trainer.args.gradient_checkpointing_kwargs):
                 with reference_model(trainer) as ref:
-                    reference, reference_KL_logps = paired_scores(ref, completion, kl_sequence, extras, fuse=fuses(trainer))
+                    reference, reference_KL_logps = paired_scores(
+                        ref, completion, kl_sequence, extras, fuse=fuses(trainer)
+                    )
                     reference_logps = reference.logps
 
     chosen_logps = policy.logps.index_select(0, chosen_idx)

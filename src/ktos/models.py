@@ -28,8 +28,8 @@ def load_model_and_tokenizer(
 
     ``model_kwargs`` (``attn_implementation``, ``quantization_config``, ``device_map``; ``None`` values are
     dropped) go to ``from_pretrained``. ``trust_remote_code`` stays off unless asked for. A tokenizer
-    without a pad token gets its EOS token as pad, and padding goes on the left as TRL expects. With ``HF_HUB_OFFLINE=1`` a hub id
-    loads only from the local cache; a missing model gives an error that says so.
+    without a pad token gets its EOS token as pad, and padding goes on the left as TRL expects. With
+    ``HF_HUB_OFFLINE=1`` a hub id loads only from the local cache; a missing model gives an error that says so.
     """
     looks_local = os.path.sep in name_or_path or name_or_path.startswith(".")
     if looks_local and not Path(name_or_path).is_dir():

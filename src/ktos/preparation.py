@@ -10,7 +10,6 @@ from typing import Any
 
 from torch.utils.data import SequentialSampler
 
-
 #: TRL's prepared (tokenised, KL-paired) datasets of this process, by what determines them.
 _PREPARED: dict[tuple, Any] = {}
 

@@ -90,7 +90,8 @@ class ProbeCallback(TrainerCallback):
         self.trainer = trainer
         self.probe = probe
         self.every = every
-        self.extra_steps, self.measure_extra = extra or ((), None)
+        self.extra_steps: Sequence[int] = extra[0] if extra else ()
+        self.measure_extra: Callable[[], dict[str, float]] | None = extra[1] if extra else None
 
     def is_probe_step(self, step: int, max_steps: int) -> bool:
         """Whether the probe is measured after optimizer step ``step`` (1-based) of ``max_steps``."""

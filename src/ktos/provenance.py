@@ -44,7 +44,9 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 
 def _git(path: Path, *args: str) -> str:
     """stdout of ``git args`` run in ``path`` (raises ``OSError``/``SubprocessError`` when git fails)."""
-    return subprocess.run(["git", *args], cwd=path, capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+    return subprocess.run(
+        ["git", *args], cwd=path, capture_output=True, text=True, check=True, timeout=10
+    ).stdout.strip()
 
 
 def git_revision(path: str | Path = PACKAGE_DIR) -> str | None:

@@ -208,6 +208,8 @@ class KTOSTrainer(compat.KTOTrainer):
     :meth:`kto_loss`.
     """
 
+    args: KTOSConfig
+
     def __init__(
         self,
         model: Any,
@@ -244,7 +246,12 @@ class KTOSTrainer(compat.KTOTrainer):
             args.undesirable_weight,
         )
         super().__init__(
-            model=model, ref_model=ref_model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset, **kwargs
+            model=model,
+            ref_model=ref_model,
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            **kwargs,
         )
 
     @property
@@ -263,14 +270,14 @@ class KTOSTrainer(compat.KTOTrainer):
         cites KTO, on which they build)."""
         return compat.KTOTrainer._paper if self.method == "kto" else {}
 
-    def create_model_card(
+    def create_model_card(  # type: ignore[override]  # TRL's own override narrows transformers' signature
         self, model_name: str | None = None, dataset_name: str | None = None, tags: str | list[str] | None = None
     ) -> None:
         """TRL's model card in ``output_dir/README.md``, naming the method (``_name``) and tagged ``ktos`` and the
         method, with a section describing the method and citing KTO."""
         extra = [tags] if isinstance(tags, str) else list(tags or [])
         super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=[*extra, "ktos", self.method])
-        path = Path(self.args.output_dir) / "README.md"
+        path = Path(self.args.output_dir or ".") / "README.md"
         if self.is_world_process_zero() and path.is_file():
             path.write_text(with_method_section(path.read_text(), self.method))
 
@@ -286,7 +293,7 @@ class KTOSTrainer(compat.KTOTrainer):
             self._step_metrics = {}
         super().log(logs, start_time)
 
-    def kto_loss(
+    def kto_loss(  # type: ignore[override]  # TRL annotates torch.FloatTensor, an alias of these float tensors
         self,
         policy_chosen_logps: torch.Tensor,
         policy_rejected_logps: torch.Tensor,
@@ -321,14 +328,17 @@ class KTOSTrainer(compat.KTOTrainer):
     def compute_loss(
         self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
     ) -> Any:
-        """TRL's loss path where it calls :meth:`kto_loss` (TRL < 1.6), else :func:`ktos.hooked_loss.hooked_compute_loss`."""
+        """TRL's loss path where it calls :meth:`kto_loss` (TRL < 1.6), else
+        :func:`ktos.hooked_loss.hooked_compute_loss`."""
         if compat.KTO_LOSS_HOOK:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         if return_outputs:
-            raise NotImplementedError("KTOSTrainer returns the loss only (no logits): evaluate with prediction_loss_only")
+            raise NotImplementedError(
+                "KTOSTrainer returns the loss only (no logits): evaluate with prediction_loss_only"
+            )
         return hooked_compute_loss(self, model, inputs)
 
-    def forward(self, model: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+    def forward(self, model: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
         """TRL < 1.6's forward passes of ``model`` on a batch; one call instead of two where
         :func:`ktos.compat.fuses_call` says so (:func:`ktos.compat.fused_forward`)."""
         if compat.fuses_call(self, batch):
@@ -370,4 +380,3 @@ class KTOSTrainer(compat.KTOTrainer):
     def _get_train_sampler(self, *args: Any, **kwargs: Any) -> Any:
         dataset = next(iter([*args, *kwargs.values()]), None)
         return train_sampler(self.train_dataset if dataset is None else dataset)
-

@@ -39,12 +39,20 @@ class UpdateNormCallback(TrainerCallback):
     def on_optimizer_step(self, args: Any, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         if not self._params:
             return
-        squares = sum(float((p.detach().float() - b.float()).pow(2).sum()) for p, b in zip(self._params, self._before, strict=True))
+        squares = sum(
+            float((p.detach().float() - b.float()).pow(2).sum())
+            for p, b in zip(self._params, self._before, strict=True)
+        )
         self.last = math.sqrt(squares)
         self._before = []
 
     def on_log(
-        self, args: Any, state: TrainerState, control: TrainerControl, logs: dict[str, float] | None = None, **kwargs: Any
+        self,
+        args: Any,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, float] | None = None,
+        **kwargs: Any,
     ) -> None:
         if logs is not None and "loss" in logs and math.isfinite(self.last):
             logs["update_norm"] = self.last

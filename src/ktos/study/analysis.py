@@ -289,6 +289,18 @@ def _nearest_real_run(kto: pd.DataFrame, s: pd.DataFrame) -> dict[str, float]:
     }  # fmt: skip
 
 
+def _matched_estimate(kto: pd.DataFrame, kto_s: pd.DataFrame, sample: np.ndarray) -> tuple[float, float, float]:
+    """On the seeds ``sample``: the lr at which KTO's mean final probe KL (per lr, ``kto``'s columns) matches
+    KTO-S's mean (``kto_s``), KTO's interpolated accuracy there, and KTO-S's accuracy minus it."""
+    k = kto.loc[sample]
+    target = kto_s.reindex(sample)["final_probe_kl"].mean()
+    lr_star, acc = _interp_log_lr(
+        k["final_probe_kl"].columns.to_numpy(float), k["final_probe_kl"].mean().to_numpy(),
+        target, k["quality"].mean().to_numpy(),
+    )  # fmt: skip
+    return lr_star, acc, kto_s.reindex(sample)["quality"].mean() - acc
+
+
 def matched_kl(runs: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     """For each regime with KTO at three or more learning rates and each KTO-S learning rate in it: the KTO
     learning rate ``lr_star`` matching KTO-S's mean final probe KL, KTO's interpolated accuracy there and the
@@ -304,18 +316,9 @@ def matched_kl(runs: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> pd.D
         for lr_s, s_grp in kto_s.groupby("lr"):
             s = s_grp.set_index("seed")[["final_probe_kl", "quality"]]
 
-            def estimate(sample: np.ndarray) -> tuple[float, float, float]:
-                k = kto.loc[sample]
-                target = s.reindex(sample)["final_probe_kl"].mean()
-                lr_star, acc = _interp_log_lr(
-                    k["final_probe_kl"].columns.to_numpy(float), k["final_probe_kl"].mean().to_numpy(),
-                    target, k["quality"].mean().to_numpy(),
-                )  # fmt: skip
-                return lr_star, acc, s.reindex(sample)["quality"].mean() - acc
-
-            lr_star, acc_star, diff = estimate(seeds)
+            lr_star, acc_star, diff = _matched_estimate(kto, s, seeds)
             rng = np.random.default_rng(seed)  # per cell: its interval does not depend on the other cells
-            boots = np.array([estimate(rng.choice(seeds, len(seeds)))[2] for _ in range(n_boot)])
+            boots = np.array([_matched_estimate(kto, s, rng.choice(seeds, len(seeds)))[2] for _ in range(n_boot)])
             boots = boots[np.isfinite(boots)]
             low, high = np.quantile(boots, [0.025, 0.975]) if len(boots) >= n_boot // 2 else (math.nan, math.nan)
             rows.append({
@@ -349,5 +352,7 @@ def headline_cell(cells: pd.DataFrame, *, beta: float, steps: int) -> pd.Series 
     if cand.empty:
         return None
     nearest = cand.loc[(cand["beta"] - beta).abs() == (cand["beta"] - beta).abs().min()]
-    rank = nearest["regime"].map(lambda r: SCHEDULE_ORDER.index(regime_schedule(r)) if regime_schedule(r) in SCHEDULE_ORDER else 99)
+    rank = nearest["regime"].map(
+        lambda r: SCHEDULE_ORDER.index(regime_schedule(r)) if regime_schedule(r) in SCHEDULE_ORDER else 99
+    )
     return nearest.assign(rank=rank).sort_values(["lr", "rank"]).iloc[0].drop("rank")

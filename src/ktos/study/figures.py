@@ -37,11 +37,11 @@ import seaborn as sns
 import torch
 from matplotlib.figure import Figure
 
+from ..losses import gradient_weight
 from .analysis import Criteria, cell_summary, headline, paired_table, run_summary
 from .figure_style import DOUBLE, KL_LABEL, PALETTE, SINGLE, STEP_LABEL, Z0_GRID, save, styled, t_band
 from .frontier import checkpoints as trajectory_checkpoints
 from .frontier import envelope_table
-from ..losses import gradient_weight
 from .readings_figures import draw_envelope, draw_scale
 from .rundir import read_table
 from .runnames import METHOD_LABELS, METHODS, lr_tag
@@ -49,6 +49,7 @@ from .scale import scale_table
 from .stats import step_stats
 
 log = logging.getLogger(__name__)
+
 
 def _labelled(df: pd.DataFrame) -> pd.DataFrame:
     """Non-diverged rows with a ``Method`` column as papers write it."""
@@ -123,7 +124,10 @@ def draw_paired(runs: pd.DataFrame, *, regime: str, lr: float, pairs: pd.DataFra
     cell = cell[cell["method"].isin(["kto", "kto_s"])]
     fig = Figure(figsize=(DOUBLE * 0.62, 2.8), layout="constrained")
     axes = fig.subplots(1, 2)
-    for ax, metric, ylabel in ((axes[0], "final_probe_kl", "final " + KL_LABEL), (axes[1], "quality", "final task accuracy")):
+    for ax, metric, ylabel in (
+        (axes[0], "final_probe_kl", "final " + KL_LABEL),
+        (axes[1], "quality", "final task accuracy"),
+    ):
         wide = cell.pivot_table(index="seed", columns="Method", values=metric)
         for _, row in wide.iterrows():
             ax.plot([0, 1], [row["KTO"], row["KTO-S"]], color="grey", lw=0.6, alpha=0.6)
@@ -133,7 +137,8 @@ def draw_paired(runs: pd.DataFrame, *, regime: str, lr: float, pairs: pd.DataFra
         hit = pairs[(pairs["regime"] == regime) & np.isclose(pairs["lr"], lr) & (pairs["metric"] == metric)]
         if len(hit):
             r = hit.iloc[0]
-            ax.set_title(f"KTO-S − KTO: {r['diff']:+.3g}\n95% t-interval [{r['diff_low']:+.3g}, {r['diff_high']:+.3g}]\n"
+            ax.set_title(f"KTO-S − KTO: {r['diff']:+.3g}\n"
+                         f"95% t-interval [{r['diff_low']:+.3g}, {r['diff_high']:+.3g}]\n"
                          f"lower in {r['n_lower']} of {r['n']} seeds", fontsize=7)  # fmt: skip
     fig.suptitle(f"Paired by seed: {regime}, lr {lr_tag(lr)}", fontsize=8.5)
     return fig
@@ -159,13 +164,20 @@ def draw_companion(df: pd.DataFrame, *, regime: str, lr: float) -> Figure:
         ax.set(xlabel=STEP_LABEL, ylabel=ylabel, title=title)
     r = torch.linspace(-10, 10, 1000, dtype=torch.float64)  # even count: r = 0, where sign(r) = 0, is not sampled
     colors = sns.color_palette("viridis", len(Z0_GRID))
-    for ax, desirable, title in ((axes[4], True, "(e) gradient weight, desirable"), (axes[5], False, "(f) gradient weight, undesirable")):
+    for ax, desirable, title in (
+        (axes[4], True, "(e) gradient weight, desirable"),
+        (axes[5], False, "(f) gradient weight, undesirable"),
+    ):
         for z0, color in zip(Z0_GRID, colors, strict=True):
             for sign_correction, ls in ((False, "-"), (True, "--")):
                 w = gradient_weight(r, z0, beta=beta, desirable=desirable, sign_correction=sign_correction)
                 label = (f"$z_0$ = {z0:g}" if not sign_correction else None) if desirable else None
                 ax.plot(r.numpy(), w.numpy(), color=color, ls=ls, lw=1.1, label=label)
-        ax.set(xlabel=r"$r=\log\,\pi_\theta(y|x)/\pi_{\rm ref}(y|x)$ (nats)", ylabel=r"$|\partial\,\mathrm{loss}/\partial r|$", title=title)
+        ax.set(
+            xlabel=r"$r=\log\,\pi_\theta(y|x)/\pi_{\rm ref}(y|x)$ (nats)",
+            ylabel=r"$|\partial\,\mathrm{loss}/\partial r|$",
+            title=title,
+        )
         ax.set_ylim(0, 1.45 * beta / 4)
     axes[4].legend(loc="upper center", ncols=2, columnspacing=0.8)
     axes[5].plot([], [], color="grey", ls="-", label="KTO: peak at $r=z_0$")
@@ -204,7 +216,7 @@ def draw_regime_search(cells: pd.DataFrame) -> Figure | None:
         ax.set_xticklabels([lr_tag(float(t.get_text())) for t in ax.get_xticklabels()])
         ax.set(title=panel, xlabel="learning rate", ylabel="β")
         ax.invert_yaxis()
-    for ax in axes[len(panels):]:
+    for ax in axes[len(panels) :]:
         ax.set_visible(False)
     fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap="rocket_r"), ax=axes[: len(panels)].tolist(),
                  label="final probe KL (nats)", shrink=0.8)  # fmt: skip
@@ -289,7 +301,14 @@ def draw_paired_regimes(pairs: pd.DataFrame) -> Figure | None:
     fig = Figure(figsize=(DOUBLE * 0.8, 0.35 * sub["cell"].nunique() + 1.2), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
     for ax, metric, x, lo, hi, label in (
-        (axes[0], "final_probe_kl", "rel", "rel_low", "rel_high", "final probe KL, KTO-S − KTO\n(fraction of |KTO's mean|)"),
+        (
+            axes[0],
+            "final_probe_kl",
+            "rel",
+            "rel_low",
+            "rel_high",
+            "final probe KL, KTO-S − KTO\n(fraction of |KTO's mean|)",
+        ),
         (axes[1], "quality", "diff", "diff_low", "diff_high", "final task accuracy,\nKTO-S − KTO"),
     ):
         m = sub[sub["metric"] == metric].reset_index(drop=True)
@@ -338,7 +357,9 @@ def draw_all(
         "companion": draw_companion(df, regime=regime, lr=lr),
         # The regime search trains KTO alone across regimes; other studies' regimes are arms, not a search.
         "regime_search": draw_regime_search(cells) if set(df["method"]) == {"kto"} else None,
-        "regime_trajectories": draw_regime_trajectories(df, beta=criteria.beta) if set(df["method"]) == {"kto"} else None,
+        "regime_trajectories": draw_regime_trajectories(df, beta=criteria.beta)
+        if set(df["method"]) == {"kto"}
+        else None,
         "frontier": draw_frontier(runs, cells, regime=regime),
         "paired_regimes": draw_paired_regimes(pairs),
         "scale": draw_scale(scale_table(cells, runs)),

@@ -73,7 +73,12 @@ def checkpoints(df: pd.DataFrame, regime: str) -> Checkpoints | None:
     arrays = {name: np.full(shape, np.nan) for name in ("kl", "acc", "val", "test")}
     index = [rows["method"].map(methods.index), np.searchsorted(lrs, rows["lr"]),
              np.searchsorted(steps, rows["step"]), np.searchsorted(seeds, rows["seed"])]  # fmt: skip
-    for name, col in (("kl", "probe_kl"), ("acc", "step_quality"), ("val", "step_quality_val"), ("test", "step_quality_test")):
+    for name, col in (
+        ("kl", "probe_kl"),
+        ("acc", "step_quality"),
+        ("val", "step_quality_val"),
+        ("test", "step_quality_test"),
+    ):
         arrays[name][tuple(np.asarray(i) for i in index)] = rows[col].to_numpy(float)
     base = {h: float(sub[f"base_quality{s}"].iloc[0]) for h, s in (("acc", ""), ("val", "_val"), ("test", "_test"))}
     return Checkpoints(methods, lrs, steps, seeds, **arrays, base=base)

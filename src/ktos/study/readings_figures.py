@@ -51,7 +51,9 @@ def draw_scale(table: pd.DataFrame) -> Figure | None:
             face = "white" if cell["late_trend"] == LEVELS_OFF else colors[cell["params"]]
             for ax, x in ((row[0], cell["lr"]), (row[1], cell["late_update_norm"]), (row[2], cell["params"])):
                 ax.plot(x, cell["final_probe_kl"], "o", ms=4, mfc=face, mec=colors[cell["params"]])
-        for ax, xlabel in zip(row, ("peak learning rate", "update norm ||Δθ|| per step, last half", "parameters"), strict=True):
+        for ax, xlabel in zip(
+            row, ("peak learning rate", "update norm ||Δθ|| per step, last half", "parameters"), strict=True
+        ):
             ax.set(xscale="log", yscale="log", xlabel=xlabel)
             ax.xaxis.set_minor_formatter(NullFormatter())
             ax.yaxis.set_minor_formatter(NullFormatter())

@@ -29,10 +29,10 @@ from ..models import load_model_and_tokenizer
 from ..probe import KLProbe, ProbeCallback
 from ..provenance import git_revision, ktos_revision, machine_info, package_versions, update_json, write_json
 from ..toy.quality import HALVES, PreferenceAccuracy, load_items, task_accuracy
-from .rundir import RUN_INFO_FILE
 from ..trainer import KTOSConfig, KTOSTrainer
-from .trajectory import TrajectoryCallback
 from ..update_norm import UpdateNormCallback
+from .rundir import RUN_INFO_FILE
+from .trajectory import TrajectoryCallback
 
 log = logging.getLogger(__name__)
 
@@ -125,13 +125,18 @@ def _apply_balance_weights(config: KTOSConfig, manifest_path: str) -> None:
     config.undesirable_weight = float(manifest["undesirable_weight"])
     log.info(
         "class weights from %s (%s strategy): desirable %.4g, undesirable %.4g",
-        manifest_path, manifest.get("strategy", "?"), config.desirable_weight, config.undesirable_weight,
+        manifest_path,
+        manifest.get("strategy", "?"),
+        config.desirable_weight,
+        config.undesirable_weight,
     )
     balanced_for = manifest.get("batch_size")
     if balanced_for is not None and balanced_for != config.per_device_train_batch_size:
         log.warning(
             "the data was balanced for batches of %d but per_device_train_batch_size is %d: "
-            "batches may hold one label only", balanced_for, config.per_device_train_batch_size,
+            "batches may hold one label only",
+            balanced_for,
+            config.per_device_train_batch_size,
         )
 
 
@@ -192,7 +197,9 @@ def load_data(data_args: DataArguments, config: KTOSConfig) -> tuple[Dataset, Da
     if name is None:
         raise ValueError(f"--eval_strategy {config.eval_strategy} needs an eval set: --eval_data or --dataset_name")
     if Path(name).expanduser().is_file():
-        raise DataValidationError(f"{name}: a single file holds no {data_args.dataset_test_split!r} split: use --eval_data")
+        raise DataValidationError(
+            f"{name}: a single file holds no {data_args.dataset_test_split!r} split: use --eval_data"
+        )
     return train_dataset, load_feedback(name, split=data_args.dataset_test_split, config=subset)
 
 
@@ -259,7 +266,11 @@ def step_quality(measure: Callable[[], dict[str, Any]]) -> Callable[[], dict[str
 
 
 def attach_callbacks(
-    trainer: KTOSTrainer, run_args: RunArguments, data_args: DataArguments, eval_dataset: Dataset | None, resume: str | None
+    trainer: KTOSTrainer,
+    run_args: RunArguments,
+    data_args: DataArguments,
+    eval_dataset: Dataset | None,
+    resume: str | None,
 ) -> tuple[TrajectoryCallback, Callable[[], dict[str, Any]] | None]:
     """Register the update norm, the KL probe and step quality (:class:`~ktos.probe.ProbeCallback`, logged through
     the trainer) and the trajectory writer, in that order. Returns the writer and the run's quality measure."""
@@ -301,7 +312,11 @@ def _finish(
             shutil.rmtree(checkpoint)
     log.info(
         "%s run %s in %ss: %d steps, quality %s",
-        trainer.method, status, changes.get("elapsed_s"), trainer.state.global_step, quality,
+        trainer.method,
+        status,
+        changes.get("elapsed_s"),
+        trainer.state.global_step,
+        quality,
     )
     return status
 
@@ -321,12 +336,16 @@ def train(model_config: ModelConfig, run_args: RunArguments, data_args: DataArgu
     train_dataset, eval_dataset = load_data(data_args, config)
     _check_model_args(model_config)
     model, tokenizer = _load(str(model_config.model_name_or_path), model_config, config)
-    ref_model = _load(run_args.ref_model_name_or_path, model_config, config)[0] if run_args.ref_model_name_or_path else None
+    ref_model = (
+        _load(run_args.ref_model_name_or_path, model_config, config)[0] if run_args.ref_model_name_or_path else None
+    )
     checkpoint = last_complete_checkpoint(run_dir)
     resume = str(checkpoint) if checkpoint else None
     main_process = PartialState().is_main_process  # with several processes, the first writes the run dir
     if main_process:
-        info = run_info(model_config, run_args, data_args, config, train_rows=len(train_dataset), resume=resume, model=model)
+        info = run_info(
+            model_config, run_args, data_args, config, train_rows=len(train_dataset), resume=resume, model=model
+        )
         write_json(run_dir / RUN_INFO_FILE, info)
     trainer = KTOSTrainer(
         model=model,

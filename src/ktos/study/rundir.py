@@ -214,7 +214,9 @@ def extract(
             continue
         key = tuple(rows[k].iat[0] for k in KEYS)
         if key in seen:
-            raise ValueError(f"{d} and {seen[key]} are both " + ", ".join(f"{k}={v}" for k, v in zip(KEYS, key, strict=True)))
+            raise ValueError(
+                f"{d} and {seen[key]} are both " + ", ".join(f"{k}={v}" for k, v in zip(KEYS, key, strict=True))
+            )
         seen[key] = d
         status = rows["status"].iat[0]
         if status == "diverged":

@@ -40,7 +40,12 @@ def drivers(runs: pd.DataFrame) -> pd.DataFrame:
     """Per method, the least-squares fit of log final probe KL on log update norm and log parameter count over
     the completed runs with positive values: coefficient, standard error, 95% interval, ``n`` and ``R^2``."""
     rows = []
-    ok = runs[(runs["status"] == "completed") & (runs["final_probe_kl"] > 0) & (runs["late_update_norm"] > 0) & (runs["params"] > 0)]
+    ok = runs[
+        (runs["status"] == "completed")
+        & (runs["final_probe_kl"] > 0)
+        & (runs["late_update_norm"] > 0)
+        & (runs["params"] > 0)
+    ]
     for method, grp in ok.groupby("method"):
         if grp["params"].nunique() < 2 or len(grp) < 5:
             continue

@@ -89,7 +89,12 @@ class TrajectoryCallback(TrainerCallback):
             shutil.copyfile(self.path, checkpoint / TRAJECTORY_FILE)
 
     def on_log(
-        self, args: Any, state: TrainerState, control: TrainerControl, logs: dict[str, float] | None = None, **kwargs: Any
+        self,
+        args: Any,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, float] | None = None,
+        **kwargs: Any,
     ) -> None:
         if not logs or "loss" not in logs:
             return
@@ -109,7 +114,10 @@ class TrajectoryCallback(TrainerCallback):
         self.diverged_at = state.global_step
         log.error(
             "training DIVERGED at step %d: %s is %s; stopping, run marked diverged in %s",
-            state.global_step, " and ".join(bad), ", ".join(str(row[k]) for k in bad), self.run_info,
+            state.global_step,
+            " and ".join(bad),
+            ", ".join(str(row[k]) for k in bad),
+            self.run_info,
         )
         if state.is_world_process_zero:
             update_json(self.run_info, status="diverged", diverged_at_step=state.global_step)

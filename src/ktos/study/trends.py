@@ -83,7 +83,13 @@ def cell_trend(rises: pd.Series, finals: pd.Series, threshold: float) -> dict[st
     ok = np.isfinite(rises.to_numpy(float))
     r, k = rises.to_numpy(float)[ok], finals.to_numpy(float)[ok]
     if len(r) == 0:
-        return {"late_rise": math.nan, "late_rise_low": math.nan, "late_rise_high": math.nan, "late_share": math.nan, "late_trend": UNDECIDED}
+        return {
+            "late_rise": math.nan,
+            "late_rise_low": math.nan,
+            "late_rise_high": math.nan,
+            "late_share": math.nan,
+            "late_trend": UNDECIDED,
+        }
     low, high = t_interval(r)
     final = float(k.mean())
     return {

@@ -30,9 +30,9 @@ from transformers import (
     get_cosine_with_min_lr_schedule_with_warmup,
 )
 
-from .tiny import build_tiny_model, build_tiny_tokenizer
 from ..provenance import sha256_file
 from .quality import load_items, task_accuracy
+from .tiny import build_tiny_model, build_tiny_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -178,9 +178,7 @@ def pretrain_base(
         raise ValueError(f"empty corpus: {corpus_path}")
     torch.manual_seed(seed)
     tokenizer = build_tiny_tokenizer()
-    model = build_tiny_model(
-        tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads, seed=seed
-    )
+    model = build_tiny_model(tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads, seed=seed)
     n_params = sum(p.numel() for p in model.parameters())
     where = resolve_device(device)
     model.to(where)
@@ -190,7 +188,13 @@ def pretrain_base(
     threads = torch.get_num_threads()
     log.info(
         "pretraining a %.3fM-parameter base model on %d lines: %d steps of %d, lr %g, on %s (%d threads)",
-        n_params / 1e6, len(lines), steps, batch_size, lr, where, threads,
+        n_params / 1e6,
+        len(lines),
+        steps,
+        batch_size,
+        lr,
+        where,
+        threads,
     )
     start, cpu_start = time.perf_counter(), time.process_time()
     try:
@@ -233,6 +237,11 @@ def pretrain_base(
     log.info(
         "pretrained in %.1f s (%.0f tokens/s): loss %.3f -> %.3f nats/token (mean of first / last 5 steps); "
         "held-out accuracy %s; saved to %s",
-        seconds, record["tokens_per_s"] or 0.0, sum(first) / len(first), sum(last) / len(last), accuracy, out,
+        seconds,
+        record["tokens_per_s"] or 0.0,
+        sum(first) / len(first),
+        sum(last) / len(last),
+        accuracy,
+        out,
     )
     return record

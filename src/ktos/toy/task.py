@@ -203,6 +203,11 @@ def synth_data(
     )
     log.info(
         "synthetic task in %s: %d feedback rows (%d desirable), %d held-out prompts, %d corpus lines (%.1f%% right)",
-        out, rows, desirable, heldout, corpus_lines, 100 * corpus_right / corpus_lines,
+        out,
+        rows,
+        desirable,
+        heldout,
+        corpus_lines,
+        100 * corpus_right / corpus_lines,
     )
     return manifest
