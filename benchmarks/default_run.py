@@ -3,12 +3,13 @@
 On the embedded default's inputs (the 0.09M base model, a balanced training set, the eval split and the
 held-out items, as `snakemake` writes them), the same KTO-S run is trained through ``ktos train``'s own
 code path (``ktos.study.run.train``, in this process, as a training job trains its runs) in each of
-:data:`WAYS`, the order rotating every repeat, ``--repeats`` times. The flags are those of the default
-study's training jobs (``snakemake -n -p`` prints them): 150 steps, the KL probe every 5 steps, task
-accuracy every 10, a checkpoint every 50. Prints each way's median per-run training time (``elapsed_s``
-in run_info.json: the optimizer steps with the probe, the step-wise accuracy and the checkpoints), its
-ratio to the jobs' way, and the largest difference between each trajectory and the jobs' (loss, kl,
-probe KL), which must agree to floating-point order.
+:data:`WAYS`, the order rotating every repeat, ``--repeats`` times. The settings are the default study's
+training jobs' own file (``results/train_configs/main/<job>.yaml``): 150 steps, the KL probe every 5 steps, task
+accuracy every 10, a checkpoint every 50. Prints each way's median per-run training time (``elapsed_s`` in
+run_info.json: the optimizer steps with the probe, the step-wise accuracy and the checkpoints), its speed-up over
+the ``before`` way (the jobs' settings until config/config.yaml turned gradient checkpointing off and fused
+forward passes on), and the largest difference between each trajectory and the jobs' (loss, kl, probe KL),
+which must agree to floating-point order.
 
     python benchmarks/default_run.py [--root /path/with/results] [--repeats 3] [--steps 150]
 """
@@ -32,35 +33,41 @@ from ktos.study.rundir import RUN_INFO_FILE, TRAJECTORY_FILE, read_trajectory
 
 log = logging.getLogger("default_run")
 
-#: The ways to train, by name: flags added to the jobs' own. Gradient checkpointing (TRL's default, which the
-#: jobs keep) recomputes each layer's forward in the backward: the same numbers, more time.
+#: The ways to train, by name: flags added to the jobs' own settings. ``jobs`` trains as the default study's jobs
+#: do now (config/config.yaml: gradient checkpointing off, fused forward passes); ``before`` as they did until
+#: config/config.yaml set those two (TRL's gradient checkpointing on, ktos's unfused calls). Gradient
+#: checkpointing recomputes each layer's forward in the backward pass: the same numbers, more time.
 WAYS: dict[str, list[str]] = {
+    "before": ["--gradient_checkpointing", "true", "--fuse_forward_passes", "false"],
+    "checkpointing_off": ["--gradient_checkpointing", "false", "--fuse_forward_passes", "false"],
+    "fused": ["--gradient_checkpointing", "true", "--fuse_forward_passes", "true"],
     "jobs": [],
-    "fused": ["--fuse_forward_passes", "true"],
-    "no_checkpointing": ["--gradient_checkpointing", "false"],
-    "fused+no_checkpointing": ["--fuse_forward_passes", "true", "--gradient_checkpointing", "false"],
 }
+#: The ``before`` way: the ratios are its time over each way's.
+BASELINE = "before"
 
-#: The default study's training-job flags (config/config.yaml through workflow/rules/common.smk), less the paths.
-JOB_FLAGS = (
-    "--save_model false --save_strategy steps --beta 0.2 --per_device_train_batch_size 8 "
-    "--lr_scheduler_type constant_with_warmup --warmup_steps 5 --optim adamw_torch --max_grad_norm 1.0 "
-    "--save_steps 50 --bf16 false --kl_probe_size 64 --kl_probe_steps 5 --precompute_ref_log_probs false "
-    "--regime constant_b0.2 --report_to none --use_kto_s true --learning_rate 0.00027"
-).split()
+
+def job_settings(root: Path) -> Path:
+    """The default study's training-job settings file (``results/train_configs/main/<job>.yaml``, written by
+    ``snakemake`` from config/config.yaml): every ``ktos train`` argument but the paths and the run names."""
+    found = sorted((root / "results/train_configs/main").glob("*.yaml"))
+    if not found:
+        raise SystemExit(f"{root}/results/train_configs/main/ is empty: run `snakemake --cores 2` first")
+    return found[0]
 
 
 def run_argv(root: Path, out: Path, *, seed: int, steps: int, extra: list[str]) -> list[str]:
-    """``ktos train`` arguments of one default run into ``out``, with the flags ``extra``."""
+    """``ktos train`` arguments of one default KTO-S run into ``out``: the jobs' settings file, the paths and
+    run-name settings a job adds, then the flags ``extra`` (flags win over the file)."""
     train_dir = root / f"results/data/balanced/seed{seed}"
-    quality_steps = [str(s) for s in range(10, steps, 10)]  # the default's task accuracy every 10 steps
     return [
-        "--output_dir", str(out), "--model_name_or_path", str(root / "results/models/base_0.09M"),
+        "--config", str(job_settings(root)), "--output_dir", str(out),
+        "--model_name_or_path", str(root / "results/models/base_0.09M"),
         "--train_data", str(train_dir), "--eval_data", str(root / "results/data/split/eval"),
-        "--weights_from", str(train_dir / "manifest.json"),
-        "--heldout", str(root / "results/data/synthetic/heldout.jsonl"), "--seed", str(seed),
-        "--max_steps", str(steps), *JOB_FLAGS, *extra,
-    ] + (["--quality_steps", *quality_steps] if quality_steps else [])  # fmt: skip
+        "--weights_from", str(train_dir / "manifest.json"), "--save_model", "false",
+        "--use_kto_s", "true", "--reference_point", "kl", "--learning_rate", "0.00027", "--seed", str(seed),
+        "--max_steps", str(steps), *extra,
+    ]  # fmt: skip
 
 
 def one_run(argv: list[str]) -> tuple[float, list[dict]]:
@@ -102,9 +109,10 @@ def main() -> None:
         for way in names:
             differences[way].append(largest_differences(rows["jobs"], rows[way]))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.steps} steps, {args.repeats} repeats")
-    print("| way | median s per run | runs (s) | jobs / way | largest difference to the jobs' (loss, kl, probe_kl) |")
+    print(f"settings: {job_settings(root)}, plus each way's flags: {WAYS}")
+    print("| way | median s per run | runs (s) | before / way | largest difference to the jobs' (loss, kl, probe_kl) |")
     print("|---|---|---|---|---|")
-    base = statistics.median(seconds["jobs"])
+    base = statistics.median(seconds[BASELINE])
     for way in names:
         median = statistics.median(seconds[way])
         runs = ", ".join(f"{s:.2f}" for s in seconds[way])
