@@ -27,7 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
-from ktos.cli import parse_train_args
+from ktos.study.driver import parse_train_args
 from ktos.study.run import train
 from ktos.study.rundir import RUN_INFO_FILE, TRAJECTORY_FILE, read_trajectory
 

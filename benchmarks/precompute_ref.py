@@ -24,12 +24,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import torch
 
+from ktos import KTOSConfig, KTOSTrainer
 from ktos.data import load_feedback
 from ktos.models import load_model_and_tokenizer
 from ktos.probe import KLProbe, ProbeCallback
 from ktos.study.rundir import read_trajectory
 from ktos.study.trajectory import TrajectoryCallback
-from ktos.trainer import KTOSConfig, KTOSTrainer
 
 log = logging.getLogger("precompute_ref")
 

@@ -24,9 +24,9 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 import torch
 from datasets import Dataset
 
+from ktos import KTOSConfig, KTOSTrainer
 from ktos.losses import kto_loss
 from ktos.toy.tiny import build_tiny_model, build_tiny_tokenizer
-from ktos.trainer import KTOSConfig, KTOSTrainer
 
 log = logging.getLogger("step_overhead")
 

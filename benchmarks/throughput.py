@@ -50,10 +50,9 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 import torch
 from datasets import Dataset
 
-from ktos import compat
+from ktos import KTOSConfig, KTOSTrainer, compat
 from ktos.provenance import ktos_revision
 from ktos.toy.tiny import build_tiny_model, build_tiny_tokenizer
-from ktos.trainer import KTOSConfig, KTOSTrainer
 
 log = logging.getLogger("throughput")
 

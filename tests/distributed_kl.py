@@ -13,8 +13,8 @@ from pathlib import Path
 
 from datasets import Dataset
 
+from ktos import KTOSConfig, KTOSTrainer
 from ktos.models import load_model_and_tokenizer
-from ktos.trainer import KTOSConfig, KTOSTrainer
 
 
 class RecordingTrainer(KTOSTrainer):

@@ -201,9 +201,8 @@ def trainer_batch_labels(
     data_dir: Path, batch_size: int, tmp_path: Path, weights: tuple[float, float]
 ) -> list[list[bool]]:
     """Labels of every batch the training dataloader of a real KTOSTrainer (on TRL's) yields for ``data_dir``."""
-    from ktos import compat
+    from ktos import KTOSConfig, KTOSTrainer, compat
     from ktos.toy.tiny import build_tiny_model, build_tiny_tokenizer
-    from ktos.trainer import KTOSConfig, KTOSTrainer
 
     tokenizer = build_tiny_tokenizer()
     args = KTOSConfig(

@@ -14,8 +14,9 @@ from datasets import Dataset
 from safetensors.torch import load_file
 from test_trainer import expected_grads, make_trainer
 
-from ktos.cli import main, parse_train_args
+from ktos.cli import main
 from ktos.models import load_model_and_tokenizer
+from ktos.study.driver import parse_train_args
 from ktos.study.rundir import read_trajectory
 
 

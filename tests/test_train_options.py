@@ -17,11 +17,11 @@ from datasets import Dataset
 from peft import LoraConfig, get_peft_model
 from test_trainer import FAST, GradientAudit, make_trainer
 
+from ktos import KTOSConfig, KTOSTrainer
 from ktos.cli import main
 from ktos.models import load_model_and_tokenizer
 from ktos.probe import KLProbe
 from ktos.study.rundir import read_trajectory
-from ktos.trainer import KTOSConfig, KTOSTrainer
 
 LORA = {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
 

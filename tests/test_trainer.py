@@ -18,12 +18,11 @@ from conftest import feedback_rows
 from datasets import Dataset
 from transformers import TrainerCallback
 
-from ktos import compat
+from ktos import KTOSConfig, KTOSTrainer, check_labels, compat
 from ktos.compat import KTOConfig, KTOTrainer
 from ktos.models import load_model_and_tokenizer
 from ktos.study.rundir import read_trajectory
 from ktos.study.trajectory import TrajectoryCallback
-from ktos.trainer import KTOSConfig, KTOSTrainer, check_labels
 from ktos.update_norm import UpdateNormCallback
 
 FAST = {

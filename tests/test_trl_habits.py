@@ -14,14 +14,15 @@ from conftest import feedback_rows
 from datasets import Dataset
 from test_trainer import make_trainer
 
+import ktos.config
 import ktos.data
-import ktos.trainer
-from ktos.cli import main, parse_train_args
+from ktos import KTOSConfig
+from ktos.cli import main
 from ktos.data import DataValidationError
 from ktos.data_stages import prepare, split
+from ktos.study.driver import parse_train_args
 from ktos.study.run import DataArguments, load_data
 from ktos.study.rundir import read_trajectory
-from ktos.trainer import KTOSConfig
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -134,7 +135,7 @@ def device_defaults(monkeypatch, *, cuda: bool, mps: bool, mps_bf16: bool = Fals
     own checks would look for the real device)."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
-    monkeypatch.setattr(ktos.trainer, "is_torch_bf16_gpu_available", lambda: mps_bf16)
+    monkeypatch.setattr(ktos.config, "is_torch_bf16_gpu_available", lambda: mps_bf16)
     config = KTOSConfig.__new__(KTOSConfig)
     config.bf16, config.fp16, config.use_cpu = None, False, False
     for key, value in fields.items():
@@ -162,7 +163,7 @@ def test_device_defaults_force_the_cpu_only_without_cuda_and_mps(monkeypatch, cu
 def test_a_config_built_on_mps_keeps_the_mps_device(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
-    monkeypatch.setattr(ktos.trainer, "is_torch_bf16_gpu_available", lambda: False)
+    monkeypatch.setattr(ktos.config, "is_torch_bf16_gpu_available", lambda: False)
     config = KTOSConfig(output_dir=str(tmp_path))
     assert config.use_cpu is False and config.bf16 is False
 

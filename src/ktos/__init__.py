@@ -23,7 +23,7 @@ except _metadata.PackageNotFoundError:  # imported from a source tree that was n
 
 #: Public name -> the module that defines it.
 _EXPORTS: dict[str, str] = {
-    "KTOSConfig": "trainer",
+    "KTOSConfig": "config",
     "KTOSTrainer": "trainer",
     "check_labels": "trainer",
     "kto_loss": "losses",

@@ -2,7 +2,8 @@
 
 It imports the library (:mod:`ktos`) and the embedded task (:mod:`ktos.toy`); the library never imports it.
 
-* :mod:`~ktos.study.run`: one training run from parsed arguments (``ktos train``), with its run directory;
+* :mod:`~ktos.study.driver`, :mod:`~ktos.study.run`: ``ktos train``'s arguments and runs, and one training run
+  with its run directory;
 * :mod:`~ktos.study.runnames`, :mod:`~ktos.study.rundir`, :mod:`~ktos.study.trajectory`: run names, the
   run-directory format, its per-step trajectory writer and the tidy table (``ktos extract-kl``);
 * :mod:`~ktos.study.stats`, :mod:`~ktos.study.analysis`, :mod:`~ktos.study.trends`,

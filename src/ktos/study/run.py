@@ -24,12 +24,13 @@ from datasets import Dataset
 from trl import ModelConfig, get_peft_config, get_quantization_config
 
 from .. import compat
+from ..config import KTOSConfig
 from ..data import DataValidationError, load_feedback
 from ..models import load_model_and_tokenizer
 from ..probe import KLProbe, ProbeCallback
 from ..provenance import git_revision, ktos_revision, machine_info, package_versions, update_json, write_json
 from ..toy.quality import HALVES, PreferenceAccuracy, load_items, task_accuracy
-from ..trainer import KTOSConfig, KTOSTrainer
+from ..trainer import KTOSTrainer
 from ..update_norm import UpdateNormCallback
 from .rundir import RUN_INFO_FILE
 from .trajectory import TrajectoryCallback
