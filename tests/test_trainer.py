@@ -120,6 +120,20 @@ class GradientAudit(TrainerCallback):
         })  # fmt: skip
 
 
+#: Plain SGD without clipping or weight decay, three steps: the gradients the optimizer sees are the loss's own.
+SGD_AUDIT = dict(
+    beta=0.2,
+    desirable_weight=0.4,
+    undesirable_weight=1.0,
+    optim="sgd",
+    learning_rate=0.05,
+    lr_scheduler_type="constant",
+    max_grad_norm=0.0,
+    weight_decay=0.0,
+    max_steps=3,
+)
+
+
 @pytest.mark.parametrize("use_kto_s", [False, True], ids=["kto", "kto_s"])
 def test_every_optimizer_step_uses_the_configured_loss(
     tiny_model_dir, primed_model_dir, tmp_path, feedback_dataset, use_kto_s
@@ -132,15 +146,7 @@ def test_every_optimizer_step_uses_the_configured_loss(
         feedback_dataset,
         ref_dir=tiny_model_dir,
         use_kto_s=use_kto_s,
-        beta=0.2,
-        desirable_weight=0.4,
-        undesirable_weight=1.0,
-        optim="sgd",
-        learning_rate=0.05,
-        lr_scheduler_type="constant",
-        max_grad_norm=0.0,
-        weight_decay=0.0,
-        max_steps=3,
+        **SGD_AUDIT,
     )
     audit = GradientAudit(
         list(trainer.get_train_dataloader()), load_model_and_tokenizer(str(tiny_model_dir))[0], beta=0.2, dw=0.4, uw=1.0
@@ -177,15 +183,7 @@ def test_kto_zero_steps_use_the_reference_point_zero(tiny_model_dir, primed_mode
         feedback_dataset,
         ref_dir=tiny_model_dir,
         reference_point="zero",
-        beta=0.2,
-        desirable_weight=0.4,
-        undesirable_weight=1.0,
-        optim="sgd",
-        learning_rate=0.05,
-        lr_scheduler_type="constant",
-        max_grad_norm=0.0,
-        weight_decay=0.0,
-        max_steps=3,
+        **SGD_AUDIT,
     )
     assert trainer.method == "kto_zero"
     audit = ZeroAudit(

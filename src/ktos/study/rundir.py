@@ -33,6 +33,17 @@ log = logging.getLogger(__name__)
 #: Files of a run directory.
 TRAJECTORY_FILE = "trajectory.jsonl"
 RUN_INFO_FILE = "run_info.json"
+#: Measurements logged at their steps only (:class:`ktos.probe.ProbeCallback`), copied when present:
+#: the probe KL (nats per sequence), its standard error, the probe KL per token (nats per completion
+#: token) and the task quality (a fraction; ``_val`` and ``_test``: the held-out items' two halves).
+MEASURED_KEYS = (
+    "probe_kl",
+    "probe_kl_se",
+    "probe_kl_per_token",
+    "step_quality",
+    "step_quality_val",
+    "step_quality_test",
+)
 #: Columns of the tidy trajectory table, in order: run-level fields (repeated on every row), then per step.
 COLUMNS: tuple[str, ...] = (
     "regime",
@@ -43,12 +54,7 @@ COLUMNS: tuple[str, ...] = (
     "max_steps",
     "step",
     "kl",
-    "probe_kl",
-    "probe_kl_se",
-    "probe_kl_per_token",
-    "step_quality",
-    "step_quality_val",
-    "step_quality_test",
+    *MEASURED_KEYS,
     "loss",
     "rewards_chosen",
     "rewards_rejected",

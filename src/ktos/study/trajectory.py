@@ -19,7 +19,7 @@ from typing import Any
 from transformers import TrainerCallback, TrainerControl, TrainerState
 
 from ..provenance import update_json
-from .rundir import RUN_INFO_FILE, TRAJECTORY_FILE, read_trajectory
+from .rundir import MEASURED_KEYS, RUN_INFO_FILE, TRAJECTORY_FILE, read_trajectory
 
 log = logging.getLogger(__name__)
 
@@ -35,18 +35,6 @@ TRAJECTORY_KEYS = (
     "learning_rate",
     "grad_norm",
     "update_norm",
-)
-
-#: Measurements logged at their steps only (:class:`ktos.probe.ProbeCallback`), copied when present:
-#: the probe KL (nats per sequence), its standard error, the probe KL per token (nats per completion
-#: token) and the task quality (a fraction; ``_val`` and ``_test``: the held-out items' two halves).
-MEASURED_KEYS = (
-    "probe_kl",
-    "probe_kl_se",
-    "probe_kl_per_token",
-    "step_quality",
-    "step_quality_val",
-    "step_quality_test",
 )
 
 
