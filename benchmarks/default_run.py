@@ -35,13 +35,16 @@ log = logging.getLogger("default_run")
 
 #: The ways to train, by name: flags added to the jobs' own settings. ``jobs`` trains as the default study's jobs
 #: do now (config/config.yaml: gradient checkpointing off, fused forward passes); ``before`` as they did until
-#: config/config.yaml set those two (TRL's gradient checkpointing on, ktos's unfused calls). Gradient
-#: checkpointing recomputes each layer's forward in the backward pass: the same numbers, more time.
+#: config/config.yaml set those two (TRL's gradient checkpointing on, ktos's unfused calls); ``jobs_compiled`` as
+#: the jobs with ``torch.compile`` (TRL's ``torch_compile``; compiling counted in the time). Gradient checkpointing
+#: recomputes each layer's forward in the backward pass: the same numbers, more time. Compiled kernels may sum in
+#: another order: the same numbers to rounding, not bitwise.
 WAYS: dict[str, list[str]] = {
     "before": ["--gradient_checkpointing", "true", "--fuse_forward_passes", "false"],
     "checkpointing_off": ["--gradient_checkpointing", "false", "--fuse_forward_passes", "false"],
     "fused": ["--gradient_checkpointing", "true", "--fuse_forward_passes", "true"],
     "jobs": [],
+    "jobs_compiled": ["--torch_compile", "true"],
 }
 #: The ``before`` way: the ratios are its time over each way's.
 BASELINE = "before"

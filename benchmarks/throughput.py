@@ -4,14 +4,16 @@ One trainer per variant, all on the same random-init Llama (built offline, no do
 synthetic feedback rows of exactly ``--seq-len`` tokens (prompt, completion and EOS). Their training steps
 (forward passes, loss, backward, optimizer step) are interleaved, the order rotating every step, so every
 variant sees the same machine state. Per variant, after ``--warmup`` steps: the step time (median, p10,
-p90), tokens/s, model-FLOP utilisation and memory.
+p90), tokens/s, model-FLOP utilisation, memory and tokens/s relative to TRL's trainer (the first variant).
 
-Variants: ``trl`` (TRL's ``KTOTrainer``), ``kto`` and ``kto_s`` (``KTOSTrainer``), each of the latter
-with (``+fused``) and without ``fuse_forward_passes``; with ``--shared-policy`` (TRL < 1.6) also
-``kto_s+fused+shared``, whose policy scores the completions and the KL pairs in one graded call too (KL
-rows detached), the alternative to the policy's separate no-grad KL call.
+Variants (``--variants``, comma-separated): a method, ``trl`` (TRL's ``KTOTrainer``), ``kto`` or ``kto_s``
+(``KTOSTrainer``), and ``+``-joined options: ``fused`` (``fuse_forward_passes``), ``shared`` (TRL < 1.6, with
+``fused``: the policy scores the completions and the KL pairs in one graded call, KL rows detached, the
+alternative to its separate no-grad KL call), ``compile`` (``torch_compile``: the reference model compiled by
+the trainer, the policy as ``Trainer.train`` would) and ``b<N>`` (micro-batch ``N`` rows instead of ``--batch``:
+what a larger micro-batch with less gradient accumulation buys). ``kto_s+fused+b32`` is KTO-S, fused, 32 rows.
 
-Tokens per step ``T``: the completion sequences' tokens (attention mask), batch x seq-len. Model FLOPs per
+Tokens per step ``T``: the completion sequences' tokens (attention mask), micro-batch x seq-len. Model FLOPs per
 step: ``6 N T`` for the policy's graded pass (forward and backward) plus ``2 N T`` for each no-grad
 forward over ``T`` tokens: the policy's on the KL pairs and, unless precomputed, the reference model's on
 the completions and on the KL pairs; ``12 N T`` in all (``8 N T`` with ``--precompute``), ``N`` the
@@ -25,6 +27,7 @@ peak resident set size.
     python benchmarks/throughput.py                     # CPU: the tiny default (hidden 64, 2 layers)
     python benchmarks/throughput.py --preset gpu199m --out results/reference/perf   # a GPU: 199M, bf16, 16 x 512
     python benchmarks/throughput.py --profile kto_s+fused   # also a torch.profiler table of one step
+    python benchmarks/throughput.py --variants trl,kto_s+fused,kto_s+fused+compile,kto_s+fused+b32
 """
 
 from __future__ import annotations
@@ -75,18 +78,49 @@ PRESETS: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 
+#: The default ``--variants``: TRL's trainer, then KTO and KTO-S unfused and fused.
+DEFAULT_VARIANTS = "trl,kto,kto_s,kto+fused,kto_s+fused"
+
+
 @dataclass(frozen=True)
 class Variant:
     """A trainer to time: ``method`` ``trl`` (TRL's KTOTrainer), ``kto`` or ``kto_s``; ``fused`` sets
-    ``fuse_forward_passes``; ``shared`` also fuses the policy's graded call (TRL < 1.6)."""
+    ``fuse_forward_passes``; ``shared`` also fuses the policy's graded call (TRL < 1.6); ``compile`` sets
+    ``torch_compile``; ``batch`` overrides ``--batch`` (the micro-batch, rows per call)."""
 
     method: str
     fused: bool = False
     shared: bool = False
+    compile: bool = False
+    batch: int | None = None
 
     @property
     def name(self) -> str:
-        return self.method + ("+fused" if self.fused else "") + ("+shared" if self.shared else "")
+        flags = [f for f in ("fused", "shared", "compile") if getattr(self, f)]
+        return "+".join([self.method, *flags] + ([f"b{self.batch}"] if self.batch else []))
+
+    @classmethod
+    def parse(cls, text: str) -> Variant:
+        """``method[+fused][+shared][+compile][+b<N>]``; raises ``ValueError`` naming what is wrong."""
+        method, *options = text.strip().split("+")
+        if method not in ("trl", "kto", "kto_s"):
+            raise ValueError(f"variant {text!r}: unknown method {method!r} (trl, kto, kto_s)")
+        fields: dict[str, Any] = {}
+        for option in options:
+            if option in ("fused", "shared", "compile"):
+                fields[option] = True
+            elif option[:1] == "b" and option[1:].isdigit() and int(option[1:]) > 0:
+                fields["batch"] = int(option[1:])
+            else:
+                raise ValueError(f"variant {text!r}: unknown option {option!r} (fused, shared, compile, b<N>)")
+        variant = cls(method, **fields)
+        if method == "trl" and (variant.fused or variant.shared):
+            raise ValueError(f"variant {text!r}: TRL's trainer has no fused or shared forward passes")
+        if variant.shared and not variant.fused:
+            raise ValueError(f"variant {text!r}: shared needs fused")
+        if variant.shared and not compat.KTO_LOSS_HOOK:
+            raise ValueError(f"variant {text!r}: shared needs TRL < 1.6 (its forward is the one replaced)")
+        return variant
 
 
 class SharedPolicyTrainer(KTOSTrainer):
@@ -97,14 +131,15 @@ class SharedPolicyTrainer(KTOSTrainer):
         return compat.fused_forward(self, model, batch)
 
 
-def variants(fuse: str, shared: bool) -> list[Variant]:
-    """The variants to time: TRL's, then KTO and KTO-S unfused and/or fused (``fuse``: off, on, both)."""
-    flags = {"off": [False], "on": [True], "both": [False, True]}[fuse]
-    chosen = [Variant("trl")] + [Variant(m, f) for f in flags for m in ("kto", "kto_s")]
-    if shared:
-        if not compat.KTO_LOSS_HOOK:
-            raise SystemExit("--shared-policy needs TRL < 1.6 (its forward is the one replaced)")
-        chosen.append(Variant("kto_s", fused=True, shared=True))
+def variants(spec: str) -> list[Variant]:
+    """The comma-separated ``spec`` parsed (:meth:`Variant.parse`); the first must be TRL's plain trainer, the
+    baseline of every ratio, and no variant may come twice."""
+    chosen = [Variant.parse(text) for text in spec.split(",") if text.strip()]
+    if not chosen or chosen[0] != Variant("trl"):
+        raise ValueError(f"--variants {spec!r}: the first variant must be trl, the baseline")
+    names = [v.name for v in chosen]
+    if len(set(names)) < len(names):
+        raise ValueError(f"--variants {spec!r}: a variant comes twice")
     return chosen
 
 
@@ -135,15 +170,17 @@ def build_model(tokenizer: Any, args: argparse.Namespace) -> torch.nn.Module:
 
 def make_trainer(variant: Variant, data: Dataset, args: argparse.Namespace, out: str) -> Any:
     """A trainer of ``variant`` with its own policy, reference, optimizer and scheduler, ready for
-    ``training_step``."""
+    ``training_step`` on ``trainer.model_wrapped`` (the policy prepared as ``Trainer.train`` prepares it; the
+    trainer prepares its reference model itself)."""
     tokenizer = build_tiny_tokenizer()
     policy, reference = build_model(tokenizer, args), build_model(tokenizer, args)
     on_cpu = not torch.cuda.is_available()
     fields = {
-        "output_dir": out, "per_device_train_batch_size": args.batch, "max_length": args.seq_len,
+        "output_dir": out, "per_device_train_batch_size": variant.batch or args.batch, "max_length": args.seq_len,
         "gradient_checkpointing": False, "save_strategy": "no", "disable_tqdm": True, "report_to": "none",
         "learning_rate": 1e-5, "beta": 0.2, "max_steps": args.steps, "bf16": args.precision == "bf16",
         "precompute_ref_log_probs": args.precompute, "use_cpu": on_cpu, "logging_steps": 1,
+        "torch_compile": variant.compile,
     }  # fmt: skip
     if variant.method == "trl":
         config, cls = compat.KTOConfig(**fields), compat.KTOTrainer
@@ -151,7 +188,11 @@ def make_trainer(variant: Variant, data: Dataset, args: argparse.Namespace, out:
         config = KTOSConfig(**fields, use_kto_s=variant.method == "kto_s", fuse_forward_passes=variant.fused)
         cls = SharedPolicyTrainer if variant.shared else KTOSTrainer
     trainer = cls(model=policy, ref_model=reference, args=config, train_dataset=data, processing_class=tokenizer)
-    trainer.create_optimizer_and_scheduler(num_training_steps=args.steps)
+    # As Trainer.train prepares them: the policy's forward under the precision's autocast (bf16), compiled for
+    # +compile; without this a bf16 benchmark would time the policy in fp32.
+    trainer.create_optimizer()
+    trainer.model_wrapped, trainer.optimizer = trainer.accelerator.prepare(trainer.model, trainer.optimizer)
+    trainer.create_scheduler(num_training_steps=args.steps)
     trainer.current_gradient_accumulation_steps = 1  # set by Trainer.train(); training_step divides by it
     return trainer
 
@@ -169,7 +210,7 @@ def timed_step(trainer: Any, batch: dict[str, Any]) -> tuple[float, float]:
     before = torch.cuda.memory_allocated() if cuda else 0
     sync()
     start = time.perf_counter()
-    trainer.training_step(trainer.model, batch)
+    trainer.training_step(trainer.model_wrapped, batch)
     trainer.optimizer.step()
     trainer.optimizer.zero_grad(set_to_none=True)
     sync()
@@ -218,15 +259,15 @@ def peak_flops(name: str, precision: str, override_tflops: float | None) -> floa
 def summarise(
     times: dict[str, dict[str, list[float]]], trainers: dict[str, Any], args: argparse.Namespace
 ) -> list[dict]:
-    """One row per variant: step time quantiles (ms), tokens/s, MFU, memory and speed relative to TRL's trainer."""
-    trainer = next(iter(trainers.values()))
-    n_params = sum(p.numel() for p in trainer.model.parameters())
-    batch = next(iter(trainer.get_train_dataloader()))
-    tokens = int(compat.sequence(batch, "completion")[1].sum())
-    flops = (8 if args.precompute else 12) * n_params * tokens
+    """One row per variant: step time quantiles (ms), tokens/s, MFU, memory, and tokens/s relative to the first
+    variant (TRL's trainer)."""
+    n_params = sum(p.numel() for p in next(iter(trainers.values())).model.parameters())
     peak = peak_flops(device_name(), args.precision, args.peak_tflops)
     rows = []
     for name, measured in times.items():
+        batch = next(iter(trainers[name].get_train_dataloader()))
+        tokens = int(compat.sequence(batch, "completion")[1].sum())
+        flops = (8 if args.precompute else 12) * n_params * tokens
         seconds = measured["seconds"][args.warmup :]
         median = statistics.median(seconds)
         rows.append({
@@ -236,9 +277,8 @@ def summarise(
             "step_peak_gib": max(measured["step_peak_bytes"]) / 2**30 if torch.cuda.is_available() else None,
             "params": n_params, "tokens_per_step": tokens, "model_flops_per_step": flops,
         })  # fmt: skip
-    trl = next(r for r in rows if r["variant"] == "trl")
     for row in rows:
-        row["speed_vs_trl"] = trl["median_ms"] / row["median_ms"]
+        row["speed_vs_trl"] = row["tokens_per_s"] / rows[0]["tokens_per_s"]
     return rows
 
 
@@ -251,7 +291,7 @@ def memory_note() -> str:
 
 def table(rows: list[dict]) -> str:
     """The rows as a Markdown table."""
-    head = "| variant | median ms | p10 ms | p90 ms | tokens/s | MFU | step peak GiB | speed vs TRL |"
+    head = "| variant | median ms | p10 ms | p90 ms | tokens/s | MFU | step peak GiB | tokens/s vs TRL |"
     lines = [head, "|" + "---|" * 8]
     for r in rows:
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
@@ -283,8 +323,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--precision", choices=["fp32", "bf16"])
     parser.add_argument("--attn", default="sdpa", help="attention implementation (sdpa, eager, flash_attention_2)")
     parser.add_argument("--precompute", action="store_true", help="precompute the reference log-probs (TRL's option)")
-    parser.add_argument("--fuse", choices=["off", "on", "both"], default="both", help="fuse_forward_passes variants")
-    parser.add_argument("--shared-policy", action="store_true", help="also kto_s+fused+shared (TRL < 1.6)")
+    parser.add_argument("--variants", default=DEFAULT_VARIANTS, help="comma-separated, trl first (see above)")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--peak-tflops", type=float, help="the device's peak, where PEAK_FLOPS lacks it")
     parser.add_argument("--profile", metavar="VARIANT", help="print a torch.profiler table of one step of VARIANT")
@@ -316,18 +355,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
-    data = synthetic_rows(args.batch * 8, args.seq_len)
+    try:
+        chosen = variants(args.variants)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+    data = synthetic_rows(max(v.batch or args.batch for v in chosen) * 8, args.seq_len)
     with tempfile.TemporaryDirectory() as tmp:
-        trainers = {
-            v.name: make_trainer(v, data, args, f"{tmp}/{v.name}") for v in variants(args.fuse, args.shared_policy)
-        }
+        trainers = {v.name: make_trainer(v, data, args, f"{tmp}/{v.name}") for v in chosen}
         times = time_steps(trainers, args.steps)
         rows = summarise(times, trainers, args)
         profile = profile_step(trainers[args.profile]) if args.profile else ""
     header = (f"{device_name()}, torch {torch.__version__}, TRL {compat.TRL_VERSION}, "
               f"{torch.get_num_threads()} threads; "
               f"Llama hidden {args.hidden}, {args.layers} layers, {args.heads} heads, {rows[0]['params'] / 1e6:.3f}M "
-              f"parameters, {args.attn} attention; batch {args.batch} x {args.seq_len} tokens, {args.precision}"
+              f"parameters, {args.attn} attention; micro-batch {args.batch} (unless b<N>) x {args.seq_len} tokens, "
+              f"{args.precision}"
               f"{', precomputed reference' if args.precompute else ''}; {args.steps} steps each, interleaved, "
               f"first {args.warmup} dropped")  # fmt: skip
     text = f"{header}\n\n{table(rows)}\n\n{memory_note()}"

@@ -14,7 +14,7 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 from ktos.models import load_model_and_tokenizer  # noqa: E402
-from ktos.toy.pretrain import pretrain_base  # noqa: E402
+from ktos.toy.pretrain import PaddedCorpus, pretrain_base  # noqa: E402
 from ktos.toy.quality import extract_answer, load_items, task_accuracy  # noqa: E402
 from ktos.toy.task import (  # noqa: E402
     RESPONSE_END,
@@ -25,6 +25,7 @@ from ktos.toy.task import (  # noqa: E402
     synth_data,
     wrong_answer,
 )
+from ktos.toy.tiny import build_tiny_tokenizer  # noqa: E402
 
 FILES = ("data.jsonl", "manifest.json", "heldout.jsonl", "corpus.txt")
 
@@ -111,6 +112,24 @@ def test_bad_arguments(tmp_path: Path) -> None:
 )
 def test_extract_answer(text: str, answer: str) -> None:
     assert extract_answer(text) == answer
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_padded_corpus_batches_are_the_tokenizers_padding(task_dir: Path, side: str) -> None:
+    """Pretraining cuts its batches from the corpus padded once: each must be ``tokenizer.pad`` of its lines."""
+    import torch
+
+    tokenizer = build_tiny_tokenizer()
+    tokenizer.padding_side = side
+    lines = (task_dir / "corpus.txt").read_text().splitlines()[:300] + ["Q: 1+1= 2 and a much longer line"]
+    encoded = tokenizer([line + tokenizer.eos_token for line in lines])["input_ids"]
+    corpus = PaddedCorpus.build(tokenizer, encoded, torch.device("cpu"))
+    rng = random.Random(0)
+    for rows in [rng.sample(range(len(encoded)), 16) for _ in range(20)] + [[len(encoded) - 1, 0], [5]]:
+        expected = tokenizer.pad({"input_ids": [encoded[i] for i in rows]}, padding=True, return_tensors="pt")
+        input_ids, attention_mask, tokens = corpus.batch(rows)
+        assert torch.equal(input_ids, expected["input_ids"]) and torch.equal(attention_mask, expected["attention_mask"])
+        assert tokens == int(expected["attention_mask"].sum())
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# A GPU session's measurements for docs/performance.md, in one command (about 6 minutes on an H200):
+#   1. benchmarks/throughput.py at the 199M configuration (bf16, 16 x 512): TRL's KTOTrainer, KTO and KTO-S,
+#      fused, compiled and at a 32-row micro-batch, side by side, with a torch.profiler table of a fused KTO-S step;
+#   2. the same with precomputed reference log-probs;
+#   3. benchmarks/pretrain_throughput.py: `ktos pretrain-base`'s tokens/s at every size, as config/scale_gpu.yaml
+#      pretrains (256 lines a step).
+# Results (JSON and Markdown, named after the device) and session.log go to $OUT (default
+# results/reference/perf). TINY=1 runs the same at the CPU's tiny sizes, to check the script before a GPU run.
+#
+#   bash benchmarks/gpu_session.sh            # on the GPU machine, after installing the wheels it lacks
+#   TINY=1 OUT=/tmp/gpu_session bash benchmarks/gpu_session.sh
+set -uo pipefail
+out=${OUT:-results/reference/perf}
+mkdir -p "$out"
+variants=trl,kto,kto_s,kto+fused,kto_s+fused,trl+compile,kto_s+fused+compile,kto_s+fused+b32
+if [ "${TINY:-0}" = 1 ]; then
+  size=(--preset cpu --steps 8 --warmup 2 --batch 4)
+  variants=${variants/b32/b8}
+  pretrain=(--sizes 0.09M,0.3M --steps 5 --batch-size 16)
+else
+  size=(--preset gpu199m)
+  pretrain=(--sizes 0.09M,0.3M,1M,2.6M,21M,105M --steps 300 --batch-size 256)
+fi
+{
+  date -u
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
+  python -c "import torch, transformers, trl; print('torch', torch.__version__, 'transformers', \
+transformers.__version__, 'trl', trl.__version__)"
+  status=0
+  python benchmarks/throughput.py "${size[@]}" --variants "$variants" --profile kto_s+fused --out "$out" || status=1
+  python benchmarks/throughput.py "${size[@]}" --variants trl,kto_s,kto_s+fused --precompute --out "$out" || status=1
+  python benchmarks/pretrain_throughput.py "${pretrain[@]}" --out "$out" || status=1
+  date -u
+  exit $status
+} 2>&1 | tee "$out/session.log"
