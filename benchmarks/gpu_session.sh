@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A GPU session's measurements for docs/performance.md, in one command (about 6 minutes on an H200):
 #   1. benchmarks/throughput.py at the 199M configuration (bf16, 16 x 512): TRL's KTOTrainer, KTO and KTO-S,
-#      fused, compiled and at a 32-row micro-batch, side by side, with a torch.profiler table of a fused KTO-S step;
+#      fused, compiled, with eager attention (and flash-attn's, where installed) and at a 32-row micro-batch, side by
+#      side, with a torch.profiler table of a fused KTO-S step;
 #   2. the same with precomputed reference log-probs;
 #   3. benchmarks/pretrain_throughput.py: `ktos pretrain-base`'s tokens/s at every size, as config/scale_gpu.yaml
 #      pretrains (256 lines a step).
@@ -13,7 +14,8 @@
 set -uo pipefail
 out=${OUT:-results/reference/perf}
 mkdir -p "$out"
-variants=trl,kto,kto_s,kto+fused,kto_s+fused,trl+compile,kto_s+fused+compile,kto_s+fused+b32
+variants=trl,kto,kto_s,kto+fused,kto_s+fused,trl+compile,kto_s+fused+compile,kto_s+fused+eager,kto_s+fused+b32
+python -c "import flash_attn" 2>/dev/null && variants+=,kto_s+fused+flash
 if [ "${TINY:-0}" = 1 ]; then
   size=(--preset cpu --steps 8 --warmup 2 --batch 4)
   variants=${variants/b32/b8}

@@ -10,8 +10,10 @@ Variants (``--variants``, comma-separated): a method, ``trl`` (TRL's ``KTOTraine
 (``KTOSTrainer``), and ``+``-joined options: ``fused`` (``fuse_forward_passes``), ``shared`` (TRL < 1.6, with
 ``fused``: the policy scores the completions and the KL pairs in one graded call, KL rows detached, the
 alternative to its separate no-grad KL call), ``compile`` (``torch_compile``: the reference model compiled by
-the trainer, the policy as ``Trainer.train`` would) and ``b<N>`` (micro-batch ``N`` rows instead of ``--batch``:
-what a larger micro-batch with less gradient accumulation buys). ``kto_s+fused+b32`` is KTO-S, fused, 32 rows.
+the trainer, the policy as ``Trainer.train`` would), ``eager``, ``sdpa`` or ``flash`` (the attention
+implementation instead of ``--attn``; ``flash`` is ``flash_attention_2``, which needs the flash-attn package) and
+``b<N>`` (micro-batch ``N`` rows instead of ``--batch``: what a larger micro-batch with less gradient accumulation
+buys). ``kto_s+fused+b32`` is KTO-S, fused, 32 rows.
 
 Tokens per step ``T``: the completion sequences' tokens (attention mask), micro-batch x seq-len. Model FLOPs per
 step: ``6 N T`` for the policy's graded pass (forward and backward) plus ``2 N T`` for each no-grad
@@ -78,6 +80,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 
+#: Attention implementations a variant may name, and transformers' names for them.
+ATTENTION: dict[str, str] = {"eager": "eager", "sdpa": "sdpa", "flash": "flash_attention_2"}
+
 #: The default ``--variants``: TRL's trainer, then KTO and KTO-S unfused and fused.
 DEFAULT_VARIANTS = "trl,kto,kto_s,kto+fused,kto_s+fused"
 
@@ -86,22 +91,25 @@ DEFAULT_VARIANTS = "trl,kto,kto_s,kto+fused,kto_s+fused"
 class Variant:
     """A trainer to time: ``method`` ``trl`` (TRL's KTOTrainer), ``kto`` or ``kto_s``; ``fused`` sets
     ``fuse_forward_passes``; ``shared`` also fuses the policy's graded call (TRL < 1.6); ``compile`` sets
-    ``torch_compile``; ``batch`` overrides ``--batch`` (the micro-batch, rows per call)."""
+    ``torch_compile``; ``attn`` overrides ``--attn`` (an :data:`ATTENTION` name); ``batch`` overrides ``--batch``
+    (the micro-batch, rows per call)."""
 
     method: str
     fused: bool = False
     shared: bool = False
     compile: bool = False
+    attn: str | None = None
     batch: int | None = None
 
     @property
     def name(self) -> str:
-        flags = [f for f in ("fused", "shared", "compile") if getattr(self, f)]
+        flags = [f for f in ("fused", "shared", "compile") if getattr(self, f)] + ([self.attn] if self.attn else [])
         return "+".join([self.method, *flags] + ([f"b{self.batch}"] if self.batch else []))
 
     @classmethod
     def parse(cls, text: str) -> Variant:
-        """``method[+fused][+shared][+compile][+b<N>]``; raises ``ValueError`` naming what is wrong."""
+        """``method[+fused][+shared][+compile][+eager|+sdpa|+flash][+b<N>]``; raises ``ValueError`` naming what
+        is wrong."""
         method, *options = text.strip().split("+")
         if method not in ("trl", "kto", "kto_s"):
             raise ValueError(f"variant {text!r}: unknown method {method!r} (trl, kto, kto_s)")
@@ -109,10 +117,13 @@ class Variant:
         for option in options:
             if option in ("fused", "shared", "compile"):
                 fields[option] = True
+            elif option in ATTENTION:
+                fields["attn"] = option
             elif option[:1] == "b" and option[1:].isdigit() and int(option[1:]) > 0:
                 fields["batch"] = int(option[1:])
             else:
-                raise ValueError(f"variant {text!r}: unknown option {option!r} (fused, shared, compile, b<N>)")
+                known = ", ".join(["fused", "shared", "compile", *ATTENTION, "b<N>"])
+                raise ValueError(f"variant {text!r}: unknown option {option!r} ({known})")
         variant = cls(method, **fields)
         if method == "trl" and (variant.fused or variant.shared):
             raise ValueError(f"variant {text!r}: TRL's trainer has no fused or shared forward passes")
@@ -156,15 +167,16 @@ def synthetic_rows(n: int, seq_len: int, seed: int = 0) -> Dataset:
     )
 
 
-def build_model(tokenizer: Any, args: argparse.Namespace) -> torch.nn.Module:
-    """The random-init Llama of ``args`` (seed 0, so policy and reference start equal), its vocabulary widened
-    to ``args.vocab`` when that is larger than the tokenizer's (the extra rows are never a target)."""
+def build_model(tokenizer: Any, args: argparse.Namespace, attn: str) -> torch.nn.Module:
+    """The random-init Llama of ``args`` (seed 0, so policy and reference start equal) with attention ``attn``,
+    its vocabulary widened to ``args.vocab`` when that is larger than the tokenizer's (the extra rows are never a
+    target)."""
     model = build_tiny_model(tokenizer, hidden_size=args.hidden, num_layers=args.layers, num_heads=args.heads,
                              max_positions=max(256, args.seq_len), seed=0)  # fmt: skip
     if args.vocab > len(tokenizer):
         torch.manual_seed(0)
         model.resize_token_embeddings(args.vocab, mean_resizing=False)
-    model.set_attn_implementation(args.attn)
+    model.set_attn_implementation(attn)
     return model
 
 
@@ -173,7 +185,8 @@ def make_trainer(variant: Variant, data: Dataset, args: argparse.Namespace, out:
     ``training_step`` on ``trainer.model_wrapped`` (the policy prepared as ``Trainer.train`` prepares it; the
     trainer prepares its reference model itself)."""
     tokenizer = build_tiny_tokenizer()
-    policy, reference = build_model(tokenizer, args), build_model(tokenizer, args)
+    attn = ATTENTION.get(variant.attn or "", args.attn)
+    policy, reference = build_model(tokenizer, args, attn), build_model(tokenizer, args, attn)
     on_cpu = not torch.cuda.is_available()
     fields = {
         "output_dir": out, "per_device_train_batch_size": variant.batch or args.batch, "max_length": args.seq_len,
@@ -368,8 +381,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     header = (f"{device_name()}, torch {torch.__version__}, TRL {compat.TRL_VERSION}, "
               f"{torch.get_num_threads()} threads; "
               f"Llama hidden {args.hidden}, {args.layers} layers, {args.heads} heads, {rows[0]['params'] / 1e6:.3f}M "
-              f"parameters, {args.attn} attention; micro-batch {args.batch} (unless b<N>) x {args.seq_len} tokens, "
-              f"{args.precision}"
+              f"parameters, {args.attn} attention (unless named); micro-batch {args.batch} (unless b<N>) x "
+              f"{args.seq_len} tokens, {args.precision}"
               f"{', precomputed reference' if args.precompute else ''}; {args.steps} steps each, interleaved, "
               f"first {args.warmup} dropped")  # fmt: skip
     text = f"{header}\n\n{table(rows)}\n\n{memory_note()}"
@@ -377,7 +390,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if profile:
         print(f"\ntorch.profiler, one step of {args.profile}:\n{profile}")
     if args.out:
-        print(f"wrote {write_results(Path(args.out), rows, args, memory_note(), text + profile)}")
+        profiled = f"\n\ntorch.profiler, one step of {args.profile}:\n\n```\n{profile}```" if profile else ""
+        print(f"wrote {write_results(Path(args.out), rows, args, memory_note(), text + profiled)}")
     return rows
 
 

@@ -44,9 +44,10 @@ def test_synthetic_rows_are_exactly_seq_len_tokens(throughput) -> None:
 
 def test_variant_names_parse_and_bad_ones_are_refused(throughput) -> None:
     Variant = throughput.Variant
-    for name in ("trl", "kto_s", "kto+fused", "kto_s+fused+compile", "trl+compile+b32", "kto_s+b8"):
+    for name in ("trl", "kto_s", "kto+fused", "kto_s+fused+compile", "trl+compile+b32", "kto_s+b8", "kto+eager"):
         assert Variant.parse(name).name == name
     assert Variant.parse("kto_s+b32+fused") == Variant("kto_s", fused=True, batch=32)
+    assert Variant.parse("trl+flash").attn == "flash" and throughput.ATTENTION["flash"] == "flash_attention_2"
     for bad, why in (("dpo", "unknown method"), ("kto+fast", "unknown option"), ("kto+b0", "unknown option"),
                      ("trl+fused", "no fused"), ("kto_s+shared", "shared needs fused")):  # fmt: skip
         with pytest.raises(ValueError, match=why):
@@ -62,7 +63,7 @@ def test_variant_names_parse_and_bad_ones_are_refused(throughput) -> None:
 @pytest.mark.slow
 def test_cpu_run_times_every_variant_side_by_side(throughput, tmp_path) -> None:
     batch, seq_len, steps, warmup = 4, 12, 4, 1
-    names = ["trl", "kto", "kto_s", "kto+fused", "kto_s+fused", "kto_s+fused+b8"]
+    names = ["trl", "kto", "kto_s", "kto+fused", "kto_s+fused", "kto_s+fused+eager", "kto_s+fused+b8"]
     names += ["kto_s+fused+shared"] if compat.KTO_LOSS_HOOK else []
     argv = ["--preset", "cpu", "--batch", str(batch), "--seq-len", str(seq_len), "--steps", str(steps),
             "--warmup", str(warmup), "--peak-tflops", "1", "--out", str(tmp_path),
@@ -82,7 +83,9 @@ def test_cpu_run_times_every_variant_side_by_side(throughput, tmp_path) -> None:
     assert rows[0]["speed_vs_trl"] == 1.0
     saved = json.loads(next(tmp_path.glob("throughput_CPU*_h64_l2_b4x12_fp32_sdpa_trl*.json")).read_text())
     assert [r["variant"] for r in saved["rows"]] == names and saved["meta"]["trl"] == str(compat.TRL_VERSION)
-    assert "| kto_s+fused+b8 |" in next(tmp_path.glob("*.md")).read_text()
+    markdown = next(tmp_path.glob("*.md")).read_text()
+    assert "| kto_s+fused+b8 |" in markdown and "\n\ntorch.profiler, one step of kto_s+fused:\n" in markdown
+    assert markdown.count("aten::") >= 5  # the profile's rows
 
 
 def test_policy_is_prepared_as_train_prepares_it(throughput, tmp_path) -> None:
@@ -99,6 +102,9 @@ def test_policy_is_prepared_as_train_prepares_it(throughput, tmp_path) -> None:
     assert dtypes == [torch.bfloat16, torch.bfloat16]  # the KL pairs' call and the graded call
     compiled = throughput.make_trainer(throughput.Variant("kto_s", compile=True), data, args, str(tmp_path / "c"))
     assert type(compiled.model_wrapped).__name__ == "OptimizedModule" and plain.model_wrapped is plain.model
+    eager = throughput.make_trainer(throughput.Variant("kto_s", attn="eager"), data, args, str(tmp_path / "e"))
+    assert plain.model.config._attn_implementation == "sdpa"  # --attn's default
+    assert eager.model.config._attn_implementation == eager.ref_model.config._attn_implementation == "eager"
 
 
 @pytest.mark.slow
@@ -117,3 +123,37 @@ def test_pretrain_throughput_times_each_size(throughput, tmp_path) -> None:
     assert [r["size"] for r in saved["rows"]] == ["0.09M", "0.3M"]
     with pytest.raises(SystemExit):
         module.parse_args(["--sizes", "7M"])
+
+
+@pytest.fixture(scope="module")
+def padding():
+    spec = importlib.util.spec_from_file_location("padding", BENCHMARKS / "padding.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_padding_arithmetic_and_bucketing(padding) -> None:
+    batches = [[1, 5], [5, 1], [2, 2, 2]]
+    assert padding.padded_positions(batches) == 10 + 10 + 6
+    assert padding.bucketed(batches, window=2) == [[1, 1], [5, 5], [2, 2, 2]]  # the last window alone
+    result = padding.report(batches, window=2)
+    assert result["real"] == 18 and result["positions"] == 26 and result["bucketed_positions"] == 18
+    assert result["padding"] == pytest.approx(8 / 26) and result["bucketed_padding"] == 0
+    assert result["positions_saved"] == pytest.approx(8 / 26)
+
+
+@pytest.mark.slow
+def test_padding_reads_the_trainers_batches(padding, tmp_path) -> None:
+    """Rows of 3 and 9 completion characters alternate: each batch of 2 pads one row by 6 tokens."""
+    from ktos.toy.tiny import save_tiny
+
+    rows = [{"prompt": "Q: 1+1=", "completion": " 2" + "x" * (0 if i % 2 else 6), "label": i % 4 < 2}
+            for i in range(16)]  # fmt: skip
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    model = save_tiny(tmp_path / "model", hidden_size=16, num_layers=1, num_heads=2)
+    result = padding.main(["--data", str(tmp_path / "data.jsonl"), "--model", str(model), "--batch", "2",
+                           "--window", "8"])  # fmt: skip
+    completion = result["completion"]
+    assert completion["positions"] - completion["real"] == 8 * 6  # 8 batches, one short row each
+    assert completion["bucketed_positions"] == completion["real"]  # sorted, every batch holds one length
