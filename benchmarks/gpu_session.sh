@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A GPU session's measurements for docs/performance.md, in one command (about 6 minutes on an H200):
+# A GPU session's measurements for docs/performance.md, in one command (its time on an H200 not yet measured):
 #   1. benchmarks/throughput.py at the 199M configuration (bf16, 16 x 512): TRL's KTOTrainer, KTO and KTO-S,
 #      fused, compiled, with eager attention (and flash-attn's, where installed) and at a 32-row micro-batch, side by
 #      side, with a torch.profiler table of a fused KTO-S step;
