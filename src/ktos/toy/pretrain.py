@@ -189,7 +189,7 @@ def pretrain_base(
     cosine decay to ``lr / 10``, gradient norm clipped at 1. Batches of ``batch_size`` lines in an
     order fixed by ``seed`` (a fresh permutation each pass over the corpus), as are the initial
     weights. Stops after ``steps`` steps or, when ``max_seconds`` is set, after the first step that
-    ends past it.
+    ends past it (on a GPU, the first step queued past it: the loop runs ahead of the device).
 
     ``num_threads`` sets torch's intra-op threads for the call (restored afterwards; ``None`` keeps
     the current setting). The default, 1, suits a model this small: a second thread buys little and
