@@ -8,8 +8,10 @@
 #      pretrains (256 lines a step).
 # Results (JSON and Markdown, named after the device) and session.log go to $OUT (default
 # results/reference/perf). TINY=1 runs the same at the CPU's tiny sizes, to check the script before a GPU run.
+# PARTS picks the measurements (default "throughput precompute pretrain"), to split them over two commands.
 #
 #   bash benchmarks/gpu_session.sh            # on the GPU machine, after installing the wheels it lacks
+#   PARTS=pretrain bash benchmarks/gpu_session.sh
 #   TINY=1 OUT=/tmp/gpu_session bash benchmarks/gpu_session.sh
 set -uo pipefail
 out=${OUT:-results/reference/perf}
@@ -30,9 +32,17 @@ fi
   python -c "import torch, transformers, trl; print('torch', torch.__version__, 'transformers', \
 transformers.__version__, 'trl', trl.__version__)"
   status=0
-  python benchmarks/throughput.py "${size[@]}" --variants "$variants" --profile kto_s+fused --out "$out" || status=1
-  python benchmarks/throughput.py "${size[@]}" --variants trl,kto_s,kto_s+fused --precompute --out "$out" || status=1
-  python benchmarks/pretrain_throughput.py "${pretrain[@]}" --out "$out" || status=1
+  for part in ${PARTS:-throughput precompute pretrain}; do
+    echo "== $part, $(date -u +%T)"
+    case $part in
+      throughput) python benchmarks/throughput.py "${size[@]}" --variants "$variants" --profile kto_s+fused \
+        --out "$out" || status=1 ;;
+      precompute) python benchmarks/throughput.py "${size[@]}" --variants trl,kto_s,kto_s+fused --precompute \
+        --out "$out" || status=1 ;;
+      pretrain) python benchmarks/pretrain_throughput.py "${pretrain[@]}" --out "$out" || status=1 ;;
+      *) echo "unknown part $part (throughput, precompute, pretrain)"; status=1 ;;
+    esac
+  done
   date -u
   exit $status
 } 2>&1 | tee "$out/session.log"
