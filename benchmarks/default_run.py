@@ -31,8 +31,6 @@ from ktos.study.driver import parse_train_args
 from ktos.study.run import train
 from ktos.study.rundir import RUN_INFO_FILE, TRAJECTORY_FILE, read_trajectory
 
-log = logging.getLogger("default_run")
-
 #: The ways to train, by name: flags added to the jobs' own settings. ``jobs`` trains as the default study's jobs
 #: do now (config/config.yaml: gradient checkpointing off, fused forward passes); ``before`` as they did until
 #: config/config.yaml set those two (TRL's gradient checkpointing on, ktos's unfused calls); ``jobs_compiled`` as

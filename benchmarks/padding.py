@@ -29,8 +29,6 @@ import torch
 
 from ktos import KTOSConfig, KTOSTrainer, compat, load_feedback, load_model_and_tokenizer
 
-log = logging.getLogger("padding")
-
 
 def lengths_per_batch(trainer: KTOSTrainer, kind: str) -> list[list[int]]:
     """The real-token count of each row of each batch of ``trainer``'s training data loader (``kind``:

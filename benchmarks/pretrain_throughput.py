@@ -33,8 +33,6 @@ from ktos.provenance import ktos_revision
 from ktos.toy.pretrain import SIZES, pretrain_base
 from ktos.toy.task import synth_data
 
-log = logging.getLogger("pretrain_throughput")
-
 
 def measure(corpus: Path, size: str, args: argparse.Namespace, out: Path) -> dict:
     """One pretraining of ``size`` for ``args.steps`` steps; its row of the table."""

@@ -59,8 +59,6 @@ from ktos import KTOSConfig, KTOSTrainer, compat
 from ktos.provenance import ktos_revision
 from ktos.toy.tiny import build_tiny_model, build_tiny_tokenizer
 
-log = logging.getLogger("throughput")
-
 #: Dense peak FLOP/s by device-name fragment (first match wins) and precision: vendors' data sheets, without
 #: sparsity; fp32 is plain fp32 (PyTorch's default matmul precision, no TF32).
 PEAK_FLOPS: list[tuple[str, dict[str, float]]] = [
