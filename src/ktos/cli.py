@@ -79,6 +79,9 @@ def _stage_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, help="lines per step (default 64)")
     p.add_argument("--device", help="cpu, cuda, ... (default: a GPU when there is one)")
     p.add_argument("--heldout", help="held-out items (heldout.jsonl): the base model's task accuracy is recorded")
+    p.add_argument(
+        "--reference", help="a committed base this rebuilds: the log says whether the rebuild equals it bit for bit"
+    )
     p.add_argument("--seed", type=int)
     p.add_argument("--steps", type=int)
     p.add_argument("--max-seconds", type=float)
@@ -126,6 +129,10 @@ def _stage_commands(sub: argparse._SubParsersAction) -> None:
         p.add_argument(
             "--arms", nargs="+", action=KeyValues, metavar="REGIME=TEXT", help="mechanism arms and what each changes"
         )
+        p.add_argument(
+            "--seed-sets", nargs="+", action=KeyValues, metavar="NAME=SEEDS",
+            help="two seed sets (3-12 or 3,5,7) compared on each base: base against seed",
+        )  # fmt: skip
 
 
 def _run_stage(args: argparse.Namespace) -> Any:

@@ -27,6 +27,28 @@ def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+#: The weights file of a model saved by ``save_pretrained`` (unsharded), whose SHA-256 names those weights.
+WEIGHTS_FILE = "model.safetensors"
+
+
+def weights_sha256(model_dir: str | Path) -> str | None:
+    """The SHA-256 of ``model_dir``'s :data:`WEIGHTS_FILE` (``None`` when there is none: a hub id, sharded or
+    ``.bin`` weights)."""
+    weights = Path(model_dir).expanduser() / WEIGHTS_FILE
+    return sha256_file(weights) if weights.is_file() else None
+
+
+def base_model_record(name_or_path: str) -> dict[str, str | None]:
+    """What a run started from: ``name`` (a local directory's name, else the hub id), ``name_or_path`` and
+    ``sha256`` (:func:`weights_sha256`; ``None`` for a hub id or other weight files)."""
+    local = Path(name_or_path).expanduser().is_dir()
+    return {
+        "name": Path(name_or_path).name if local else name_or_path,
+        "name_or_path": name_or_path,
+        "sha256": weights_sha256(name_or_path) if local else None,
+    }
+
+
 def package_versions() -> dict[str, str | None]:
     """Installed versions of the tracked packages and Python (``None`` when not installed)."""
     versions: dict[str, str | None] = {"python": platform.python_version()}

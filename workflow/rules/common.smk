@@ -14,6 +14,7 @@ from snakemake.logging import logger
 
 from ktos.sources import looks_like_path
 from ktos.study.runnames import lr_tag, parse_run_name, run_name
+from ktos.toy.bases import CHECKSUMS_FILE, base_name
 
 #: Data source that makes the workflow write the embedded synthetic task (`ktos synth-data`).
 SYNTHETIC = "synthetic"
@@ -124,29 +125,89 @@ STUDY_DIR = f"results/studies/{config['study']}"
 REFERENCE_DIR = f"results/reference/{config['study']}"
 
 
-def run_dir(regime, method, lr, seed):
-    """A run's directory: results/runs/<study>/<regime>/<run name> (names: ktos.study.runnames)."""
-    return f"results/runs/{config['study']}/{regime}/{run_name(method, lr, seed)}"
+def run_dir(regime, base, method, lr, seed):
+    """A run's directory: results/runs/<study>/<regime>/<base name>/<run name> (names: ktos.study.runnames)."""
+    return f"results/runs/{config['study']}/{regime}/{base}/{run_name(method, lr, seed)}"
+
+
+SCHEMA = yaml.safe_load((Path(workflow.basedir) / "schemas/config.schema.yaml").read_text())
+#: Settings of the synthetic data and the pretraining that make a base model, besides its size and seed.
+RECIPE_KEYS = ("seed", "rows", "desirable", "heldout", "pretrain_steps", "pretrain_batch_size", "pretrain_max_seconds")
+
+
+def base_recipe():
+    """The recipe settings that differ from the schema's defaults, with which the committed bases were made
+    (empty for the committed recipe): part of a base's name (ktos.toy.bases.base_name)."""
+    defaults = SCHEMA["properties"]["synthetic"]["properties"]
+    synthetic = config["synthetic"]
+    return {k: synthetic[k] for k in RECIPE_KEYS if synthetic[k] != defaults[k]["default"]}
+
+
+def committed_bases_dir():
+    """synthetic.committed_bases, a relative path read from the workflow's repository root."""
+    path = Path(config["synthetic"]["committed_bases"]).expanduser()
+    return path if path.is_absolute() else Path(workflow.basedir).parent / path
+
+
+def regime_size(regime):
+    """The size of the base model a regime trains (its model_size, else synthetic.size)."""
+    return regime_settings(regime).get("model_size", config["synthetic"]["size"])
+
+
+def bases(regime):
+    """{base name: model} that a regime's runs start from, in synthetic.base_seeds' order: the committed base of
+    each name when synthetic.bases is committed and there is one, else the base pretrained here
+    (results/models/bases/<name>); with model.name_or_path set, that model alone (named "model")."""
+    if config["model"]["name_or_path"] is not None:
+        return {"model": config["model"]["name_or_path"]}
+    out = {}
+    for seed in config["synthetic"]["base_seeds"]:
+        name = base_name(regime_size(regime), seed, base_recipe())
+        committed = committed_bases_dir() / name
+        use_committed = config["synthetic"]["bases"] == "committed" and (committed / CHECKSUMS_FILE).is_file()
+        out[name] = str(committed) if use_committed else f"results/models/bases/{name}"
+    return out
+
+
+def pretrained_bases():
+    """{base name: (size, pretraining seed)} of every base this study pretrains (not committed)."""
+    return {
+        name: (regime_size(regime), seed)
+        for regime in regime_names()
+        for (name, path), seed in zip(bases(regime).items(), config["synthetic"]["base_seeds"])
+        if path.startswith("results/models/bases/")
+    }
+
+
+PRETRAINED_BASES = pretrained_bases() if config["model"]["name_or_path"] is None else {}
+
+
+def reference_flag(wildcards):
+    """`--reference DIR` when a committed base of this name exists: the rebuild is compared with it."""
+    committed = committed_bases_dir() / wildcards.base
+    return f"--reference {shlex.quote(str(committed))}" if (committed / CHECKSUMS_FILE).is_file() else ""
 
 
 def train_jobs():
-    """{job name: (regime, [run dir, ...])}: each regime's runs split evenly into jobs of at most
-    resources.runs_per_job runs (one process each)."""
+    """{job name: (regime, base model, [run dir, ...])}: the runs of each regime and base split evenly into jobs
+    of at most resources.runs_per_job runs (one process each)."""
     size = config["resources"]["runs_per_job"]
     jobs = {}
     for regime in regime_names():
-        runs = [
-            run_dir(regime, method, lr, seed)
-            for seed in config["seeds"]
-            for method in config["methods"]
-            for lr in learning_rates(regime, method)
-        ]
-        n_jobs = -(-len(runs) // size)
-        bounds = [
-            round(i * len(runs) / n_jobs) for i in range(n_jobs + 1)
-        ]  # contiguous: a seed's runs together
-        for i in range(n_jobs):
-            jobs[f"{regime}_{i}"] = (regime, runs[bounds[i] : bounds[i + 1]])
+        for base, model in bases(regime).items():
+            runs = [
+                run_dir(regime, base, method, lr, seed)
+                for seed in config["seeds"]
+                for method in config["methods"]
+                for lr in learning_rates(regime, method)
+            ]
+            n_jobs = -(-len(runs) // size)
+            bounds = [
+                round(i * len(runs) / n_jobs) for i in range(n_jobs + 1)
+            ]  # contiguous: a seed's runs together
+            prefix = regime if base == "model" else f"{regime}_{base}"
+            for i in range(n_jobs):
+                jobs[f"{prefix}_{i}"] = (regime, model, runs[bounds[i] : bounds[i + 1]])
     return jobs
 
 
@@ -155,7 +216,7 @@ TRAIN_JOBS = train_jobs()
 
 def run_files(name):
     """One file (trajectory.jsonl or run_info.json) of every run directory of the study."""
-    return [f"{d}/{name}" for _, dirs in TRAIN_JOBS.values() for d in dirs]
+    return [f"{d}/{name}" for *_, dirs in TRAIN_JOBS.values() for d in dirs]
 
 
 def figure_table(wildcards):
@@ -178,25 +239,16 @@ def prepare_source(wildcards, input):
     return input.get("source", config["data"]["source"])
 
 
-def base_model(regime):
-    """The model a regime's runs start from: the pretrained base of its size, or the configured model."""
-    if config["model"]["name_or_path"] is None:
-        size = regime_settings(regime).get("model_size", config["synthetic"]["size"])
-        return f"results/models/base_{size}"
-    return config["model"]["name_or_path"]
-
-
-def train_input(regime, runs):
+def train_input(model, runs):
     """Inputs of a training job: each run's seed's balanced copy of the training set (the seed sets the
     batch order: the trainer reads the training set in file order), the eval split, the base model
-    when it is on disk, and the held-out task items of the embedded default."""
+    when it is on disk or pretrained here, and the held-out task items of the embedded default."""
     seeds = sorted({parse_run_name(Path(d).name).seed for d in runs})
     inputs = {
         "train": expand(rules.balance.output.data, seed=seeds),
         "balance_manifest": expand(rules.balance.output.manifest, seed=seeds),
         "eval": rules.split.output.eval,
     }
-    model = base_model(regime)
     if config["model"]["name_or_path"] is None or Path(model).expanduser().exists():
         inputs["model"] = model
     if is_synthetic():
@@ -308,6 +360,10 @@ def analysis_flags():
         }
     )
     flags += f" --checkpoints {' '.join(str(s) for s in analysis['checkpoints'])}"
+    if analysis["seed_sets"]:
+        flags += " --seed-sets " + " ".join(
+            shlex.quote(f"{name}={seeds}") for name, seeds in analysis["seed_sets"].items()
+        )
     if analysis["arms"]:
         flags += " --arms " + " ".join(
             shlex.quote(f"{arm}={what}") for arm, what in analysis["arms"].items()

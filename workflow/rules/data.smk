@@ -27,11 +27,11 @@ rule pretrain_base:
         corpus=rules.synth_data.output.corpus,
         heldout=rules.synth_data.output.heldout,
     output:
-        directory("results/models/base_{size}"),
+        directory("results/models/bases/{base}"),
     log:
-        "results/logs/pretrain_base_{size}.log",
+        "results/logs/pretrain_base/{base}.log",
     benchmark:
-        "results/benchmarks/pretrain_base_{size}.tsv"
+        "results/benchmarks/pretrain_base/{base}.tsv"
     conda:
         "../envs/train.yaml"
     threads: 1  # ktos.toy.pretrain.pretrain_base runs on one thread: faster than two for a tiny model
@@ -39,7 +39,9 @@ rule pretrain_base:
         mem_mb=config["resources"]["mem_mb"],
         runtime=config["resources"]["runtime"],
     params:
-        seed=config["synthetic"]["seed"],
+        size=lambda wildcards: PRETRAINED_BASES[wildcards.base][0],
+        seed=lambda wildcards: PRETRAINED_BASES[wildcards.base][1],
+        reference=reference_flag,
         flags=cli_flags(
             {
                 "steps": config["synthetic"]["pretrain_steps"],
@@ -49,7 +51,7 @@ rule pretrain_base:
         ),
     shell:
         "python -m ktos pretrain-base --corpus {input.corpus} --heldout {input.heldout} "
-        "--output {output} --size {wildcards.size} --seed {params.seed} {params.flags} > {log} 2>&1"
+        "--output {output} --size {params.size} --seed {params.seed} {params.flags} {params.reference} > {log} 2>&1"
 
 
 rule prepare:

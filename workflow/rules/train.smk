@@ -22,13 +22,13 @@ rule train_configs:
 
 # One training job per resources.runs_per_job runs of a regime (TRAIN_JOBS, common.smk): one process
 # trains them one after the other, paying the start-up once. Snakemake still sees each run's own files.
-for job, (regime, runs) in TRAIN_JOBS.items():
+for job, (regime, model, runs) in TRAIN_JOBS.items():
 
     rule:
         name:
             f"train_{job}"
         input:
-            **train_input(regime, runs),
+            **train_input(model, runs),
             config=expand(rules.train_config.output, job=job),
         output:
             trajectories=[f"{run}/trajectory.jsonl" for run in runs],
@@ -51,9 +51,7 @@ for job, (regime, runs) in TRAIN_JOBS.items():
         params:
             launcher=train_launcher(),
             runs=runs,
-            model=lambda wildcards, input, regime=regime: input.get(
-                "model", base_model(regime)
-            ),
+            model=model,
             save_model=str(config["keep_models"]).lower(),
             # ktos train replaces {seed} in these with each run's seed (--run_dirs); functions keep it unexpanded
             train_data=lambda wildcards: Path(rules.balance.output.data).parent,

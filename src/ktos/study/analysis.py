@@ -65,6 +65,7 @@ class Criteria:
         beta: the β at which the notes' claims are judged and the headline rule looks first.
         search_steps: the run length (optimizer steps) whose cells the headline rule picks from.
         arms: the mechanism arms: regime name -> what it changes, for the verdict's sentences.
+        seed_sets: two named seed sets (``"3-12"``) compared on each base (base against seed).
     """
 
     threshold: float = 0.1
@@ -74,6 +75,7 @@ class Criteria:
     beta: float = 0.2
     search_steps: int = 150
     arms: Mapping[str, str] = field(default_factory=dict)
+    seed_sets: Mapping[str, str] = field(default_factory=dict)
 
 
 def _value_at(steps: np.ndarray, values: np.ndarray, step: float) -> float:

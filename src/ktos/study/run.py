@@ -28,7 +28,15 @@ from ..config import KTOSConfig
 from ..data import DataValidationError, load_feedback
 from ..models import load_model_and_tokenizer
 from ..probe import KLProbe, ProbeCallback
-from ..provenance import git_revision, ktos_revision, machine_info, package_versions, update_json, write_json
+from ..provenance import (
+    base_model_record,
+    git_revision,
+    ktos_revision,
+    machine_info,
+    package_versions,
+    update_json,
+    write_json,
+)
 from ..toy.quality import HALVES, PreferenceAccuracy, load_items, task_accuracy
 from ..trainer import KTOSTrainer
 from ..update_norm import UpdateNormCallback
@@ -240,6 +248,7 @@ def run_info(
         "base_quality": earlier.get("base_quality"),
         "resumed_from": resume,
         "model": asdict(model_config),
+        "base": base_model_record(str(model_config.model_name_or_path)),
         "run": asdict(run_args),
         "data": asdict(data_args),
         "config": config.to_dict(),

@@ -47,6 +47,7 @@ MEASURED_KEYS = (
 #: Columns of the tidy trajectory table, in order: run-level fields (repeated on every row), then per step.
 COLUMNS: tuple[str, ...] = (
     "regime",
+    "base",
     "method",
     "lr",
     "beta",
@@ -75,7 +76,7 @@ COLUMNS: tuple[str, ...] = (
 )
 #: Columns that tables written before they existed lack (read as NaN).
 OPTIONAL_COLUMNS: tuple[str, ...] = (
-    "step_quality_val", "step_quality_test", "update_norm", "quality_val", "quality_test", "base_quality_val",
+    "base", "step_quality_val", "step_quality_test", "update_norm", "quality_val", "quality_test", "base_quality_val",
     "base_quality_test", "params",
 )  # fmt: skip
 #: Trajectory keys as logged by TRL -> table columns.
@@ -88,7 +89,7 @@ RENAME: dict[str, str] = {
 #: ``status`` of a run dir that has a trajectory but no ``run_info.json``.
 NO_RUN_INFO = "no_run_info"
 #: The columns that identify a run in the tidy table.
-KEYS: tuple[str, ...] = ("regime", "method", "lr", "seed")
+KEYS: tuple[str, ...] = ("regime", "base", "method", "lr", "seed")
 #: Regime of a run whose run_info.json names none.
 DEFAULT_REGIME = "main"
 
@@ -128,7 +129,7 @@ def _model_params(info: dict[str, Any]) -> float:
 def read_run(run_dir: str | Path) -> pd.DataFrame:
     """One run dir (``trajectory.jsonl`` + ``run_info.json``) -> rows of the tidy table.
 
-    Run-level fields (regime, method, lr = ``run_info["learning_rate"]``, beta, seed, max_steps, status,
+    Run-level fields (regime, base: the name of the model it started from, method, lr = ``run_info["learning_rate"]``, beta, seed, max_steps, status,
     quality and the base model's quality) are repeated on every row. Without ``run_info.json`` the run
     is still read: status ``"no_run_info"``, regime :data:`DEFAULT_REGIME`, method, lr and seed from the
     directory's run name (an unrecognised name raises ``ValueError``).
@@ -145,6 +146,7 @@ def read_run(run_dir: str | Path) -> pd.DataFrame:
         base = info.get("base_quality") or {}
         run = {
             "regime": info.get("regime") or DEFAULT_REGIME,
+            "base": (info.get("base") or {}).get("name"),
             "method": info.get("method") or ("kto_s" if info.get("use_kto_s") else "kto"),
             "lr": info.get("learning_rate", math.nan),
             "beta": info.get("beta", math.nan),
@@ -163,7 +165,7 @@ def read_run(run_dir: str | Path) -> pd.DataFrame:
         diverged_at = info.get("diverged_at_step")
     else:
         log.warning("%s: no run_info.json; method, lr and seed read from its name", run_dir)
-        run = {"regime": DEFAULT_REGIME, **parse_run_name(run_dir.name)._asdict(), "status": NO_RUN_INFO}
+        run = {"regime": DEFAULT_REGIME, "base": None, **parse_run_name(run_dir.name)._asdict(), "status": NO_RUN_INFO}
         run.update(quality_metric=None, quality=math.nan, quality_val=math.nan, quality_test=math.nan)
         diverged_at = None
 
@@ -178,7 +180,7 @@ def read_run(run_dir: str | Path) -> pd.DataFrame:
     for col in COLUMNS:
         if col not in rows:
             rows[col] = math.nan
-    numeric = [c for c in COLUMNS if c not in ("regime", "method", "status", "quality_metric")]
+    numeric = [c for c in COLUMNS if c not in ("regime", "base", "method", "status", "quality_metric")]
     rows[numeric] = rows[numeric].apply(pd.to_numeric, errors="coerce")
     return rows.loc[:, list(COLUMNS)].reset_index(drop=True)
 
@@ -227,9 +229,9 @@ def extract(
         status = rows["status"].iat[0]
         if status == "diverged":
             n_div += 1
-            log.warning("%s (%s %s, lr %g, seed %s) diverged at step %d", d, *key, rows["step"].max())
+            log.warning("%s (%s, base %s, %s, lr %g, seed %s) diverged at step %d", d, *key, rows["step"].max())
         elif status != "completed":
-            log.warning("%s (%s %s, lr %g, seed %s) has status %r: read as is", d, *key, status)
+            log.warning("%s (%s, base %s, %s, lr %g, seed %s) has status %r: read as is", d, *key, status)
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(COLUMNS))
     df = df.sort_values([*KEYS, "step"], kind="mergesort", ignore_index=True)
     out_csv = Path(out_csv)
@@ -250,7 +252,9 @@ def extract(
 
 def read_table(table_csv: str | Path) -> pd.DataFrame:
     """Read a tidy trajectory table written by :func:`extract` (text columns kept as strings)."""
-    df = pd.read_csv(table_csv, dtype={"regime": str, "method": str, "status": str, "quality_metric": str})
+    df = pd.read_csv(
+        table_csv, dtype={"regime": str, "base": str, "method": str, "status": str, "quality_metric": str}
+    )
     for col in OPTIONAL_COLUMNS:
         if col not in df:
             df[col] = float("nan")

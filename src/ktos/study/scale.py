@@ -10,6 +10,15 @@ ordinary least-squares fit over runs,
 with ``K(T)`` the final probe KL (nats) and ``u`` the mean update norm over the last half of training,
 says whether the step (``b_u``) or the size at a given step (``b_p``) carries the climb: each coefficient
 comes with its 95% interval (Student t on the fit's residual degrees of freedom).
+
+Read at the learning rate a user picks instead (third amendment, docs/study.md), the **size law** is a fit over
+cell means, one per base, size and learning rate (the seeds of a cell are not independent samples of the size
+effect: they share one base),
+
+    log mean K(T) = a + b_lr log lr + b_N log params,
+
+and :func:`size_predictions` extrapolates it, with 95% prediction intervals for a new cell mean, to sizes not
+yet trained (:data:`PREDICTED_SIZES`).
 """
 
 from __future__ import annotations
@@ -18,6 +27,18 @@ import numpy as np
 import pandas as pd
 
 from .stats import t_quantile
+
+#: Sizes the size law predicts before they are trained, as parameter counts (ktos.toy.pretrain.SIZES with the
+#: character-level tokenizer; a test checks them against the built models).
+PREDICTED_SIZES: dict[str, int] = {"2.6M": 2_649_344, "21M": 21_031_424, "105M": 104_981_504}
+#: Learning rates of the predictions (the size sweep's lowest and highest).
+PREDICTED_LRS: tuple[float, ...] = (3e-5, 2.7e-4)
+#: Columns of :func:`size_fit` and :func:`size_predictions`.
+FIT_COLUMNS: tuple[str, ...] = ("method", "term", "coef", "se", "low", "high", "n", "r2")
+PREDICTION_COLUMNS: tuple[str, ...] = (
+    "method", "size", "params", "lr", "predicted_final_probe_kl", "low", "high", "n_cells", "fit_params_low",
+    "fit_params_high",
+)  # fmt: skip
 
 #: Columns of :func:`scale_table`.
 SCALE_COLUMNS: tuple[str, ...] = (
@@ -84,3 +105,69 @@ def driver_sentence(fit: pd.DataFrame) -> str:
             f"{int(u['n'])} runs): {reading}"
         )
     return "; ".join(parts) if parts else ""
+
+
+def _ols(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, int, float]:
+    """``(coef, covariance, residual variance, residual dof, R^2)`` of the least-squares fit of ``y`` on ``x``."""
+    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+    resid = y - x @ coef
+    dof = len(y) - x.shape[1]
+    sigma2 = float(resid @ resid) / dof
+    r2 = 1 - float(resid @ resid) / float(((y - y.mean()) ** 2).sum())
+    return coef, sigma2 * np.linalg.inv(x.T @ x), sigma2, dof, r2
+
+
+def _cell_means(scale: pd.DataFrame) -> pd.DataFrame:
+    """The cells of a size sweep (one row per base, size, method and learning rate) usable in the log fit."""
+    if not {"method", "lr", "params", "final_probe_kl"} <= set(scale.columns):
+        return pd.DataFrame(columns=["method", "lr", "params", "final_probe_kl"])
+    ok = scale[(scale["final_probe_kl"] > 0) & (scale["params"] > 0) & (scale["lr"] > 0)]
+    return ok[ok.groupby("method")["params"].transform("nunique") >= 2]
+
+
+def _design(lr: np.ndarray, params: np.ndarray) -> np.ndarray:
+    return np.column_stack([np.ones(len(lr)), np.log(lr), np.log(params)])
+
+
+def size_fit(scale: pd.DataFrame) -> pd.DataFrame:
+    """Per method, the size law over the cell means of :func:`scale_table` (module docstring): each term's
+    coefficient, standard error and 95% interval, ``n`` cells and ``R^2``; empty with fewer than 4 cells or
+    one size."""
+    rows = []
+    for method, grp in _cell_means(scale).groupby("method"):
+        if len(grp) < 4:
+            continue
+        x = _design(grp["lr"].to_numpy(float), grp["params"].to_numpy(float))
+        coef, cov, _, dof, r2 = _ols(x, np.log(grp["final_probe_kl"].to_numpy(float)))
+        t, se = t_quantile(dof), np.sqrt(np.diag(cov))
+        for name, b, s in zip(("intercept", "log_lr", "log_params"), coef, se, strict=True):
+            rows.append({"method": method, "term": name, "coef": b, "se": s, "low": b - t * s, "high": b + t * s,
+                         "n": len(grp), "r2": r2})  # fmt: skip
+    return pd.DataFrame(rows, columns=list(FIT_COLUMNS))
+
+
+def size_predictions(
+    scale: pd.DataFrame, sizes: dict[str, int] = PREDICTED_SIZES, lrs: tuple[float, ...] = PREDICTED_LRS
+) -> pd.DataFrame:
+    """Per method, the size law's prediction of a new cell's mean final probe KL (nats) at each size and learning
+    rate, with its 95% prediction interval: ``exp(x0 b +- t s sqrt(1 + x0 (X'X)^-1 x0'))``, which widens with the
+    distance from the sizes fitted. ``fit_params_low``/``high`` are the smallest and largest size fitted."""
+    rows = []
+    for method, grp in _cell_means(scale).groupby("method"):
+        if len(grp) < 4:
+            continue
+        x = _design(grp["lr"].to_numpy(float), grp["params"].to_numpy(float))
+        coef, cov, sigma2, dof, _ = _ols(x, np.log(grp["final_probe_kl"].to_numpy(float)))
+        t = t_quantile(dof)
+        for size, params in sizes.items():
+            for lr in lrs:
+                x0 = _design(np.array([lr]), np.array([float(params)]))[0]
+                centre = float(x0 @ coef)
+                half = t * float(np.sqrt(sigma2 + x0 @ cov @ x0))
+                rows.append({
+                    "method": method, "size": size, "params": params, "lr": lr,
+                    "predicted_final_probe_kl": np.exp(centre), "low": np.exp(centre - half),
+                    "high": np.exp(centre + half), "n_cells": len(grp), "fit_params_low": grp["params"].min(),
+                    "fit_params_high": grp["params"].max(),
+                })  # fmt: skip
+    return pd.DataFrame(rows, columns=list(PREDICTION_COLUMNS))

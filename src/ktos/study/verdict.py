@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .base_factor import pooled_cells, pooled_paired, pooled_trends, seed_set_table
 from .analysis import (
     Criteria,
     cell_summary,
@@ -28,17 +29,21 @@ from .analysis import (
 from .frontier import checkpoints as trajectory_checkpoints
 from .frontier import early_stopping_table, envelope_table
 from .rundir import read_table
-from .runnames import lr_tag
-from .scale import driver_sentence, drivers, scale_table
+from .runnames import lr_tag, method_label
+from .scale import driver_sentence, drivers, scale_table, size_fit, size_predictions
 from .sentences import (
+    base_paired_sentence,
+    base_trend_sentences,
     claim_below_threshold,
     claim_not_learning_rate,
     contrast_sentence,
     fmt,
     frontier_sentences,
     paired_sentence,
+    prediction_sentences,
     ratio_sentence,
     regime_sentence,
+    seed_set_sentences,
     stability_sentence,
     trend_sentence,
 )
@@ -85,6 +90,28 @@ def headline_verdict(tables: dict[str, pd.DataFrame], regime: str, lr: float, cr
                 + paired_sentence(pd.Series(row._asdict()), " nats" if "kl" in row.metric else "", criteria.margin)
             )
     return [t for t in text if t]
+
+
+def base_verdict(tables: dict[str, pd.DataFrame]) -> list[str]:
+    """The findings of a study over several bases (third amendment): each cell's pooled trend with the per-base
+    verdicts, the pooled paired differences, and the size law fitted over bases."""
+    text = base_trend_sentences(tables["base_trends"], tables["base_cells"])
+    pairs = tables["base_paired"]
+    for metric in ("final_probe_kl", "late_rise", "quality", "late_update_norm"):
+        text += [base_paired_sentence(row) for _, row in pairs[pairs["metric"] == metric].iterrows()]
+    fit = tables["size_fit"]
+    for method, grp in fit.groupby("method"):
+        terms = grp.set_index("term")
+        text.append(
+            f"Size law for {method_label(method)} over {int(terms['n'].iat[0])} base x size x rate cells: log final "
+            f"probe KL rises {fmt(terms.loc['log_lr', 'coef'])} [{fmt(terms.loc['log_lr', 'low'])}, "
+            f"{fmt(terms.loc['log_lr', 'high'])}] per unit log lr and {fmt(terms.loc['log_params', 'coef'])} "
+            f"[{fmt(terms.loc['log_params', 'low'])}, {fmt(terms.loc['log_params', 'high'])}] per unit log parameter "
+            f"count at a fixed lr (R² {fmt(terms['r2'].iat[0])})."
+        )
+    if driver_sentence(tables["drivers"]):
+        text.append("At a fixed update norm: " + driver_sentence(tables["drivers"]) + ".")
+    return text
 
 
 def seeds_per_cell(cells: pd.DataFrame) -> str:
@@ -134,10 +161,11 @@ def checkpoint_table(df: pd.DataFrame, steps: Sequence[int]) -> pd.DataFrame:
     return out.reset_index()
 
 
-def build_tables(
+def _one_base_tables(
     df: pd.DataFrame, *, regime: str | None, lr: float | None, criteria: Criteria, checkpoints: Sequence[int]
 ) -> dict[str, pd.DataFrame]:
-    """Every table of the study from the tidy trajectory table."""
+    """Every per-cell table of a study's runs from one base model (docs/study.md's rules before the third
+    amendment: seeds are the unit)."""
     runs = run_summary(df, criteria)
     tables = {
         "runs": runs,
@@ -152,6 +180,43 @@ def build_tables(
     tables["early_stopping"] = early_stopping_table(cp) if cp is not None and len(cp.methods) > 1 else pd.DataFrame()
     tables["scale"] = scale_table(tables["cells"], runs)
     tables["drivers"] = drivers(runs)
+    return tables
+
+
+def _with_base(table: pd.DataFrame, base: str) -> pd.DataFrame:
+    """``table`` with a first column ``base``."""
+    return table.drop(columns="base", errors="ignore").assign(base=base)[["base", *table.columns.drop("base", errors="ignore")]]
+
+
+def build_tables(
+    df: pd.DataFrame, *, regime: str | None, lr: float | None, criteria: Criteria, checkpoints: Sequence[int]
+) -> dict[str, pd.DataFrame]:
+    """Every table of the study from the tidy trajectory table. Each per-cell table is computed on each base's
+    runs and has a ``base`` column; with two or more bases the pooled tables of
+    :mod:`ktos.study.base_factor` (``base_cells``, ``base_trends``, ``base_paired``) judge each cell over bases
+    and seeds. The size law (``size_fit``, ``size_predictions``) is fitted over every base's cells."""
+    names = sorted(df["base"].dropna().unique())
+    parts = [(name, df[df["base"] == name]) for name in names] or [(None, df)]
+    per_base = [(name, _one_base_tables(part, regime=regime, lr=lr, criteria=criteria, checkpoints=checkpoints))
+                for name, part in parts]  # fmt: skip
+    if names:
+        tables = {
+            key: pd.concat([_with_base(t[key], name) for name, t in per_base if not t[key].empty] or [pd.DataFrame()])
+            for key in per_base[0][1]
+        }
+    else:  # a table from before bases were recorded
+        tables = per_base[0][1]
+    # the runs of every base, with the base from the table (the analyses group by it)
+    tables["drivers"] = drivers(tables["runs"]) if len(names) > 1 else tables["drivers"]
+    tables["size_fit"] = size_fit(tables["scale"])
+    tables["size_predictions"] = size_predictions(tables["scale"])
+    if len(names) > 1:
+        runs = tables["runs"]
+        tables["base_cells"] = pooled_cells(runs)
+        tables["base_trends"] = pooled_trends(runs, tables["cells"], criteria.threshold)
+        tables["base_paired"] = pooled_paired(runs)
+    if criteria.seed_sets:
+        tables["seed_sets"] = seed_set_table(tables["runs"], dict(criteria.seed_sets))
     return tables
 
 
@@ -179,11 +244,15 @@ def write_tables(
         path = out / f"{name}.csv"
         table.to_csv(path, index=False)
         paths.append(path)
-    findings = (
-        search_verdict(tables["cells"], criteria)
-        if set(df["method"]) == {"kto"}
-        else headline_verdict(tables, regime, lr, criteria)
-    )
+    if "base_trends" in tables:
+        findings = base_verdict(tables)
+    elif set(df["method"]) == {"kto"}:
+        findings = search_verdict(tables["cells"], criteria)
+    else:
+        findings = headline_verdict(tables, regime, lr, criteria)
+    if "seed_sets" in tables:
+        findings += seed_set_sentences(tables["seed_sets"])
+    findings += prediction_sentences(tables["size_predictions"])
     text = [
         "# Verdict",
         "",

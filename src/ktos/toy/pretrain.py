@@ -30,7 +30,8 @@ from transformers import (
     get_cosine_with_min_lr_schedule_with_warmup,
 )
 
-from ..provenance import sha256_file
+from ..provenance import sha256_file, weights_sha256
+from .bases import compare_bases, write_checksums
 from .quality import load_items, task_accuracy
 from .tiny import build_tiny_model, build_tiny_tokenizer
 
@@ -180,6 +181,7 @@ def pretrain_base(
     num_threads: int | None = 1,
     device: str | None = None,
     heldout: str | Path | None = None,
+    reference: str | Path | None = None,
 ) -> dict:
     """Pretrain a tiny Llama base model on ``corpus_path`` (one example per line) and save it to ``out_dir``.
 
@@ -200,13 +202,16 @@ def pretrain_base(
 
     ``device``: ``"cpu"``, ``"cuda"``, ... (default: a GPU when there is one); on a GPU the forward pass runs under
     bf16 autocast. ``heldout``: held-out ``{"prompt", "answer"}`` items (a JSONL file or a task dir) on which the
-    trained base model's greedy task accuracy is measured and recorded.
+    trained base model's greedy task accuracy is measured and recorded. ``reference``: a committed base directory
+    this pretraining rebuilds; the log records whether the rebuild equals it bit for bit
+    (:func:`ktos.toy.bases.compare_bases`, which warns when it does not).
 
     Writes the model and tokenizer (``save_pretrained``, loadable by
-    :func:`ktos.models.load_model_and_tokenizer`) and ``pretrain_log.json``, and returns the log:
-    ``losses`` (one per step), ``seconds`` (wall clock of the loop), ``cpu_seconds`` (process CPU time,
+    :func:`ktos.models.load_model_and_tokenizer`), their ``SHA256SUMS`` and ``pretrain_log.json``, and returns the
+    log: ``losses`` (one per step), ``seconds`` (wall clock of the loop), ``cpu_seconds`` (process CPU time,
     all threads), ``steps`` (done), ``params``, ``device``, ``precision``, ``tokens``, ``tokens_per_s``,
-    ``heldout_accuracy`` (or null) and the settings.
+    ``heldout_accuracy`` (or null), ``sha256`` (of the weights), ``reference`` (the comparison, or null) and the
+    settings.
     """
     preset = SIZES[size or "0.09M"]
     steps = preset.steps if steps is None else steps
@@ -250,6 +255,7 @@ def pretrain_base(
     model.to("cpu")
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    write_checksums(out)
     record = {
         "losses": losses,
         "seconds": seconds,
@@ -273,6 +279,8 @@ def pretrain_base(
         "threads": threads,
         "corpus_lines": len(lines),
         "corpus_sha256": sha256_file(corpus_path),
+        "sha256": weights_sha256(out),
+        "reference": compare_bases(out, reference) if reference is not None else None,
     }
     (out / "pretrain_log.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     first, last = losses[: min(5, len(losses))], losses[-min(5, len(losses)) :]
