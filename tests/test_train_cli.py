@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -127,6 +128,9 @@ def test_train_from_yaml_and_flags_writes_run_dir(tiny_model_dir, data_files, tm
     assert info["config"]["max_steps"] == 3  # the flag won over the YAML file
     assert info["config"]["use_cpu"] is True and info["config"]["bf16"] is False
     assert info["versions"]["trl"] == trl.__version__ and "git_revision" in info and info["seed"] == 42
+    # the base it started from, named and checksummed (the SHA-256 of its weights file)
+    weights = hashlib.sha256((tiny_model_dir / "model.safetensors").read_bytes()).hexdigest()
+    assert info["base"] == {"name": tiny_model_dir.name, "name_or_path": str(tiny_model_dir), "sha256": weights}
     assert info["quality"]["metric"] == "preference_accuracy" and 0 <= info["quality"]["value"] <= 1
     rows = read_trajectory(run_dir / "trajectory.jsonl")
     assert [r["step"] for r in rows] == [1, 2, 3]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -21,16 +22,31 @@ import pandas as pd
 import pytest
 import yaml
 
+from ktos.toy.bases import base_name
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 STANDINS = Path(__file__).resolve().parent / "slurm_standins"
-#: What a copy of the workflow needs (the ktos package itself is installed).
-WORKFLOW_FILES = ("workflow", "config", "profiles", ".test")
-#: Run directories of .test/config/config.yaml: study "test", regime "main", both methods, lr 1e-3, seed 0.
-TEST_RUNS = ("results/runs/test/main/kto_lr0.001_seed0", "results/runs/test/main/kto_s_lr0.001_seed0")
+#: What a copy of the workflow needs (the ktos package itself is installed): a checkout's committed bases too.
+WORKFLOW_FILES = ("workflow", "config", "profiles", ".test", "results/reference/bases")
+#: The bases of .test/config/config.yaml: its recipe (every synthetic key it sets but base_seeds) differs from the
+#: committed one, so they are pretrained under a name of their own (ktos.toy.bases.base_name).
+TEST_SYNTHETIC = yaml.safe_load((ROOT / ".test/config/config.yaml").read_text())["synthetic"]
+TEST_BASES = tuple(
+    base_name("0.09M", seed, {k: v for k, v in TEST_SYNTHETIC.items() if k != "base_seeds"})
+    for seed in TEST_SYNTHETIC["base_seeds"]
+)
+#: Run directories of .test/config/config.yaml: study "test", regime "main", each base, both methods, lr 1e-3, seed 0.
+TEST_RUNS = tuple(f"results/runs/test/main/{b}/{m}_lr0.001_seed0" for b in TEST_BASES for m in ("kto", "kto_s"))
 #: Figures and tables a two-method, one-regime table yields.
 FIGURES = ("fig2_kto_kl", "fig3_kto_s_kl", "paired", "companion")
 TABLES = ("verdict.md", "runs.csv", "cells.csv", "paired.csv", "matched_kl.csv", "checkpoints.csv")
+
+
+def runs_of(command: str) -> int:
+    """How many runs a `ktos train` command line names (--run_dirs)."""
+    named = command.split("--run_dirs", 1)[1].split(" --", 1)[0]
+    return len(re.findall(r"_lr[0-9.e+-]+_seed[0-9]+", named))
 
 
 def train_jobs(counts: dict[str, int]) -> int:
@@ -104,7 +120,7 @@ def copy_workflow(dest: Path) -> Path:
     for name in WORKFLOW_FILES:
         src = ROOT / name
         if src.is_dir():
-            shutil.copytree(src, dest / name)
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(src, dest / name)
     return dest
@@ -120,6 +136,7 @@ def repo(tmp_path: Path) -> Path:
 
 
 def test_dry_run_default_config(repo: Path) -> None:
+    """The default trains every run from each of its committed bases (no pretraining), one job per base."""
     result = snakemake(repo, "-n", "-p")
     assert result.returncode == 0, result.stdout
     # A training job names its runs (--run_dirs); each run's name alone sets its method, lr and seed.
@@ -128,37 +145,67 @@ def test_dry_run_default_config(repo: Path) -> None:
         assert "--run_dirs" in command and "--use_kto_s" not in command and "--learning_rate" not in command, command
     counts = job_counts(result.stdout)
     config = yaml.safe_load((repo / "config/config.yaml").read_text())
-    n_runs = len(config["methods"]) * len(config["learning_rates"]) * len(config["seeds"]) * len(config["regimes"])
+    bases = config["synthetic"]["base_seeds"]
+    assert len(bases) >= 5
+    per_base = len(config["methods"]) * len(config["learning_rates"]) * len(config["seeds"]) * len(config["regimes"])
     schema = yaml.safe_load((repo / "workflow/schemas/config.schema.yaml").read_text())["properties"]["resources"]
     per_job = config.get("resources", {}).get("runs_per_job", schema["properties"]["runs_per_job"]["default"])
-    assert train_jobs(counts) == len(commands) == -(-n_runs // per_job)
-    assert sum(c.count("_seed") for c in commands) == n_runs  # every run in exactly one job
-    assert counts["balance"] == len(config["seeds"])  # one batch order per seed
-    for rule in ("synth_data", "pretrain_base", "prepare", "split", "extract_kl", "draw_figures", "write_tables"):
+    assert train_jobs(counts) == len(commands) == len(bases) * -(-per_base // per_job)
+    assert sum(map(runs_of, commands)) == per_base * len(bases)  # every run in exactly one job
+    for seed in bases:
+        committed = repo / f"results/reference/bases/0.09M_seed{seed}"
+        mine = [c for c in commands if f"--model_name_or_path {committed} " in c]
+        assert mine and all(f"results/runs/main/constant_b0.2/0.09M_seed{seed}/kto" in c for c in mine), seed
+    assert "pretrain_base" not in counts  # committed bases are not pretrained again
+    assert counts["balance"] == len(config["seeds"])  # one batch order per seed, shared by the bases
+    for rule in ("synth_data", "prepare", "split", "extract_kl", "draw_figures", "write_tables"):
         assert counts[rule] == 1, rule
 
 
-@pytest.mark.parametrize("study", ["scale", "scale_gpu"])
-def test_dry_run_size_sweeps_pretrain_each_size_once(repo: Path, study: str) -> None:
-    """A size sweep pretrains one base per model_size, with the size's preset, and trains each regime from its own."""
-    config = yaml.safe_load((repo / f"config/{study}.yaml").read_text())
+def test_dry_run_rebuild_pretrains_each_base_and_compares_it(repo: Path, tmp_path: Path) -> None:
+    overlay = write_yaml(tmp_path / "rebuild.yaml", {"synthetic": {"bases": "rebuild", "base_seeds": [0, 3]}})
+    result = snakemake(repo, "-n", "-p", "--configfile", overlay)
+    assert result.returncode == 0, result.stdout
+    assert job_counts(result.stdout)["pretrain_base"] == 2
+    for seed in (0, 3):
+        committed = repo / f"results/reference/bases/0.09M_seed{seed}"
+        line = next(x for x in result.stdout.splitlines() if f"--output results/models/bases/0.09M_seed{seed} " in x)
+        log = f"results/logs/pretrain_base/0.09M_seed{seed}.log"
+        assert f"--size 0.09M --seed {seed} " in line and line.endswith(f"--reference {committed} > {log} 2>&1")
+        assert f"--model_name_or_path results/models/bases/0.09M_seed{seed} " in result.stdout
+
+
+@pytest.mark.parametrize("study", ["scale", "scale_2.6M", "scale_gpu"])
+def test_dry_run_size_sweeps_train_each_size_from_its_bases(repo: Path, study: str) -> None:
+    """A size sweep trains each regime from its size's bases: the committed ones where there are, else bases
+    pretrained here once each, with the size's preset, named for their recipe."""
+    config = yaml.safe_load((repo / "config/config.yaml").read_text()) | yaml.safe_load(
+        (repo / f"config/{study}.yaml").read_text()
+    )  # the study's keys on top of the default's (its sections whole: each sets what it needs)
     result = snakemake(repo, "-n", "-p", "--configfile", f"config/{study}.yaml")
     assert result.returncode == 0, result.stdout
-    sizes = [r["model_size"] for r in config["regimes"]]
-    assert job_counts(result.stdout)["pretrain_base"] == len(set(sizes)) >= 3
+    seeds = config["synthetic"]["base_seeds"]
+    pretrained = 0
     for regime in config["regimes"]:
         size = regime["model_size"]
-        assert f"--output results/models/base_{size} --size {size} " in result.stdout, size
-        trains = [
-            line
-            for line in result.stdout.splitlines()
-            if f"results/runs/{study}/{regime['name']}/" in line and "-m ktos train" in line
-        ]
-        assert trains and all(f"--model_name_or_path results/models/base_{size} " in line for line in trains)
-    n_runs = len(config["seeds"]) * len(config["learning_rates"]) * 2 * len(sizes)
-    assert sum(line.count("_seed") for line in result.stdout.splitlines() if "-m ktos train" in line) == n_runs
-    batch = config.get("synthetic", {}).get("pretrain_batch_size", 64)
-    assert f"--batch-size {batch}" in result.stdout
+        for seed in seeds:
+            base = repo / f"results/reference/bases/{size}_seed{seed}"
+            batch = config["synthetic"].get("pretrain_batch_size", 64)
+            if batch == 64 and (base / "SHA256SUMS").is_file():
+                model = str(base)
+            else:
+                lines = [x for x in result.stdout.splitlines() if f"--size {size} --seed {seed}" in x]
+                assert len(lines) == 1 and f"--batch-size {batch}" in lines[0], (size, seed)
+                model = lines[0].split("--output ")[1].split()[0]
+                assert model.startswith(f"results/models/bases/{size}_seed{seed}"), model
+                pretrained += 1
+            runs = f"results/runs/{study}/{regime['name']}/{Path(model).name}/"
+            trains = [line for line in result.stdout.splitlines() if runs in line and "-m ktos train" in line]
+            assert trains and all(f"--model_name_or_path {model} " in line for line in trains), (size, seed)
+    assert job_counts(result.stdout).get("pretrain_base", 0) == pretrained
+    n_runs = len(config["seeds"]) * len(config["learning_rates"]) * 2 * len(config["regimes"]) * len(seeds)
+    runs = sum(runs_of(line) for line in result.stdout.splitlines() if "-m ktos train" in line)
+    assert runs == n_runs
 
 
 def test_dry_run_step_grid_trains_kto_zero(repo: Path) -> None:
@@ -227,14 +274,19 @@ def test_train_config_files_are_what_ktos_train_parses(repo: Path) -> None:
     from ktos.study.driver import parse_train_args
 
     overlay = write_yaml(
-        repo / "regimes.yaml", {"regimes": [{"name": "main"}, {"name": "long", "max_steps": 8, "beta": 0.05}]}
+        repo / "regimes.yaml",
+        {
+            "regimes": [{"name": "main"}, {"name": "long", "max_steps": 8, "beta": 0.05}],
+            "synthetic": {"base_seeds": [0]},
+        },
     )
     settings = train_configs(repo, ".test/config/config.yaml", overlay)
-    assert sorted(settings) == ["long_0", "main_0"]
+    main, long = (f"{regime}_{TEST_BASES[0]}_0" for regime in ("main", "long"))  # <regime>_<base>_<i>
+    assert sorted(settings) == [long, main]
     config = yaml.safe_load((repo / ".test/config/config.yaml").read_text())
-    for job, regime in (("main_0", {}), ("long_0", {"max_steps": 8, "beta": 0.05})):
+    for job, regime in ((main, {}), (long, {"max_steps": 8, "beta": 0.05})):
         values = settings[job]
-        assert values["regime"] == job.removesuffix("_0") and values["save_strategy"] == "steps"
+        assert values["regime"] == job.split("_")[0] and values["save_strategy"] == "steps"
         assert values["max_steps"] == regime.get("max_steps", config["train"]["max_steps"])
         assert values["heldout"] == "results/data/synthetic/heldout.jsonl" and values["report_to"] == ["tensorboard"]
         assert isinstance(values["beta"], float) and values["beta"] == regime.get("beta", 0.2)
@@ -307,7 +359,7 @@ def test_bad_config_fails_before_any_job(repo: Path, overlay: dict, key: str) ->
     result = snakemake(repo, "--cores", "1", "--configfile", ".test/config/config.yaml", bad)
     assert result.returncode != 0, result.stdout
     assert key in result.stdout, result.stdout
-    assert not (repo / "results").exists()
+    assert [p.name for p in (repo / "results").iterdir()] == ["reference"]  # the committed bases alone
     assert "Select jobs to execute" not in result.stdout and "Job stats" not in result.stdout  # nothing scheduled
 
 

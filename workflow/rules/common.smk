@@ -127,20 +127,35 @@ REFERENCE_DIR = f"results/reference/{config['study']}"
 
 def run_dir(regime, base, method, lr, seed):
     """A run's directory: results/runs/<study>/<regime>/<base name>/<run name> (names: ktos.study.runnames)."""
-    return f"results/runs/{config['study']}/{regime}/{base}/{run_name(method, lr, seed)}"
+    return (
+        f"results/runs/{config['study']}/{regime}/{base}/{run_name(method, lr, seed)}"
+    )
 
 
-SCHEMA = yaml.safe_load((Path(workflow.basedir) / "schemas/config.schema.yaml").read_text())
+SCHEMA = yaml.safe_load(
+    (Path(workflow.basedir) / "schemas/config.schema.yaml").read_text()
+)
 #: Settings of the synthetic data and the pretraining that make a base model, besides its size and seed.
-RECIPE_KEYS = ("seed", "rows", "desirable", "heldout", "pretrain_steps", "pretrain_batch_size", "pretrain_max_seconds")
+RECIPE_KEYS = (
+    "seed",
+    "rows",
+    "desirable",
+    "heldout",
+    "pretrain_steps",
+    "pretrain_batch_size",
+    "pretrain_max_seconds",
+)
 
 
 def base_recipe():
     """The recipe settings that differ from the schema's defaults, with which the committed bases were made
-    (empty for the committed recipe): part of a base's name (ktos.toy.bases.base_name)."""
+    (empty for the committed recipe): part of a base's name (ktos.toy.bases.base_name).
+    """
     defaults = SCHEMA["properties"]["synthetic"]["properties"]
     synthetic = config["synthetic"]
-    return {k: synthetic[k] for k in RECIPE_KEYS if synthetic[k] != defaults[k]["default"]}
+    return {
+        k: synthetic[k] for k in RECIPE_KEYS if synthetic[k] != defaults[k]["default"]
+    }
 
 
 def committed_bases_dir():
@@ -157,14 +172,18 @@ def regime_size(regime):
 def bases(regime):
     """{base name: model} that a regime's runs start from, in synthetic.base_seeds' order: the committed base of
     each name when synthetic.bases is committed and there is one, else the base pretrained here
-    (results/models/bases/<name>); with model.name_or_path set, that model alone (named "model")."""
+    (results/models/bases/<name>); with model.name_or_path set, that model alone (named "model").
+    """
     if config["model"]["name_or_path"] is not None:
         return {"model": config["model"]["name_or_path"]}
     out = {}
     for seed in config["synthetic"]["base_seeds"]:
         name = base_name(regime_size(regime), seed, base_recipe())
         committed = committed_bases_dir() / name
-        use_committed = config["synthetic"]["bases"] == "committed" and (committed / CHECKSUMS_FILE).is_file()
+        use_committed = (
+            config["synthetic"]["bases"] == "committed"
+            and (committed / CHECKSUMS_FILE).is_file()
+        )
         out[name] = str(committed) if use_committed else f"results/models/bases/{name}"
     return out
 
@@ -174,7 +193,9 @@ def pretrained_bases():
     return {
         name: (regime_size(regime), seed)
         for regime in regime_names()
-        for (name, path), seed in zip(bases(regime).items(), config["synthetic"]["base_seeds"])
+        for (name, path), seed in zip(
+            bases(regime).items(), config["synthetic"]["base_seeds"]
+        )
         if path.startswith("results/models/bases/")
     }
 
@@ -185,7 +206,11 @@ PRETRAINED_BASES = pretrained_bases() if config["model"]["name_or_path"] is None
 def reference_flag(wildcards):
     """`--reference DIR` when a committed base of this name exists: the rebuild is compared with it."""
     committed = committed_bases_dir() / wildcards.base
-    return f"--reference {shlex.quote(str(committed))}" if (committed / CHECKSUMS_FILE).is_file() else ""
+    return (
+        f"--reference {shlex.quote(str(committed))}"
+        if (committed / CHECKSUMS_FILE).is_file()
+        else ""
+    )
 
 
 def train_jobs():
@@ -242,7 +267,8 @@ def prepare_source(wildcards, input):
 def train_input(model, runs):
     """Inputs of a training job: each run's seed's balanced copy of the training set (the seed sets the
     batch order: the trainer reads the training set in file order), the eval split, the base model
-    when it is on disk or pretrained here, and the held-out task items of the embedded default."""
+    when it is on disk or pretrained here, and the held-out task items of the embedded default.
+    """
     seeds = sorted({parse_run_name(Path(d).name).seed for d in runs})
     inputs = {
         "train": expand(rules.balance.output.data, seed=seeds),
@@ -362,7 +388,8 @@ def analysis_flags():
     flags += f" --checkpoints {' '.join(str(s) for s in analysis['checkpoints'])}"
     if analysis["seed_sets"]:
         flags += " --seed-sets " + " ".join(
-            shlex.quote(f"{name}={seeds}") for name, seeds in analysis["seed_sets"].items()
+            shlex.quote(f"{name}={seeds}")
+            for name, seeds in analysis["seed_sets"].items()
         )
     if analysis["arms"]:
         flags += " --arms " + " ".join(

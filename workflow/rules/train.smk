@@ -51,7 +51,7 @@ for job, (regime, model, runs) in TRAIN_JOBS.items():
         params:
             launcher=train_launcher(),
             runs=runs,
-            model=model,
+            model=lambda wildcards, input, model=model: input.get("model", model),
             save_model=str(config["keep_models"]).lower(),
             # ktos train replaces {seed} in these with each run's seed (--run_dirs); functions keep it unexpanded
             train_data=lambda wildcards: Path(rules.balance.output.data).parent,

@@ -138,7 +138,8 @@ def pooled_trends(runs: pd.DataFrame, base_cells: pd.DataFrame, threshold: float
             **dict(zip(CELL, cell, strict=True)), "n_bases": len(rise), "late_rise": pooled["mean"],
             "low": pooled["low"], "high": pooled["high"], "final_probe_kl": final_kl,
             "bar": bar(final_kl, threshold), "late_trend": trend,
-            "n_bases_rising": int((mine == "keeps rising").sum()), "n_bases_levelling": int((mine == "levels off").sum()),
+            "n_bases_rising": int((mine == "keeps rising").sum()),
+            "n_bases_levelling": int((mine == "levels off").sum()),
             "n_bases_undecided": int((mine == UNDECIDED).sum()),
         })  # fmt: skip
     return pd.DataFrame(rows, columns=list(TREND_COLUMNS))

@@ -129,7 +129,8 @@ def _model_params(info: dict[str, Any]) -> float:
 def read_run(run_dir: str | Path) -> pd.DataFrame:
     """One run dir (``trajectory.jsonl`` + ``run_info.json``) -> rows of the tidy table.
 
-    Run-level fields (regime, base: the name of the model it started from, method, lr = ``run_info["learning_rate"]``, beta, seed, max_steps, status,
+    Run-level fields (regime, base: the name of the model it started from, method, lr =
+    ``run_info["learning_rate"]``, beta, seed, max_steps, status,
     quality and the base model's quality) are repeated on every row. Without ``run_info.json`` the run
     is still read: status ``"no_run_info"``, regime :data:`DEFAULT_REGIME`, method, lr and seed from the
     directory's run name (an unrecognised name raises ``ValueError``).
@@ -252,9 +253,7 @@ def extract(
 
 def read_table(table_csv: str | Path) -> pd.DataFrame:
     """Read a tidy trajectory table written by :func:`extract` (text columns kept as strings)."""
-    df = pd.read_csv(
-        table_csv, dtype={"regime": str, "base": str, "method": str, "status": str, "quality_metric": str}
-    )
+    df = pd.read_csv(table_csv, dtype={"regime": str, "base": str, "method": str, "status": str, "quality_metric": str})
     for col in OPTIONAL_COLUMNS:
         if col not in df:
             df[col] = float("nan")

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .base_factor import pooled_cells, pooled_paired, pooled_trends, seed_set_table
 from .analysis import (
     Criteria,
     cell_summary,
@@ -26,6 +25,7 @@ from .analysis import (
     paired_table,
     run_summary,
 )
+from .base_factor import pooled_cells, pooled_paired, pooled_trends, seed_set_table
 from .frontier import checkpoints as trajectory_checkpoints
 from .frontier import early_stopping_table, envelope_table
 from .rundir import read_table
@@ -185,7 +185,9 @@ def _one_base_tables(
 
 def _with_base(table: pd.DataFrame, base: str) -> pd.DataFrame:
     """``table`` with a first column ``base``."""
-    return table.drop(columns="base", errors="ignore").assign(base=base)[["base", *table.columns.drop("base", errors="ignore")]]
+    return table.drop(columns="base", errors="ignore").assign(base=base)[
+        ["base", *table.columns.drop("base", errors="ignore")]
+    ]
 
 
 def build_tables(

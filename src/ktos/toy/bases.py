@@ -4,7 +4,8 @@ with a committed copy bit for bit.
 A base model's weights depend on the floating-point kernels of the machine that pretrained it (docs/study.md,
 "Committed bases"), so the study trains from committed bases and treats the base as a random factor: several
 pretraining seeds per size. The base's checksum is the SHA-256 of its weights
-(:func:`ktos.provenance.weights_sha256`), which every run records. Each base lives in a directory named by :func:`base_name`, with a ``SHA256SUMS``
+(:func:`ktos.provenance.weights_sha256`), which every run records. Each base lives in a directory named by
+:func:`base_name`, with a ``SHA256SUMS``
 file (:func:`write_checksums`, the format ``sha256sum -c`` reads) beside its ``pretrain_log.json``.
 
 Standard library at import time, so that the Snakemake workflow can name bases at parse time whatever

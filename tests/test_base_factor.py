@@ -1,0 +1,135 @@
+"""The base model as a random factor (ktos.study.base_factor), the size law (ktos.study.scale) and a study's tables
+and figures over several bases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ktos.study.base_factor import (
+    parse_seed_set,
+    pooled_cells,
+    pooled_paired,
+    pooled_trends,
+    seed_set_table,
+    spread,
+    two_level_bootstrap,
+)
+from ktos.study.scale import PREDICTED_SIZES, size_fit, size_predictions
+
+
+def runs_table(base_means: dict[str, float], *, seeds=range(15, 21), noise=0.1, kto_s_shift=-1.0, seed=0):
+    """run_summary-like rows: on each base, KTO's final KL around the base's mean, KTO-S's the same draw shifted."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for base, mean in base_means.items():
+        for s in seeds:
+            x = mean + noise * rng.standard_normal()
+            for method, value in (("kto", x), ("kto_s", x + kto_s_shift)):
+                rows.append({"regime": "r", "base": base, "method": method, "lr": 2.7e-4, "seed": s,
+                             "status": "completed", "final_probe_kl": value, "late_rise": value / 3,
+                             "quality": 0.5, "late_update_norm": 0.02})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_two_level_bootstrap_sees_the_spread_between_bases() -> None:
+    """Seeds without noise on bases far apart: a seed-only bootstrap would give a zero-width interval."""
+    groups = [np.full(6, m) for m in (1.0, 2.0, 3.0, 4.0, 5.0)]
+    boots = two_level_bootstrap(groups, n_boot=500)
+    assert boots.std() > 0.3 and abs(boots.mean() - 3.0) < 0.2
+    same = two_level_bootstrap([np.full(6, 2.0)] * 5, n_boot=200)
+    assert np.all(same == 2.0)
+
+
+def test_spread_separates_bases_from_seeds() -> None:
+    rng = np.random.default_rng(1)
+    groups = [m + 0.1 * rng.standard_normal(40) for m in (0.0, 1.0, 2.0, 3.0, 4.0)]
+    out = spread(groups)
+    assert out["sd_bases"] == pytest.approx(np.std([g.mean() for g in groups], ddof=1))
+    assert out["sd_seeds"] == pytest.approx(0.1, rel=0.2)
+    assert out["base_share"] > 0.99
+    assert out["low"] < 2.0 < out["high"] and out["t_low"] < out["low"]  # 5 bases: t is the wider
+    assert (out["base_min"], out["base_max"]) == (pytest.approx(groups[0].mean()), pytest.approx(groups[-1].mean()))
+
+
+def test_pooled_paired_pairs_on_base_and_seed() -> None:
+    """KTO-S is 1 nat below KTO on every (base, seed); pairing on the seed alone would mix bases."""
+    runs = runs_table({"a": 2.0, "b": 6.0, "c": 4.0})
+    row = pooled_paired(runs).set_index("metric").loc["final_probe_kl"]
+    assert (
+        row["diff"] == pytest.approx(-1.0) and row["low"] == pytest.approx(-1.0) and row["high"] == pytest.approx(-1.0)
+    )
+    assert (row["n_bases"], row["n_pairs"], row["n_bases_lower"], row["n_pairs_lower"]) == (3, 18, 3, 18)
+    assert row["kto_mean"] == pytest.approx(
+        runs[runs["method"] == "kto"].groupby("base")["final_probe_kl"].mean().mean()
+    )
+
+
+def test_pooled_paired_interval_follows_the_bases() -> None:
+    """A difference that changes sign between bases is undecided, however many seeds agree on each base."""
+    runs = runs_table({"a": 2.0, "b": 2.0, "c": 2.0, "d": 2.0}, noise=0.0)
+    shift = {"a": -1.0, "b": 1.0, "c": -0.8, "d": 1.2}
+    s = runs["method"] == "kto_s"
+    runs.loc[s, "final_probe_kl"] = 2.0 + runs.loc[s, "base"].map(shift)
+    row = pooled_paired(runs).set_index("metric").loc["final_probe_kl"]
+    assert row["low"] < 0 < row["high"] and row["n_bases_lower"] == 2 and row["mde"] > 1.0
+
+
+def test_pooled_cells_and_trends_count_bases() -> None:
+    runs = runs_table({"a": 3.0, "b": 6.0, "c": 9.0}, noise=0.3)
+    cells = pooled_cells(runs)
+    kl = cells[(cells["metric"] == "final_probe_kl") & (cells["method"] == "kto")].iloc[0]
+    assert kl["n_bases"] == 3 and kl["n_runs"] == 18 and kl["mean"] == pytest.approx(6.0, abs=0.3)
+    assert kl["sd_bases"] == pytest.approx(3.0, abs=0.3) and kl["sd_seeds"] < 0.5
+    base_cells = pd.DataFrame({"regime": "r", "method": ["kto"] * 3, "lr": 2.7e-4,
+                               "late_trend": ["keeps rising", "keeps rising", "levels off"]})  # fmt: skip
+    trends = pooled_trends(runs, base_cells, threshold=0.1).set_index("method")
+    assert trends.loc["kto", "late_trend"] == "keeps rising"  # a rise of a third of the final KL, on every base
+    assert (trends.loc["kto", "n_bases_rising"], trends.loc["kto", "n_bases_levelling"]) == (2, 1)
+
+
+def test_seed_sets_compare_on_one_base() -> None:
+    assert parse_seed_set("3-5,9") == [3, 4, 5, 9]
+    runs = runs_table({"a": 2.0}, seeds=list(range(3, 13)) + list(range(15, 21)), noise=0.05)
+    later = runs["seed"] >= 15
+    runs.loc[later, "late_rise"] += 1.0
+    table = seed_set_table(runs, {"grid": "3-12", "headline": "15-20"})
+    rise = table[(table["metric"] == "late_rise") & (table["method"] == "kto")].iloc[0]
+    assert (rise["n_a"], rise["n_b"]) == (10, 6) and rise["diff"] == pytest.approx(1.0, abs=0.1)
+    assert rise["welch_p"] < 1e-4
+    kl = table[(table["metric"] == "final_probe_kl") & (table["method"] == "kto")].iloc[0]
+    assert kl["welch_p"] > 1e-3
+
+
+def test_size_law_recovers_a_noiseless_law_and_predicts_it() -> None:
+    grid = [(a, b) for a in (3e-5, 9e-5, 2.7e-4) for b in (1e5, 3e5, 1e6)]
+    noise = [0.01, -0.01, 0.0, 0.02, -0.02, 0.01, 0.0, -0.01, 0.01]
+    cells = pd.DataFrame([{"method": "kto", "lr": lr, "params": n, "final_probe_kl": 50 * lr**0.5 * n**0.25 * (1 + e)}
+                          for (lr, n), e in zip(grid, noise, strict=True)])  # fmt: skip
+    fit = size_fit(cells).set_index("term")
+    assert fit.loc["log_lr", "coef"] == pytest.approx(0.5, abs=0.05)
+    assert fit.loc["log_params", "coef"] == pytest.approx(0.25, abs=0.05)
+    pred = size_predictions(cells).set_index(["size", "lr"])
+    for size, n in PREDICTED_SIZES.items():
+        for lr in (3e-5, 2.7e-4):
+            row = pred.loc[(size, lr)]
+            truth = 50 * lr**0.5 * n**0.25
+            assert row["low"] < truth < row["high"]
+            assert row["predicted_final_probe_kl"] == pytest.approx(truth, rel=0.2)
+    width = pred["high"] / pred["low"]
+    assert width.loc["105M"].min() > width.loc["2.6M"].max()  # further from the data, wider
+
+
+def test_predicted_sizes_are_the_presets_parameter_counts() -> None:
+    from ktos.toy.pretrain import SIZES
+    from ktos.toy.tiny import build_tiny_model, build_tiny_tokenizer
+
+    tokenizer = build_tiny_tokenizer()
+    for name in ("2.6M", "21M"):
+        size = SIZES[name]
+        model = build_tiny_model(tokenizer, hidden_size=size.hidden_size, num_layers=size.num_layers,
+                                 num_heads=size.num_heads, seed=0)  # fmt: skip
+        assert sum(p.numel() for p in model.parameters()) == PREDICTED_SIZES[name]
+    h, layers = SIZES["105M"].hidden_size, SIZES["105M"].num_layers  # too big to build in a fast test: count it
+    assert len(tokenizer) * h + layers * (10 * h * h + 2 * h) + h == PREDICTED_SIZES["105M"]
