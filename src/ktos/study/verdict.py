@@ -203,7 +203,9 @@ def build_tables(
                 for name, part in parts]  # fmt: skip
     if names:
         tables = {
-            key: pd.concat([_with_base(t[key], name) for name, t in per_base if not t[key].empty] or [pd.DataFrame()])
+            key: pd.concat(
+                [_with_base(t[key], name) for name, t in per_base if not t[key].empty] or [per_base[0][1][key]]
+            )
             for key in per_base[0][1]
         }
     else:  # a table from before bases were recorded
