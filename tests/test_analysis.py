@@ -40,7 +40,8 @@ def info(method: str, seed: int, status: str = "completed", **kw) -> dict:
         "learning_rate": 1e-4, "seed": seed, "status": status, "diverged_at_step": None,
         "config": {"max_steps": 150, "learning_rate": 1e-4}, "versions": {}, "git_revision": None,
         "elapsed_s": 1.0, "quality": {"metric": "task_accuracy", "value": 0.5 + seed / 10, "n": 200},
-        "base_quality": {"metric": "task_accuracy", "value": 0.45, "n": 200}, **kw,
+        "base_quality": {"metric": "task_accuracy", "value": 0.45, "n": 200},
+        "base": {"name": "0.09M_seed0", "name_or_path": "bases/0.09M_seed0", "sha256": "ab" * 32}, **kw,
     }  # fmt: skip
 
 
@@ -51,6 +52,18 @@ def record(step: int, kl: float, **kw) -> dict:
         "rewards/rejected": -0.1 * step, "rewards/margins": 0.2 * step, "logps/chosen": -10.0,
         "logps/rejected": -12.0, "learning_rate": 1e-4, "grad_norm": 1.0, "elapsed_s": float(step), **kw,
     }  # fmt: skip
+
+
+def test_extract_keeps_the_same_run_on_two_bases_apart(tmp_path: Path) -> None:
+    """The same method, lr and seed from two bases are two runs; from one base twice, an error."""
+    base = {"name": "0.09M_seed1", "name_or_path": "x", "sha256": None}
+    one = write_run(tmp_path / "runs/0.09M_seed0/a", [record(1, 0.1)], info("kto", 0))
+    two = write_run(tmp_path / "runs/0.09M_seed1/a", [record(1, 0.2)], info("kto", 0, base=base))
+    df = rundir.extract([one, two], tmp_path / "kl.csv")
+    assert df["base"].tolist() == ["0.09M_seed0", "0.09M_seed1"] and df["kl"].tolist() == [0.1, 0.2]
+    again = write_run(tmp_path / "runs/again/a", [record(1, 0.3)], info("kto", 0))
+    with pytest.raises(ValueError, match="are both"):
+        rundir.extract([one, again], tmp_path / "kl2.csv")
 
 
 def test_extract_and_read_table_round_trip(tmp_path: Path) -> None:
@@ -73,7 +86,7 @@ def test_extract_and_read_table_round_trip(tmp_path: Path) -> None:
     assert back[["method", "seed", "step"]].values.tolist() == [
         ["kto", 0, 1], ["kto", 0, 2], ["kto", 0, 3], ["kto_s", 1, 1], ["kto_s", 1, 2],
     ]  # fmt: skip
-    assert (back["regime"] == "constant_s150_b0.2").all()
+    assert (back["regime"] == "constant_s150_b0.2").all() and (back["base"] == "0.09M_seed0").all()
     assert (back["max_steps"] == 150).all()  # from run_info's config
     assert (back["base_quality"] == 0.45).all()  # from run_info's base_quality
     assert (back["lr"] == 1e-4).all() and (back["beta"] == 0.2).all()
@@ -124,7 +137,7 @@ def test_extract_expands_parent_dirs_and_rejects_duplicate_runs(tmp_path: Path) 
     write_run(tmp_path / "runs" / "c", [record(1, 0.1)], info("kto", 0, regime="sgd"))  # same run, other regime
     assert len(rundir.extract([tmp_path / "runs"], tmp_path / "t.csv")) == 3
     write_run(tmp_path / "runs" / "d", [record(1, 0.1)], info("kto", 0))
-    with pytest.raises(ValueError, match="both regime=constant_s150_b0.2, method=kto"):
+    with pytest.raises(ValueError, match="both regime=constant_s150_b0.2, base=0.09M_seed0, method=kto"):
         rundir.extract([tmp_path / "runs"], tmp_path / "t.csv")
 
 
@@ -484,7 +497,7 @@ def test_headline_cell_none_when_nothing_runs_away() -> None:
 
 TABLE_FILES = [
     "runs.csv", "cells.csv", "paired.csv", "matched_kl.csv", "checkpoints.csv", "kl_ratio.csv", "envelope.csv",
-    "early_stopping.csv", "scale.csv", "drivers.csv", "verdict.md",
+    "early_stopping.csv", "scale.csv", "drivers.csv", "size_fit.csv", "size_predictions.csv", "verdict.md",
 ]  # fmt: skip
 
 

@@ -133,3 +133,36 @@ def test_predicted_sizes_are_the_presets_parameter_counts() -> None:
         assert sum(p.numel() for p in model.parameters()) == PREDICTED_SIZES[name]
     h, layers = SIZES["105M"].hidden_size, SIZES["105M"].num_layers  # too big to build in a fast test: count it
     assert len(tokenizer) * h + layers * (10 * h * h + 2 * h) + h == PREDICTED_SIZES["105M"]
+
+
+def tidy_table(bases=("0.09M_seed0", "0.09M_seed1", "0.09M_seed2"), seeds=(15, 16), steps=range(1, 41)) -> pd.DataFrame:
+    """A tidy trajectory table (ktos.study.rundir.COLUMNS) of the headline cell on several bases."""
+    from ktos.study.rundir import COLUMNS
+
+    rows = []
+    for i, base in enumerate(bases):
+        for method, slope in (("kto", 0.1), ("kto_s", 0.06)):
+            for seed in seeds:
+                for step in steps:
+                    kl = slope * (i + 1) * step**0.8 + 0.01 * seed
+                    rows.append({"regime": "r", "base": base, "method": method, "lr": 2.7e-4, "beta": 0.2, "seed": seed,
+                                 "max_steps": max(steps), "step": step, "kl": kl, "probe_kl": kl, "probe_kl_se": 0.01,
+                                 "status": "completed", "base_quality": 0.6, "quality": 0.5})  # fmt: skip
+    return pd.DataFrame(rows).reindex(columns=list(COLUMNS))
+
+
+def test_figures_over_bases_draw_one_panel_per_base(tmp_path) -> None:
+    from ktos.study.analysis import Criteria
+    from ktos.study.base_figures import draw_kl_figures_by_base, flatten_bases
+    from ktos.study.figures import draw_all
+
+    df = tidy_table()
+    fig2, fig3 = draw_kl_figures_by_base(df, regime="r", lr=2.7e-4, criteria=Criteria(), checkpoints=(5, 10))
+    for fig in (fig2, fig3):
+        assert [ax.get_title().split("\n")[0] for ax in fig.axes] == ["0.09M_seed0", "0.09M_seed1", "0.09M_seed2"]
+        assert fig.axes[0].get_ylim() == fig.axes[2].get_ylim()  # shared: the bases compare at a glance
+    flat = flatten_bases(df)
+    assert flat.groupby(["method", "seed"]).ngroups == 2 * 6  # each (base, seed) its own paired unit
+    df.to_csv(tmp_path / "t.csv", index=False)
+    names = {p.name for p in draw_all(tmp_path / "t.csv", tmp_path / "figs", regime="r", lr=2.7e-4)}
+    assert {"fig2_kto_kl.png", "fig3_kto_s_kl.png", "paired.png"} <= names and "envelope.png" not in names

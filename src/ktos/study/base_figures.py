@@ -1,0 +1,89 @@
+"""Figures of a study over several base models: Figures 2 and 3 with one panel per base, and the runs of every base
+as one set of paired runs for the other figures of :mod:`ktos.study.figures`.
+
+KL is the held-out probe KL (sequence-level nats); bands are Student-t 95% intervals over a base's seeds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib as mpl
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+
+from .analysis import Criteria
+from .figure_style import DOUBLE, KL_LABEL, PALETTE, STEP_LABEL, styled, t_band
+from .runnames import METHOD_LABELS, lr_tag
+
+
+def _headline_rows(df: pd.DataFrame, regime: str, lr: float) -> pd.DataFrame:
+    """The headline cell's non-diverged rows with a probe KL, and a ``Method`` column as papers write it."""
+    cell = df[(df["regime"] == regime) & np.isclose(df["lr"], lr) & (df["status"] != "diverged")]
+    cell = cell[np.isfinite(cell["probe_kl"].astype(float))]
+    return cell.assign(Method=cell["method"].map(METHOD_LABELS))
+
+
+@styled
+def draw_kl_figures_by_base(
+    df: pd.DataFrame, *, regime: str, lr: float, criteria: Criteria, checkpoints: Sequence[int]
+) -> tuple[Figure, Figure]:
+    """Figures 2 (KTO) and 3 (KTO-S) of the headline cell over several bases: one panel per base (its seeds thin,
+    its mean with a 95% t-band over its seeds; in Figure 3 KTO's mean on the same base), the pooled mean over bases
+    (mean of base means) dashed in every panel, the threshold; all panels of both figures share the y-limits."""
+    cell = _headline_rows(df, regime, lr)
+    bases = sorted(cell["base"].dropna().unique())
+    top = max([float(cell["probe_kl"].max()) if len(cell) else 0.0, criteria.threshold]) * 1.05
+    bottom = min(float(cell["probe_kl"].min()) if len(cell) else 0.0, 0.0)
+    steps = int(cell["max_steps"].max()) if len(cell) else 1
+    beta = cell["beta"].iloc[0] if len(cell) else float("nan")
+    figs = []
+    for number, method in ((2, "KTO"), (3, "KTO-S")):
+        mine = cell[cell["Method"] == method]
+        pooled = mine.groupby(["base", "step"])["probe_kl"].mean().groupby("step").mean()
+        fig = Figure(figsize=(DOUBLE, 2.6))
+        axes = fig.subplots(1, max(1, len(bases)), sharey=True, squeeze=False)[0]
+        fig.subplots_adjust(left=0.08, right=0.99, bottom=0.3, top=0.78, wspace=0.08)
+        for ax, base in zip(axes, bases, strict=False):
+            here = mine[mine["base"] == base]
+            if here.empty:
+                ax.text(0.5, 0.5, f"no {method} runs", transform=ax.transAxes, ha="center")
+            else:
+                sns.lineplot(data=here, x="step", y="probe_kl", units="seed", estimator=None, color=PALETTE[method],
+                             lw=0.5, alpha=0.35, ax=ax, legend=False)  # fmt: skip
+                sns.lineplot(data=here, x="step", y="probe_kl", errorbar=t_band, color=PALETTE[method], ax=ax,
+                             label="base mean ± 95% t-interval over its seeds")  # fmt: skip
+            if method == "KTO-S":
+                kto = cell[(cell["Method"] == "KTO") & (cell["base"] == base)].groupby("step")["probe_kl"].mean()
+                ax.plot(
+                    kto.index, kto.values, color="grey", alpha=0.6, lw=1.2, label="KTO's mean on this base (Fig. 2)"
+                )
+            ax.plot(pooled.index, pooled.values, ls="--", color="black", lw=0.9, label="mean over bases")
+            ax.axhline(criteria.threshold, ls=":", color="grey", lw=0.8, label=f"threshold {criteria.threshold:g}")
+            accuracy = here["base_quality"].dropna()
+            ax.set_title(base + (f"\nbase accuracy {accuracy.iat[0]:.3g}" if len(accuracy) else ""), fontsize=7)
+            ax.set(xlim=(0, steps * 1.02), ylim=(bottom, top), xlabel=STEP_LABEL, ylabel=KL_LABEL)
+            ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(3))
+        handles, labels = axes[0].get_legend_handles_labels()
+        for ax in axes:
+            if ax.get_legend() is not None:
+                ax.get_legend().remove()
+        fig.legend(handles, labels, loc="lower center", ncols=3, bbox_to_anchor=(0.5, 0.0))
+        seeds = mine.groupby("base")["seed"].nunique()
+        runs = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()} to {seeds.max()}"
+        fig.suptitle(f"Figure {number}: {method}, held-out probe KL per step on each of {len(bases)} bases "
+                     f"({runs} seeds each): {regime}, lr {lr_tag(lr)}, β {beta:g}", fontsize=8.5)  # fmt: skip
+        figs.append(fig)
+    return figs[0], figs[1]
+
+
+def flatten_bases(df: pd.DataFrame) -> pd.DataFrame:
+    """A table over several bases as one set of paired runs: each (base, seed) gets its own ``seed`` number
+    (``1000 * base index + seed``), so that the methods stay paired on it; one base is returned as it is."""
+    bases = sorted(df["base"].dropna().unique())
+    if len(bases) < 2:
+        return df
+    index = df["base"].map({b: i for i, b in enumerate(bases)})
+    return df.assign(seed=df["seed"] + 1000 * index, base=None)
