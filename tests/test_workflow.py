@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from ktos.provenance import weights_sha256
 from ktos.toy.bases import base_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -288,7 +289,8 @@ def test_train_config_files_are_what_ktos_train_parses(repo: Path) -> None:
         values = settings[job]
         assert values["regime"] == job.split("_")[0] and values["save_strategy"] == "steps"
         assert values["max_steps"] == regime.get("max_steps", config["train"]["max_steps"])
-        assert values["heldout"] == "results/data/synthetic/heldout.jsonl" and values["report_to"] == ["tensorboard"]
+        assert values["heldout"].endswith("/synthetic/heldout.jsonl") and values["report_to"] == ["tensorboard"]
+        assert values["heldout"].startswith("results/data/d")  # .test's data differ: a directory of their own
         assert isinstance(values["beta"], float) and values["beta"] == regime.get("beta", 0.2)
         path = repo / f"results/train_configs/test/{job}.yaml"
         model, run, data, train = parse_train_args(
@@ -390,8 +392,8 @@ def check_outputs(repo: Path) -> None:
         assert (repo / f"results/studies/test/tables/{name}").stat().st_size > 0, name
     table = pd.read_csv(repo / "results/studies/test/trajectories.csv.gz")
     max_steps = yaml.safe_load((repo / ".test/config/config.yaml").read_text())["train"]["max_steps"]
-    assert sorted(table["method"].unique()) == ["kto", "kto_s"]
-    assert len(table) == 2 * max_steps
+    assert sorted(table["method"].unique()) == ["kto", "kto_s"] and sorted(table["base"].unique()) == list(TEST_BASES)
+    assert len(table) == 2 * len(TEST_BASES) * max_steps
     assert set(table["status"]) == {"completed"}
 
 
@@ -405,15 +407,18 @@ def test_end_to_end_test_config_saves_no_weights_unless_kept(
     assert result.returncode == 0, result.stdout
     print(f"end-to-end run of .test/config/config.yaml: {seconds:.1f} s")
     check_outputs(repo)
-    assert (repo / "results/models/base_0.09M/config.json").exists(), "the embedded base model is a kept output"
+    for base in TEST_BASES:
+        assert (repo / f"results/models/bases/{base}/config.json").exists(), "the embedded bases are kept outputs"
+        assert (repo / f"results/benchmarks/train/test/main_{base}_0.tsv").exists()  # one job trained its runs
     for run in TEST_RUNS:
         info = json.loads((repo / f"{run}/run_info.json").read_text())
+        base = repo / "results/models/bases" / Path(run).parent.name
+        assert info["base"]["name"] == base.name and info["base"]["sha256"] == weights_sha256(base)
         assert info["status"] == "completed" and info["quality"]["metric"] == "task_accuracy"
         assert info["config"]["use_kto_s"] is Path(run).name.startswith("kto_s_")
         assert info["regime"] == "main" and info["git_revision"]
         assert list((repo / run).rglob("events.out.tfevents.*")), "train.report_to: tensorboard wrote no event file"
         assert not (repo / f"{run}/model").exists(), "run weights are not kept by default"
-    assert (repo / "results/benchmarks/train/test/main_0.tsv").exists()  # one job trained both runs
 
     again = snakemake(repo, "-n", "--configfile", ".test/config/config.yaml")
     assert "Nothing to be done" in again.stdout, again.stdout
@@ -421,6 +426,21 @@ def test_end_to_end_test_config_saves_no_weights_unless_kept(
     report = snakemake(repo, "--configfile", ".test/config/config.yaml", "--report", "report.html")
     assert report.returncode == 0, report.stdout
     assert (repo / "report.html").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_a_test_run_leaves_the_default_study_as_planned(
+    study: tuple[Path, subprocess.CompletedProcess, float], tmp_path: Path
+) -> None:
+    """Studies own their inputs: after the .test run (other data, other bases) the default's dry run plans
+    exactly what it plans in a fresh copy, and no "Params have changed"."""
+    repo, result, _ = study
+    assert result.returncode == 0, result.stdout
+    fresh = snakemake(copy_workflow(tmp_path / "fresh"), "-n")
+    after = snakemake(repo, "-n")
+    assert fresh.returncode == after.returncode == 0, after.stdout
+    assert job_counts(after.stdout) == job_counts(fresh.stdout)
+    assert "Params have changed" not in after.stdout and "Code has changed" not in after.stdout
 
 
 @pytest.mark.slow
@@ -470,7 +490,7 @@ def test_slurm_profile_with_standins(study: tuple[Path, subprocess.CompletedProc
         rule = argv[argv.index("--comment") + 1].split("_wildcards_")[0].removeprefix("rule_")
         by_rule.setdefault("train" if rule.startswith("train_") else rule, []).append(argv)
     assert sorted(by_rule) == ["draw_figures", "extract_kl", "pretrain_base", "train", "write_tables"]
-    assert len(by_rule["train"]) == 1  # both runs in one job
+    assert len(by_rule["train"]) == len(TEST_BASES)  # one job per base, its two runs in it
     train = by_rule["train"][0]
     assert "--gpus=4" in train and "--cpus-per-gpu=2" in train, train
     assert not any(a.startswith(("--ntasks", "--nodes")) for a in train), train  # SLURM's default: one task
@@ -493,7 +513,7 @@ def test_killed_training_resumes_from_checkpoint(
 ) -> None:
     """Kill the workflow once a training run has written a checkpoint; a rerun resumes and finishes it."""
     repo = repo_with_data(study[0], tmp_path / "repo")
-    run_dir = repo / "results/runs/test/main/kto_s_lr0.001_seed0"
+    run_dir = repo / f"results/runs/test/main/{TEST_BASES[0]}/kto_s_lr0.001_seed0"
     overlay = write_yaml(repo / "resume.yaml", {"methods": ["kto_s"], "train": {"max_steps": 40, "save_steps": 4}})
     args = (
         "--cores",
@@ -529,7 +549,7 @@ def test_killed_training_resumes_from_checkpoint(
     assert snakemake(repo, "--unlock", *args).returncode == 0
     rerun = snakemake(repo, "--rerun-incomplete", *args)
     assert rerun.returncode == 0, rerun.stdout
-    log = (repo / "results/logs/train/test/main_0.log").read_text()
+    log = (repo / f"results/logs/train/test/main_{TEST_BASES[0]}_0.log").read_text()
     assert "resuming from" in log, log
     info = json.loads((run_dir / "run_info.json").read_text())
     assert info["status"] == "completed" and info["resumed_from"], info

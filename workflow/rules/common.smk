@@ -3,6 +3,8 @@
 Nothing here does work: these functions only name files and render `ktos` flags and settings.
 """
 
+import hashlib
+import json
 import re
 import shlex
 from pathlib import Path
@@ -16,6 +18,10 @@ from ktos.sources import looks_like_path
 from ktos.study.runnames import lr_tag, parse_run_name, run_name
 from ktos.toy.bases import CHECKSUMS_FILE, base_name
 
+#: The config's JSON schema, with each key's one default.
+SCHEMA = yaml.safe_load(
+    (Path(workflow.basedir) / "schemas/config.schema.yaml").read_text()
+)
 #: Data source that makes the workflow write the embedded synthetic task (`ktos synth-data`).
 SYNTHETIC = "synthetic"
 #: Origins of a trajectory table that figures are drawn from: this workflow's runs
@@ -121,6 +127,36 @@ def output_dir(key):
     return lambda wildcards, output: Path(output[key]).parent
 
 
+#: Settings that make the prepared, split and balanced data (the synthetic task's included).
+DATA_KEYS = {
+    "data": ("source", "split", "eval_fraction", "seed"),
+    "synthetic": ("seed", "rows", "desirable", "heldout"),
+    "balance": ("strategy",),
+    "train": ("per_device_train_batch_size",),
+}
+
+
+def data_tag():
+    """The data's directory name under results/data: "default" for the schema's defaults, else "d" and the first 8
+    hex digits of the SHA-256 of the settings that differ, so that two configs whose data differ never share
+    (and never overwrite) it, and two whose data agree do."""
+    changed = {}
+    for section, keys in DATA_KEYS.items():
+        defaults = SCHEMA["properties"][section]["properties"]
+        for key in keys:
+            if config[section][key] != defaults[key].get("default"):
+                changed[f"{section}.{key}"] = config[section][key]
+    if not changed:
+        return "default"
+    return (
+        "d"
+        + hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:8]
+    )
+
+
+DATA_TAG = data_tag()
+DATA = f"results/data/{DATA_TAG}"
+
 STUDY_DIR = f"results/studies/{config['study']}"
 REFERENCE_DIR = f"results/reference/{config['study']}"
 
@@ -132,9 +168,6 @@ def run_dir(regime, base, method, lr, seed):
     )
 
 
-SCHEMA = yaml.safe_load(
-    (Path(workflow.basedir) / "schemas/config.schema.yaml").read_text()
-)
 #: Settings of the synthetic data and the pretraining that make a base model, besides its size and seed.
 RECIPE_KEYS = (
     "seed",
@@ -298,9 +331,7 @@ def cli_flags(mapping):
 #: parsed as the float field it is).
 NUMBER_SETTINGS = {
     key
-    for key, spec in yaml.safe_load(
-        (Path(workflow.basedir) / "schemas/config.schema.yaml").read_text()
-    )["properties"]["train"]["properties"].items()
+    for key, spec in SCHEMA["properties"]["train"]["properties"].items()
     if spec.get("type") == "number"
 }
 

@@ -1,13 +1,13 @@
 rule synth_data:
     output:
-        data="results/data/synthetic/data.jsonl",
-        manifest="results/data/synthetic/manifest.json",
-        heldout="results/data/synthetic/heldout.jsonl",
-        corpus="results/data/synthetic/corpus.txt",
+        data=f"{DATA}/synthetic/data.jsonl",
+        manifest=f"{DATA}/synthetic/manifest.json",
+        heldout=f"{DATA}/synthetic/heldout.jsonl",
+        corpus=f"{DATA}/synthetic/corpus.txt",
     log:
-        "results/logs/synth_data.log",
+        f"results/logs/{DATA_TAG}/synth_data.log",
     benchmark:
-        "results/benchmarks/synth_data.tsv"
+        f"results/benchmarks/{DATA_TAG}/synth_data.tsv"
     conda:
         "../envs/train.yaml"
     params:
@@ -58,12 +58,12 @@ rule prepare:
     input:
         unpack(prepare_input),
     output:
-        data="results/data/prepared/data.jsonl",
-        manifest="results/data/prepared/manifest.json",
+        data=f"{DATA}/prepared/data.jsonl",
+        manifest=f"{DATA}/prepared/manifest.json",
     log:
-        "results/logs/prepare.log",
+        f"results/logs/{DATA_TAG}/prepare.log",
     benchmark:
-        "results/benchmarks/prepare.tsv"
+        f"results/benchmarks/{DATA_TAG}/prepare.tsv"
     conda:
         "../envs/train.yaml"
     params:
@@ -80,15 +80,15 @@ rule split:
         data=rules.prepare.output.data,
         manifest=rules.prepare.output.manifest,
     output:
-        train="results/data/split/train/data.jsonl",
-        train_manifest="results/data/split/train/manifest.json",
-        eval="results/data/split/eval/data.jsonl",
-        eval_manifest="results/data/split/eval/manifest.json",
-        manifest="results/data/split/manifest.json",
+        train=f"{DATA}/split/train/data.jsonl",
+        train_manifest=f"{DATA}/split/train/manifest.json",
+        eval=f"{DATA}/split/eval/data.jsonl",
+        eval_manifest=f"{DATA}/split/eval/manifest.json",
+        manifest=f"{DATA}/split/manifest.json",
     log:
-        "results/logs/split.log",
+        f"results/logs/{DATA_TAG}/split.log",
     benchmark:
-        "results/benchmarks/split.tsv"
+        f"results/benchmarks/{DATA_TAG}/split.tsv"
     conda:
         "../envs/train.yaml"
     params:
@@ -106,12 +106,12 @@ rule balance:
         data=rules.split.output.train,
         manifest=rules.split.output.train_manifest,
     output:
-        data="results/data/balanced/seed{seed}/data.jsonl",
-        manifest="results/data/balanced/seed{seed}/manifest.json",
+        data=f"{DATA}/balanced/seed{{seed}}/data.jsonl",
+        manifest=f"{DATA}/balanced/seed{{seed}}/manifest.json",
     log:
-        "results/logs/balance_seed{seed}.log",
+        f"results/logs/{DATA_TAG}/balance_seed{{seed}}.log",
     benchmark:
-        "results/benchmarks/balance_seed{seed}.tsv"
+        f"results/benchmarks/{DATA_TAG}/balance_seed{{seed}}.tsv"
     conda:
         "../envs/train.yaml"
     params:
