@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ktos.provenance import weights_sha256
-from ktos.toy.bases import base_name, compare_bases, manifest, verify_checksums, write_checksums
+from ktos.toy.bases import MAX_FILE_BYTES, base_name, compare_bases, manifest, verify_checksums, write_checksums
 from ktos.toy.pretrain import pretrain_base
 from ktos.toy.task import synth_data
 
@@ -55,7 +55,7 @@ def test_committed_bases_match_their_checksums_and_the_manifest() -> None:
     assert dirs, f"no committed bases under {COMMITTED}"
     for d in dirs:
         assert verify_checksums(d) == [], d
-        assert (d / "model.safetensors").stat().st_size > 0
+        assert weights_sha256(d) is not None
     with open(COMMITTED / "bases.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     expected = manifest(COMMITTED)
@@ -77,8 +77,21 @@ def test_committed_bases_are_the_amendments_bases_and_small() -> None:
         assert BAND[0] <= row["heldout_accuracy"] <= BAND[1], row["name"]
         assert row["name"] == base_name(row["size"], row["seed"])
         assert (row["steps"], row["batch_size"], row["device"], row["precision"]) == (3000, 64, "cpu", "fp32")
-    total = sum(p.stat().st_size for p in COMMITTED.rglob("*") if p.is_file())
-    assert total <= 40e6, f"committed bases take {total / 1e6:.1f} MB"
+    files = [p for p in COMMITTED.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) <= 40e6, "committed bases take over 40 MB"
+    assert max(p.stat().st_size for p in files) <= MAX_FILE_BYTES  # bigger weights go in shards
+
+
+def test_sharded_bases_record_the_checksum_of_their_unsharded_weights(tmp_path: Path) -> None:
+    """A base stored in shards names the SHA-256 its unsharded weights file had (what runs from it recorded):
+    its tensors saved again unsharded must give exactly that file."""
+    from transformers import AutoModelForCausalLM
+
+    sharded = [d for d in committed_dirs() if (d / "model.safetensors.index.json").is_file()]
+    assert sharded, "no committed base is stored in shards: the check would pass vacuously"
+    for d in sharded:
+        AutoModelForCausalLM.from_pretrained(d).save_pretrained(tmp_path / d.name)
+        assert weights_sha256(tmp_path / d.name) == weights_sha256(d) == (d / "weights.sha256").read_text().strip()
 
 
 def test_committed_bases_were_pretrained_on_the_default_corpus(tmp_path: Path) -> None:

@@ -29,13 +29,19 @@ def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
 
 #: The weights file of a model saved by ``save_pretrained`` (unsharded), whose SHA-256 names those weights.
 WEIGHTS_FILE = "model.safetensors"
+#: Beside weights stored in shards: the SHA-256 the unsharded :data:`WEIGHTS_FILE` of the same tensors has.
+UNSHARDED_SHA256_FILE = "weights.sha256"
 
 
 def weights_sha256(model_dir: str | Path) -> str | None:
-    """The SHA-256 of ``model_dir``'s :data:`WEIGHTS_FILE` (``None`` when there is none: a hub id, sharded or
-    ``.bin`` weights)."""
-    weights = Path(model_dir).expanduser() / WEIGHTS_FILE
-    return sha256_file(weights) if weights.is_file() else None
+    """The SHA-256 of ``model_dir``'s :data:`WEIGHTS_FILE`; for weights stored in shards, the one recorded in
+    :data:`UNSHARDED_SHA256_FILE` (``ktos.toy.bases.shard_base`` writes it, and a test saves the shards' tensors
+    unsharded again to check it); ``None`` otherwise (a hub id, ``.bin`` weights)."""
+    model_dir = Path(model_dir).expanduser()
+    if (model_dir / WEIGHTS_FILE).is_file():
+        return sha256_file(model_dir / WEIGHTS_FILE)
+    recorded = model_dir / UNSHARDED_SHA256_FILE
+    return recorded.read_text().strip() if recorded.is_file() else None
 
 
 def base_model_record(name_or_path: str) -> dict[str, str | None]:

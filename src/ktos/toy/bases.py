@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..provenance import WEIGHTS_FILE, sha256_file, weights_sha256
+from ..provenance import UNSHARDED_SHA256_FILE, WEIGHTS_FILE, sha256_file, weights_sha256
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,36 @@ def verify_checksums(model_dir: str | Path) -> list[str]:
     return bad
 
 
+#: The largest file of a committed base: bigger weights are stored in shards (:func:`shard_base`).
+MAX_FILE_BYTES = 6_000_000
+
+
+def shard_base(model_dir: str | Path, max_shard_size: int = MAX_FILE_BYTES) -> list[Path]:
+    """Store ``model_dir``'s weights in shards of at most ``max_shard_size`` bytes (``save_pretrained``'s
+    ``model-0000k-of-0000n.safetensors`` and their index), recording in :data:`UNSHARDED_SHA256_FILE` the SHA-256
+    of the unsharded file, the checksum runs from this base record; rewrites ``SHA256SUMS``. Returns the shards."""
+    from transformers import AutoModelForCausalLM
+
+    model_dir = Path(model_dir)
+    unsharded = sha256_file(model_dir / WEIGHTS_FILE)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    (model_dir / WEIGHTS_FILE).unlink()
+    model.save_pretrained(model_dir, max_shard_size=max_shard_size)
+    (model_dir / UNSHARDED_SHA256_FILE).write_text(unsharded + "\n")
+    write_checksums(model_dir)
+    return sorted(model_dir.glob("model-*-of-*.safetensors"))
+
+
+def _tensors(model_dir: Path) -> dict[str, Any]:
+    """Every tensor of a saved model, from its one weights file or its shards."""
+    from safetensors.torch import load_file
+
+    files = (
+        [model_dir / WEIGHTS_FILE] if (model_dir / WEIGHTS_FILE).is_file() else model_dir.glob("model-*.safetensors")
+    )
+    return {name: tensor for path in files for name, tensor in load_file(path).items()}
+
+
 def compare_bases(rebuilt: str | Path, reference: str | Path) -> dict[str, Any]:
     """How a rebuilt base compares with a reference (committed) one: both weights' SHA-256, ``identical`` (the
     weights files equal bit for bit), ``max_abs_diff`` (the largest absolute difference of any parameter; 0 when
@@ -78,9 +108,7 @@ def compare_bases(rebuilt: str | Path, reference: str | Path) -> dict[str, Any]:
     identical = mine == theirs
     max_abs_diff = 0.0
     if not identical and mine is not None:
-        from safetensors.torch import load_file
-
-        a, b = load_file(rebuilt / WEIGHTS_FILE), load_file(reference / WEIGHTS_FILE)
+        a, b = _tensors(rebuilt), _tensors(reference)
         if a.keys() != b.keys() or any(a[k].shape != b[k].shape for k in a):
             max_abs_diff = float("inf")
         else:
