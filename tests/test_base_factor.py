@@ -166,3 +166,25 @@ def test_figures_over_bases_draw_one_panel_per_base(tmp_path) -> None:
     df.to_csv(tmp_path / "t.csv", index=False)
     names = {p.name for p in draw_all(tmp_path / "t.csv", tmp_path / "figs", regime="r", lr=2.7e-4)}
     assert {"fig2_kto_kl.png", "fig3_kto_s_kl.png", "paired.png"} <= names and "envelope.png" not in names
+
+
+def test_predictions_are_checked_against_the_cells_they_predict() -> None:
+    from ktos.study.scale import check_predictions
+
+    predictions = pd.DataFrame([
+        {"method": "kto", "size": "2.6M", "params": 2_649_344, "lr": 3e-5, "predicted_final_probe_kl": 5.0, "low": 3.0,
+         "high": 8.0},
+        {"method": "kto", "size": "2.6M", "params": 2_649_344, "lr": 2.7e-4, "predicted_final_probe_kl": 15.0,
+         "low": 8.0, "high": 29.0},
+        {"method": "kto", "size": "21M", "params": 21_031_424, "lr": 3e-5, "predicted_final_probe_kl": 9.0, "low": 4.0,
+         "high": 21.0},
+    ])  # fmt: skip
+    scale = pd.DataFrame([  # the tables print 6 significant digits: 2649340.0
+        {"method": "kto", "params": 2649340.0, "lr": 3e-5, "final_probe_kl": 6.0, "n": 6},
+        {"method": "kto", "params": 2649340.0, "lr": 3e-5, "final_probe_kl": 7.0, "n": 6},
+        {"method": "kto", "params": 2649340.0, "lr": 2.7e-4, "final_probe_kl": 30.0, "n": 6},
+    ])  # fmt: skip
+    check = check_predictions(scale, predictions).set_index("lr")
+    assert len(check) == 2  # 21M was not trained
+    assert check.loc[3e-5, "observed_final_probe_kl"] == 6.5 and check.loc[3e-5, "n_bases"] == 2
+    assert check.loc[3e-5, "holds"] and not check.loc[2.7e-4, "holds"]

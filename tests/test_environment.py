@@ -345,6 +345,6 @@ def test_the_librarys_analysis_defaults_are_the_schemas() -> None:
     analysis = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())["properties"]["analysis"]
     defaults = {key: spec["default"] for key, spec in analysis["properties"].items()}
     criteria = Criteria()
-    fields = ("threshold", "window", "margin", "phase_end", "beta", "search_steps", "arms", "seed_sets")
+    fields = ("threshold", "window", "margin", "phase_end", "beta", "search_steps", "arms", "seed_sets", "predictions")
     assert {key: getattr(criteria, key) for key in fields} == {key: defaults[key] for key in fields}
     assert set(defaults) - set(fields) == {"checkpoints", "table"}, "a new analysis key: give Criteria its field"

@@ -133,6 +133,7 @@ def _stage_commands(sub: argparse._SubParsersAction) -> None:
             "--seed-sets", nargs="+", action=KeyValues, metavar="NAME=SEEDS",
             help="two seed sets (3-12 or 3,5,7) compared on each base: base against seed",
         )  # fmt: skip
+        p.add_argument("--predictions", help="a size_predictions.csv made before these runs, to compare them with")
 
 
 def _run_stage(args: argparse.Namespace) -> Any:

@@ -417,6 +417,11 @@ def analysis_flags():
         }
     )
     flags += f" --checkpoints {' '.join(str(s) for s in analysis['checkpoints'])}"
+    if analysis["predictions"]:
+        predictions = Path(analysis["predictions"])
+        if not predictions.is_absolute():
+            predictions = Path(workflow.basedir).parent / predictions
+        flags += f" --predictions {shlex.quote(str(predictions))}"
     if analysis["seed_sets"]:
         flags += " --seed-sets " + " ".join(
             shlex.quote(f"{name}={seeds}")

@@ -66,6 +66,7 @@ class Criteria:
         search_steps: the run length (optimizer steps) whose cells the headline rule picks from.
         arms: the mechanism arms: regime name -> what it changes, for the verdict's sentences.
         seed_sets: two named seed sets (``"3-12"``) compared on each base (base against seed).
+        predictions: a ``size_predictions.csv`` made before this study's runs, to compare them with.
     """
 
     threshold: float = 0.1
@@ -76,6 +77,7 @@ class Criteria:
     search_steps: int = 150
     arms: Mapping[str, str] = field(default_factory=dict)
     seed_sets: Mapping[str, str] = field(default_factory=dict)
+    predictions: str | None = None
 
 
 def _value_at(steps: np.ndarray, values: np.ndarray, step: float) -> float:

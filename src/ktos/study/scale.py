@@ -171,3 +171,34 @@ def size_predictions(
                     "fit_params_high": grp["params"].max(),
                 })  # fmt: skip
     return pd.DataFrame(rows, columns=list(PREDICTION_COLUMNS))
+
+
+#: Columns of :func:`check_predictions`.
+CHECK_COLUMNS: tuple[str, ...] = (
+    "method", "size", "params", "lr", "predicted_final_probe_kl", "low", "high", "observed_final_probe_kl",
+    "observed_low", "observed_high", "n_bases", "n_runs", "holds",
+)  # fmt: skip
+
+
+def check_predictions(scale: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame:
+    """Predicted against observed: for each predicted cell (method, parameter count, learning rate) that the
+    sweep trained, the observed mean final probe KL (the mean of its bases' cell means) with the range of the base
+    means, and whether it lies inside the 95% prediction interval (``holds``)."""
+    rows = []
+    for pred in predictions.itertuples(index=False):
+        here = scale[
+            (scale["method"] == pred.method)
+            & np.isclose(scale["params"], pred.params, rtol=1e-5)
+            & np.isclose(scale["lr"], pred.lr)
+        ]  # fmt: skip  (tables print 6 significant digits)
+        if here.empty:
+            continue
+        observed = float(here["final_probe_kl"].mean())
+        rows.append({
+            "method": pred.method, "size": pred.size, "params": pred.params, "lr": pred.lr,
+            "predicted_final_probe_kl": pred.predicted_final_probe_kl, "low": pred.low, "high": pred.high,
+            "observed_final_probe_kl": observed, "observed_low": float(here["final_probe_kl"].min()),
+            "observed_high": float(here["final_probe_kl"].max()), "n_bases": len(here), "n_runs": int(here["n"].sum()),
+            "holds": bool(pred.low <= observed <= pred.high),
+        })  # fmt: skip
+    return pd.DataFrame(rows, columns=list(CHECK_COLUMNS))

@@ -344,3 +344,14 @@ def prediction_sentences(predictions: pd.DataFrame) -> list[str]:
             f"{fmt(grp['fit_params_high'].iat[0] / 1e6)}M): final probe KL " + " and ".join(parts) + "."
         )
     return text
+
+
+def observed_sentences(check: pd.DataFrame) -> list[str]:
+    """Each prediction made before the runs against what they gave."""
+    return [
+        f"Predicted before the runs, {method_label(r.method)} at {r.size}, lr {lr_tag(r.lr)}: final probe KL "
+        f"{fmt(r.predicted_final_probe_kl)} [{fmt(r.low)}, {fmt(r.high)}] nats; observed "
+        f"{fmt(r.observed_final_probe_kl)} (base means {fmt(r.observed_low)} to {fmt(r.observed_high)}, "
+        f"{r.n_bases} base(s), {r.n_runs} runs): the prediction {'holds' if r.holds else 'fails'}."
+        for r in check.itertuples(index=False)
+    ]

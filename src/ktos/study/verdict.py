@@ -30,7 +30,7 @@ from .frontier import checkpoints as trajectory_checkpoints
 from .frontier import early_stopping_table, envelope_table
 from .rundir import read_table
 from .runnames import lr_tag, method_label
-from .scale import driver_sentence, drivers, scale_table, size_fit, size_predictions
+from .scale import check_predictions, driver_sentence, drivers, scale_table, size_fit, size_predictions
 from .sentences import (
     base_paired_sentence,
     base_trend_sentences,
@@ -39,6 +39,7 @@ from .sentences import (
     contrast_sentence,
     fmt,
     frontier_sentences,
+    observed_sentences,
     paired_sentence,
     prediction_sentences,
     ratio_sentence,
@@ -221,6 +222,8 @@ def build_tables(
         tables["base_paired"] = pooled_paired(runs)
     if criteria.seed_sets:
         tables["seed_sets"] = seed_set_table(tables["runs"], dict(criteria.seed_sets))
+    if criteria.predictions:
+        tables["predictions_observed"] = check_predictions(tables["scale"], pd.read_csv(criteria.predictions))
     return tables
 
 
@@ -257,6 +260,8 @@ def write_tables(
     if "seed_sets" in tables:
         findings += seed_set_sentences(tables["seed_sets"])
     findings += prediction_sentences(tables["size_predictions"])
+    if "predictions_observed" in tables:
+        findings += observed_sentences(tables["predictions_observed"])
     text = [
         "# Verdict",
         "",
