@@ -246,7 +246,9 @@ def test_kto_mode_equals_trl_batch_by_batch(tiny_model_dir, primed_model_dir, tm
         assert {"kl"} <= metrics_a.keys() <= metrics_b.keys()
         for key, value in metrics_a.items():
             assert value == pytest.approx(metrics_b[key], rel=1e-4, abs=1e-5), key
-    assert max(t._metrics["train"]["kl"][-1] for t in (ours,)) >= 0
+    # the primed model puts more mass on every completion, mismatched pairs included: the KL reference point is
+    # above zero (clamped at 0, so a broken estimate would read 0), where KTO and KTO-S differ
+    assert ours._metrics["train"]["kl"][-1] > 0.01
 
 
 @pytest.mark.skipif(not compat.KTO_LOSS_HOOK, reason="TRL >= 1.6 has no kto_loss to compare with")
