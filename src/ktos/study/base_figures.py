@@ -14,7 +14,8 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from .analysis import Criteria
+from .analysis import Criteria, cell_summary, run_summary
+from .base_factor import pooled_trends
 from .figure_style import DOUBLE, KL_LABEL, PALETTE, STEP_LABEL, styled, t_band
 from .runnames import METHOD_LABELS, lr_tag
 
@@ -87,3 +88,15 @@ def flatten_bases(df: pd.DataFrame) -> pd.DataFrame:
         return df
     index = df["base"].map({b: i for i, b in enumerate(bases)})
     return df.assign(seed=df["seed"] + 1000 * index, base=None)
+
+
+def pooled_trend_cells(table: pd.DataFrame, cells: pd.DataFrame, criteria: Criteria) -> pd.DataFrame:
+    """``cells`` (of the runs of every base as one set) with each cell's ``late_trend`` replaced by its verdict over
+    bases (:func:`ktos.study.base_factor.pooled_trends`), so that a figure marks what the tables say."""
+    runs = run_summary(table, criteria)
+    per_base = pd.concat(
+        [cell_summary(table[table["base"] == b], runs[runs["base"] == b], criteria) for b in runs["base"].unique()]
+    )
+    trends = pooled_trends(runs, per_base, criteria.threshold).set_index(["regime", "method", "lr"])["late_trend"]
+    keys = pd.MultiIndex.from_frame(cells[["regime", "method", "lr"]])
+    return cells.assign(late_trend=trends.reindex(keys).fillna(cells["late_trend"]).to_numpy())

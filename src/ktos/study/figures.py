@@ -44,7 +44,7 @@ from matplotlib.figure import Figure
 
 from ..losses import gradient_weight
 from .analysis import Criteria, cell_summary, headline, paired_table, run_summary
-from .base_figures import draw_kl_figures_by_base, flatten_bases
+from .base_figures import draw_kl_figures_by_base, flatten_bases, pooled_trend_cells
 from .figure_style import DOUBLE, KL_LABEL, PALETTE, SINGLE, STEP_LABEL, Z0_GRID, save, styled, t_band
 from .frontier import checkpoints as trajectory_checkpoints
 from .frontier import envelope_table
@@ -371,7 +371,7 @@ def draw_all(
         else None,
         "frontier": draw_frontier(runs, cells, regime=regime),
         "paired_regimes": draw_paired_regimes(pairs),
-        "scale": draw_scale(scale_table(cells, runs)),
+        "scale": draw_scale(scale_table(pooled_trend_cells(table, cells, criteria) if several else cells, runs)),
         # over several bases an envelope of (base, seed) means mixes starting points; the tables give one per base
         "envelope": None if several else _envelope(df, regime),
     }

@@ -306,6 +306,8 @@ def base_paired_sentence(row: pd.Series) -> str:
         call = "KTO-S is lower"
     else:
         call = "the data do not decide"
+    if (row["low"] > 0 or row["high"] < 0) and row["t_low"] <= 0 <= row["t_high"]:
+        call += f" by the bootstrap, though the t-interval over the {row['n_bases']} base means includes 0"
     return (
         f"{row['regime']} at lr {lr_tag(row['lr'])}, {label}, KTO-S minus KTO over {row['n_bases']} bases "
         f"({row['n_pairs']} paired seeds): {fmt(row['diff'])}{unit} [{fmt(row['low'])}, {fmt(row['high'])}] "
