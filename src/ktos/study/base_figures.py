@@ -11,12 +11,11 @@ from collections.abc import Sequence
 import matplotlib as mpl
 import numpy as np
 import pandas as pd
-import seaborn as sns
 from matplotlib.figure import Figure
 
 from .analysis import Criteria, cell_summary, run_summary
 from .base_factor import pooled_trends
-from .figure_style import DOUBLE, KL_LABEL, PALETTE, STEP_LABEL, styled, t_band
+from .figure_style import DOUBLE, KL_LABEL, PALETTE, STEP_LABEL, seeds_and_mean, styled
 from .runnames import METHOD_LABELS, lr_tag
 
 
@@ -52,10 +51,7 @@ def draw_kl_figures_by_base(
             if here.empty:
                 ax.text(0.5, 0.5, f"no {method} runs", transform=ax.transAxes, ha="center")
             else:
-                sns.lineplot(data=here, x="step", y="probe_kl", units="seed", estimator=None, color=PALETTE[method],
-                             lw=0.5, alpha=0.35, ax=ax, legend=False)  # fmt: skip
-                sns.lineplot(data=here, x="step", y="probe_kl", errorbar=t_band, color=PALETTE[method], ax=ax,
-                             label="base mean ± 95% t-interval over its seeds")  # fmt: skip
+                seeds_and_mean(ax, here, PALETTE[method], "base mean ± 95% t-interval over its seeds")
             if method == "KTO-S":
                 kto = cell[(cell["Method"] == "KTO") & (cell["base"] == base)].groupby("step")["probe_kl"].mean()
                 ax.plot(

@@ -15,6 +15,8 @@ from typing import Any, ParamSpec, TypeVar
 import matplotlib as mpl
 import numpy as np
 import pandas as pd
+import seaborn as sns
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .stats import t_interval
@@ -77,3 +79,10 @@ def save(fig: Figure, out_dir: str | Path, name: str) -> list[Path]:
         fig.savefig(png, dpi=150, metadata={"Software": None})
         fig.savefig(pdf, metadata={"CreationDate": None, "ModDate": None})
     return [png, pdf]
+
+
+def seeds_and_mean(ax: Axes, runs: pd.DataFrame, color: str, label: str) -> None:
+    """Each seed's probe KL per step as a thin line, and their mean with its 95% t-band (:func:`t_band`)."""
+    sns.lineplot(data=runs, x="step", y="probe_kl", units="seed", estimator=None, color=color, lw=0.5, alpha=0.35,
+                 ax=ax, legend=False)  # fmt: skip
+    sns.lineplot(data=runs, x="step", y="probe_kl", errorbar=t_band, color=color, ax=ax, label=label)

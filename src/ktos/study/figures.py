@@ -45,7 +45,7 @@ from matplotlib.figure import Figure
 from ..losses import gradient_weight
 from .analysis import Criteria, cell_summary, headline, paired_table, run_summary
 from .base_figures import draw_kl_figures_by_base, flatten_bases, pooled_trend_cells
-from .figure_style import DOUBLE, KL_LABEL, PALETTE, SINGLE, STEP_LABEL, Z0_GRID, save, styled, t_band
+from .figure_style import DOUBLE, KL_LABEL, PALETTE, SINGLE, STEP_LABEL, Z0_GRID, save, seeds_and_mean, styled, t_band
 from .frontier import checkpoints as trajectory_checkpoints
 from .frontier import envelope_table
 from .readings_figures import draw_envelope, draw_scale
@@ -96,10 +96,7 @@ def draw_kl_figures(
         if mine.empty:
             ax.text(0.5, 0.5, f"no {method} runs in this cell", transform=ax.transAxes, ha="center")
         else:
-            sns.lineplot(data=mine, x="step", y="probe_kl", units="seed", estimator=None, color=PALETTE[method],
-                         lw=0.5, alpha=0.35, ax=ax, legend=False)  # fmt: skip
-            sns.lineplot(data=mine, x="step", y="probe_kl", errorbar=t_band, color=PALETTE[method], ax=ax,
-                         label="mean ± 95% t-interval")  # fmt: skip
+            seeds_and_mean(ax, mine, PALETTE[method], "mean ± 95% t-interval")
         logged = cell[cell["Method"] == method].groupby("step")["kl"].mean()
         ax.plot(logged.index, logged.values, ls=":", lw=0.7, color=PALETTE[method], alpha=0.6,
                 label="logged kl (mean)")  # fmt: skip

@@ -23,6 +23,8 @@ yet trained (:data:`PREDICTED_SIZES`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pandas as pd
 
@@ -129,16 +131,21 @@ def _design(lr: np.ndarray, params: np.ndarray) -> np.ndarray:
     return np.column_stack([np.ones(len(lr)), np.log(lr), np.log(params)])
 
 
+def _size_laws(scale: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame, np.ndarray, np.ndarray, float, int, float]]:
+    """Per method with at least 4 usable cells: ``(method, cells, coef, covariance, residual variance, dof, R^2)``
+    of the size law's least-squares fit."""
+    for method, grp in _cell_means(scale).groupby("method"):
+        if len(grp) >= 4:
+            x = _design(grp["lr"].to_numpy(float), grp["params"].to_numpy(float))
+            yield (str(method), grp, *_ols(x, np.log(grp["final_probe_kl"].to_numpy(float))))
+
+
 def size_fit(scale: pd.DataFrame) -> pd.DataFrame:
     """Per method, the size law over the cell means of :func:`scale_table` (module docstring): each term's
     coefficient, standard error and 95% interval, ``n`` cells and ``R^2``; empty with fewer than 4 cells or
     one size."""
     rows = []
-    for method, grp in _cell_means(scale).groupby("method"):
-        if len(grp) < 4:
-            continue
-        x = _design(grp["lr"].to_numpy(float), grp["params"].to_numpy(float))
-        coef, cov, _, dof, r2 = _ols(x, np.log(grp["final_probe_kl"].to_numpy(float)))
+    for method, grp, coef, cov, _, dof, r2 in _size_laws(scale):
         t, se = t_quantile(dof), np.sqrt(np.diag(cov))
         for name, b, s in zip(("intercept", "log_lr", "log_params"), coef, se, strict=True):
             rows.append({"method": method, "term": name, "coef": b, "se": s, "low": b - t * s, "high": b + t * s,
@@ -153,11 +160,7 @@ def size_predictions(
     rate, with its 95% prediction interval: ``exp(x0 b +- t s sqrt(1 + x0 (X'X)^-1 x0'))``, which widens with the
     distance from the sizes fitted. ``fit_params_low``/``high`` are the smallest and largest size fitted."""
     rows = []
-    for method, grp in _cell_means(scale).groupby("method"):
-        if len(grp) < 4:
-            continue
-        x = _design(grp["lr"].to_numpy(float), grp["params"].to_numpy(float))
-        coef, cov, sigma2, dof, _ = _ols(x, np.log(grp["final_probe_kl"].to_numpy(float)))
+    for method, grp, coef, cov, sigma2, dof, _ in _size_laws(scale):
         t = t_quantile(dof)
         for size, params in sizes.items():
             for lr in lrs:
