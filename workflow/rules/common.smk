@@ -162,10 +162,15 @@ REFERENCE_DIR = f"results/reference/{config['study']}"
 
 
 def run_dir(regime, base, method, lr, seed):
-    """A run's directory: results/runs/<study>/<regime>/<base name>/<run name> (names: ktos.study.runnames)."""
-    return (
-        f"results/runs/{config['study']}/{regime}/{base}/{run_name(method, lr, seed)}"
-    )
+    """A run's directory: results/runs/<study>/<regime>/<base name>/<run name> (names: ktos.study.runnames); with
+    a configured model (base None) results/runs/<study>/<regime>/<run name>."""
+    parts = [
+        config["study"],
+        regime,
+        *([base] if base else []),
+        run_name(method, lr, seed),
+    ]
+    return "results/runs/" + "/".join(parts)
 
 
 #: Settings of the synthetic data and the pretraining that make a base model, besides its size and seed.
@@ -205,10 +210,10 @@ def regime_size(regime):
 def bases(regime):
     """{base name: model} that a regime's runs start from, in synthetic.base_seeds' order: the committed base of
     each name when synthetic.bases is committed and there is one, else the base pretrained here
-    (results/models/bases/<name>); with model.name_or_path set, that model alone (named "model").
+    (results/models/bases/<name>); with model.name_or_path set, that model alone (under the name None).
     """
     if config["model"]["name_or_path"] is not None:
-        return {"model": config["model"]["name_or_path"]}
+        return {None: config["model"]["name_or_path"]}
     out = {}
     for seed in config["synthetic"]["base_seeds"]:
         name = base_name(regime_size(regime), seed, base_recipe())
@@ -263,7 +268,7 @@ def train_jobs():
             bounds = [
                 round(i * len(runs) / n_jobs) for i in range(n_jobs + 1)
             ]  # contiguous: a seed's runs together
-            prefix = regime if base == "model" else f"{regime}_{base}"
+            prefix = f"{regime}_{base}" if base else regime
             for i in range(n_jobs):
                 jobs[f"{prefix}_{i}"] = (regime, model, runs[bounds[i] : bounds[i + 1]])
     return jobs
