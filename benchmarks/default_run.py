@@ -43,9 +43,14 @@ WAYS: dict[str, list[str]] = {
     "fused": ["--gradient_checkpointing", "true", "--fuse_forward_passes", "true"],
     "jobs": [],
     "jobs_compiled": ["--torch_compile", "true"],
+    # where the time goes: the jobs without the step-wise task accuracy (a step past the end), then without the probe
+    "no_step_accuracy": ["--quality_steps", "100000"],
+    "steps_only": ["--quality_steps", "100000", "--kl_probe_size", "0"],
 }
 #: The ``before`` way: the ratios are its time over each way's.
 BASELINE = "before"
+#: The base the runs start from: the default study's first committed base.
+BASE = "results/reference/bases/0.09M_seed0"
 
 
 def job_settings(root: Path) -> Path:
@@ -57,14 +62,15 @@ def job_settings(root: Path) -> Path:
     return found[0]
 
 
-def run_argv(root: Path, out: Path, *, seed: int, steps: int, extra: list[str]) -> list[str]:
+def run_argv(root: Path, data: Path, out: Path, *, seed: int, steps: int, extra: list[str]) -> list[str]:
     """``ktos train`` arguments of one default KTO-S run into ``out``: the jobs' settings file, the paths and
     run-name settings a job adds, then the flags ``extra`` (flags win over the file)."""
-    train_dir = root / f"results/data/balanced/seed{seed}"
+    train_dir = data / f"balanced/seed{seed}"
     return [
         "--config", str(job_settings(root)), "--output_dir", str(out),
-        "--model_name_or_path", str(root / "results/models/base_0.09M"),
-        "--train_data", str(train_dir), "--eval_data", str(root / "results/data/split/eval"),
+        "--model_name_or_path", str(root / BASE),
+        "--train_data", str(train_dir), "--eval_data", str(data / "split/eval"), "--heldout",
+        str(data / "synthetic/heldout.jsonl"),
         "--weights_from", str(train_dir / "manifest.json"), "--save_model", "false",
         "--use_kto_s", "true", "--reference_point", "kl", "--learning_rate", "0.00027", "--seed", str(seed),
         "--max_steps", str(steps), *extra,
@@ -87,6 +93,8 @@ def largest_differences(a: list[dict], b: list[dict]) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default=".", help="directory holding results/ of the default pipeline")
+    parser.add_argument("--data", help="its data directory (default: ROOT/results/data/default)")
+    parser.add_argument("--ways", default=",".join(WAYS), help="comma-separated ways to time (the baseline always)")
     parser.add_argument("--out", default="results/benchmarks/default_run")
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--repeats", type=int, default=3)
@@ -96,21 +104,23 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
     root = Path(args.root)
-    if not (root / "results/models/base_0.09M").is_dir():
-        raise SystemExit(f"{root}/results/models/base_0.09M not found: run `snakemake --cores 2` first")
-    seconds: dict[str, list[float]] = {way: [] for way in WAYS}
-    differences: dict[str, list[dict[str, float]]] = {way: [] for way in WAYS}
-    names = list(WAYS)
+    data = Path(args.data) if args.data else root / "results/data/default"
+    if not (data / "split/eval").is_dir():
+        raise SystemExit(f"{data}/split/eval not found: run `snakemake --cores 2` first")
+    names = [BASELINE, *[w for w in args.ways.split(",") if w != BASELINE]]
+    seconds: dict[str, list[float]] = {way: [] for way in names}
+    differences: dict[str, list[dict[str, float]]] = {way: [] for way in names}
     for repeat in range(args.repeats):
         rows = {}
         for way in names[repeat % len(names) :] + names[: repeat % len(names)]:
-            argv = run_argv(root, Path(args.out) / f"{way}{repeat}", seed=args.seed, steps=args.steps, extra=WAYS[way])
+            out = Path(args.out) / f"{way}{repeat}"
+            argv = run_argv(root, data, out, seed=args.seed, steps=args.steps, extra=WAYS[way])
             elapsed, rows[way] = one_run(argv)
             seconds[way].append(elapsed)
         for way in names:
-            differences[way].append(largest_differences(rows["jobs"], rows[way]))
+            differences[way].append(largest_differences(rows.get("jobs", rows[BASELINE]), rows[way]))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.steps} steps, {args.repeats} repeats")
-    print(f"settings: {job_settings(root)}, plus each way's flags: {WAYS}")
+    print(f"settings: {job_settings(root)}, plus each way's flags: { {w: WAYS[w] for w in names} }")
     print("| way | median s per run | runs (s) | before / way | largest difference to the jobs' (loss, kl, probe_kl) |")
     print("|---|---|---|---|---|")
     base = statistics.median(seconds[BASELINE])

@@ -68,8 +68,8 @@ def percent(share: float) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="results/data/balanced/seed15", help="a training set (ktos data dir)")
-    parser.add_argument("--model", default="results/models/base_0.09M", help="its tokenizer's model")
+    parser.add_argument("--data", default="results/data/default/balanced/seed15", help="a training set (ktos data dir)")
+    parser.add_argument("--model", default="results/reference/bases/0.09M_seed0", help="its tokenizer's model")
     parser.add_argument("--batch", type=int, default=8, help="per-device batch (the embedded default's)")
     parser.add_argument("--max-length", type=int, default=1024, help="TRL's max_length")
     parser.add_argument("--window", type=int, default=8, help="batches a bucketing sampler may reorder together")

@@ -58,9 +58,9 @@ def run(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base", default="results/models/base")
-    parser.add_argument("--train", default="results/data/balanced/seed0")
-    parser.add_argument("--eval", default="results/data/split/eval")
+    parser.add_argument("--base", default="results/reference/bases/0.09M_seed0")
+    parser.add_argument("--train", default="results/data/default/balanced/seed15")
+    parser.add_argument("--eval", default="results/data/default/split/eval")
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
