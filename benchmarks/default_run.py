@@ -87,7 +87,10 @@ def one_run(argv: list[str]) -> tuple[float, list[dict]]:
 def largest_differences(a: list[dict], b: list[dict]) -> dict[str, float]:
     """Largest absolute difference per key between two trajectories, step by step."""
     keys = ("loss", "kl", "probe_kl")
-    return {k: max(abs(x[k] - y[k]) for x, y in zip(a, b, strict=True) if k in x and k in y) for k in keys}
+    return {
+        k: max((abs(x[k] - y[k]) for x, y in zip(a, b, strict=True) if k in x and k in y), default=float("nan"))
+        for k in keys
+    }  # fmt: skip  (NaN: a way that does not measure the key)
 
 
 def main() -> None:
