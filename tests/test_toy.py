@@ -208,3 +208,4 @@ def test_task_accuracy_halves_are_the_even_and_odd_items(task_dir: Path, tiny_ba
     ]
     result = task_accuracy(model, tokenizer, mixed, batch_size=5)
     assert (result["value"], result["value_val"], result["value_test"]) == (0.5, 1.0, 0.0)
+    assert result["correct"] == "10" * 6  # each item's outcome, in order, across the batches

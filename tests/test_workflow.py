@@ -415,6 +415,8 @@ def test_end_to_end_test_config_saves_no_weights_unless_kept(
         base = repo / "results/models/bases" / Path(run).parent.name
         assert info["base"]["name"] == base.name and info["base"]["sha256"] == weights_sha256(base)
         assert info["status"] == "completed" and info["quality"]["metric"] == "task_accuracy"
+        correct = info["step_quality_correct"]["2"]  # each held-out item's outcome at the quality step
+        assert set(correct) <= {"0", "1"} and len(correct) == info["quality"]["n"] == len(info["quality"]["correct"])
         assert info["config"]["use_kto_s"] is Path(run).name.startswith("kto_s_")
         assert info["regime"] == "main" and info["git_revision"]
         assert list((repo / run).rglob("events.out.tfevents.*")), "train.report_to: tensorboard wrote no event file"

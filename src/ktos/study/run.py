@@ -262,14 +262,20 @@ def run_info(
     }
 
 
-def step_quality(measure: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, float]]:
+def step_quality(
+    measure: Callable[[], dict[str, Any]], trainer: KTOSTrainer, correct: dict[str, str]
+) -> Callable[[], dict[str, float]]:
     """``measure`` (a quality measure) as step metrics: ``step_quality`` and, when it reports the held-out
-    halves, ``step_quality_val`` and ``step_quality_test`` (fractions)."""
+    halves, ``step_quality_val`` and ``step_quality_test`` (fractions). When it reports each item's outcome
+    (``correct``), that string is also kept in ``correct`` under the step number (``run_info.json``'s
+    ``step_quality_correct`` after training)."""
 
     def metrics() -> dict[str, float]:
         quality = measure()
         out = {"step_quality": quality["value"]}
         out.update({f"step_quality_{h}": quality[f"value_{h}"] for h in HALVES if f"value_{h}" in quality})
+        if "correct" in quality:
+            correct[str(trainer.state.global_step)] = quality["correct"]
         return out
 
     return metrics
@@ -281,16 +287,22 @@ def attach_callbacks(
     data_args: DataArguments,
     eval_dataset: Dataset | None,
     resume: str | None,
+    correct: dict[str, str],
 ) -> tuple[TrajectoryCallback, Callable[[], dict[str, Any]] | None]:
     """Register the update norm, the KL probe and step quality (:class:`~ktos.probe.ProbeCallback`, logged through
-    the trainer) and the trajectory writer, in that order. Returns the writer and the run's quality measure."""
+    the trainer) and the trajectory writer, in that order; step quality keeps each item's outcome in ``correct``.
+    Returns the writer and the run's quality measure."""
     config = trainer.args
     probe = None
     if eval_dataset is not None and config.kl_probe_size > 0:
         probe = KLProbe(trainer, eval_dataset, config.kl_probe_size)
         log.info("KL probe: %d held-out mismatched pairs (%d tokens)", probe.n_pairs, probe.n_tokens)
     measure = quality_measure(trainer, data_args, eval_dataset)
-    extra = (run_args.quality_steps, step_quality(measure)) if run_args.quality_steps and measure else None
+    extra = (
+        (run_args.quality_steps, step_quality(measure, trainer, correct))
+        if run_args.quality_steps and measure
+        else None
+    )
     trajectory = TrajectoryCallback(config.output_dir, resume_from=resume)
     trainer.add_callback(UpdateNormCallback())  # before the trajectory callback, which records its update_norm
     if probe is not None or extra is not None:
@@ -366,8 +378,9 @@ def train(model_config: ModelConfig, run_args: RunArguments, data_args: DataArgu
         processing_class=tokenizer,
         peft_config=get_peft_config(model_config),
     )
-    trajectory, measure = attach_callbacks(trainer, run_args, data_args, eval_dataset, resume)
-    changes: dict[str, Any] = {}
+    correct: dict[str, str] = {}  # step -> each held-out item's outcome ("1" right, "0" wrong)
+    trajectory, measure = attach_callbacks(trainer, run_args, data_args, eval_dataset, resume, correct)
+    changes: dict[str, Any] = {"step_quality_correct": correct} if run_args.quality_steps else {}
     if data_args.heldout and not resume and main_process:
         changes["base_quality"] = base_task_accuracy(str(model_config.model_name_or_path), data_args.heldout)
     started = time.monotonic()
