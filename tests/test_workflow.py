@@ -40,8 +40,9 @@ TEST_BASES = tuple(
 #: Run directories of .test/config/config.yaml: study "test", regime "main", each base, both methods, lr 1e-3, seed 0.
 TEST_RUNS = tuple(f"results/runs/test/main/{b}/{m}_lr0.001_seed0" for b in TEST_BASES for m in ("kto", "kto_s"))
 #: Figures and tables a two-method, one-regime table yields.
-FIGURES = ("fig2_kto_kl", "fig3_kto_s_kl", "paired", "companion")
-TABLES = ("verdict.md", "runs.csv", "cells.csv", "paired.csv", "matched_kl.csv", "checkpoints.csv")
+FIGURES = ("fig2_kto_kl", "fig3_kto_s_kl", "paired", "companion", "matched_frontier")
+TABLES = ("verdict.md", "runs.csv", "cells.csv", "paired.csv", "matched_kl.csv", "checkpoints.csv", "frontier.csv",
+          "best_checkpoint.csv")  # fmt: skip
 
 
 def runs_of(command: str) -> int:

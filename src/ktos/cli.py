@@ -134,6 +134,9 @@ def _stage_commands(sub: argparse._SubParsersAction) -> None:
             help="two seed sets (3-12 or 3,5,7) compared on each base: base against seed",
         )  # fmt: skip
         p.add_argument("--predictions", help="a size_predictions.csv made before these runs, to compare them with")
+        p.add_argument(
+            "--run-info", dest="run_info", help="the runs' records (`ktos extract-kl --run-info`): per-item readings"
+        )
 
 
 def _run_stage(args: argparse.Namespace) -> Any:

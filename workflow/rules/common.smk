@@ -289,6 +289,19 @@ def figure_table(wildcards):
     return config["analysis"]["table"] or f"{REFERENCE_DIR}/trajectories.csv.gz"
 
 
+def figure_run_info(wildcards):
+    """The runs' records beside the figures' trajectory table (none beside a table given without them)."""
+    if wildcards.origin == "studies":
+        return f"{STUDY_DIR}/run_info.jsonl.gz"
+    records = Path(figure_table(wildcards)).with_name("run_info.jsonl.gz")
+    return str(records) if records.exists() else []
+
+
+def run_info_flag(wildcards, input):
+    """`--run-info` with the runs' records, when the rule has them."""
+    return f"--run-info {input.run_info}" if input.run_info else ""
+
+
 def prepare_input(wildcards):
     """Input of `ktos prepare`: the synthetic data, or the configured source when it is on disk."""
     if is_synthetic():

@@ -1,6 +1,7 @@
 rule draw_figures:
     input:
         table=figure_table,
+        run_info=figure_run_info,
     output:
         report(
             directory(f"results/{{origin}}/{config['study']}/figures"),
@@ -18,13 +19,16 @@ rule draw_figures:
         "../envs/train.yaml"
     params:
         analysis=analysis_flags(),
+        run_info=run_info_flag,
     shell:
-        "python -m ktos figures --table {input.table:q} --output {output} {params.analysis} > {log} 2>&1"
+        "python -m ktos figures --table {input.table:q} --output {output} {params.analysis} {params.run_info} "
+        "> {log} 2>&1"
 
 
 rule write_tables:
     input:
         table=figure_table,
+        run_info=figure_run_info,
     output:
         verdict=report(
             f"results/{{origin}}/{config['study']}/tables/verdict.md",
@@ -49,5 +53,7 @@ rule write_tables:
     params:
         out_dir=output_dir("verdict"),
         analysis=analysis_flags(),
+        run_info=run_info_flag,
     shell:
-        "python -m ktos tables --table {input.table:q} --output {params.out_dir} {params.analysis} > {log} 2>&1"
+        "python -m ktos tables --table {input.table:q} --output {params.out_dir} {params.analysis} "
+        "{params.run_info} > {log} 2>&1"

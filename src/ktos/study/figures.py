@@ -24,6 +24,8 @@ unless a label says TRL's logged ``kl``. Diverged runs are left out of every mea
 * ``scale`` and ``envelope`` (:mod:`ktos.study.readings_figures`): final probe KL against learning rate, update norm
   and parameter count across model sizes; accuracy against probe KL over every checkpoint, with each method's
   envelope.
+* ``matched_frontier`` (with the runs' records): per KL bin, each method's accuracy on held-out items never used
+  for choosing, and its difference from KTO against the equivalence margin (docs/study.md, fourth amendment).
 
 Output bytes are reproducible: no timestamps or software tags are written and ``svg.hashsalt`` is fixed.
 """
@@ -48,7 +50,8 @@ from .base_figures import draw_kl_figures_by_base, flatten_bases, pooled_trend_c
 from .figure_style import DOUBLE, KL_LABEL, PALETTE, SINGLE, STEP_LABEL, Z0_GRID, save, seeds_and_mean, styled, t_band
 from .frontier import checkpoints as trajectory_checkpoints
 from .frontier import envelope_table
-from .readings_figures import draw_envelope, draw_scale
+from .matched_frontier import frontier_tables, read_run_infos
+from .readings_figures import draw_envelope, draw_matched_frontier, draw_scale
 from .rundir import read_table
 from .runnames import METHOD_LABELS, METHODS, lr_tag
 from .scale import scale_table
@@ -331,6 +334,13 @@ def _envelope(df: pd.DataFrame, regime: str) -> Figure | None:
     return draw_envelope(cp, envelope_table(cp, n_boot=500))
 
 
+def _matched_frontier(table: pd.DataFrame, run_info: str | Path | None, regime: str) -> Figure | None:
+    """The matched-KL frontier figure when the runs' records hold each held-out item's outcome (the same
+    bootstrap, seed included, as the tables)."""
+    tables = frontier_tables(table, read_run_infos(run_info), regime) if run_info else {}
+    return draw_matched_frontier(tables["frontier"], tables["best_checkpoint"]) if tables else None
+
+
 def draw_all(
     table_csv: str | Path,
     out_dir: str | Path,
@@ -338,9 +348,11 @@ def draw_all(
     regime: str | None = None,
     lr: float | None = None,
     checkpoints: Sequence[int] = (5, 10, 15, 20),
+    run_info: str | Path | None = None,
     **criteria: Any,
 ) -> list[Path]:
     """Draw every figure the table supports into ``out_dir`` (``NAME.png`` + ``NAME.pdf``); return the paths.
+    ``run_info``: the runs' records, for the matched-KL frontier drawn from each held-out item's outcome.
 
     ``regime`` and ``lr`` choose the headline cell (default: the first regime, its most-run lr); ``criteria``
     are :class:`~ktos.study.analysis.Criteria`'s fields (threshold, window, margin, phase_end, beta,
@@ -371,6 +383,7 @@ def draw_all(
         "scale": draw_scale(scale_table(pooled_trend_cells(table, cells, criteria) if several else cells, runs)),
         # over several bases an envelope of (base, seed) means mixes starting points; the tables give one per base
         "envelope": None if several else _envelope(df, regime),
+        "matched_frontier": _matched_frontier(table, run_info, regime),
     }
     paths: list[Path] = []
     for name, fig in figures.items():

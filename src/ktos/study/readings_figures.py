@@ -7,6 +7,8 @@
 * :func:`draw_envelope`: accuracy against probe KL for every checkpoint (learning rate x step, seed means) of
   each method, faint, and each method's envelope (best accuracy within a KL budget) with its seed-bootstrap
   band at the budgets of :data:`ktos.study.frontier.KL_BUDGETS`.
+* :func:`draw_matched_frontier`: per KL bin, each method's accuracy on items never used for choosing, and its
+  difference from KTO against the equivalence margin (:mod:`ktos.study.matched_frontier`).
 """
 
 from __future__ import annotations
@@ -94,4 +96,42 @@ def draw_envelope(cp: Checkpoints, envelope: pd.DataFrame) -> Figure:
     ax.set(xlabel=KL_LABEL, ylabel="task accuracy (held-out)",
            title=f"Checkpoints (lr × step, {len(cp.seeds)}-seed means); envelope ± bootstrap 95%")  # fmt: skip
     ax.legend(loc="lower left")
+    return fig
+
+
+@styled
+def draw_matched_frontier(frontier: pd.DataFrame, best: pd.DataFrame) -> Figure:
+    """Per KL bin, each method's envelope-set accuracy at its checkpoint chosen in the bin (left), and the
+    difference from KTO with the equivalence margin shaded (right); 95% three-level bootstrap intervals. The
+    best checkpoints' report-set accuracies stand at the right of the left panel."""
+    fig = Figure(figsize=(DOUBLE, 2.9), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    bins = frontier[["kl_low", "kl_high"]].drop_duplicates().sort_values("kl_low")
+    names = [f"{lo:g}–{hi:g}" for lo, hi in bins.itertuples(index=False)]
+    methods = [m for m in METHOD_LABELS if m in set(frontier["method"])]
+    offsets = np.linspace(-0.15, 0.15, len(methods))
+    for i, method in enumerate(methods):
+        label = METHOD_LABELS[method]
+        rows = frontier[frontier["method"] == method].sort_values("kl_low")
+        x = np.arange(len(rows)) + offsets[i]
+        y, lo, hi = (rows[c].to_numpy(float) for c in ("envelope_accuracy", "envelope_low", "envelope_high"))
+        left.errorbar(x, y, yerr=[y - lo, hi - y], fmt="o", ms=3, capsize=2, lw=0.9, color=PALETTE[label], label=label)
+        b = best[best["method"] == method].iloc[0]
+        left.errorbar(len(rows) + offsets[i], b["report_accuracy"], fmt="s", ms=3, capsize=2, lw=0.9,
+                      yerr=[[b["report_accuracy"] - b["report_low"]], [b["report_high"] - b["report_accuracy"]]],
+                      color=PALETTE[label])  # fmt: skip
+        if method == "kto":
+            continue
+        d, dlo, dhi = (rows[c].to_numpy(float) for c in ("diff_vs_kto", "diff_low", "diff_high"))
+        right.errorbar(x, d, yerr=[d - dlo, dhi - d], fmt="o", ms=3, capsize=2, lw=0.9, color=PALETTE[label],
+                       label=f"{label} − KTO")  # fmt: skip
+    margin = float(frontier["margin"].iat[0])
+    right.axhspan(-margin, margin, color="0.85", lw=0, label=f"equivalence margin ±{margin:g}")
+    right.axhline(0, color="black", lw=0.6)
+    left.set_xticks(range(len(names) + 1), [*names, "best\n(report)"])
+    right.set_xticks(range(len(names)), names)
+    left.set(xlabel=KL_LABEL + " bin", ylabel="task accuracy (envelope items)", title="Best checkpoint per KL bin")
+    right.set(xlabel=KL_LABEL + " bin", ylabel="accuracy difference", title="Difference from KTO at matched KL")
+    left.legend(loc="lower left")
+    right.legend(loc="lower left")
     return fig

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .analysis import Criteria
+from .matched_frontier import MARGIN
 from .runnames import lr_tag, method_label
 from .trends import contrast_cell, contrast_cells
 
@@ -357,3 +358,66 @@ def observed_sentences(check: pd.DataFrame) -> list[str]:
         f"{r.n_bases} base(s), {r.n_runs} runs): the prediction {'holds' if r.holds else 'fails'}."
         for r in check.itertuples(index=False)
     ]
+
+
+def _interval(value: float, low: float, high: float) -> str:
+    return f"{fmt(value)} [{fmt(low)}, {fmt(high)}]"
+
+
+def matched_frontier_sentences(best: pd.DataFrame, frontier: pd.DataFrame) -> list[str]:
+    """The fourth amendment's readings (:mod:`ktos.study.matched_frontier`): where each method's best checkpoint
+    lies, what it reports, and the per-bin comparison at matched KL with the equivalence margin."""
+    if best.empty:
+        return []
+    n = best.iloc[0]
+    where = "; ".join(
+        f"{method_label(r.method)} lr {lr_tag(r.lr)} step {int(r.step)} (KL {fmt(r.kl)}; choose-set accuracy "
+        f"{fmt(r.choose_accuracy)}, {fmt(r.choose_accuracy_at_last_step)} at the last step; "
+        + ("inside the grid)" if r.inside else f"on the grid's edge: lr {r.lr_position}, step {r.step_position})")
+        for r in best.itertuples(index=False)
+    )
+    out = [
+        f"Best checkpoint of each method, chosen on the choose items ({int(n.n_bases)} bases, {int(n.n_runs)} runs "
+        f"a checkpoint, {int(n.n_items)} held-out items in three sets): {where}."
+    ]
+    kto = best.set_index("method").loc["kto"] if "kto" in set(best["method"]) else None
+    for r in best[best["method"] != "kto"].itertuples(index=False):
+        if kto is None:
+            break
+        out.append(
+            f"Early stopping, read on the report items: {method_label(r.method)} "
+            f"{_interval(r.report_accuracy, r.report_low, r.report_high)} against KTO's {fmt(kto['report_accuracy'])}; "
+            f"difference {_interval(r.diff_vs_kto, r.diff_low, r.diff_high)} (detectable {fmt(r.detectable)}): "
+            f"{_call_words(r.call)}."
+        )
+    for (lo, hi), grp in frontier.groupby(["kl_low", "kl_high"], sort=True):
+        rows = grp.set_index("method")
+        if "kto" not in rows.index or not np.isfinite(rows.loc["kto", "envelope_accuracy"]):
+            out.append(f"At matched KL {fmt(lo)}–{fmt(hi)} nats KTO has no checkpoint: no comparison.")
+            continue
+        parts = []
+        for method, r in rows.drop(index="kto").iterrows():
+            if not np.isfinite(r["envelope_accuracy"]):
+                parts.append(f"{method_label(str(method))} has no checkpoint in the bin")
+                continue
+            parts.append(
+                f"{method_label(str(method))} {fmt(r['envelope_accuracy'])} (lr {lr_tag(r['lr'])}, "
+                f"step {int(r['step'])}), "
+                f"difference {_interval(r['diff_vs_kto'], r['diff_low'], r['diff_high'])}, detectable "
+                f"{fmt(r['detectable'])}: {_call_words(r['call'])}"
+            )
+        k = rows.loc["kto"]
+        out.append(
+            f"At matched KL {fmt(lo)}–{fmt(hi)} nats, on the envelope items (never used for choosing): KTO "
+            f"{fmt(k['envelope_accuracy'])} (lr {lr_tag(k['lr'])}, step {int(k['step'])}); " + "; ".join(parts) + "."
+        )
+    return out
+
+
+def _call_words(call: str) -> str:
+    """A margin call (:func:`ktos.study.matched_frontier.call`) as the verdict says it."""
+    return {
+        "the same": f"the same within ±{fmt(MARGIN)}",
+        "differs": "differs",
+        "undecided": f"the data do not decide at ±{fmt(MARGIN)}",
+    }.get(call, "no data")

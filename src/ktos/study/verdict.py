@@ -28,6 +28,7 @@ from .analysis import (
 from .base_factor import pooled_cells, pooled_paired, pooled_trends, seed_set_table
 from .frontier import checkpoints as trajectory_checkpoints
 from .frontier import early_stopping_table, envelope_table
+from .matched_frontier import frontier_tables, read_run_infos
 from .rundir import read_table
 from .runnames import lr_tag, method_label
 from .scale import check_predictions, driver_sentence, drivers, scale_table, size_fit, size_predictions
@@ -39,6 +40,7 @@ from .sentences import (
     contrast_sentence,
     fmt,
     frontier_sentences,
+    matched_frontier_sentences,
     observed_sentences,
     paired_sentence,
     prediction_sentences,
@@ -192,12 +194,20 @@ def _with_base(table: pd.DataFrame, base: str) -> pd.DataFrame:
 
 
 def build_tables(
-    df: pd.DataFrame, *, regime: str | None, lr: float | None, criteria: Criteria, checkpoints: Sequence[int]
+    df: pd.DataFrame,
+    *,
+    regime: str | None,
+    lr: float | None,
+    criteria: Criteria,
+    checkpoints: Sequence[int],
+    run_infos: list[dict[str, Any]] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Every table of the study from the tidy trajectory table. Each per-cell table is computed on each base's
     runs and has a ``base`` column; with two or more bases the pooled tables of
     :mod:`ktos.study.base_factor` (``base_cells``, ``base_trends``, ``base_paired``) judge each cell over bases
-    and seeds. The size law (``size_fit``, ``size_predictions``) is fitted over every base's cells."""
+    and seeds. The size law (``size_fit``, ``size_predictions``) is fitted over every base's cells. With the runs'
+    records (``run_infos``) holding each held-out item's outcome, ``best_checkpoint`` and ``frontier``
+    (:mod:`ktos.study.matched_frontier`) read the frontier at matched KL over bases, seeds and items."""
     names = sorted(df["base"].dropna().unique())
     parts = [(name, df[df["base"] == name]) for name in names] or [(None, df)]
     per_base = [(name, _one_base_tables(part, regime=regime, lr=lr, criteria=criteria, checkpoints=checkpoints))
@@ -224,6 +234,8 @@ def build_tables(
         tables["seed_sets"] = seed_set_table(tables["runs"], dict(criteria.seed_sets))
     if criteria.predictions:
         tables["predictions_observed"] = check_predictions(tables["scale"], pd.read_csv(criteria.predictions))
+    if run_infos and regime is not None:
+        tables.update(frontier_tables(df, run_infos, regime))
     return tables
 
 
@@ -234,16 +246,19 @@ def write_tables(
     regime: str | None = None,
     lr: float | None = None,
     checkpoints: Sequence[int] = (5, 10, 15, 20),
+    run_info: str | Path | None = None,
     **criteria: Any,
 ) -> list[Path]:
     """Write every table and ``verdict.md`` for the headline cell (``regime``, ``lr``; default: the first
     regime and the learning rate with the most runs) into ``out_dir``; ``criteria`` are
     :class:`~ktos.study.analysis.Criteria`'s fields (threshold, window, margin, phase_end, beta,
-    search_steps, arms). Returns the paths."""
+    search_steps, arms). ``run_info``: the runs' records (``ktos extract-kl --run-info``), for the tables that
+    need each held-out item's outcome. Returns the paths."""
     df = read_table(table_csv)
     regime, lr = headline(df, regime, lr)
     criteria = Criteria(**criteria)
-    tables = build_tables(df, regime=regime, lr=lr, criteria=criteria, checkpoints=checkpoints)
+    infos = read_run_infos(run_info) if run_info else None
+    tables = build_tables(df, regime=regime, lr=lr, criteria=criteria, checkpoints=checkpoints, run_infos=infos)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -262,6 +277,8 @@ def write_tables(
     findings += prediction_sentences(tables["size_predictions"])
     if "predictions_observed" in tables:
         findings += observed_sentences(tables["predictions_observed"])
+    if "frontier" in tables:
+        findings += matched_frontier_sentences(tables["best_checkpoint"], tables["frontier"])
     text = [
         "# Verdict",
         "",
