@@ -134,6 +134,7 @@ def _stage_commands(sub: argparse._SubParsersAction) -> None:
             help="two seed sets (3-12 or 3,5,7) compared on each base: base against seed",
         )  # fmt: skip
         p.add_argument("--predictions", help="a size_predictions.csv made before these runs, to compare them with")
+    parsers["figures"].add_argument("--names", nargs="+", help="draw exactly these figures (the workflow's plan)")
 
 
 def _run_stage(args: argparse.Namespace) -> Any:

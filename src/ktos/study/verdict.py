@@ -26,8 +26,9 @@ from .analysis import (
     run_summary,
 )
 from .base_factor import pooled_cells, pooled_paired, pooled_trends, seed_set_table
+from .frontier import EARLY_STOPPING_COLUMNS, ENVELOPE_COLUMNS, early_stopping_table, envelope_table
 from .frontier import checkpoints as trajectory_checkpoints
-from .frontier import early_stopping_table, envelope_table
+from .outputs import table_names
 from .rundir import read_table
 from .runnames import lr_tag, method_label
 from .scale import check_predictions, driver_sentence, drivers, scale_table, size_fit, size_predictions
@@ -177,8 +178,9 @@ def _one_base_tables(
     }
     tables["kl_ratio"] = kl_ratio_over_time(df, regime, lr) if regime is not None and lr is not None else pd.DataFrame()
     cp = trajectory_checkpoints(df, regime) if regime is not None else None
-    tables["envelope"] = envelope_table(cp) if cp is not None and len(cp.methods) > 1 else pd.DataFrame()
-    tables["early_stopping"] = early_stopping_table(cp) if cp is not None and len(cp.methods) > 1 else pd.DataFrame()
+    compared = cp is not None and len(cp.methods) > 1
+    tables["envelope"] = envelope_table(cp) if compared else pd.DataFrame(columns=ENVELOPE_COLUMNS)
+    tables["early_stopping"] = early_stopping_table(cp) if compared else pd.DataFrame(columns=EARLY_STOPPING_COLUMNS)
     tables["scale"] = scale_table(tables["cells"], runs)
     tables["drivers"] = drivers(runs)
     return tables
@@ -244,12 +246,21 @@ def write_tables(
     regime, lr = headline(df, regime, lr)
     criteria = Criteria(**criteria)
     tables = build_tables(df, regime=regime, lr=lr, criteria=criteria, checkpoints=checkpoints)
+    names = table_names(
+        several_bases=df["base"].dropna().nunique() > 1,
+        seed_sets=bool(criteria.seed_sets),
+        predictions=bool(criteria.predictions),
+    )
+    if set(names) != set(tables):
+        raise RuntimeError(f"built tables {sorted(tables)}, but ktos.study.outputs.table_names names {names}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, table in tables.items():
+    for name in names:
+        if tables[name].columns.empty:
+            raise RuntimeError(f"table {name} has no columns: it would be written as an empty file")
         path = out / f"{name}.csv"
-        table.to_csv(path, index=False)
+        tables[name].to_csv(path, index=False)
         paths.append(path)
     if "base_trends" in tables:
         findings = base_verdict(tables)
