@@ -443,6 +443,38 @@ def test_a_test_run_leaves_the_default_study_as_planned(
     assert "Params have changed" not in after.stdout and "Code has changed" not in after.stdout
 
 
+def declared_files(repo: Path, *configfiles: str) -> tuple[set[Path], set[Path]]:
+    """(output files and logs, output directories) of every job of the DAG, read from `snakemake --summary`."""
+    result = snakemake(repo, "--summary", "--configfile", *configfiles)
+    assert result.returncode == 0, result.stdout
+    rows = [line.split("\t") for line in result.stdout.splitlines() if line.count("\t") >= 5][1:]
+    outputs = {repo / row[0] for row in rows}
+    logs = {repo / log for row in rows for log in row[3].split(", ") if log != "-"}
+    dirs = {path for path in outputs if path.is_dir()}
+    return (outputs - dirs) | logs, dirs
+
+
+@pytest.mark.slow
+def test_every_file_the_study_writes_is_declared(study: tuple[Path, subprocess.CompletedProcess, float]) -> None:
+    """Each file under results/ after the .test run is an output or log of a job in the DAG, or lies in an output
+    directory (a base model, tensorboard's events); Snakemake writes results/benchmarks itself."""
+    repo, result, _ = study
+    assert result.returncode == 0, result.stdout
+    files, dirs = declared_files(repo, ".test/config/config.yaml")
+    written = {
+        path
+        for path in (repo / "results").rglob("*")
+        if path.is_file() and path.name != ".snakemake_timestamp"
+        and not path.is_relative_to(repo / "results/reference") and not path.is_relative_to(repo / "results/benchmarks")
+    }  # fmt: skip
+    undeclared = sorted(str(p.relative_to(repo)) for p in written - files if not any(p.is_relative_to(d) for d in dirs))
+    assert not undeclared, f"written but declared by no rule: {undeclared}"
+    assert not [p for p in files if not p.exists()], "declared but not written"
+    assert {p.name for p in files if p.parent.name == "figures"} == {
+        f"{n}.{s}" for n in FIGURES for s in ("png", "pdf")
+    }
+
+
 @pytest.mark.slow
 def test_figures_target_needs_only_the_table(
     study: tuple[Path, subprocess.CompletedProcess, float], tmp_path: Path
@@ -460,6 +492,14 @@ def test_figures_target_needs_only_the_table(
         assert (repo / f"results/reference/test/figures/{name}.png").stat().st_size > 0, name
     for name in TABLES:
         assert (repo / f"results/reference/test/tables/{name}").stat().st_size > 0, name
+
+    figure = repo / "results/reference/test/figures/fig2_kto_kl.png"
+    drawn = figure.read_bytes()
+    figure.unlink()  # a declared file: deleting it makes draw_figures run again, and nothing else
+    again = snakemake(repo, "figures", "--cores", "1", "--configfile", ".test/config/config.yaml")
+    assert again.returncode == 0, again.stdout
+    assert job_counts(again.stdout) == {"draw_figures": 1, "figures": 1}
+    assert figure.read_bytes() == drawn
 
 
 @pytest.mark.slow
