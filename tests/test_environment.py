@@ -85,15 +85,13 @@ def rule_envs() -> dict[str, str]:
 
 def test_workflow_envs_pin_the_locks_versions() -> None:
     """Each rule runs in workflow/envs/train.yaml or analysis.yaml; every pin there is the lock's, and each
-    environment has the post-deploy script that installs ktos itself."""
+    environment has its post-deploy script (test_post_deploy_scripts_install_the_workflows_own_ktos)."""
     locked = lock()
     assert sorted(p.name for p in ENVS.glob("*.yaml")) == ["analysis.yaml", "train.yaml"]
     for name in ("train", "analysis"):
         env = conda_env(name)
         wrong = {pkg: (version, locked.get(pkg)) for pkg, version in env.items() if locked.get(pkg) != version}
         assert not wrong, f"{name}.yaml pins differ from requirements/lock.txt (env, lock): {wrong}"
-        script = (ENVS / f"{name}.post-deploy.sh").read_text()
-        assert "pip install --no-deps" in script and "KTOS_SOURCE" in script, name
     envs = rule_envs()
     assert {
         "synth_data",
@@ -106,7 +104,27 @@ def test_workflow_envs_pin_the_locks_versions() -> None:
         "write_tables",
     } <= set(envs)
     assert {rule for rule, env in envs.items() if env == "analysis"} == {"extract_kl", "write_tables"}
-    assert "KTOS_SOURCE" in (REPO / "workflow/Snakefile").read_text()
+
+
+def test_post_deploy_scripts_install_the_workflows_own_ktos(tmp_path: Path) -> None:
+    """Each environment's post-deploy script installs the repository it lies in, without dependencies; a copy
+    outside a repository (a module from a remote source) fails, naming the reason."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "python").write_text('#!/usr/bin/env bash\necho "$@" > "$CALLED"\n')
+    (fake / "python").chmod(0o755)
+    import os
+
+    for name in ("train", "analysis"):
+        script = ENVS / f"{name}.post-deploy.sh"
+        env = {**os.environ, "PATH": f"{fake}{os.pathsep}{os.environ['PATH']}", "CALLED": str(tmp_path / name)}
+        subprocess.run(["bash", str(script)], env=env, check=True, cwd=tmp_path)
+        assert (tmp_path / name).read_text().split() == ["-m", "pip", "install", "--no-deps", str(REPO)]
+        elsewhere = tmp_path / "a/b/c.sh"
+        elsewhere.parent.mkdir(parents=True, exist_ok=True)
+        elsewhere.write_text(script.read_text())
+        failed = subprocess.run(["bash", str(elsewhere)], env=env, capture_output=True, text=True)
+        assert failed.returncode != 0 and "no ktos source" in failed.stderr
 
 
 def test_train_env_holds_every_dependency_of_the_package_and_its_workflow_extras() -> None:

@@ -308,6 +308,25 @@ def test_train_config_files_are_what_ktos_train_parses(repo: Path) -> None:
     assert not any("--beta" in c or "--max_steps" in c for c in commands)  # the settings are in the file only
 
 
+def test_the_workflow_dry_runs_as_a_module_of_another(tmp_path: Path) -> None:
+    """docs/pipeline.md's Snakefile (`module ktos` + `use rule * from ktos`) in a directory of its own, with a
+    copy of config/config.yaml: the default study is planned there, from this repository's committed bases."""
+    text = (ROOT / "docs/pipeline.md").read_text()
+    snakefile = next(block for block in text.split("```python\n")[1:] if "module ktos:" in block).split("```")[0]
+    deploy = tmp_path / "deploy"
+    (deploy / "workflow").mkdir(parents=True)
+    (deploy / "config").mkdir()
+    (deploy / "workflow/Snakefile").write_text(snakefile.replace("path/to/ktos", str(ROOT)))
+    shutil.copy2(ROOT / "config/config.yaml", deploy / "config/config.yaml")
+    result = snakemake(deploy, "-n", "-p")
+    assert result.returncode == 0, result.stdout
+    counts = job_counts(result.stdout)
+    config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    assert train_jobs(counts) == len(config["synthetic"]["base_seeds"]) and "pretrain_base" not in counts
+    assert f"--model_name_or_path {ROOT}/results/reference/bases/0.09M_seed0 " in result.stdout
+    assert counts["draw_figures"] == counts["write_tables"] == 1
+
+
 def test_lint() -> None:
     result = snakemake(ROOT, "--lint")
     assert result.returncode == 0, result.stdout

@@ -13,12 +13,15 @@ from snakemake.exceptions import WorkflowError
 from ktos.study.outputs import Outputs
 from ktos.study.planning import ORIGINS, ConfigError, Plan
 
+#: This workflow's directory (workflow/): current_basedir, not basedir, so that it is this repository's when
+#: another workflow uses it as a module.
+WORKFLOW_DIR = Path(workflow.current_basedir).parent
 #: The study's plan: the validated config, the config's JSON schema (each key's one default) and the
 #: workflow's repository root.
 PLAN = Plan(
     config,
-    yaml.safe_load((Path(workflow.basedir) / "schemas/config.schema.yaml").read_text()),
-    Path(workflow.basedir).parent,
+    yaml.safe_load((WORKFLOW_DIR / "schemas/config.schema.yaml").read_text()),
+    WORKFLOW_DIR.parent,
 )
 try:
     PLAN.check()
