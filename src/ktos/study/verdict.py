@@ -1,8 +1,10 @@
 r"""The verdict, computed from the study's tables (:mod:`ktos.study.analysis`), and the writer of every table file.
 
 Every sentence is generated from numbers in the tables (:mod:`ktos.study.sentences`); none is written by hand.
-:func:`write_tables` writes ``runs.csv``, ``cells.csv``, ``paired.csv``, ``matched_kl.csv``, ``kl_ratio.csv``,
-``checkpoints.csv`` and ``verdict.md`` (``ktos tables``).
+:func:`write_tables` writes ``verdict.md`` and every table :func:`ktos.study.outputs.table_names` names, one
+``<name>.csv`` each (``ktos tables``): the per-run, per-cell and paired tables, checkpoints, the KL ratio, the
+envelope and early stopping (their header alone when a study has neither), the size law's tables, and the
+pooled tables over bases, the seed-set comparison and the checked predictions when the study has them.
 """
 
 from __future__ import annotations
