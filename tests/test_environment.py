@@ -61,31 +61,37 @@ def conda_env(name: str) -> dict[str, str]:
     return pins(next(d["pip"] for d in env["dependencies"] if isinstance(d, dict)))
 
 
+#: Loads the workflow with Snakemake's API (the default config) and prints {rule: conda env or None} of the rules
+#: that run a shell command (a run: block runs in Snakemake's own process; a target runs nothing).
+RULE_ENVS = """
+import json, pathlib
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings, StorageSettings
+with SnakemakeApi(OutputSettings()) as api:
+    workflow = api.workflow(ResourceSettings(), ConfigSettings(), StorageSettings(),
+                            snakefile=pathlib.Path("workflow/Snakefile"), workdir=pathlib.Path("."))._workflow
+    print(json.dumps({r.name: r.conda_env for r in workflow.rules if r.shellcmd}))
+"""
+
+
 def rule_envs() -> dict[str, str]:
-    """``{rule: environment name}`` from the ``conda:`` directives of the rules that run a command."""
-    envs = {}
-    for path in (REPO / "workflow/rules").glob("*.smk"):
-        for block in re.split(r"^(?=rule |    rule:)", path.read_text(), flags=re.M)[1:]:
-            if "shell:" not in block:  # a run: block (Snakemake's own process) or a target
-                continue
-            name = re.match(r"rule (\w+):|    rule:\s+name:\s+f\"(\w+)", block)
-            env = re.search(r"conda:\s+(?:#.*\s+)*\"\.\./envs/(\w+)\.yaml\"", block)
-            assert name and env, f"{path.name}: a rule without its conda environment:\n{block[:200]}"
-            envs[name.group(1) or name.group(2)] = env.group(1)
-    return envs
+    """``{rule: environment name}`` of the rules that run a command, from the workflow as Snakemake loads it."""
+    result = subprocess.run([sys.executable, "-c", RULE_ENVS], cwd=REPO, capture_output=True, text=True, check=True)
+    envs = json.loads(result.stdout.splitlines()[-1])
+    missing = sorted(rule for rule, env in envs.items() if env is None)
+    assert not missing, f"rules without their conda environment: {missing}"
+    return {rule: Path(env).stem for rule, env in envs.items()}
 
 
 def test_workflow_envs_pin_the_locks_versions() -> None:
     """Each rule runs in workflow/envs/train.yaml or analysis.yaml; every pin there is the lock's, and each
-    environment has the post-deploy script that installs ktos itself."""
+    environment has its post-deploy script (test_post_deploy_scripts_install_the_workflows_own_ktos)."""
     locked = lock()
     assert sorted(p.name for p in ENVS.glob("*.yaml")) == ["analysis.yaml", "train.yaml"]
     for name in ("train", "analysis"):
         env = conda_env(name)
         wrong = {pkg: (version, locked.get(pkg)) for pkg, version in env.items() if locked.get(pkg) != version}
         assert not wrong, f"{name}.yaml pins differ from requirements/lock.txt (env, lock): {wrong}"
-        script = (ENVS / f"{name}.post-deploy.sh").read_text()
-        assert "pip install --no-deps" in script and "KTOS_SOURCE" in script, name
     envs = rule_envs()
     assert {
         "synth_data",
@@ -98,7 +104,27 @@ def test_workflow_envs_pin_the_locks_versions() -> None:
         "write_tables",
     } <= set(envs)
     assert {rule for rule, env in envs.items() if env == "analysis"} == {"extract_kl", "write_tables"}
-    assert "KTOS_SOURCE" in (REPO / "workflow/Snakefile").read_text()
+
+
+def test_post_deploy_scripts_install_the_workflows_own_ktos(tmp_path: Path) -> None:
+    """Each environment's post-deploy script installs the repository it lies in, without dependencies; a copy
+    outside a repository (a module from a remote source) fails, naming the reason."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "python").write_text('#!/usr/bin/env bash\necho "$@" > "$CALLED"\n')
+    (fake / "python").chmod(0o755)
+    import os
+
+    for name in ("train", "analysis"):
+        script = ENVS / f"{name}.post-deploy.sh"
+        env = {**os.environ, "PATH": f"{fake}{os.pathsep}{os.environ['PATH']}", "CALLED": str(tmp_path / name)}
+        subprocess.run(["bash", str(script)], env=env, check=True, cwd=tmp_path)
+        assert (tmp_path / name).read_text().split() == ["-m", "pip", "install", "--no-deps", str(REPO)]
+        elsewhere = tmp_path / "a/b/c.sh"
+        elsewhere.parent.mkdir(parents=True, exist_ok=True)
+        elsewhere.write_text(script.read_text())
+        failed = subprocess.run(["bash", str(elsewhere)], env=env, capture_output=True, text=True)
+        assert failed.returncode != 0 and "no ktos source" in failed.stderr
 
 
 def test_train_env_holds_every_dependency_of_the_package_and_its_workflow_extras() -> None:
@@ -348,3 +374,34 @@ def test_the_librarys_analysis_defaults_are_the_schemas() -> None:
     fields = ("threshold", "window", "margin", "phase_end", "beta", "search_steps", "arms", "seed_sets", "predictions")
     assert {key: getattr(criteria, key) for key in fields} == {key: defaults[key] for key in fields}
     assert set(defaults) - set(fields) == {"checkpoints", "table"}, "a new analysis key: give Criteria its field"
+
+
+#: Train keys whose schema default is the workflow's own rather than the library's, and why.
+WORKFLOW_OWN_DEFAULTS = {
+    "max_steps": "the workflow trains a set number of steps (the library's -1 trains by epochs)",
+    "optim": "the schema offers unfused AdamW, as every committed run used, and SGD (the library's is fused AdamW)",
+    "bf16": "the workflow asks yes or no (the library's None leaves it to transformers)",
+}
+#: Train keys of the workflow alone (how a job is launched, what else is passed).
+WORKFLOW_KEYS = {"num_processes", "accelerate_config", "extra_args"}
+
+
+def test_the_schemas_train_defaults_are_the_librarys() -> None:
+    """Field by field, config train's defaults are KTOSConfig's and RunArguments' (the study's own choices are
+    set in config/config.yaml, each with its reason), but for WORKFLOW_OWN_DEFAULTS."""
+    import dataclasses
+
+    from ktos import KTOSConfig
+    from ktos.study.run import RunArguments
+
+    library = {}
+    for cls in (KTOSConfig, RunArguments):
+        for field in dataclasses.fields(cls):
+            factory = field.default_factory
+            library[field.name] = field.default if factory is dataclasses.MISSING else factory()
+    train = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())["properties"]["train"]
+    schema = {key: spec["default"] for key, spec in train["properties"].items()}
+    assert set(schema) - set(library) == WORKFLOW_KEYS
+    library["report_to"] = [library["report_to"]]  # the one tracker "none", as the schema's list
+    differ = {key for key in set(schema) - WORKFLOW_KEYS if schema[key] != library[key]}
+    assert differ == set(WORKFLOW_OWN_DEFAULTS), {key: (schema[key], library[key]) for key in differ}

@@ -94,6 +94,7 @@ def test_paper_config_path_with_a_qwen2_model_on_conversational_data(tmp_path: P
             "extra_args": {"gradient_accumulation_steps": 1, "max_length": 128, "gradient_checkpointing": False},
         },
         "resources": {"gpu": 0, "partition": None, "threads": 1, "mem_mb": 2000, "runtime": 10},
+        "analysis": {"window": 2, "phase_end": None},  # within the 3 steps (the workflow refuses steps past them)
     })  # fmt: skip
     result = snakemake(repo, "--cores", "2", "--configfile", "config/paper.yaml", overlay)
     assert result.returncode == 0, result.stdout[-4000:]

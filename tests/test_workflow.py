@@ -309,6 +309,25 @@ def test_train_config_files_are_what_ktos_train_parses(repo: Path) -> None:
     assert not any("--beta" in c or "--max_steps" in c for c in commands)  # the settings are in the file only
 
 
+def test_the_workflow_dry_runs_as_a_module_of_another(tmp_path: Path) -> None:
+    """docs/pipeline.md's Snakefile (`module ktos` + `use rule * from ktos`) in a directory of its own, with a
+    copy of config/config.yaml: the default study is planned there, from this repository's committed bases."""
+    text = (ROOT / "docs/pipeline.md").read_text()
+    snakefile = next(block for block in text.split("```python\n")[1:] if "module ktos:" in block).split("```")[0]
+    deploy = tmp_path / "deploy"
+    (deploy / "workflow").mkdir(parents=True)
+    (deploy / "config").mkdir()
+    (deploy / "workflow/Snakefile").write_text(snakefile.replace("path/to/ktos", str(ROOT)))
+    shutil.copy2(ROOT / "config/config.yaml", deploy / "config/config.yaml")
+    result = snakemake(deploy, "-n", "-p")
+    assert result.returncode == 0, result.stdout
+    counts = job_counts(result.stdout)
+    config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    assert train_jobs(counts) == len(config["synthetic"]["base_seeds"]) and "pretrain_base" not in counts
+    assert f"--model_name_or_path {ROOT}/results/reference/bases/0.09M_seed0 " in result.stdout
+    assert counts["draw_figures"] == counts["write_tables"] == 1
+
+
 def test_lint() -> None:
     result = snakemake(ROOT, "--lint")
     assert result.returncode == 0, result.stdout
@@ -446,6 +465,38 @@ def test_a_test_run_leaves_the_default_study_as_planned(
     assert "Params have changed" not in after.stdout and "Code has changed" not in after.stdout
 
 
+def declared_files(repo: Path, *configfiles: str) -> tuple[set[Path], set[Path]]:
+    """(output files and logs, output directories) of every job of the DAG, read from `snakemake --summary`."""
+    result = snakemake(repo, "--summary", "--configfile", *configfiles)
+    assert result.returncode == 0, result.stdout
+    rows = [line.split("\t") for line in result.stdout.splitlines() if line.count("\t") >= 5][1:]
+    outputs = {repo / row[0] for row in rows}
+    logs = {repo / log for row in rows for log in row[3].split(", ") if log != "-"}
+    dirs = {path for path in outputs if path.is_dir()}
+    return (outputs - dirs) | logs, dirs
+
+
+@pytest.mark.slow
+def test_every_file_the_study_writes_is_declared(study: tuple[Path, subprocess.CompletedProcess, float]) -> None:
+    """Each file under results/ after the .test run is an output or log of a job in the DAG, or lies in an output
+    directory (a base model, tensorboard's events); Snakemake writes results/benchmarks itself."""
+    repo, result, _ = study
+    assert result.returncode == 0, result.stdout
+    files, dirs = declared_files(repo, ".test/config/config.yaml")
+    written = {
+        path
+        for path in (repo / "results").rglob("*")
+        if path.is_file() and path.name != ".snakemake_timestamp"
+        and not path.is_relative_to(repo / "results/reference") and not path.is_relative_to(repo / "results/benchmarks")
+    }  # fmt: skip
+    undeclared = sorted(str(p.relative_to(repo)) for p in written - files if not any(p.is_relative_to(d) for d in dirs))
+    assert not undeclared, f"written but declared by no rule: {undeclared}"
+    assert not [p for p in files if not p.exists()], "declared but not written"
+    assert {p.name for p in files if p.parent.name == "figures"} == {
+        f"{n}.{s}" for n in FIGURES for s in ("png", "pdf")
+    }
+
+
 @pytest.mark.slow
 def test_figures_target_needs_only_the_table(
     study: tuple[Path, subprocess.CompletedProcess, float], tmp_path: Path
@@ -463,6 +514,14 @@ def test_figures_target_needs_only_the_table(
         assert (repo / f"results/reference/test/figures/{name}.png").stat().st_size > 0, name
     for name in TABLES:
         assert (repo / f"results/reference/test/tables/{name}").stat().st_size > 0, name
+
+    figure = repo / "results/reference/test/figures/fig2_kto_kl.png"
+    drawn = figure.read_bytes()
+    figure.unlink()  # a declared file: deleting it makes draw_figures run again, and nothing else
+    again = snakemake(repo, "figures", "--cores", "1", "--configfile", ".test/config/config.yaml")
+    assert again.returncode == 0, again.stdout
+    assert job_counts(again.stdout) == {"draw_figures": 1, "figures": 1}
+    assert figure.read_bytes() == drawn
 
 
 @pytest.mark.slow

@@ -137,6 +137,7 @@ def _stage_commands(sub: argparse._SubParsersAction) -> None:
         p.add_argument(
             "--run-info", dest="run_info", help="the runs' records (`ktos extract-kl --run-info`): per-item readings"
         )
+    parsers["figures"].add_argument("--names", nargs="+", help="draw exactly these figures (the workflow's plan)")
 
 
 def _run_stage(args: argparse.Namespace) -> Any:

@@ -1,6 +1,13 @@
 #!/usr/bin/env bash
-# Run by Snakemake once it has built this environment (--sdm conda): installs ktos itself, without
-# dependencies (the environment file pins them), from KTOS_SOURCE, which workflow/Snakefile sets to the
-# checkout the workflow runs from. Editable, so the environment runs the checkout's current code.
+# Run by Snakemake once it has built this environment (--sdm conda): installs this workflow's own ktos, from
+# the repository this script lies in (two levels up), without dependencies (the environment file pins them).
+# Not editable: the environment keeps the ktos it was built from; after changing src/ktos, delete
+# .snakemake/conda to rebuild it. A workflow used as a module from a remote source has no repository here:
+# deploy a local clone instead (docs/pipeline.md).
 set -euo pipefail
-python -m pip install --no-deps --editable "${KTOS_SOURCE:?KTOS_SOURCE is set by workflow/Snakefile}"
+source_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+if [[ ! -f "$source_dir/pyproject.toml" ]]; then
+    echo "post-deploy: no ktos source at $source_dir (use a local clone of the workflow)" >&2
+    exit 1
+fi
+python -m pip install --no-deps "$source_dir"

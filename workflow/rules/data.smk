@@ -41,14 +41,8 @@ rule pretrain_base:
     params:
         size=lambda wildcards: PRETRAINED_BASES[wildcards.base][0],
         seed=lambda wildcards: PRETRAINED_BASES[wildcards.base][1],
-        reference=reference_flag,
-        flags=cli_flags(
-            {
-                "steps": config["synthetic"]["pretrain_steps"],
-                "batch-size": config["synthetic"]["pretrain_batch_size"],
-                "max-seconds": config["synthetic"]["pretrain_max_seconds"],
-            }
-        ),
+        reference=lambda wildcards: PLAN.reference_flag(wildcards.base),
+        flags=PLAN.pretrain_flags,
     shell:
         "python -m ktos pretrain-base --corpus {input.corpus} --heldout {input.heldout} "
         "--output {output} --size {params.size} --seed {params.seed} {params.flags} {params.reference} > {log} 2>&1"
@@ -56,7 +50,7 @@ rule pretrain_base:
 
 rule prepare:
     input:
-        unpack(prepare_input),
+        unpack(lambda wildcards: PLAN.prepare_input(rules.synth_data.output.data)),
     output:
         data=f"{DATA}/prepared/data.jsonl",
         manifest=f"{DATA}/prepared/manifest.json",
@@ -67,7 +61,8 @@ rule prepare:
     conda:
         "../envs/train.yaml"
     params:
-        source=prepare_source,
+        # a local file or directory, else a hub id
+        source=lambda wildcards, input: input.get("source", config["data"]["source"]),
         split=config["data"]["split"],
         out_dir=output_dir("manifest"),
     shell:

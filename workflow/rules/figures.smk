@@ -1,15 +1,23 @@
+# Every figure and table is a declared file (ktos.study.outputs.Outputs.figure_files and table_files): deleting
+# one makes its rule run again. {origin}: studies (this workflow's runs) or reference (the committed table).
 rule draw_figures:
     input:
-        table=figure_table,
-        run_info=figure_run_info,
+        table=lambda wildcards: OUTPUTS.figure_table(wildcards.origin),
+        run_info=lambda wildcards: OUTPUTS.run_info(wildcards.origin) or [],
     output:
-        report(
-            directory(f"results/{{origin}}/{config['study']}/figures"),
-            patterns=["{name}.png"],
-            caption="../report/figures.rst",
-            category="Figures",
-            subcategory="{origin}",
-        ),
+        [
+            (
+                report(
+                    path,
+                    caption="../report/figures.rst",
+                    category="Figures",
+                    subcategory="{origin}",
+                )
+                if path.endswith(".png")
+                else path
+            )
+            for path in OUTPUTS.figure_files("{origin}")
+        ],
     log:
         f"results/logs/{config['study']}/draw_figures_{{origin}}.log",
     benchmark:
@@ -18,32 +26,33 @@ rule draw_figures:
         # Not analysis.yaml: ktos.study.figures imports torch (ktos.losses.gradient_weight, the companion figure).
         "../envs/train.yaml"
     params:
-        analysis=analysis_flags(),
+        out_dir=lambda wildcards, output: Path(output[0]).parent,
+        names=" ".join(OUTPUTS.figure_names),
+        analysis=OUTPUTS.analysis_flags,
         run_info=run_info_flag,
     shell:
-        "python -m ktos figures --table {input.table:q} --output {output} {params.analysis} {params.run_info} "
-        "> {log} 2>&1"
+        "python -m ktos figures --table {input.table:q} --output {params.out_dir} --names {params.names} "
+        "{params.analysis} {params.run_info} > {log} 2>&1"
 
 
 rule write_tables:
     input:
-        table=figure_table,
-        run_info=figure_run_info,
+        table=lambda wildcards: OUTPUTS.figure_table(wildcards.origin),
+        run_info=lambda wildcards: OUTPUTS.run_info(wildcards.origin) or [],
     output:
-        verdict=report(
-            f"results/{{origin}}/{config['study']}/tables/verdict.md",
-            caption="../report/verdict.rst",
-            category="Tables",
-            subcategory="{origin}",
-        ),
-        runs=report(
-            f"results/{{origin}}/{config['study']}/tables/runs.csv",
-            caption="../report/runs.rst",
-            category="Tables",
-            subcategory="{origin}",
-        ),
-        paired=f"results/{{origin}}/{config['study']}/tables/paired.csv",
-        cells=f"results/{{origin}}/{config['study']}/tables/cells.csv",
+        [
+            (
+                report(
+                    path,
+                    caption=f"../report/{Path(path).stem}.rst",
+                    category="Tables",
+                    subcategory="{origin}",
+                )
+                if Path(path).stem in ("verdict", "runs")
+                else path
+            )
+            for path in OUTPUTS.table_files("{origin}")
+        ],
     log:
         f"results/logs/{config['study']}/write_tables_{{origin}}.log",
     benchmark:
@@ -51,8 +60,8 @@ rule write_tables:
     conda:
         "../envs/analysis.yaml"
     params:
-        out_dir=output_dir("verdict"),
-        analysis=analysis_flags(),
+        out_dir=lambda wildcards, output: Path(output[0]).parent,
+        analysis=OUTPUTS.analysis_flags,
         run_info=run_info_flag,
     shell:
         "python -m ktos tables --table {input.table:q} --output {params.out_dir} {params.analysis} "

@@ -1,7 +1,7 @@
 rule extract_kl:
     input:
-        trajectories=run_files("trajectory.jsonl"),
-        run_info=run_files("run_info.json"),
+        trajectories=PLAN.run_files("trajectory.jsonl"),
+        run_info=PLAN.run_files("run_info.json"),
     output:
         table=report(
             f"{STUDY_DIR}/trajectories.csv.gz",

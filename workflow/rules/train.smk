@@ -1,4 +1,4 @@
-# The settings of each training job, from the config (train_settings, common.smk), as the YAML file that
+# The settings of each training job, from the config (ktos.study.planning.Plan.train_settings), as the YAML file that
 # `ktos train --config` reads: TRL's parser, so an unknown key is refused.
 rule train_config:
     output:
@@ -9,7 +9,9 @@ rule train_config:
         job="|".join(map(re.escape, TRAIN_JOBS)),
     localrule: True
     params:
-        settings=lambda wildcards: train_settings(TRAIN_JOBS[wildcards.job][0]),
+        settings=lambda wildcards: PLAN.train_settings(
+            TRAIN_JOBS[wildcards.job][0], rules.synth_data.output.heldout
+        ),
     run:
         write_yaml(output[0], params.settings, log[0])
 
@@ -20,7 +22,7 @@ rule train_configs:
     localrule: True
 
 
-# One training job per resources.runs_per_job runs of a regime (TRAIN_JOBS, common.smk): one process
+# One training job per resources.runs_per_job runs of a regime (ktos.study.planning.Plan.train_jobs): one process
 # trains them one after the other, paying the start-up once. Snakemake still sees each run's own files.
 for job, (regime, model, runs) in TRAIN_JOBS.items():
 
@@ -28,11 +30,28 @@ for job, (regime, model, runs) in TRAIN_JOBS.items():
         name:
             f"train_{job}"
         input:
-            **train_input(model, runs),
+            **PLAN.train_input(
+                model,
+                runs,
+                {
+                    "train": rules.balance.output.data,
+                    "balance_manifest": rules.balance.output.manifest,
+                    "eval": rules.split.output.eval,
+                    "heldout": rules.synth_data.output.heldout,
+                },
+            ),
             config=expand(rules.train_config.output, job=job),
         output:
             trajectories=[f"{run}/trajectory.jsonl" for run in runs],
             run_info=[f"{run}/run_info.json" for run in runs],
+            # TRL's model card, written with each checkpoint (the trainer saves one at the last step)
+            model_cards=[f"{run}/README.md" for run in runs],
+            # The event files of tensorboard (train.report_to), in <run>/runs/<time>_<host>/.
+            events=(
+                [directory(f"{run}/runs") for run in runs]
+                if "tensorboard" in config["train"]["report_to"]
+                else []
+            ),
             # Weights are saved only when config keep_models (ktos train --save_model).
             models=(
                 [directory(f"{run}/model") for run in runs]
@@ -45,11 +64,11 @@ for job, (regime, model, runs) in TRAIN_JOBS.items():
             f"results/benchmarks/train/{config['study']}/{job}.tsv"
         conda:
             "../envs/train.yaml"
-        threads: config["resources"]["threads"] * train_processes()
+        threads: config["resources"]["threads"] * PLAN.train_processes
         resources:
-            **TRAIN_RESOURCES,
+            **PLAN.train_resources,
         params:
-            launcher=train_launcher(),
+            launcher=PLAN.train_launcher,
             runs=runs,
             model=lambda wildcards, input, model=model: input.get("model", model),
             save_model=str(config["keep_models"]).lower(),

@@ -51,6 +51,7 @@ from .figure_style import DOUBLE, KL_LABEL, PALETTE, SINGLE, STEP_LABEL, Z0_GRID
 from .frontier import checkpoints as trajectory_checkpoints
 from .frontier import envelope_table
 from .matched_frontier import frontier_tables, read_run_infos
+from .outputs import FIGURES
 from .readings_figures import draw_envelope, draw_matched_frontier, draw_scale
 from .rundir import read_table
 from .runnames import METHOD_LABELS, METHODS, lr_tag
@@ -338,7 +339,19 @@ def _matched_frontier(table: pd.DataFrame, run_info: str | Path | None, regime: 
     """The matched-KL frontier figure when the runs' records hold each held-out item's outcome (the same
     bootstrap, seed included, as the tables)."""
     tables = frontier_tables(table, read_run_infos(run_info), regime) if run_info else {}
-    return draw_matched_frontier(tables["frontier"], tables["best_checkpoint"]) if tables else None
+    return (
+        draw_matched_frontier(tables["frontier"], tables["best_checkpoint"])
+        if tables.get("frontier") is not None and not tables["frontier"].empty
+        else None
+    )
+
+
+def lacking(name: str) -> Figure:
+    """A page in place of figure ``name`` that the table cannot support (a planned figure whose data are missing,
+    for instance a trajectory table written before the runs measured accuracy along the way)."""
+    fig = Figure(figsize=(SINGLE, 1.2), layout="constrained")
+    fig.text(0.5, 0.5, f"{name}: the trajectory table lacks what this figure shows", ha="center", va="center")
+    return fig
 
 
 def draw_all(
@@ -349,6 +362,7 @@ def draw_all(
     lr: float | None = None,
     checkpoints: Sequence[int] = (5, 10, 15, 20),
     run_info: str | Path | None = None,
+    names: Sequence[str] | None = None,
     **criteria: Any,
 ) -> list[Path]:
     """Draw every figure the table supports into ``out_dir`` (``NAME.png`` + ``NAME.pdf``); return the paths.
@@ -356,8 +370,13 @@ def draw_all(
 
     ``regime`` and ``lr`` choose the headline cell (default: the first regime, its most-run lr); ``criteria``
     are :class:`~ktos.study.analysis.Criteria`'s fields (threshold, window, margin, phase_end, beta,
-    search_steps, arms).
+    search_steps, arms). ``names`` (of :data:`ktos.study.outputs.FIGURES`; the workflow's plan) draws exactly
+    these figures: one the table cannot support is a page that says so (:func:`lacking`), so that every
+    planned file exists.
     """
+    unknown = set(names or ()) - set(FIGURES)
+    if unknown:
+        raise ValueError(f"unknown figures {sorted(unknown)} (known: {', '.join(FIGURES)})")
     table = read_table(table_csv)
     regime, lr = headline(table, regime, lr)
     criteria = Criteria(**criteria)
@@ -386,10 +405,13 @@ def draw_all(
         "matched_frontier": _matched_frontier(table, run_info, regime),
     }
     paths: list[Path] = []
-    for name, fig in figures.items():
-        if fig is None:
+    for name in FIGURES if names is None else names:
+        fig = figures[name]
+        if fig is None and names is None:
             log.info("skipping %s: the table lacks what it shows", name)
             continue
-        paths.extend(save(fig, out_dir, name))
+        if fig is None:
+            log.warning("%s is planned but the table lacks what it shows: drawing a page that says so", name)
+        paths.extend(save(fig or lacking(name), out_dir, name))
     log.info("wrote %d figures (%d files) to %s", len(paths) // 2, len(paths), out_dir)
     return paths

@@ -33,6 +33,12 @@ from .stats import t_interval
 KL_BUDGETS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)
 #: Bootstrap resamples of the seed set.
 N_BOOT = 2000
+#: Columns of :func:`envelope_table` and :func:`early_stopping_table` (their header when a study has neither).
+ENVELOPE_COLUMNS = ("method", "kl_budget", "envelope", "envelope_low", "envelope_high", "lr", "step", "diff_vs_kto",
+                    "diff_low", "diff_high", "n_seeds")  # fmt: skip
+EARLY_STOPPING_COLUMNS = ("method", "lr", "step", "val_accuracy", "test_accuracy", "test_low", "test_high",
+                          "base_test_accuracy", "diff_vs_kto", "diff_low", "diff_high", "boot_diff_low",
+                          "boot_diff_high", "n_seeds")  # fmt: skip
 
 
 @dataclass
@@ -121,7 +127,7 @@ def envelope_table(cp: Checkpoints, *, n_boot: int = N_BOOT, seed: int = 0) -> p
                 "diff_low": np.quantile(diff, 0.025), "diff_high": np.quantile(diff, 0.975),
                 "n_seeds": len(cp.seeds),
             })  # fmt: skip
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=ENVELOPE_COLUMNS)
 
 
 def _choose(cp: Checkpoints, seeds: np.ndarray) -> np.ndarray:
@@ -163,4 +169,4 @@ def early_stopping_table(cp: Checkpoints, *, n_boot: int = N_BOOT, seed: int = 0
             "boot_diff_low": float(np.nanquantile(bd, 0.025)), "boot_diff_high": float(np.nanquantile(bd, 0.975)),
             "n_seeds": int(np.isfinite(picked[i]).sum()),
         })  # fmt: skip
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=EARLY_STOPPING_COLUMNS)

@@ -270,14 +270,39 @@ def frontier_table(cp: ItemCheckpoints, observed: dict, boot: dict) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
+#: Columns of the two tables, also of an empty one (runs that kept no per-item outcomes).
+_COUNTS = ("n_bases", "n_runs", "n_items")
+_DIFFERENCE = ("diff_vs_kto", "diff_low", "diff_high", "detectable", "call", "share_defined")
+BEST_CHECKPOINT_COLUMNS = (
+    "method", "lr", "step", "lr_position", "step_position", "inside", "kl", "choose_accuracy",
+    "choose_accuracy_at_last_step", "report_accuracy", "report_low", "report_high", *_DIFFERENCE, *_COUNTS,
+)  # fmt: skip
+FRONTIER_COLUMNS = (
+    "method", "kl_low", "kl_high", "lr", "step", "kl", "envelope_accuracy", "envelope_low", "envelope_high",
+    *_DIFFERENCE, "margin", *_COUNTS,
+)  # fmt: skip
+
+
+def has_item_frontier(df: pd.DataFrame) -> bool:
+    """Whether a study's trajectory table calls for the matched-KL frontier tables: KTO and another method, with
+    task accuracy measured along the way (without per-item outcomes in the runs' records they hold a header
+    only)."""
+    methods = set(df["method"].dropna())
+    measured = np.isfinite(pd.to_numeric(df["step_quality_val"], errors="coerce")).any()
+    return "kto" in methods and len(methods) > 1 and bool(measured)
+
+
 def frontier_tables(
     df: pd.DataFrame, infos: list[dict[str, Any]], regime: str, *, n_boot: int = N_BOOT
 ) -> dict[str, pd.DataFrame]:
-    """``best_checkpoint`` and ``frontier`` of ``regime`` (empty dict when its runs kept no per-item outcomes or
-    trained one method only)."""
+    """``best_checkpoint`` and ``frontier`` of ``regime``; with the columns only when its runs kept no per-item
+    outcomes or trained one method."""
     cp = item_checkpoints(df, infos, regime)
     if cp is None or len(cp.methods) < 2:
-        return {}
+        return {
+            "best_checkpoint": pd.DataFrame(columns=list(BEST_CHECKPOINT_COLUMNS)),
+            "frontier": pd.DataFrame(columns=list(FRONTIER_COLUMNS)),
+        }
     observed, boot = bootstrap(cp, n_boot=n_boot)
     return {
         "best_checkpoint": best_checkpoint_table(cp, observed, boot),

@@ -1,8 +1,10 @@
 r"""The verdict, computed from the study's tables (:mod:`ktos.study.analysis`), and the writer of every table file.
 
 Every sentence is generated from numbers in the tables (:mod:`ktos.study.sentences`); none is written by hand.
-:func:`write_tables` writes ``runs.csv``, ``cells.csv``, ``paired.csv``, ``matched_kl.csv``, ``kl_ratio.csv``,
-``checkpoints.csv`` and ``verdict.md`` (``ktos tables``).
+:func:`write_tables` writes ``verdict.md`` and every table :func:`ktos.study.outputs.table_names` names, one
+``<name>.csv`` each (``ktos tables``): the per-run, per-cell and paired tables, checkpoints, the KL ratio, the
+envelope and early stopping (their header alone when a study has neither), the size law's tables, and the
+pooled tables over bases, the seed-set comparison and the checked predictions when the study has them.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ from .analysis import (
     run_summary,
 )
 from .base_factor import pooled_cells, pooled_paired, pooled_trends, seed_set_table
+from .frontier import EARLY_STOPPING_COLUMNS, ENVELOPE_COLUMNS, early_stopping_table, envelope_table
 from .frontier import checkpoints as trajectory_checkpoints
-from .frontier import early_stopping_table, envelope_table
-from .matched_frontier import frontier_tables, read_run_infos
+from .matched_frontier import frontier_tables, has_item_frontier, read_run_infos
+from .outputs import table_names
 from .rundir import read_table
 from .runnames import lr_tag, method_label
 from .scale import check_predictions, driver_sentence, drivers, scale_table, size_fit, size_predictions
@@ -179,8 +182,9 @@ def _one_base_tables(
     }
     tables["kl_ratio"] = kl_ratio_over_time(df, regime, lr) if regime is not None and lr is not None else pd.DataFrame()
     cp = trajectory_checkpoints(df, regime) if regime is not None else None
-    tables["envelope"] = envelope_table(cp) if cp is not None and len(cp.methods) > 1 else pd.DataFrame()
-    tables["early_stopping"] = early_stopping_table(cp) if cp is not None and len(cp.methods) > 1 else pd.DataFrame()
+    compared = cp is not None and len(cp.methods) > 1
+    tables["envelope"] = envelope_table(cp) if compared else pd.DataFrame(columns=ENVELOPE_COLUMNS)
+    tables["early_stopping"] = early_stopping_table(cp) if compared else pd.DataFrame(columns=EARLY_STOPPING_COLUMNS)
     tables["scale"] = scale_table(tables["cells"], runs)
     tables["drivers"] = drivers(runs)
     return tables
@@ -234,8 +238,8 @@ def build_tables(
         tables["seed_sets"] = seed_set_table(tables["runs"], dict(criteria.seed_sets))
     if criteria.predictions:
         tables["predictions_observed"] = check_predictions(tables["scale"], pd.read_csv(criteria.predictions))
-    if run_infos and regime is not None:
-        tables.update(frontier_tables(df, run_infos, regime))
+    if has_item_frontier(df) and regime is not None:
+        tables.update(frontier_tables(df, run_infos or [], regime))
     return tables
 
 
@@ -259,12 +263,22 @@ def write_tables(
     criteria = Criteria(**criteria)
     infos = read_run_infos(run_info) if run_info else None
     tables = build_tables(df, regime=regime, lr=lr, criteria=criteria, checkpoints=checkpoints, run_infos=infos)
+    names = table_names(
+        several_bases=df["base"].dropna().nunique() > 1,
+        seed_sets=bool(criteria.seed_sets),
+        predictions=bool(criteria.predictions),
+        item_frontier=has_item_frontier(df),
+    )
+    if set(names) != set(tables):
+        raise RuntimeError(f"built tables {sorted(tables)}, but ktos.study.outputs.table_names names {names}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, table in tables.items():
+    for name in names:
+        if tables[name].columns.empty:
+            raise RuntimeError(f"table {name} has no columns: it would be written as an empty file")
         path = out / f"{name}.csv"
-        table.to_csv(path, index=False)
+        tables[name].to_csv(path, index=False)
         paths.append(path)
     if "base_trends" in tables:
         findings = base_verdict(tables)
@@ -277,7 +291,7 @@ def write_tables(
     findings += prediction_sentences(tables["size_predictions"])
     if "predictions_observed" in tables:
         findings += observed_sentences(tables["predictions_observed"])
-    if "frontier" in tables:
+    if "frontier" in tables and not tables["frontier"].empty:
         findings += matched_frontier_sentences(tables["best_checkpoint"], tables["frontier"])
     text = [
         "# Verdict",
