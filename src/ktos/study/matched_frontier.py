@@ -204,9 +204,12 @@ def call(low: float, high: float, margin: float = MARGIN) -> str:
 
 def _difference(boot: np.ndarray, observed: np.ndarray, i: int, k: int) -> dict[str, Any]:
     """Method ``i`` minus method ``k`` (KTO): the observed difference, its bootstrap interval and detectable
-    difference (over the resamples where both are defined), and the call."""
+    difference (over the resamples where both are defined, ``share_defined``; none when the data themselves
+    give no difference), and the call."""
     diff = boot[:, i] - boot[:, k]
     diff = diff[np.isfinite(diff)]
+    if not len(diff) or not np.isfinite(observed[i] - observed[k]):  # no reading on the data: no interval either
+        diff = diff[:0]
     low, high = (float(np.quantile(diff, q)) for q in (0.025, 0.975)) if len(diff) else (math.nan, math.nan)
     return {
         "diff_vs_kto": float(observed[i] - observed[k]), "diff_low": low, "diff_high": high,
@@ -257,7 +260,7 @@ def frontier_table(cp: ItemCheckpoints, observed: dict, boot: dict) -> pd.DataFr
         for i, method in enumerate(cp.methods):
             flat = int(observed["bin_index"][i, j])
             lr, step = _position(cp, flat)[:2] if flat >= 0 else (math.nan, -1)
-            env = boot["bin_envelope"][:, i, j]
+            env = boot["bin_envelope"][:, i, j] if flat >= 0 else np.empty(0)
             env = env[np.isfinite(env)]
             rows.append({
                 "method": method, "kl_low": lo, "kl_high": hi, "lr": lr, "step": step,

@@ -405,6 +405,11 @@ def matched_frontier_sentences(best: pd.DataFrame, frontier: pd.DataFrame) -> li
                 f"step {int(r['step'])}), "
                 f"difference {_interval(r['diff_vs_kto'], r['diff_low'], r['diff_high'])}, detectable "
                 f"{fmt(r['detectable'])}: {_call_words(r['call'])}"
+                + (
+                    f" (both in the bin in {fmt(100 * r['share_defined'])}% of resamples)"
+                    if r["share_defined"] < 0.95
+                    else ""
+                )
             )
         k = rows.loc["kto"]
         out.append(
