@@ -50,9 +50,8 @@ from .base_figures import draw_kl_figures_by_base, flatten_bases, pooled_trend_c
 from .figure_style import DOUBLE, KL_LABEL, PALETTE, SINGLE, STEP_LABEL, Z0_GRID, save, seeds_and_mean, styled, t_band
 from .frontier import checkpoints as trajectory_checkpoints
 from .frontier import envelope_table
-from .matched_frontier import frontier_tables, read_run_infos
 from .outputs import FIGURES
-from .readings_figures import draw_envelope, draw_matched_frontier, draw_scale
+from .readings_figures import draw_envelope, draw_scale, matched_frontier_figure
 from .rundir import read_table
 from .runnames import METHOD_LABELS, METHODS, lr_tag
 from .scale import scale_table
@@ -335,17 +334,6 @@ def _envelope(df: pd.DataFrame, regime: str) -> Figure | None:
     return draw_envelope(cp, envelope_table(cp, n_boot=500))
 
 
-def _matched_frontier(table: pd.DataFrame, run_info: str | Path | None, regime: str) -> Figure | None:
-    """The matched-KL frontier figure when the runs' records hold each held-out item's outcome (the same
-    bootstrap, seed included, as the tables)."""
-    tables = frontier_tables(table, read_run_infos(run_info), regime) if run_info else {}
-    return (
-        draw_matched_frontier(tables["frontier"], tables["best_checkpoint"])
-        if tables.get("frontier") is not None and not tables["frontier"].empty
-        else None
-    )
-
-
 def lacking(name: str) -> Figure:
     """A page in place of figure ``name`` that the table cannot support (a planned figure whose data are missing,
     for instance a trajectory table written before the runs measured accuracy along the way)."""
@@ -402,7 +390,7 @@ def draw_all(
         "scale": draw_scale(scale_table(pooled_trend_cells(table, cells, criteria) if several else cells, runs)),
         # over several bases an envelope of (base, seed) means mixes starting points; the tables give one per base
         "envelope": None if several else _envelope(df, regime),
-        "matched_frontier": _matched_frontier(table, run_info, regime),
+        "matched_frontier": matched_frontier_figure(table, run_info, regime),
     }
     paths: list[Path] = []
     for name in FIGURES if names is None else names:

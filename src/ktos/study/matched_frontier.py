@@ -2,8 +2,8 @@ r"""The frontier at matched KL, read on items never used for choosing (docs/stud
 
 The data: for each method ``m``, learning rate, step ``s`` (every step with task accuracy, and the end) and run
 ``r = (base, seed)``, the probe KL (sequence-level nats) and each held-out item's outcome (1 right, 0 wrong; from
-``run_info.json``). The items are split by position into :data:`~ktos.toy.quality.ITEM_SETS`: ``choose``,
-``report`` and ``envelope``. A *checkpoint* ``c = (lr, s)`` of a method has the probe KL ``K_c`` (mean over its
+``run_info.json``). The items are split by position into :data:`ITEM_SETS`: ``choose``, ``report`` and
+``envelope``. A *checkpoint* ``c = (lr, s)`` of a method has the probe KL ``K_c`` (mean over its
 runs) and on an item set ``S`` the accuracy ``A_c^S`` (mean over its runs and the items of ``S``).
 
 * **Best checkpoint** (:func:`best_checkpoint_table`): the checkpoint with the highest ``A^choose`` (ties:
@@ -30,8 +30,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..toy.quality import ITEM_SETS
-
+#: Three disjoint sets of the held-out items by position ``i mod 3``: ``choose`` (items 0, 3, 6, ...: for choosing
+#: a checkpoint), ``report`` (1, 4, 7, ...: for reporting the chosen one) and ``envelope`` (2, 5, 8, ...: for
+#: reading the frontier, never used for choosing).
+ITEM_SETS: tuple[str, ...] = ("choose", "report", "envelope")
 #: KL bins (sequence-level nats, lower edge included) in which the methods are compared.
 KL_BINS: tuple[tuple[float, float], ...] = ((0.5, 1.0), (1.0, 2.0), (2.0, 4.0), (4.0, 8.0))
 #: The equivalence margin (accuracy), fixed in docs/study.md before the runs.

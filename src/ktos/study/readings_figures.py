@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -21,6 +23,7 @@ from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
 from .figure_style import DOUBLE, KL_LABEL, PALETTE, styled
 from .frontier import Checkpoints
+from .matched_frontier import frontier_tables, read_run_infos
 from .runnames import METHOD_LABELS, lr_tag
 from .trends import LEVELS_OFF
 
@@ -135,3 +138,12 @@ def draw_matched_frontier(frontier: pd.DataFrame, best: pd.DataFrame) -> Figure:
     left.legend(loc="lower left")
     right.legend(loc="lower left")
     return fig
+
+
+def matched_frontier_figure(table: pd.DataFrame, run_info: str | Path | None, regime: str) -> Figure | None:
+    """The matched-KL frontier figure of ``regime`` when the runs' records hold each held-out item's outcome (the
+    same bootstrap, seed included, as ``ktos tables``); ``None`` without them."""
+    tables = frontier_tables(table, read_run_infos(run_info), regime) if run_info else {}
+    if tables.get("frontier") is None or tables["frontier"].empty:
+        return None
+    return draw_matched_frontier(tables["frontier"], tables["best_checkpoint"])

@@ -30,6 +30,7 @@ from .analysis import (
 from .base_factor import pooled_cells, pooled_paired, pooled_trends, seed_set_table
 from .frontier import EARLY_STOPPING_COLUMNS, ENVELOPE_COLUMNS, early_stopping_table, envelope_table
 from .frontier import checkpoints as trajectory_checkpoints
+from .frontier_sentences import frontier_sentences, matched_frontier_sentences
 from .matched_frontier import frontier_tables, has_item_frontier, read_run_infos
 from .outputs import table_names
 from .rundir import read_table
@@ -42,8 +43,6 @@ from .sentences import (
     claim_not_learning_rate,
     contrast_sentence,
     fmt,
-    frontier_sentences,
-    matched_frontier_sentences,
     observed_sentences,
     paired_sentence,
     prediction_sentences,

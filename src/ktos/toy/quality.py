@@ -27,10 +27,6 @@ ANSWER_END = "."
 #: The two halves of the held-out items, reported beside the whole: ``val`` (items 0, 2, 4, ...: for choosing,
 #: such as a checkpoint) and ``test`` (items 1, 3, 5, ...: for reporting what was chosen).
 HALVES: tuple[str, ...] = ("val", "test")
-#: Three disjoint sets of the held-out items by position ``i mod 3``: ``choose`` (items 0, 3, 6, ...: for choosing
-#: a checkpoint), ``report`` (1, 4, 7, ...: for reporting the chosen one) and ``envelope`` (2, 5, 8, ...: for
-#: reading a frontier, never used for choosing). Read from ``task_accuracy``'s per-item ``correct``.
-ITEM_SETS: tuple[str, ...] = ("choose", "report", "envelope")
 
 
 def extract_answer(text: str, eos_token: str = "</s>") -> str:
@@ -62,7 +58,7 @@ def task_accuracy(
     Prompts are left-padded. Returns ``{"metric": "task_accuracy", "value": fraction, "n": items}`` plus the
     accuracy on each of :data:`HALVES`, ``value_val`` (even-numbered items) and ``value_test`` (odd-numbered),
     and ``correct``, each item's outcome in order as a string of ``"1"`` (right) and ``"0"`` (wrong), from which
-    any other split of the items is read (:data:`ITEM_SETS`); the model's train/eval mode is restored afterwards.
+    any other split of the items is read; the model's train/eval mode is restored afterwards.
     """
     if not items:
         raise ValueError("no held-out items")
