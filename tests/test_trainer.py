@@ -23,7 +23,6 @@ from ktos.compat import KTOConfig, KTOTrainer
 from ktos.models import load_model_and_tokenizer
 from ktos.study.rundir import read_trajectory
 from ktos.study.trajectory import TrajectoryCallback
-from ktos.update_norm import UpdateNormCallback
 
 FAST = {
     "per_device_train_batch_size": 4,
@@ -61,7 +60,7 @@ def summed_logps(
 
 def expected_loss(policy, reference, batch, *, beta, dw, uw, sign_correction: bool, zero: bool = False) -> torch.Tensor:
     """Mean over the batch of w * (1 - sigmoid(beta * s * (r - point))), point = z0 (KTO), -sign(r) z0 (KTO-S) or
-    0 (KTO-zero)."""
+    0 (KTO-zero, ktos' former reference_point="zero")."""
     matched, mismatched = compat.sequence(batch, "completion"), compat.sequence(batch, "KL")
     r_policy = summed_logps(policy, *matched)
     with torch.no_grad():
@@ -174,30 +173,48 @@ class ZeroAudit(GradientAudit):
         )
 
 
-def test_kto_zero_steps_use_the_reference_point_zero(tiny_model_dir, primed_model_dir, tmp_path, feedback_dataset):
-    # reference_point="zero" must train with the reference point 0 at every step (use_kto_s left at its default,
-    # True, which KTO-zero ignores), while z0 is still measured and logged as kl.
+def test_apo_zero_unpaired_is_the_former_kto_zero_step_by_step(
+    tiny_model_dir, primed_model_dir, tmp_path, feedback_dataset
+):
+    # loss_type="apo_zero_unpaired", computed by TRL's own code, must train with the loss of ktos' former KTO-zero
+    # (reference_point="zero": w * (1 - sigmoid(beta * s * r))) at every step, on every TRL in the range.
     trainer = make_trainer(
-        primed_model_dir,
-        tmp_path,
-        feedback_dataset,
-        ref_dir=tiny_model_dir,
-        reference_point="zero",
-        **SGD_AUDIT,
+        primed_model_dir, tmp_path, feedback_dataset, ref_dir=tiny_model_dir, loss_type="apo_zero_unpaired", **SGD_AUDIT
     )
-    assert trainer.method == "kto_zero"
+    assert trainer.args.method == "kto_zero" and trainer._name == "KTO-zero"
+    # The same batches with TRL's KL rows (it builds none for apo_zero_unpaired), for KTO's gradient to compare with.
+    with_kl = make_trainer(tiny_model_dir, tmp_path / "kl", feedback_dataset, loss_type="kto", **SGD_AUDIT)
     audit = ZeroAudit(
-        list(trainer.get_train_dataloader()), load_model_and_tokenizer(str(tiny_model_dir))[0], beta=0.2, dw=0.4, uw=1.0
+        list(with_kl.get_train_dataloader()), load_model_and_tokenizer(str(tiny_model_dir))[0], beta=0.2, dw=0.4, uw=1.0
     )
     trainer.add_callback(audit)
-    trainer.add_callback(TrajectoryCallback(tmp_path))
     trainer.train()
     assert len(audit.rows) == 3, audit.rows
     for row in audit.rows:
         assert row["gap"] > 0.01, row  # z0 is small at this priming: the losses differ by about 3%
         assert row["to_zero"] < 1e-5, row
         assert row["to_kto"] > 0.5 * row["gap"], row
-    assert all(r["kl"] > 0 for r in read_trajectory(tmp_path / "trajectory.jsonl"))  # z0 measured, not 0
+    assert trainer.loss_calls == 3
+
+
+@pytest.mark.parametrize(
+    ("fields", "loss_type"),
+    [({}, "kto_s"), ({"use_kto_s": True}, "kto_s"), ({"use_kto_s": False}, "kto"), ({"loss_type": "kto"}, "kto"),
+     ({"use_kto_s": False, "loss_type": "apo_zero_unpaired"}, "apo_zero_unpaired")],
+)  # fmt: skip
+def test_use_kto_s_is_the_notes_name_for_loss_type_kto_s(tmp_path, fields, loss_type) -> None:
+    config = KTOSConfig(output_dir=str(tmp_path), **fields)
+    assert (config.loss_type, config.use_kto_s) == (loss_type, loss_type == "kto_s")
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"use_kto_s": True, "loss_type": "kto"}, {"use_kto_s": True, "loss_type": "apo_zero_unpaired"},
+     {"use_kto_s": False, "loss_type": "kto_s"}, {"loss_type": "sigmoid"}],
+)  # fmt: skip
+def test_a_contradictory_or_unknown_loss_type_is_refused(tmp_path, fields) -> None:
+    with pytest.raises(ValueError, match="contradicts|loss_type must be one of"):
+        KTOSConfig(output_dir=str(tmp_path), **fields)
 
 
 def test_update_norm_is_the_norm_of_each_parameter_change(tiny_model_dir, tmp_path, feedback_dataset) -> None:
@@ -209,7 +226,6 @@ def test_update_norm_is_the_norm_of_each_parameter_change(tiny_model_dir, tmp_pa
             snapshots.append(torch.cat([p.detach().reshape(-1).clone() for p in model.parameters() if p.requires_grad]))
 
     initial = torch.cat([p.detach().reshape(-1).clone() for p in trainer.model.parameters() if p.requires_grad])
-    trainer.add_callback(UpdateNormCallback())
     trainer.add_callback(Snapshot())
     trainer.add_callback(TrajectoryCallback(tmp_path))
     trainer.train()
@@ -324,8 +340,7 @@ def test_a_bypassed_loss_stops_the_first_step(tiny_model_dir, tmp_path, feedback
 
 BYPASSES = [
     ({"use_liger_kernel": True}, "use_liger_kernel"),
-    ({"loss_type": "apo_zero_unpaired"}, "loss_type='apo_zero_unpaired'"),
-    ({"train_sampling_strategy": "random"}, "train_sampling_strategy='random'"),
+    ({"train_sampling_strategy": "random"}, "train_sampling_strategy='random': .* shuffle the dataset once"),
 ]
 if "sync_ref_model" in KTOConfig.__dataclass_fields__:
     BYPASSES.append(({"sync_ref_model": True}, "sync_ref_model"))

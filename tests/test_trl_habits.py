@@ -112,7 +112,7 @@ def test_dataset_name_loads_a_local_file_and_a_hub_config(tmp_path, monkeypatch)
     [
         ({"use_kto_s": True}, "KTO-S", "sign-corrected reference point"),
         ({"use_kto_s": False}, "KTO", "KTO as TRL computes it"),
-        ({"reference_point": "zero"}, "KTO-zero", "reference point 0"),
+        ({"loss_type": "apo_zero_unpaired"}, "KTO-zero", "reference point 0"),
     ],
 )
 def test_model_card_names_and_describes_the_method(

@@ -307,10 +307,12 @@ def _validate(source: str, columns: Columns, *, require_both_labels: bool) -> da
 # Public API
 
 
-def load_source(source: str, split: str, config: str | None = None) -> tuple[str, str, datasets.Dataset]:
+def load_source(
+    source: str, split: str, config: str | None = None, *, require_both_labels: bool = True
+) -> tuple[str, str, datasets.Dataset]:
     """Load and validate ``source`` as :func:`load_feedback` does. Returns (name for messages, format, dataset)."""
     name, fmt, columns = _load_columns(str(source), split, config)
-    ds = _validate(name, columns, require_both_labels=True)
+    ds = _validate(name, columns, require_both_labels=require_both_labels)
     n_desirable = sum(ds["label"])
     log.info(
         "loaded %s (%s): %d rows, %d desirable, %d undesirable", name, fmt, len(ds), n_desirable, len(ds) - n_desirable
@@ -318,15 +320,18 @@ def load_source(source: str, split: str, config: str | None = None) -> tuple[str
     return name, fmt, ds
 
 
-def load_feedback(source: str, *, split: str = "train", config: str | None = None) -> datasets.Dataset:
+def load_feedback(
+    source: str, *, split: str = "train", config: str | None = None, require_both_labels: bool = True
+) -> datasets.Dataset:
     """Load and validate KTO feedback from a file, a folder or a hub dataset id (see the module doc); ``config``
     names a hub dataset's configuration (``datasets.load_dataset``'s ``name``).
 
     Returns a dataset with columns ``prompt``, ``completion`` and ``label`` (``bool``) holding both
-    labels. Raises :class:`DataValidationError` for a missing source or column, empty or null
-    text, labels other than bool or 0/1, no rows, or one label only.
+    labels (one label is allowed with ``require_both_labels=False``, as for held-out data). Raises
+    :class:`DataValidationError` for a missing source or column, empty or null text, labels other than bool or
+    0/1, no rows, or one label only.
     """
-    return load_source(source, split, config)[2]
+    return load_source(source, split, config, require_both_labels=require_both_labels)[2]
 
 
 def write_dataset_dir(ds: datasets.Dataset, out_dir: str | Path, **extra_manifest: Any) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..loss_types import STUDY_METHODS
 from .runnames import parse_run_name
 
 log = logging.getLogger("ktos")
@@ -52,13 +53,14 @@ def parse_train_args(argv: Sequence[str]) -> tuple[Any, Any, Any, Any]:
 
 
 #: What a run's name sets when ``ktos train --run_dirs`` trains several runs (:mod:`ktos.study.runnames`).
-SET_BY_RUN_NAME = ("--output_dir", "--use_kto_s", "--reference_point", "--learning_rate", "--seed")
+SET_BY_RUN_NAME = ("--output_dir", "--loss_type", "--use_kto_s", "--learning_rate", "--seed")
 
 
 def run_argvs(argv: Sequence[str]) -> list[list[str]]:
     """The argument list of each run ``ktos train argv`` asks for: ``argv`` itself, or with ``--run_dirs D...``
-    one list per directory, whose name (``{method}_lr{lr}_seed{seed}``) sets output_dir, use_kto_s,
-    reference_point, learning_rate and seed, with ``{seed}`` in ``--train_data`` and ``--weights_from`` replaced."""
+    one list per directory, whose name (``{method}_lr{lr}_seed{seed}``) sets output_dir, loss_type (the method's,
+    :data:`ktos.loss_types.STUDY_METHODS`), learning_rate and seed, with ``{seed}`` in ``--train_data`` and
+    ``--weights_from`` replaced."""
     argv = normalise_config_flag(argv)
     run_args = parse_train_args(argv)[1]
     if not run_args.run_dirs:
@@ -73,8 +75,7 @@ def run_argvs(argv: Sequence[str]) -> list[list[str]]:
     argvs = []
     for run_dir in run_args.run_dirs:
         method, lr, seed = parse_run_name(Path(run_dir).name)
-        flags = ["--output_dir", run_dir, "--use_kto_s", str(method == "kto_s").lower()]
-        flags += ["--reference_point", "zero" if method == "kto_zero" else "kl", "--learning_rate", repr(lr)]
+        flags = ["--output_dir", run_dir, "--loss_type", STUDY_METHODS[method], "--learning_rate", repr(lr)]
         argvs.append([a.replace("{seed}", str(seed)) for a in shared] + flags + ["--seed", str(seed)])
     return argvs
 

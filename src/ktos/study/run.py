@@ -27,7 +27,7 @@ from .. import compat
 from ..config import KTOSConfig
 from ..data import DataValidationError, load_feedback
 from ..models import load_model_and_tokenizer
-from ..probe import KLProbe, ProbeCallback
+from ..probe import ProbeCallback
 from ..provenance import (
     base_model_record,
     git_revision,
@@ -39,7 +39,6 @@ from ..provenance import (
 )
 from ..toy.quality import HALVES, PreferenceAccuracy, load_items, task_accuracy
 from ..trainer import KTOSTrainer
-from ..update_norm import UpdateNormCallback
 from .rundir import RUN_INFO_FILE
 from .trajectory import TrajectoryCallback
 
@@ -238,6 +237,7 @@ def run_info(
     return {
         "regime": run_args.regime,
         "method": config.method,
+        "loss_type": config.loss_type,
         "use_kto_s": config.use_kto_s,
         "beta": config.beta,
         "learning_rate": config.learning_rate,
@@ -282,19 +282,13 @@ def attach_callbacks(
     eval_dataset: Dataset | None,
     resume: str | None,
 ) -> tuple[TrajectoryCallback, Callable[[], dict[str, Any]] | None]:
-    """Register the update norm, the KL probe and step quality (:class:`~ktos.probe.ProbeCallback`, logged through
-    the trainer) and the trajectory writer, in that order. Returns the writer and the run's quality measure."""
-    config = trainer.args
-    probe = None
-    if eval_dataset is not None and config.kl_probe_size > 0:
-        probe = KLProbe(trainer, eval_dataset, config.kl_probe_size)
-        log.info("KL probe: %d held-out mismatched pairs (%d tokens)", probe.n_pairs, probe.n_tokens)
+    """Register step quality (a :class:`~ktos.probe.ProbeCallback` without a probe, logged through the trainer) and
+    the trajectory writer, after the trainer's own update norm and KL probe. Returns the writer and the run's
+    quality measure."""
     measure = quality_measure(trainer, data_args, eval_dataset)
-    extra = (run_args.quality_steps, step_quality(measure)) if run_args.quality_steps and measure else None
-    trajectory = TrajectoryCallback(config.output_dir, resume_from=resume)
-    trainer.add_callback(UpdateNormCallback())  # before the trajectory callback, which records its update_norm
-    if probe is not None or extra is not None:
-        trainer.add_callback(ProbeCallback(trainer, probe, every=config.kl_probe_steps, extra=extra))
+    trajectory = TrajectoryCallback(trainer.args.output_dir, resume_from=resume)
+    if run_args.quality_steps and measure:
+        trainer.add_callback(ProbeCallback(trainer, None, extra=(run_args.quality_steps, step_quality(measure))))
     trainer.add_callback(trajectory)
     return trajectory, measure
 
@@ -322,7 +316,7 @@ def _finish(
             shutil.rmtree(checkpoint)
     log.info(
         "%s run %s in %ss: %d steps, quality %s",
-        trainer.method,
+        trainer.args.loss_type,
         status,
         changes.get("elapsed_s"),
         trainer.state.global_step,
@@ -343,6 +337,8 @@ def train(model_config: ModelConfig, run_args: RunArguments, data_args: DataArgu
     run_dir.mkdir(parents=True, exist_ok=True)
     if data_args.weights_from:
         _apply_balance_weights(config, data_args.weights_from)
+    if data_args.eval_data and config.kl_probe_dataset is None:
+        config.kl_probe_dataset = data_args.eval_data  # the trainer's probe, also when not evaluating
     train_dataset, eval_dataset = load_data(data_args, config)
     _check_model_args(model_config)
     model, tokenizer = _load(str(model_config.model_name_or_path), model_config, config)
