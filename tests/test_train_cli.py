@@ -13,7 +13,7 @@ import trl
 from conftest import feedback_rows
 from datasets import Dataset
 from safetensors.torch import load_file
-from test_trainer import expected_grads, make_trainer
+from test_trainer import BAD_DATA, expected_grads, make_trainer, with_value
 
 from ktos.cli import main
 from ktos.models import load_model_and_tokenizer
@@ -154,24 +154,19 @@ def test_rerun_resumes_from_last_checkpoint(tiny_model_dir, data_files, tmp_path
     assert [r["step"] for r in read_trajectory(run_dir / "trajectory.jsonl")] == [1, 2, 3, 4]
 
 
-@pytest.mark.slow
-def test_bad_labels_exit_2_with_one_line(tiny_model_dir, tmp_path, capsys) -> None:
-    rows = feedback_rows(8, 4)
-    rows[3]["label"] = 2
-    train = write_jsonl(tmp_path / "bad.jsonl", rows)
-    code = main(
-        [
-            "train",
-            "--model_name_or_path",
-            str(tiny_model_dir),
-            "--train_data",
-            str(train),
-            "--output_dir",
-            str(tmp_path / "run"),
-        ]
-    )
+BAD_CLI_DATA = [*BAD_DATA, (with_value("label", (3,), 2), "'label': values that are not bool or 0/1 at rows [3]")]
+
+
+@pytest.mark.parametrize(
+    ("breaks", "named"), BAD_CLI_DATA, ids=["no-completion", "none", "empty", "blank-prompt", "label-2"]
+)
+def test_bad_data_exits_2_with_one_line_naming_column_and_rows(tiny_model_dir, tmp_path, capsys, breaks, named):
+    # The same data errors as KTOSTrainer's (tests/test_trainer.py), before any model is loaded.
+    train = write_jsonl(tmp_path / "bad.jsonl", breaks(feedback_rows(8, 4)))
+    argv = ["train", "--model_name_or_path", str(tiny_model_dir), "--train_data", str(train)]
+    code = main([*argv, "--output_dir", str(tmp_path / "run")])
     err = capsys.readouterr().err
-    # Library INFO lines may come first (the default --log-level is INFO); the error itself is one line, no traceback.
+    # Library INFO lines may come first; the error itself is one line, no traceback.
     errors = [line for line in err.splitlines() if line.startswith("ktos train: error:")]
     assert code == 2 and "Traceback" not in err and len(errors) == 1
-    assert "'label'" in errors[0] and "rows [3]" in errors[0]
+    assert named.split(": ", 1)[-1] in errors[0]

@@ -9,7 +9,10 @@ refused; a bypassed loss stops the first step; label checks; real short runs.
 from __future__ import annotations
 
 import json
+import logging
 import math
+import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,8 +21,9 @@ from conftest import feedback_rows
 from datasets import Dataset
 from transformers import TrainerCallback
 
-from ktos import KTOSConfig, KTOSTrainer, check_labels, compat
+from ktos import KTOSConfig, KTOSTrainer, check_feedback, compat
 from ktos.compat import KTOConfig, KTOTrainer
+from ktos.data import DataValidationError
 from ktos.models import load_model_and_tokenizer
 from ktos.study.rundir import read_trajectory
 from ktos.study.trajectory import TrajectoryCallback
@@ -364,23 +368,59 @@ def test_a_replacement_loss_function_is_refused(tiny_model_dir, tmp_path, feedba
         )
 
 
-def test_labels_as_ints_are_coerced() -> None:
+def test_labels_trl_accepts_are_coerced_to_bools() -> None:
     ds = Dataset.from_list([{"prompt": "a", "completion": "b", "label": v} for v in (1, 0, 1)])
-    assert check_labels(ds)["label"] == [True, False, True]
+    assert check_feedback(ds)["label"] == [True, False, True]
+    ds = Dataset.from_dict({"prompt": ["a"] * 3, "completion": ["b"] * 3, "label": [1.0, 0.0, 1.0]})
+    assert check_feedback(ds)["label"] == [True, False, True]
 
 
 @pytest.mark.parametrize(
     ("labels", "first_bad"),
-    [([1, 0, 2, 1], 2), (["no", "yes", "yes", "no"], 0), ([True, False, None, True], 2), ([1.0, 0.0, 0.5], 0)],
+    [([1, 0, 2, 1], 2), (["no", "yes", "yes", "no"], 0), ([True, False, None, True], 2), ([1.0, 0.0, 0.5], 2)],
 )
 def test_bad_labels_raise_naming_column_and_rows(labels, first_bad) -> None:
     n = len(labels)
     ds = Dataset.from_dict({"prompt": ["a"] * n, "completion": ["b"] * n, "label": labels})
     with pytest.raises(
-        ValueError, match=rf"column 'label': values that are not bool or 0/1 at rows \[{first_bad}"
+        DataValidationError, match=rf"column 'label': values that are not bool or 0/1 at rows \[{first_bad}"
     ) as err:
-        check_labels(ds)
+        check_feedback(ds)
     assert repr(ds["label"][first_bad]) in str(err.value)
+
+
+def without_completion(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "completion"} for row in rows]
+
+
+def with_value(column: str, rows_at: tuple[int, ...], value) -> Callable[[list[dict]], list[dict]]:
+    return lambda rows: [{**row, column: value} if i in rows_at else row for i, row in enumerate(rows)]
+
+
+#: Broken feedback: how to break 8 rows, and what the error names.
+BAD_DATA = [
+    (without_completion, "train dataset: missing column 'completion'"),
+    (with_value("completion", (3,), None), "column 'completion': empty, null or non-text values at rows [3]"),
+    (with_value("completion", (2, 5), ""), "column 'completion': empty, null or non-text values at rows [2, 5]"),
+    (with_value("prompt", (0,), "  "), "column 'prompt': empty, null or non-text values at rows [0]"),
+]
+
+
+@pytest.mark.parametrize(("breaks", "named"), BAD_DATA, ids=["no-completion", "none", "empty", "blank-prompt"])
+def test_bad_data_is_refused_at_construction_naming_column_and_rows(tiny_model_dir, tmp_path, breaks, named) -> None:
+    with pytest.raises(DataValidationError, match=re.escape(named)):
+        make_trainer(tiny_model_dir, tmp_path, Dataset.from_list(breaks(feedback_rows(8, 4))))
+
+
+def test_a_train_set_sorted_by_label_draws_a_warning_that_says_how_to_shuffle(tiny_model_dir, tmp_path, caplog) -> None:
+    rows = feedback_rows(48, 36)
+    with caplog.at_level(logging.WARNING, logger="ktos"):
+        make_trainer(tiny_model_dir, tmp_path / "shuffled", Dataset.from_list(rows))
+    assert "sorted by label" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="ktos"):
+        make_trainer(tiny_model_dir, tmp_path / "sorted", Dataset.from_list(sorted(rows, key=lambda r: r["label"])))
+    assert "12 consecutive batches of 4 rows (rows 0 to 47) hold one label each" in caplog.text
+    assert "sorted by label" in caplog.text and "dataset.shuffle(seed=0)" in caplog.text
 
 
 @pytest.mark.parametrize("label", [True, False])

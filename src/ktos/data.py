@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -232,8 +232,19 @@ def _check_text(source: str, columns: Columns, column: str) -> None:
         raise _row_error(source, column, "empty, null or non-text values", bad, [columns[column][i] for i in bad])
 
 
+def _is_label(value: Any) -> bool:
+    """Whether ``value`` is a label TRL trains on: a bool, or the number 0 or 1 (int or float, numpy's included)."""
+    if isinstance(value, bool):
+        return True
+    try:
+        return not isinstance(value, str) and value in (0, 1)
+    except (TypeError, ValueError):  # an array or another value that does not compare with a number
+        return False
+
+
 def normalise_labels(source: str, values: Sequence[Any], *, require_both: bool) -> list[bool]:
-    """Labels as Python bools: ``True``/``False`` as they are, ints ``1``/``0`` converted; others raise.
+    """Labels as Python bools: ``True``/``False`` as they are, the numbers ``1``/``0`` (``1.0``/``0.0`` too, as TRL
+    accepts them) converted; others raise.
 
     With ``require_both``, labels of one kind only raise too: KTO's loss needs desirable and
     undesirable examples. Errors are :class:`DataValidationError` naming ``source``, the column and rows.
@@ -241,9 +252,7 @@ def normalise_labels(source: str, values: Sequence[Any], *, require_both: bool) 
     out: list[bool] = []
     bad: list[int] = []
     for i, v in enumerate(values):
-        if isinstance(v, bool):
-            out.append(v)
-        elif isinstance(v, int) and v in (0, 1):
+        if _is_label(v):
             out.append(bool(v))
         else:
             bad.append(i)
@@ -258,7 +267,7 @@ def normalise_labels(source: str, values: Sequence[Any], *, require_both: bool) 
     return out
 
 
-def _require_columns(source: str, columns: Columns, needed: Sequence[str]) -> None:
+def _require_columns(source: str, columns: Collection[str], needed: Sequence[str]) -> None:
     """Raise naming the first missing column and the columns present."""
     for name in needed:
         if name not in columns:
@@ -283,18 +292,29 @@ def _unpair(source: str, columns: Columns) -> Columns:
     }
 
 
+def _is_paired(columns: Any) -> bool:
+    """Whether column names (or columns) are a paired preference dataset's: ``chosen``, ``rejected``, no ``label``."""
+    return "label" not in columns and "chosen" in columns and "rejected" in columns
+
+
+def _checked_labels(source: str, columns: Columns, *, require_both_labels: bool) -> list[bool]:
+    """Check a KTO dataset's columns (present, texts non-empty, labels bool or 0/1, both labels if required) and
+    return its labels as bools; :class:`DataValidationError` names the column and rows of the first problem."""
+    _require_columns(source, columns, KTO_COLUMNS)
+    for name in ("prompt", "completion"):
+        _check_text(source, columns, name)
+    return normalise_labels(source, columns["label"], require_both=require_both_labels)
+
+
 def _validate(source: str, columns: Columns, *, require_both_labels: bool) -> datasets.Dataset:
     """Validate ``columns`` and return a dataset of exactly (prompt, completion, label: bool)."""
     n = len(next(iter(columns.values()))) if columns else 0
     if n == 0:
         raise DataValidationError(f"{source}: no rows")
-    if "label" not in columns and "chosen" in columns and "rejected" in columns:
+    if _is_paired(columns):
         _require_columns(source, columns, PAIRED_COLUMNS)
         columns = _unpair(source, columns)
-    _require_columns(source, columns, KTO_COLUMNS)
-    for name in ("prompt", "completion"):
-        _check_text(source, columns, name)
-    labels = normalise_labels(source, columns["label"], require_both=require_both_labels)
+    labels = _checked_labels(source, columns, require_both_labels=require_both_labels)
     extra = [c for c in columns if c not in KTO_COLUMNS]
     if extra:
         log.info("%s: dropping columns %s", source, ", ".join(map(repr, extra)))
@@ -332,6 +352,37 @@ def load_feedback(
     0/1, no rows, or one label only.
     """
     return load_source(source, split, config, require_both_labels=require_both_labels)[2]
+
+
+def check_feedback(
+    dataset: datasets.Dataset, *, name: str = "train", require_both_labels: bool = True
+) -> datasets.Dataset:
+    """``dataset`` checked as :func:`load_feedback` checks what it loads, before TRL sees it; ``ktos.KTOSTrainer``
+    calls it on its train (both labels required) and eval datasets.
+
+    A KTO dataset needs ``prompt``, ``completion`` and ``label`` (texts or conversations not empty, labels bool or
+    0/1); a paired one (``prompt``, ``chosen``, ``rejected``, which TRL unpairs) non-empty texts. Other columns
+    stay. Returns the dataset with ``label`` as Python bools (the same dataset when it already was); raises
+    :class:`DataValidationError` naming the dataset, the column and the first offending rows. An
+    ``IterableDataset`` is returned unchecked (reading it would consume it).
+    """
+    if not isinstance(dataset, datasets.Dataset):
+        return dataset
+    source = f"{name} dataset"
+    if len(dataset) == 0:
+        raise DataValidationError(f"{source}: no rows")
+    present = dataset.column_names
+    needed = PAIRED_COLUMNS if _is_paired(present) else KTO_COLUMNS
+    _require_columns(source, present, needed)
+    columns: Columns = {column: dataset[column] for column in needed}
+    if _is_paired(present):
+        for column in PAIRED_COLUMNS:
+            _check_text(source, columns, column)
+        return dataset
+    labels = _checked_labels(source, columns, require_both_labels=require_both_labels)
+    if any(not isinstance(v, bool) for v in columns["label"]):
+        dataset = dataset.remove_columns("label").add_column("label", labels)
+    return dataset
 
 
 def write_dataset_dir(ds: datasets.Dataset, out_dir: str | Path, **extra_manifest: Any) -> dict[str, Any]:

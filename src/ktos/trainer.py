@@ -1,4 +1,4 @@
-"""KTO-S on TRL: ``KTOSTrainer`` (configured by :class:`ktos.config.KTOSConfig`) and its label checks.
+"""KTO-S on TRL: ``KTOSTrainer``, configured by :class:`ktos.config.KTOSConfig`.
 
 ``KTOSTrainer`` is TRL's ``KTOTrainer`` (TRL 1.5.1 to 1.16.0) whose loss is :func:`ktos.losses.kto_loss`:
 KTO-S with ``loss_type="kto_s"``, exactly TRL's KTO loss with ``"kto"``; ``"apo_zero_unpaired"`` (KTO-zero) is
@@ -20,8 +20,9 @@ import torch
 from datasets import Dataset
 
 from . import compat, losses
+from .balance import warn_if_sorted_by_label
 from .config import KTOSConfig
-from .data import DataValidationError, normalise_labels
+from .data import check_feedback
 from .hooked_loss import hooked_compute_loss
 from .loss_types import LOSS_TYPE_NAMES, TRL_COMPUTED
 from .preparation import cached_prepare, train_sampler
@@ -67,25 +68,6 @@ def with_method_section(card: str, loss_type: str) -> str:
     return head + section + marker + tail if marker else card.rstrip("\n") + "\n\n" + section
 
 
-def check_labels(dataset: Dataset, *, name: str = "train", require_both: bool = True) -> Dataset:
-    """Return ``dataset`` with a Python-bool ``label`` column, or raise ``ValueError``.
-
-    Accepted: bools, and the ints 0/1 (coerced to bool). Anything else (2, ``"yes"``, ``None``, 0.5)
-    raises an error naming the column and the first offending rows. With ``require_both`` a dataset
-    holding one label only is refused: KTO's loss needs desirable and undesirable examples (TRL
-    only warns). The rules are :func:`ktos.data.normalise_labels`'s.
-    """
-    if "label" not in dataset.column_names:
-        raise DataValidationError(f"{name} dataset: missing column 'label' (columns: {dataset.column_names})")
-    if len(dataset) == 0:
-        raise DataValidationError(f"{name} dataset: no rows")
-    raw = dataset["label"]
-    labels = normalise_labels(f"{name} dataset", raw, require_both=require_both)
-    if any(not isinstance(v, bool) for v in raw):
-        dataset = dataset.remove_columns("label").add_column("label", labels)
-    return dataset
-
-
 def bypasses(args: KTOSConfig, kwargs: dict[str, Any]) -> list[str]:
     """Why a trainer built from ``args`` and ``kwargs`` would not train through ``ktos.losses`` (empty if it would).
 
@@ -113,11 +95,13 @@ def bypasses(args: KTOSConfig, kwargs: dict[str, Any]) -> list[str]:
 class KTOSTrainer(compat.KTOTrainer):
     """TRL's ``KTOTrainer`` whose loss is KTO-S (``args.loss_type="kto_s"``), plain KTO or KTO-zero.
 
-    Before TRL sees the data, labels are checked by :func:`check_labels` (train set: both labels
-    required). Configurations listed by :func:`bypasses` raise ``ValueError``. The training set is read
-    in file order. With ``kl_probe_size > 0`` and held-out data (``kl_probe_dataset`` or ``eval_dataset``) the
-    KL probe is measured every ``kl_probe_steps`` steps and logged. The first training step raises
-    ``RuntimeError`` if its loss did not come from :meth:`kto_loss` (or, for a loss TRL computes, TRL's code).
+    Before TRL sees the data it is checked as ``ktos train`` checks it (:func:`ktos.data.check_feedback`: columns,
+    texts, labels; train set: both labels required), and a train set whose order puts many one-label batches
+    together draws a warning (:func:`ktos.balance.warn_if_sorted_by_label`). Configurations listed by
+    :func:`bypasses` raise ``ValueError``. The training set is read in file order. With ``kl_probe_size > 0``
+    and held-out data (``kl_probe_dataset`` or ``eval_dataset``) the KL probe is measured every
+    ``kl_probe_steps`` steps and logged. The first training step raises ``RuntimeError`` if its loss did not
+    come from :meth:`kto_loss` (or, for a loss TRL computes, TRL's code).
     """
 
     args: KTOSConfig
@@ -138,9 +122,15 @@ class KTOSTrainer(compat.KTOTrainer):
             raise ValueError("KTOSTrainer cannot train through the ktos loss with " + "; ".join(reasons))
         if train_dataset is None:
             raise ValueError("`train_dataset` is required")
-        train_dataset = check_labels(train_dataset, name="train")
-        if isinstance(eval_dataset, Dataset):
-            eval_dataset = check_labels(eval_dataset, name="eval", require_both=False)
+        train_dataset = check_feedback(train_dataset, name="train")
+        if isinstance(train_dataset, Dataset) and "label" in train_dataset.column_names:
+            warn_if_sorted_by_label(train_dataset["label"], args.per_device_train_batch_size)
+        if isinstance(eval_dataset, dict):
+            eval_dataset = {
+                k: check_feedback(d, name=f"eval {k!r}", require_both_labels=False) for k, d in eval_dataset.items()
+            }
+        elif eval_dataset is not None:
+            eval_dataset = check_feedback(eval_dataset, name="eval", require_both_labels=False)
         self.loss_calls = 0
         self._loss_checked = False
         self._step_metrics: dict[str, float] = {}
