@@ -74,7 +74,7 @@ def test_probe_and_step_quality_reach_tensorboard_and_log_history(tiny_model_dir
         "--output_dir", str(run_dir), "--per_device_train_batch_size", "4", "--max_length", "32",
         "--gradient_checkpointing", "false", "--kl_probe_size", "16", "--kl_probe_steps", "3", "--quality_steps", "2",
         "--max_steps", "6", "--learning_rate", "1e-3", "--logging_steps", str(logging_steps), "--save_steps", "6",
-        "--keep_checkpoints", "true", "--disable_tqdm", "true", "--report_to", "tensorboard",
+        "--disable_tqdm", "true", "--report_to", "tensorboard",
     ]  # fmt: skip
     assert main(argv) == 0
     rows = read_trajectory(run_dir / "trajectory.jsonl")

@@ -254,7 +254,7 @@ def test_dry_run_saves_weights_only_when_models_are_kept(repo: Path, keep: bool)
     assert train and all(f"--save_model {str(keep).lower()}" in line for line in train), train
     outputs = " ".join(line for line in result.stdout.splitlines() if line.strip().startswith("output:"))
     for run in TEST_RUNS:
-        assert (f"{run}/model" in outputs) is keep, outputs
+        assert (f"{run}/model.safetensors" in outputs) is keep, outputs
 
 
 def test_catalog_metadata_matches_the_workflow() -> None:

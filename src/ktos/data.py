@@ -19,6 +19,8 @@ Sources (picked by what ``source`` names):
   :func:`ktos.data_stages.split` writes: ``split`` picks ``train`` or ``eval``);
 * a directory written by :meth:`datasets.Dataset.save_to_disk` or
   :meth:`datasets.DatasetDict.save_to_disk` (``split`` picks the split of a ``DatasetDict``);
+* any other directory as ``datasets.load_dataset(directory)`` reads it, as TRL's ``--dataset_name`` does: a folder
+  of split files (``train.jsonl``, ``test.jsonl``, ``train.parquet``, ...), ``split`` picking one;
 * otherwise a Hugging Face hub dataset id, loaded with ``datasets.load_dataset(id, name=config, split=split)``
   (with ``HF_HUB_OFFLINE=1`` only from the local cache).
 
@@ -165,6 +167,20 @@ def _load_dataset_split(loaded: datasets.Dataset | datasets.DatasetDict, name: s
     return loaded.to_dict()
 
 
+def _load_split_files(path: Path, split: str, config: str | None) -> tuple[str, str, Columns]:
+    """A folder of split files (``train.jsonl``, ``test.parquet``, ...) read as ``trl kto --dataset_name`` reads it:
+    ``datasets.load_dataset(folder)``, whose splits are named by the files."""
+    name = f"{path} (split {split!r})"
+    try:
+        loaded = datasets.load_dataset(str(path), name=config)
+    except (OSError, ValueError, DatasetsError) as err:
+        raise DataValidationError(
+            f"{path}: not a dataset dir ({DATA_FILE} + {MANIFEST_FILE}), a save_to_disk folder or a folder of split "
+            f"files (train.jsonl, test.parquet, ...): {str(err).strip().splitlines()[0] if str(err).strip() else err!r}"
+        ) from err
+    return name, "split_files", _load_dataset_split(loaded, name, split)
+
+
 def _load_columns(source: str, split: str, config: str | None = None) -> tuple[str, str, Columns]:
     """Read ``source`` into columns. Returns (name for messages, format, columns)."""
     path = Path(source).expanduser()
@@ -177,9 +193,7 @@ def _load_columns(source: str, split: str, config: str | None = None) -> tuple[s
         if _is_save_to_disk_dir(path):
             name = f"{path} (split {split!r})"
             return name, "save_to_disk", _load_dataset_split(datasets.load_from_disk(str(path)), name, split)
-        raise DataValidationError(
-            f"{path}: directory is neither a dataset dir ({DATA_FILE} + {MANIFEST_FILE}) nor a save_to_disk folder"
-        )
+        return _load_split_files(path, split, config)
     if path.is_file():
         suffix = path.suffix.lower()
         if suffix in JSON_SUFFIXES:

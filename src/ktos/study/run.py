@@ -1,9 +1,11 @@
 """One training run: load model and data, train KTO or KTO-S, write the run directory.
 
-A run directory holds ``trajectory.jsonl`` (one row per optimizer step, see
-:class:`~ktos.study.trajectory.TrajectoryCallback`), ``run_info.json`` (config, seed, versions, ktos's revision,
-the machine, status, task quality) and TRL's checkpoints while training. A run that finds a checkpoint in its
-directory resumes from the last one.
+A run directory is TRL's ``output_dir``: the final model and tokenizer (``--save_model``, loadable with
+``from_pretrained(output_dir)`` as after ``trl kto``), TRL's checkpoints (as ``save_strategy`` and
+``save_total_limit`` say) and model card, and ktos's ``trajectory.jsonl`` (one row per optimizer step, see
+:class:`~ktos.study.trajectory.TrajectoryCallback`) and ``run_info.json`` (config, seed, versions, ktos's
+revision, the machine, status, task quality). A run that finds a checkpoint in its directory resumes from the
+last one.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -55,11 +56,8 @@ class RunArguments:
         metadata={"help": "Reference model (hub id or local directory); default: a frozen copy of the model."},
     )
     save_model: bool = field(
-        default=True, metadata={"help": "Save the trained model to output_dir/model (weights: keep out of git)."}
-    )
-    keep_checkpoints: bool = field(
-        default=False,
-        metadata={"help": "Keep output_dir/checkpoint-* after a run completes (they exist to resume a killed run)."},
+        default=True,
+        metadata={"help": "Save the trained model and tokenizer to output_dir, as trl kto does (keep out of git)."},
     )
     regime: str = field(
         default="main",
@@ -300,8 +298,8 @@ def _finish(
     measure: Callable[[], dict[str, Any]] | None,
     changes: dict[str, Any],
 ) -> str:
-    """After training: record the status (returned), final quality and ``changes`` in ``run_info.json``, save the
-    model, and remove the checkpoints of a completed run (unless kept)."""
+    """After training: record the status (returned), final quality and ``changes`` in ``run_info.json`` and save the
+    model and tokenizer in ``output_dir``."""
     run_dir = Path(trainer.args.output_dir)
     main_process = PartialState().is_main_process
     status = "diverged" if diverged else "completed"
@@ -309,11 +307,8 @@ def _finish(
     if main_process:
         update_json(run_dir / RUN_INFO_FILE, status=status, quality=quality, **changes)
     if run_args.save_model:
-        trainer.save_model(str(run_dir / "model"))
+        trainer.save_model(str(run_dir))
     trainer.accelerator.wait_for_everyone()
-    if status == "completed" and not run_args.keep_checkpoints and main_process:
-        for checkpoint in run_dir.glob("checkpoint-*"):
-            shutil.rmtree(checkpoint)
     log.info(
         "%s run %s in %ss: %d steps, quality %s",
         trainer.args.loss_type,
