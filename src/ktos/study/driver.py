@@ -80,6 +80,21 @@ def run_argvs(argv: Sequence[str]) -> list[list[str]]:
     return argvs
 
 
+def apply_log_level(config: Any) -> None:
+    """TRL's ``--log_level`` (a ``TrainingArguments`` field), as ``trl kto`` applies it: unless ``"passive"``, the
+    process's level (``log_level``, or ``log_level_replica`` off the main process) for transformers, datasets and
+    TRL."""
+    if config.log_level == "passive":
+        return
+    import datasets.utils.logging
+    import transformers.utils.logging
+
+    level = config.get_process_log_level()
+    transformers.utils.logging.set_verbosity(level)
+    datasets.utils.logging.set_verbosity(level)
+    logging.getLogger("trl").setLevel(level)
+
+
 def train_runs(argv: Sequence[str]) -> int:
     """``ktos train argv``: each run :func:`run_argvs` asks for, one after the other in this process."""
     from .run import train
@@ -88,6 +103,7 @@ def train_runs(argv: Sequence[str]) -> int:
     argvs = run_argvs(argv)
     for i, run_argv in enumerate(argvs, 1):
         args = parse_train_args(run_argv)
+        apply_log_level(args[3])
         if len(argvs) > 1 or "--run_dirs" in argv:
             log.info("run %d of %d: %s", i, len(argvs), args[3].output_dir)
         train(*args)
