@@ -4,6 +4,7 @@ Apple's MPS alone."""
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 from pathlib import Path
@@ -16,13 +17,15 @@ from test_trainer import make_trainer
 
 import ktos.config
 import ktos.data
-from ktos import KTOSConfig
+from ktos import KTOSConfig, compat
 from ktos.cli import main
 from ktos.data import DataValidationError
 from ktos.data_stages import prepare, split
 from ktos.study.driver import parse_train_args
 from ktos.study.run import DataArguments, load_data
 from ktos.study.rundir import read_trajectory
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -189,3 +192,37 @@ def test_evaluate_with_compute_metrics(tiny_model_dir, tmp_path, feedback_datase
     metrics = trainer.evaluate()
     assert len(calls) == 1 and metrics["eval_called"] == 1.0
     assert math.isfinite(metrics["eval_loss"]) and math.isfinite(metrics["eval_kl"])
+
+
+def private_names(path: Path) -> set[str]:
+    """The underscore names a module's code uses: attributes (``x._name``), defined functions and methods, and
+    string constants that are one (``getattr(x, "_name")``); docstrings and comments are not code."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Attribute):
+            names.add(node.attr)
+        elif isinstance(node, ast.FunctionDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.isidentifier():
+            names.add(node.value)
+    return {name for name in names if name.startswith("_") and not name.startswith("__")}
+
+
+def test_the_private_trl_names_ktos_touches_are_the_listed_ones(tiny_model_dir, tmp_path, feedback_dataset) -> None:
+    # Every underscore name in the library's code that TRL's trainer has (on its class or a built trainer) is
+    # listed in ktos.compat, and this TRL era's listed names exist on this TRL.
+    trl_trainer = make_trainer(tiny_model_dir, tmp_path, feedback_dataset, cls=compat.KTOTrainer)
+    trls = set(dir(compat.KTOTrainer)) | set(vars(trl_trainer))
+    used = set().union(*(private_names(path) for path in (REPO / "src/ktos").glob("*.py")))
+    assert used & trls <= set().union(*compat.TRL_PRIVATE_NAMES.values()), sorted(used & trls)
+    assert compat.PRIVATE_NAMES <= trls and compat.PRIVATE_NAMES <= used
+    assert len(compat.TRL_PRIVATE_NAMES[">= 1.6"]) == 4
+
+
+@pytest.mark.parametrize("loss_type", ["kto_s", "apo_zero_unpaired"])
+def test_the_training_set_is_read_in_file_order(tiny_model_dir, tmp_path, loss_type) -> None:
+    # Through TRL's and transformers' own train_sampling_strategy="sequential", with no sampler override.
+    rows = feedback_rows(24, 12)
+    trainer = make_trainer(tiny_model_dir, tmp_path, Dataset.from_list(rows), loss_type=loss_type)
+    labels = [bool(v) for batch in trainer.get_train_dataloader() for v in compat.labels(batch)]
+    assert labels == [row["label"] for row in rows]

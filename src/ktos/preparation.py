@@ -1,14 +1,10 @@
-"""How the training set reaches TRL's trainer: prepared once per process, and read in file order.
-
-Neither is a TRL internal: :class:`ktos.trainer.KTOSTrainer` overrides TRL's ``_prepare_dataset`` and
-``_get_train_sampler`` with these.
-"""
+"""How the training set reaches TRL's trainer: prepared once per process (:class:`ktos.trainer.KTOSTrainer`
+overrides TRL's ``_prepare_dataset`` with :func:`cached_prepare`). It is read in file order through TRL's and
+transformers' own ``train_sampling_strategy="sequential"``, which ``KTOSConfig`` sets on every TRL."""
 
 from __future__ import annotations
 
 from typing import Any
-
-from torch.utils.data import SequentialSampler
 
 from .loss_types import TRL_COMPUTED
 
@@ -38,9 +34,3 @@ def cached_prepare(prepare: Any, dataset: Any, processing_class: Any, args: Any,
     if key not in _PREPARED:
         _PREPARED[key] = prepare(dataset, processing_class, args, name)
     return _PREPARED[key]
-
-
-def train_sampler(dataset: Any) -> SequentialSampler:
-    """The training set in file order: the balance stage writes the batch order, and TRL builds each
-    example's mismatched KL completion from its neighbours in that order."""
-    return SequentialSampler(dataset)

@@ -25,7 +25,7 @@ from .config import KTOSConfig
 from .data import check_feedback
 from .hooked_loss import hooked_compute_loss
 from .loss_types import LOSS_TYPE_NAMES, TRL_COMPUTED
-from .preparation import cached_prepare, train_sampler
+from .preparation import cached_prepare
 from .probe import KLProbe, ProbeCallback, probe_dataset
 from .update_norm import UpdateNormCallback
 
@@ -132,6 +132,7 @@ class KTOSTrainer(compat.KTOTrainer):
         elif eval_dataset is not None:
             eval_dataset = check_feedback(eval_dataset, name="eval", require_both_labels=False)
         self.loss_calls = 0
+        self.train_tokens = 0  # attention-mask tokens trained on (the hooked path's num_tokens)
         self._loss_checked = False
         self._step_metrics: dict[str, float] = {}
         log.info(
@@ -290,7 +291,3 @@ class KTOSTrainer(compat.KTOTrainer):
     def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
         """TRL's preparation, cached per process (:func:`ktos.preparation.cached_prepare`)."""
         return cached_prepare(super()._prepare_dataset, dataset, processing_class, args, dataset_name)
-
-    def _get_train_sampler(self, *args: Any, **kwargs: Any) -> Any:
-        dataset = next(iter([*args, *kwargs.values()]), None)
-        return train_sampler(self.train_dataset if dataset is None else dataset)
