@@ -268,7 +268,7 @@ def test_missing_path_and_unknown_suffix(tmp_path: Path) -> None:
     (tmp_path / "d.txt").write_text("x", encoding="utf-8")
     assert "unsupported file type '.txt'" in error_of(tmp_path / "d.txt")
     (tmp_path / "empty_dir").mkdir()
-    assert "neither a dataset dir" in error_of(tmp_path / "empty_dir")
+    assert "not a dataset dir" in error_of(tmp_path / "empty_dir")
 
 
 def test_hub_id_offline_is_a_clear_error() -> None:

@@ -11,6 +11,7 @@ import tomllib
 from importlib import metadata
 from pathlib import Path
 
+import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -123,6 +124,7 @@ def only_env_site(env: dict[str, str], dest: Path) -> Path:
     return dest
 
 
+@pytest.mark.slow
 def test_analysis_stages_run_with_only_the_analysis_env(tmp_path: Path) -> None:
     """analysis.yaml has no training stack, and its stages run with nothing else installed (python -S: no
     site-packages but a folder of analysis.yaml's distributions): `ktos tables` on the committed reference

@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 import trl
-from conftest import feedback_rows
+from conftest import BAD_DATA, expected_grads, feedback_rows, make_trainer, with_value
 from datasets import Dataset
 from safetensors.torch import load_file
-from test_trainer import BAD_DATA, expected_grads, make_trainer, with_value
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ktos.cli import main

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import feedback_rows
+from conftest import FAST, GradientAudit, feedback_rows, make_trainer
 from datasets import Dataset
 from peft import LoraConfig, get_peft_model
-from test_trainer import FAST, GradientAudit, make_trainer
 
 from ktos import KTOSConfig, KTOSTrainer
 from ktos.cli import main

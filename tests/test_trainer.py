@@ -12,12 +12,20 @@ import json
 import logging
 import math
 import re
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import feedback_rows
+from conftest import (
+    BAD_DATA,
+    FAST,
+    GradientAudit,
+    expected_grads,
+    feedback_rows,
+    flat_grads,
+    make_trainer,
+    relative,
+)
 from datasets import Dataset
 from transformers import TrainerCallback
 
@@ -27,101 +35,6 @@ from ktos.data import DataValidationError
 from ktos.models import load_model_and_tokenizer
 from ktos.study.rundir import read_trajectory
 from ktos.study.trajectory import TrajectoryCallback
-
-FAST = {
-    "per_device_train_batch_size": 4,
-    "max_length": 32,
-    "gradient_checkpointing": False,
-    "save_strategy": "no",
-    "disable_tqdm": True,
-    "learning_rate": 1e-3,
-    "report_to": "none",
-}
-
-
-def make_trainer(model_dir: Path, tmp: Path, data: Dataset, cls=KTOSTrainer, ref_dir: Path | None = None, **overrides):
-    model, tokenizer = load_model_and_tokenizer(str(model_dir))
-    ref_model = load_model_and_tokenizer(str(ref_dir))[0] if ref_dir else None
-    fields = {**FAST, **overrides}
-    if issubclass(cls, KTOSTrainer):
-        args = KTOSConfig(output_dir=str(tmp), **fields)
-    else:
-        fields = {k: v for k, v in fields.items() if k != "use_kto_s"}
-        args = KTOConfig(output_dir=str(tmp), use_cpu=True, bf16=False, logging_steps=1, **fields)
-    return cls(model=model, ref_model=ref_model, args=args, train_dataset=data, processing_class=tokenizer)
-
-
-# ----------------------------------------------------------------- an independent implementation of both losses
-
-
-def summed_logps(
-    model: torch.nn.Module, ids: torch.Tensor, attention: torch.Tensor, mask: torch.Tensor
-) -> torch.Tensor:
-    logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()
-    token_logps = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
-    return (token_logps * mask[:, 1:]).sum(-1)
-
-
-def expected_loss(policy, reference, batch, *, beta, dw, uw, sign_correction: bool, zero: bool = False) -> torch.Tensor:
-    """Mean over the batch of w * (1 - sigmoid(beta * s * (r - point))), point = z0 (KTO), -sign(r) z0 (KTO-S) or
-    0 (KTO-zero, ktos' former reference_point="zero")."""
-    matched, mismatched = compat.sequence(batch, "completion"), compat.sequence(batch, "KL")
-    r_policy = summed_logps(policy, *matched)
-    with torch.no_grad():
-        z0 = (summed_logps(policy, *mismatched) - summed_logps(reference, *mismatched)).mean().clamp(min=0)
-        r_reference = summed_logps(reference, *matched)
-    r = r_policy - r_reference
-    point = -torch.sign(r.detach()) * z0 if sign_correction else z0
-    point = torch.zeros_like(r) if zero else point
-    desirable = compat.labels(batch)
-    s = torch.where(desirable, 1.0, -1.0)
-    w = torch.where(desirable, dw, uw)
-    return (w * (1 - torch.sigmoid(beta * s * (r - point)))).mean()
-
-
-def flat_grads(model: torch.nn.Module) -> torch.Tensor:
-    """Every trainable parameter's gradient, flattened (zeros where none reached it)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
-
-
-def expected_grads(policy, reference, batch, **loss_kwargs) -> torch.Tensor:
-    """The gradient of :func:`expected_loss` at the policy's current weights; its own gradients are kept."""
-    params = [p for p in policy.parameters() if p.requires_grad]
-    saved = [p.grad for p in params]
-    for p in params:
-        p.grad = None
-    expected_loss(policy, reference, batch, **loss_kwargs).backward()
-    grads = flat_grads(policy)
-    for p, g in zip(params, saved, strict=True):
-        p.grad = g
-    return grads
-
-
-def relative(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).norm() / b.norm())
-
-
-class GradientAudit(TrainerCallback):
-    """Before each optimizer step, compares the accumulated gradients with both losses' on that step's batch."""
-
-    def __init__(self, batches: list[dict], reference: torch.nn.Module, **loss_kwargs) -> None:
-        self.batches, self.reference, self.loss_kwargs = batches, reference, loss_kwargs
-        self.rows: list[dict[str, float]] = []
-
-    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
-        batch = self.batches[state.global_step]
-        observed = flat_grads(model)
-        want = {
-            s: expected_grads(model, self.reference, batch, sign_correction=s, **self.loss_kwargs)
-            for s in (False, True)
-        }
-        self.rows.append({
-            "to_kto": relative(observed, want[False]),
-            "to_kto_s": relative(observed, want[True]),
-            "gap": relative(want[True], want[False]),
-        })  # fmt: skip
-
 
 #: Plain SGD without clipping or weight decay, three steps: the gradients the optimizer sees are the loss's own.
 SGD_AUDIT = dict(
@@ -240,7 +153,10 @@ def test_update_norm_is_the_norm_of_each_parameter_change(tiny_model_dir, tmp_pa
     assert min(expected) > 0
 
 
-@pytest.mark.parametrize("weights", [(1.0, 1.0), (0.34, 1.0), (1.3, 0.7)])
+@pytest.mark.parametrize(  # unequal weights train for longer: the slow tier
+    "weights",
+    [(1.0, 1.0), pytest.param((0.34, 1.0), marks=pytest.mark.slow), pytest.param((1.3, 0.7), marks=pytest.mark.slow)],
+)
 def test_kto_mode_equals_trl_batch_by_batch(tiny_model_dir, primed_model_dir, tmp_path, feedback_dataset, weights):
     dw, uw = weights
     common = {"beta": 0.3, "desirable_weight": dw, "undesirable_weight": uw, "ref_dir": tiny_model_dir}
@@ -387,23 +303,6 @@ def test_bad_labels_raise_naming_column_and_rows(labels, first_bad) -> None:
     ) as err:
         check_feedback(ds)
     assert repr(ds["label"][first_bad]) in str(err.value)
-
-
-def without_completion(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in row.items() if k != "completion"} for row in rows]
-
-
-def with_value(column: str, rows_at: tuple[int, ...], value) -> Callable[[list[dict]], list[dict]]:
-    return lambda rows: [{**row, column: value} if i in rows_at else row for i, row in enumerate(rows)]
-
-
-#: Broken feedback: how to break 8 rows, and what the error names.
-BAD_DATA = [
-    (without_completion, "train dataset: missing column 'completion'"),
-    (with_value("completion", (3,), None), "column 'completion': empty, null or non-text values at rows [3]"),
-    (with_value("completion", (2, 5), ""), "column 'completion': empty, null or non-text values at rows [2, 5]"),
-    (with_value("prompt", (0,), "  "), "column 'prompt': empty, null or non-text values at rows [0]"),
-]
 
 
 @pytest.mark.parametrize(("breaks", "named"), BAD_DATA, ids=["no-completion", "none", "empty", "blank-prompt"])

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import feedback_rows
+from conftest import feedback_rows, make_trainer
 from datasets import Dataset
-from test_trainer import make_trainer
 
 import ktos.config
 import ktos.data

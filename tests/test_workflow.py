@@ -209,6 +209,7 @@ def test_dry_run_size_sweeps_train_each_size_from_its_bases(repo: Path, study: s
     assert runs == n_runs
 
 
+@pytest.mark.slow
 def test_dry_run_step_grid_trains_kto_zero(repo: Path) -> None:
     result = snakemake(repo, "-n", "-p", "--configfile", "config/step_grid.yaml")
     assert result.returncode == 0, result.stdout
@@ -223,6 +224,7 @@ def test_dry_run_step_grid_trains_kto_zero(repo: Path) -> None:
         )
 
 
+@pytest.mark.slow
 def test_dry_run_paper_config(repo: Path) -> None:
     """paper.yaml: real data from a local file, a hub model id, GPU resources, bf16; no synthetic jobs."""
     paper = yaml.safe_load((repo / "config/paper.yaml").read_text())
@@ -269,6 +271,7 @@ def test_catalog_metadata_matches_the_workflow() -> None:
     assert (ROOT / ".test/config/config.yaml").is_file() and (ROOT / "workflow/Snakefile").is_file()
 
 
+@pytest.mark.slow
 def test_train_config_files_are_what_ktos_train_parses(repo: Path) -> None:
     """Each training job reads its settings from results/train_configs/<study>/<job>.yaml: the config's train
     settings with the regime's overrides, which `ktos train --config` (TRL's parser) accepts as they are."""

@@ -22,12 +22,12 @@ from datasets import Dataset
 from . import compat, losses
 from .balance import warn_if_sorted_by_label
 from .config import KTOSConfig
-from .data import check_feedback
 from .hooked_loss import hooked_compute_loss
 from .loss_types import LOSS_TYPE_NAMES, TRL_COMPUTED
 from .preparation import cached_prepare
 from .probe import KLProbe, ProbeCallback, probe_dataset
 from .update_norm import UpdateNormCallback
+from .validation import check_feedback
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def bypasses(args: KTOSConfig, kwargs: dict[str, Any]) -> list[str]:
 class KTOSTrainer(compat.KTOTrainer):
     """TRL's ``KTOTrainer`` whose loss is KTO-S (``args.loss_type="kto_s"``), plain KTO or KTO-zero.
 
-    Before TRL sees the data it is checked as ``ktos train`` checks it (:func:`ktos.data.check_feedback`: columns,
+    Before TRL sees the data it is checked as ``ktos train`` checks it (:func:`ktos.validation.check_feedback`: columns,
     texts, labels; train set: both labels required), and a train set whose order puts many one-label batches
     together draws a warning (:func:`ktos.balance.warn_if_sorted_by_label`). Configurations listed by
     :func:`bypasses` raise ``ValueError``. The training set is read in file order. With ``kl_probe_size > 0``
