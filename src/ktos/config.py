@@ -78,10 +78,7 @@ class KTOSConfig(compat.KTOConfig):
         default=None,
         metadata={"help": "Held-out data for the KL probe (a file, folder or hub id); default: the eval dataset."},
     )
-    log_update_norm: bool = field(
-        default=True,
-        metadata={"help": "Log update_norm, the L2 norm of each optimizer step's parameter change."},
-    )
+    log_update_norm: bool = field(default=True, metadata={"help": "Log update_norm, each step's L2 parameter change."})
     logging_steps: float = field(
         default=1,
         metadata={"help": "Log every X updates steps (1: one trajectory row per optimizer step)."},

@@ -211,25 +211,21 @@ class KTOSTrainer(compat.KTOTrainer):
         Every call is counted in ``loss_calls``.
         """
         self.loss_calls += 1
-        if self.args.loss_type in TRL_COMPUTED:
-            trl_loss: Any = super().kto_loss  # TRL annotates torch.FloatTensor
-            return trl_loss(
-                policy_chosen_logps,
-                policy_rejected_logps,
-                policy_KL_logps,
-                reference_chosen_logps,
-                reference_rejected_logps,
-                reference_KL_logps,
-            )
-        z0 = (policy_KL_logps - reference_KL_logps).mean().detach()
-        z0 = self.accelerator.gather_for_metrics(z0).mean().clamp(min=0)
-        return losses.kto_loss(
+        logps = (
             policy_chosen_logps,
             policy_rejected_logps,
             policy_KL_logps,
             reference_chosen_logps,
             reference_rejected_logps,
             reference_KL_logps,
+        )
+        if self.args.loss_type in TRL_COMPUTED:
+            trl_loss: Any = super().kto_loss  # TRL annotates torch.FloatTensor
+            return trl_loss(*logps)
+        z0 = (policy_KL_logps - reference_KL_logps).mean().detach()
+        z0 = self.accelerator.gather_for_metrics(z0).mean().clamp(min=0)
+        return losses.kto_loss(
+            *logps,
             beta=self.beta,
             desirable_weight=self.desirable_weight,
             undesirable_weight=self.undesirable_weight,
