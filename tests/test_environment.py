@@ -327,6 +327,7 @@ def test_the_module_graph_has_no_cycles_and_modules_stay_small() -> None:
         assert len(path.read_text().splitlines()) <= MAX_LINES, f"{name} has grown past about 400 lines"
 
 
+@pytest.mark.slow
 def test_importing_the_whole_library_loads_neither_the_study_nor_the_toy() -> None:
     """At run time, so every import path counts: each library module and every public name, in a fresh process."""
     library = [m for m in package_modules() if not m.startswith(("ktos.study", "ktos.toy")) and m not in FRONT_END]

@@ -47,6 +47,7 @@ def test_lora_trains_only_the_adapter_against_the_frozen_base(tiny_model_dir, tm
     assert probe.measure()["probe_kl"] != pytest.approx(0.0, abs=1e-6)  # the adapter moved the policy
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("use_kto_s", [False, True], ids=["kto", "kto_s"])
 def test_lora_optimizer_steps_use_the_configured_loss(
     tiny_model_dir, primed_model_dir, tmp_path, feedback_dataset, use_kto_s

@@ -43,6 +43,9 @@ TEST_RUNS = tuple(f"results/runs/test/main/{b}/{m}_lr0.001_seed0" for b in TEST_
 FIGURES = ("fig2_kto_kl", "fig3_kto_s_kl", "paired", "companion")
 TABLES = ("verdict.md", "runs.csv", "cells.csv", "paired.csv", "matched_kl.csv", "checkpoints.csv")
 
+#: The slow tier for the variants of a check whose first case stays in the fast tier.
+SLOW = pytest.mark.slow
+
 
 def runs_of(command: str) -> int:
     """How many runs a `ktos train` command line names (--run_dirs)."""
@@ -176,7 +179,9 @@ def test_dry_run_rebuild_pretrains_each_base_and_compares_it(repo: Path, tmp_pat
         assert f"--model_name_or_path results/models/bases/0.09M_seed{seed} " in result.stdout
 
 
-@pytest.mark.parametrize("study", ["scale", "scale_2.6M", "scale_gpu"])
+@pytest.mark.parametrize(
+    "study", ["scale", pytest.param("scale_2.6M", marks=SLOW), pytest.param("scale_gpu", marks=SLOW)]
+)
 def test_dry_run_size_sweeps_train_each_size_from_its_bases(repo: Path, study: str) -> None:
     """A size sweep trains each regime from its size's bases: the committed ones where there are, else bases
     pretrained here once each, with the size's preset, named for their recipe."""
@@ -246,7 +251,7 @@ def test_dry_run_paper_config(repo: Path) -> None:
     assert "hub id" in result.stdout  # the model id is not on disk: a warning, not an error
 
 
-@pytest.mark.parametrize("keep", [False, True])
+@pytest.mark.parametrize("keep", [pytest.param(False, marks=SLOW), True])
 def test_dry_run_saves_weights_only_when_models_are_kept(repo: Path, keep: bool) -> None:
     """keep_models: false (the default) saves no weights and declares none; true saves and declares each run's."""
     overlay = write_yaml(repo / "keep.yaml", {"keep_models": keep})
@@ -337,13 +342,17 @@ def test_snakefmt() -> None:
     ("overlay", "key"),
     [
         ({"methods": ["kto", "dpo"]}, "methods"),
-        ({"train": {"beta": -0.1}}, "beta"),
-        ({"learning_rates": [1.0e-3, -1.0e-4]}, "learning_rates"),
-        ({"seeds": [0, 1.5]}, "seeds"),
-        ({"learning_rate": [1.0e-3]}, "learning_rate"),
+        pytest.param({"train": {"beta": -0.1}}, "beta", marks=SLOW),
+        pytest.param({"learning_rates": [1.0e-3, -1.0e-4]}, "learning_rates", marks=SLOW),
+        pytest.param({"seeds": [0, 1.5]}, "seeds", marks=SLOW),
+        pytest.param({"learning_rate": [1.0e-3]}, "learning_rate", marks=SLOW),
         ({"headline": {"lr": 5.0e-3}}, "headline.lr"),
-        ({"data": {"source": "data/missing.jsonl"}, "model": {"name_or_path": "tiny-model"}}, "data.source"),
-        ({"data": {"source": "data/feedback.jsonl"}}, "model.name_or_path"),
+        pytest.param(
+            {"data": {"source": "data/missing.jsonl"}, "model": {"name_or_path": "tiny-model"}},
+            "data.source",
+            marks=SLOW,
+        ),
+        pytest.param({"data": {"source": "data/feedback.jsonl"}}, "model.name_or_path", marks=SLOW),
     ],
     ids=[
         "unknown-method",
