@@ -430,7 +430,7 @@ def test_end_to_end_test_config_saves_no_weights_unless_kept(
         assert info["config"]["use_kto_s"] is Path(run).name.startswith("kto_s_")
         assert info["regime"] == "main" and info["git_revision"]
         assert list((repo / run).rglob("events.out.tfevents.*")), "train.report_to: tensorboard wrote no event file"
-        assert not (repo / f"{run}/model").exists(), "run weights are not kept by default"
+        assert not (repo / f"{run}/model.safetensors").exists(), "run weights are not kept by default"
 
     again = snakemake(repo, "-n", "--configfile", ".test/config/config.yaml")
     assert "Nothing to be done" in again.stdout, again.stdout
@@ -555,7 +555,7 @@ def test_killed_training_resumes_from_checkpoint(
         finally:
             os.killpg(proc.pid, signal.SIGKILL)  # the whole workflow, training job included
             proc.wait()
-    assert not (run_dir / "model").exists()  # killed before the end
+    assert not (run_dir / "model.safetensors").exists()  # killed before the end
 
     # A hard kill leaves the working directory locked, as after a power cut: unlock, then rerun.
     assert snakemake(repo, "--unlock", *args).returncode == 0
