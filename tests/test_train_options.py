@@ -98,7 +98,7 @@ def test_cli_lora_run_with_tensorboard_tracking(tiny_model_dir, tmp_path) -> Non
     ]  # fmt: skip
     assert main(argv) == 0
     assert list(run_dir.rglob("events.out.tfevents.*")), "no tensorboard event file"
-    assert (run_dir / "model" / "adapter_config.json").is_file()  # the adapter, not a full model, is saved
+    assert (run_dir / "adapter_config.json").is_file()  # the adapter, not a full model, is saved
     info = json.loads((run_dir / "run_info.json").read_text())
     assert info["model"]["use_peft"] is True and info["status"] == "completed"
     assert [r["step"] for r in read_trajectory(run_dir / "trajectory.jsonl")] == [1, 2, 3]
