@@ -72,7 +72,7 @@ def run_argv(root: Path, data: Path, out: Path, *, seed: int, steps: int, extra:
         "--train_data", str(train_dir), "--eval_data", str(data / "split/eval"), "--heldout",
         str(data / "synthetic/heldout.jsonl"),
         "--weights_from", str(train_dir / "manifest.json"), "--save_model", "false",
-        "--use_kto_s", "true", "--reference_point", "kl", "--learning_rate", "0.00027", "--seed", str(seed),
+        "--loss_type", "kto_s", "--learning_rate", "0.00027", "--seed", str(seed),
         "--max_steps", str(steps), *extra,
     ]  # fmt: skip
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: offline, CPU, a tiny model directory and small binary-feedback datasets."""
+"""Shared fixtures and builders: offline, CPU, a tiny model directory, small binary-feedback datasets (and broken
+ones), trainers on them, and an independent implementation of KTO, KTO-S and KTO-zero's loss and gradients."""
 
 from __future__ import annotations
 
@@ -11,14 +12,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import logging
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 from datasets import Dataset
+from transformers import TrainerCallback
 
+from ktos import KTOSConfig, KTOSTrainer, compat
+from ktos.compat import KTOConfig
 from ktos.models import load_model_and_tokenizer
 from ktos.study.rundir import COLUMNS
 from ktos.toy.tiny import save_tiny
@@ -176,3 +180,121 @@ def trajectory_table(
                             "base_quality": 0.6 if quality else math.nan,
                         })  # fmt: skip
     return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+# ----------------------------------------------------------------- trainers on the tiny model
+
+
+FAST = {
+    "per_device_train_batch_size": 4,
+    "max_length": 32,
+    "gradient_checkpointing": False,
+    "save_strategy": "no",
+    "disable_tqdm": True,
+    "learning_rate": 1e-3,
+    "report_to": "none",
+}
+
+
+def make_trainer(model_dir: Path, tmp: Path, data: Dataset, cls=KTOSTrainer, ref_dir: Path | None = None, **overrides):
+    model, tokenizer = load_model_and_tokenizer(str(model_dir))
+    ref_model = load_model_and_tokenizer(str(ref_dir))[0] if ref_dir else None
+    fields = {**FAST, **overrides}
+    if issubclass(cls, KTOSTrainer):
+        args = KTOSConfig(output_dir=str(tmp), **fields)
+    else:
+        fields = {k: v for k, v in fields.items() if k != "use_kto_s"}
+        args = KTOConfig(output_dir=str(tmp), use_cpu=True, bf16=False, logging_steps=1, **fields)
+    return cls(model=model, ref_model=ref_model, args=args, train_dataset=data, processing_class=tokenizer)
+
+
+# ----------------------------------------------------------------- an independent implementation of both losses
+
+
+def summed_logps(
+    model: torch.nn.Module, ids: torch.Tensor, attention: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()
+    token_logps = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+    return (token_logps * mask[:, 1:]).sum(-1)
+
+
+def expected_loss(policy, reference, batch, *, beta, dw, uw, sign_correction: bool, zero: bool = False) -> torch.Tensor:
+    """Mean over the batch of w * (1 - sigmoid(beta * s * (r - point))), point = z0 (KTO), -sign(r) z0 (KTO-S) or
+    0 (KTO-zero, ktos' former reference_point="zero")."""
+    matched, mismatched = compat.sequence(batch, "completion"), compat.sequence(batch, "KL")
+    r_policy = summed_logps(policy, *matched)
+    with torch.no_grad():
+        z0 = (summed_logps(policy, *mismatched) - summed_logps(reference, *mismatched)).mean().clamp(min=0)
+        r_reference = summed_logps(reference, *matched)
+    r = r_policy - r_reference
+    point = -torch.sign(r.detach()) * z0 if sign_correction else z0
+    point = torch.zeros_like(r) if zero else point
+    desirable = compat.labels(batch)
+    s = torch.where(desirable, 1.0, -1.0)
+    w = torch.where(desirable, dw, uw)
+    return (w * (1 - torch.sigmoid(beta * s * (r - point)))).mean()
+
+
+def flat_grads(model: torch.nn.Module) -> torch.Tensor:
+    """Every trainable parameter's gradient, flattened (zeros where none reached it)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
+
+
+def expected_grads(policy, reference, batch, **loss_kwargs) -> torch.Tensor:
+    """The gradient of :func:`expected_loss` at the policy's current weights; its own gradients are kept."""
+    params = [p for p in policy.parameters() if p.requires_grad]
+    saved = [p.grad for p in params]
+    for p in params:
+        p.grad = None
+    expected_loss(policy, reference, batch, **loss_kwargs).backward()
+    grads = flat_grads(policy)
+    for p, g in zip(params, saved, strict=True):
+        p.grad = g
+    return grads
+
+
+def relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+class GradientAudit(TrainerCallback):
+    """Before each optimizer step, compares the accumulated gradients with both losses' on that step's batch."""
+
+    def __init__(self, batches: list[dict], reference: torch.nn.Module, **loss_kwargs) -> None:
+        self.batches, self.reference, self.loss_kwargs = batches, reference, loss_kwargs
+        self.rows: list[dict[str, float]] = []
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        batch = self.batches[state.global_step]
+        observed = flat_grads(model)
+        want = {
+            s: expected_grads(model, self.reference, batch, sign_correction=s, **self.loss_kwargs)
+            for s in (False, True)
+        }
+        self.rows.append({
+            "to_kto": relative(observed, want[False]),
+            "to_kto_s": relative(observed, want[True]),
+            "gap": relative(want[True], want[False]),
+        })  # fmt: skip
+
+
+# ----------------------------------------------------------------- broken feedback
+
+
+def without_completion(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "completion"} for row in rows]
+
+
+def with_value(column: str, rows_at: tuple[int, ...], value) -> Callable[[list[dict]], list[dict]]:
+    return lambda rows: [{**row, column: value} if i in rows_at else row for i, row in enumerate(rows)]
+
+
+#: Broken feedback: how to break 8 rows, and what the error names.
+BAD_DATA = [
+    (without_completion, "train dataset: missing column 'completion'"),
+    (with_value("completion", (3,), None), "column 'completion': empty, null or non-text values at rows [3]"),
+    (with_value("completion", (2, 5), ""), "column 'completion': empty, null or non-text values at rows [2, 5]"),
+    (with_value("prompt", (0,), "  "), "column 'prompt': empty, null or non-text values at rows [0]"),
+]

@@ -151,6 +151,7 @@ def tidy_table(bases=("0.09M_seed0", "0.09M_seed1", "0.09M_seed2"), seeds=(15, 1
     return pd.DataFrame(rows).reindex(columns=list(COLUMNS))
 
 
+@pytest.mark.slow
 def test_figures_over_bases_draw_one_panel_per_base(tmp_path) -> None:
     from ktos.study.analysis import Criteria
     from ktos.study.base_figures import draw_kl_figures_by_base, flatten_bases

@@ -111,6 +111,7 @@ def tiny(task: Path, out: Path, seed: int, reference: Path | None = None) -> dic
                          num_heads=2, reference=reference)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_rebuild_reports_whether_it_equals_the_reference(task: Path, tmp_path: Path, caplog) -> None:
     first = tiny(task, tmp_path / "first", seed=0)
     assert first["sha256"] == weights_sha256(tmp_path / "first") and first["reference"] is None

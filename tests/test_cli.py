@@ -18,7 +18,20 @@ from ktos.cli import build_parser, main
 
 def test_absent_stage_flags_leave_the_librarys_defaults(tmp_path: Path) -> None:
     args = build_parser().parse_args(["split", "--input", "a", "--output", "b"])
-    assert vars(args) == {"log_level": "INFO", "command": "split", "in_dir": "a", "out_dir": "b"}
+    assert vars(args) == {"log_level": None, "command": "split", "in_dir": "a", "out_dir": "b"}
+
+
+@pytest.mark.parametrize(("flags", "level"), [([], logging.WARNING), (["--log_level", "info"], logging.INFO)])
+def test_ktos_train_logs_at_trls_level_unless_log_level_says(tmp_path: Path, flags: list[str], level: int) -> None:
+    # As under `trl kto`: transformers and datasets keep their own level (warnings) unless TRL's --log_level is given.
+    transformers.utils.logging.set_verbosity_warning()
+    datasets.utils.logging.set_verbosity_warning()
+    source = tmp_path / "bad.jsonl"  # stops after parsing and logging set-up, before any model is loaded
+    source.write_text(json.dumps({"prompt": "a", "completion": "", "label": True}) + "\n")
+    argv = ["train", "--model_name_or_path", "m", "--train_data", str(source), "--output_dir", str(tmp_path / "run")]
+    assert main([*argv, *flags]) == 2
+    assert transformers.utils.logging.get_verbosity() == datasets.utils.logging.get_verbosity() == level
+    assert logging.getLogger("ktos").getEffectiveLevel() == logging.INFO
 
 
 @pytest.mark.parametrize("level", ["ERROR", "DEBUG"])

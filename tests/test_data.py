@@ -232,11 +232,12 @@ def test_bad_csv_label(tmp_path: Path) -> None:
     assert "column 'label': values that are not bool or 0/1 at rows [1, 2]: 'yes', '2'" in error_of(tmp_path / "d.csv")
 
 
-def test_parquet_float_labels_rejected(tmp_path: Path) -> None:
-    pq.write_table(
-        pa.table({"prompt": ["a", "b"], "completion": ["c", "d"], "label": [1.0, 0.0]}), tmp_path / "d.parquet"
-    )
-    assert "values that are not bool or 0/1 at rows [0, 1]: 1.0, 0.0" in error_of(tmp_path / "d.parquet")
+def test_parquet_float_labels_0_and_1_accepted_as_trl_accepts_them(tmp_path: Path) -> None:
+    table = {"prompt": ["a", "b", "e"], "completion": ["c", "d", "f"], "label": [1.0, 0.0, 0.5]}
+    pq.write_table(pa.table(table), tmp_path / "d.parquet")
+    assert "values that are not bool or 0/1 at rows [2]: 0.5" in error_of(tmp_path / "d.parquet")
+    pq.write_table(pa.table({k: v[:2] for k, v in table.items()}), tmp_path / "d.parquet")
+    assert load_feedback(str(tmp_path / "d.parquet"))["label"] == [True, False]
 
 
 def test_empty_dataset(tmp_path: Path) -> None:
@@ -267,7 +268,7 @@ def test_missing_path_and_unknown_suffix(tmp_path: Path) -> None:
     (tmp_path / "d.txt").write_text("x", encoding="utf-8")
     assert "unsupported file type '.txt'" in error_of(tmp_path / "d.txt")
     (tmp_path / "empty_dir").mkdir()
-    assert "neither a dataset dir" in error_of(tmp_path / "empty_dir")
+    assert "not a dataset dir" in error_of(tmp_path / "empty_dir")
 
 
 def test_hub_id_offline_is_a_clear_error() -> None:

@@ -11,6 +11,7 @@ import tomllib
 from importlib import metadata
 from pathlib import Path
 
+import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -149,6 +150,7 @@ def only_env_site(env: dict[str, str], dest: Path) -> Path:
     return dest
 
 
+@pytest.mark.slow
 def test_analysis_stages_run_with_only_the_analysis_env(tmp_path: Path) -> None:
     """analysis.yaml has no training stack, and its stages run with nothing else installed (python -S: no
     site-packages but a folder of analysis.yaml's distributions): `ktos tables` on the committed reference
@@ -351,6 +353,7 @@ def test_the_module_graph_has_no_cycles_and_modules_stay_small() -> None:
         assert len(path.read_text().splitlines()) <= MAX_LINES, f"{name} has grown past about 400 lines"
 
 
+@pytest.mark.slow
 def test_importing_the_whole_library_loads_neither_the_study_nor_the_toy() -> None:
     """At run time, so every import path counts: each library module and every public name, in a fresh process."""
     library = [m for m in package_modules() if not m.startswith(("ktos.study", "ktos.toy")) and m not in FRONT_END]

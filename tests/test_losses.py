@@ -114,17 +114,3 @@ def test_kto_gradient_weight_peaks_at_r_equal_z0(r: float, z0: float, desirable:
     at_peak = gradient_weight(torch.tensor([z0], dtype=torch.float64), z0, **kw).item()
     assert at_peak == pytest.approx(BETA / 4)
     assert gradient_weight(torch.tensor([r], dtype=torch.float64), z0, **kw).item() <= at_peak + 1e-15
-
-
-@pytest.mark.parametrize("sign_correction", [False, True])
-def test_kto_zero_compares_each_reward_with_zero_and_still_reports_z0(sign_correction: bool) -> None:
-    # KTO-zero: reference point 0 whatever z0 and the sign correction; the returned kl is the measured z0.
-    r = torch.tensor([1.5, -0.5], dtype=torch.float64)
-    zero = torch.zeros(2, dtype=torch.float64)
-    kl_policy, kl_ref = torch.tensor([0.9, 0.7], dtype=torch.float64), torch.zeros(2, dtype=torch.float64)
-    losses, _, _, kl = kto_loss(
-        r[:1], r[1:], kl_policy, zero[:1], zero[1:], kl_ref,
-        beta=BETA, sign_correction=sign_correction, zero_reference=True,
-    )  # fmt: skip
-    assert kl.item() == pytest.approx(0.8)
-    assert losses.tolist() == pytest.approx([1 - sigmoid(BETA * 1.5), 1 - sigmoid(BETA * 0.5)])

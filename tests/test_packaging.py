@@ -3,10 +3,13 @@ equal the floors, the licence, the citation file and one version everywhere."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tomllib
 from importlib import metadata
 from pathlib import Path
 
+import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -76,7 +79,8 @@ def test_the_known_good_stack_satisfies_every_specifier() -> None:
 
 def test_minimum_pins_are_the_floors() -> None:
     pins = minimum_pins()
-    declared = {canonicalize_name(r.name): r for r in requirements(extras=False)}
+    study = [Requirement(r) for r in project()["optional-dependencies"]["study"]]  # CI's minimum job installs it
+    declared = {canonicalize_name(r.name): r for r in [*requirements(extras=False), *study]}
     assert set(pins) <= set(declared), f"pinned in minimum.txt but not a dependency: {set(pins) - set(declared)}"
     # torch stays at the lock's version in the minimum job (its floor comes from a GPU run, pyproject says).
     assert set(declared) - set(pins) == {"torch"}, (
@@ -126,3 +130,20 @@ def test_classifiers_name_the_supported_pythons() -> None:
 def test_version_comes_from_the_package_metadata() -> None:
     assert ktos.__version__ == metadata.version("ktos")
     assert ktos.__version__ == project()["version"], "installed metadata is stale: reinstall (pip install -e .)"
+
+
+def test_the_library_needs_none_of_the_studys_plotting_and_statistics() -> None:
+    # What `pip install ktos` pulls is what the library imports; matplotlib, seaborn and scipy come with [study].
+    required = {canonicalize_name(r.name) for r in requirements(extras=False)}
+    assert {"torch", "transformers", "trl", "datasets", "accelerate"} <= required
+    assert not required & {"matplotlib", "seaborn", "scipy", "snakemake"}
+    assert {"matplotlib", "seaborn", "scipy"} <= {canonicalize_name(Requirement(r).name) for r in project()[
+        "optional-dependencies"]["study"]}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_import_ktos_and_a_short_training_need_no_study_package(tmp_path) -> None:
+    script = Path(__file__).with_name("library_only.py")  # CI runs it in a venv without the study's packages too
+    result = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines()[-1] == "2 []"

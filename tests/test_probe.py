@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import feedback_rows
+from conftest import feedback_rows, make_trainer
 from datasets import Dataset
-from test_trainer import make_trainer
 
 from ktos.models import load_model_and_tokenizer
 from ktos.probe import KLProbe

@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 from conftest import feedback_rows
+from datasets import Dataset
 
+from ktos import KTOSConfig, KTOSTrainer
 from ktos.cli import main
+from ktos.models import load_model_and_tokenizer
 from ktos.study.rundir import read_trajectory
 
 PROBE_KEYS = ("probe_kl", "probe_kl_se", "probe_kl_per_token")
@@ -34,6 +37,30 @@ def measured(rows: list[dict], key: str) -> dict[int, float]:
     return {r["step"]: r[key] for r in rows if key in r}
 
 
+def test_the_config_alone_logs_the_probe_and_update_norm_to_tensorboard(tiny_model_dir, tmp_path) -> None:
+    # A library user's script: no probe or callback code, only the config's fields and an eval set.
+    pytest.importorskip("tensorboard")
+    model, tokenizer = load_model_and_tokenizer(str(tiny_model_dir))
+    args = KTOSConfig(
+        output_dir=str(tmp_path), kl_probe_size=32, kl_probe_steps=5, report_to="tensorboard", max_steps=5,
+        per_device_train_batch_size=4, max_length=32, learning_rate=1e-3, gradient_checkpointing=False,
+        save_strategy="no", disable_tqdm=True,
+    )  # fmt: skip
+    trainer = KTOSTrainer(
+        model=model, args=args, processing_class=tokenizer, train_dataset=Dataset.from_list(feedback_rows(24, 12)),
+        eval_dataset=Dataset.from_list(feedback_rows(16, 8, seed=1)),
+    )  # fmt: skip
+    trainer.train()
+    scalars = tensorboard_scalars(tmp_path)
+    history = trainer.state.log_history
+    for key, steps in [("probe_kl", [1, 5]), ("probe_kl_se", [1, 5]), ("update_norm", [1, 2, 3, 4, 5])]:
+        in_history = {entry["step"]: entry[key] for entry in history if key in entry}
+        assert sorted(in_history) == steps, key
+        assert scalars[f"train/{key}"] == pytest.approx(in_history, rel=1e-6), key  # tensorboard stores float32
+    assert trainer.probe is not None and trainer.probe.n_pairs == 16  # all of the eval set: it is under 32
+    assert max(abs(v) for v in scalars["train/probe_kl"].values()) > 0  # the policy moved: values have content
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("logging_steps", [1, 4])
 def test_probe_and_step_quality_reach_tensorboard_and_log_history(tiny_model_dir, tmp_path, logging_steps) -> None:
@@ -47,7 +74,7 @@ def test_probe_and_step_quality_reach_tensorboard_and_log_history(tiny_model_dir
         "--output_dir", str(run_dir), "--per_device_train_batch_size", "4", "--max_length", "32",
         "--gradient_checkpointing", "false", "--kl_probe_size", "16", "--kl_probe_steps", "3", "--quality_steps", "2",
         "--max_steps", "6", "--learning_rate", "1e-3", "--logging_steps", str(logging_steps), "--save_steps", "6",
-        "--keep_checkpoints", "true", "--disable_tqdm", "true", "--report_to", "tensorboard",
+        "--disable_tqdm", "true", "--report_to", "tensorboard",
     ]  # fmt: skip
     assert main(argv) == 0
     rows = read_trajectory(run_dir / "trajectory.jsonl")

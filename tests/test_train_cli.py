@@ -5,15 +5,17 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 import trl
-from conftest import feedback_rows
+from conftest import BAD_DATA, expected_grads, feedback_rows, make_trainer, with_value
 from datasets import Dataset
 from safetensors.torch import load_file
-from test_trainer import expected_grads, make_trainer
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ktos.cli import main
 from ktos.models import load_model_and_tokenizer
@@ -98,7 +100,7 @@ def test_the_cli_flag_reaches_the_optimizer(tiny_model_dir, primed_model_dir, da
         "--max_steps", "1", "--save_strategy", "no", "--kl_probe_size", "0",
     ]  # fmt: skip
     assert main(flags) == 0
-    trained = load_file(run_dir / "model" / "model.safetensors")
+    trained = load_file(run_dir / "model.safetensors")
     twin = make_trainer(primed_model_dir, tmp_path / "twin", Dataset.from_json(str(train)), ref_dir=tiny_model_dir)
     batch = next(iter(twin.get_train_dataloader()))
     reference = load_model_and_tokenizer(str(tiny_model_dir))[0]
@@ -143,35 +145,58 @@ def test_rerun_resumes_from_last_checkpoint(tiny_model_dir, data_files, tmp_path
     train, held = data_files
     run_dir = tmp_path / "run"
     flags = base_flags(tiny_model_dir, train, held, run_dir) + ["--save_steps", "2", "--learning_rate", "1e-3"]
-    assert main(flags + ["--max_steps", "2", "--keep_checkpoints", "true"]) == 0
+    assert main(flags + ["--max_steps", "2"]) == 0
     assert (run_dir / "checkpoint-2" / "trajectory.jsonl").is_file()
     (run_dir / "trajectory.jsonl").unlink()  # as Snakemake does to the outputs of an incomplete job
     (run_dir / "checkpoint-3").mkdir()  # a checkpoint cut off mid-save is skipped
     assert main(flags + ["--max_steps", "4"]) == 0
-    assert not list(run_dir.glob("checkpoint-*"))  # removed once the run completed
+    assert sorted(p.name for p in run_dir.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3", "checkpoint-4"]
     info = json.loads((run_dir / "run_info.json").read_text())
     assert info["resumed_from"].endswith("checkpoint-2") and info["status"] == "completed"
     assert [r["step"] for r in read_trajectory(run_dir / "trajectory.jsonl")] == [1, 2, 3, 4]
 
 
-@pytest.mark.slow
-def test_bad_labels_exit_2_with_one_line(tiny_model_dir, tmp_path, capsys) -> None:
-    rows = feedback_rows(8, 4)
-    rows[3]["label"] = 2
-    train = write_jsonl(tmp_path / "bad.jsonl", rows)
-    code = main(
-        [
-            "train",
-            "--model_name_or_path",
-            str(tiny_model_dir),
-            "--train_data",
-            str(train),
-            "--output_dir",
-            str(tmp_path / "run"),
-        ]
-    )
+BAD_CLI_DATA = [*BAD_DATA, (with_value("label", (3,), 2), "'label': values that are not bool or 0/1 at rows [3]")]
+
+
+@pytest.mark.parametrize(
+    ("breaks", "named"), BAD_CLI_DATA, ids=["no-completion", "none", "empty", "blank-prompt", "label-2"]
+)
+def test_bad_data_exits_2_with_one_line_naming_column_and_rows(tiny_model_dir, tmp_path, capsys, breaks, named):
+    # The same data errors as KTOSTrainer's (tests/test_trainer.py), before any model is loaded.
+    train = write_jsonl(tmp_path / "bad.jsonl", breaks(feedback_rows(8, 4)))
+    argv = ["train", "--model_name_or_path", str(tiny_model_dir), "--train_data", str(train)]
+    code = main([*argv, "--output_dir", str(tmp_path / "run")])
     err = capsys.readouterr().err
-    # Library INFO lines may come first (the default --log-level is INFO); the error itself is one line, no traceback.
+    # Library INFO lines may come first; the error itself is one line, no traceback.
     errors = [line for line in err.splitlines() if line.startswith("ktos train: error:")]
     assert code == 2 and "Traceback" not in err and len(errors) == 1
-    assert "'label'" in errors[0] and "rows [3]" in errors[0]
+    assert named.split(": ", 1)[-1] in errors[0]
+
+
+@pytest.mark.slow
+def test_a_folder_of_split_files_trains_through_trl_kto_and_ktos_train_alike(tiny_model_dir, tmp_path) -> None:
+    # TRL's habits: --dataset_name takes a local folder of train.jsonl/test.jsonl, and the run directory holds the
+    # final model and tokenizer, loadable with from_pretrained(output_dir), with the same flags for both commands.
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_jsonl(folder / "train.jsonl", feedback_rows(24, 12))
+    write_jsonl(folder / "test.jsonl", feedback_rows(8, 4, seed=1))
+    flags = [
+        "--model_name_or_path", str(tiny_model_dir), "--dataset_name", str(folder), "--dataset_train_split", "train",
+        "--dataset_test_split", "test", "--per_device_train_batch_size", "4", "--max_length", "32", "--max_steps", "2",
+        "--learning_rate", "1e-3", "--gradient_checkpointing", "false", "--use_cpu", "true", "--bf16", "false",
+        "--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true",
+    ]  # fmt: skip
+    assert main(["train", *flags, "--output_dir", str(tmp_path / "ktos")]) == 0
+    outputs = [tmp_path / "ktos"]
+    trl_kto = [sys.executable, "-m", "trl.scripts.kto", *flags, "--output_dir", str(tmp_path / "trl")]
+    result = subprocess.run(trl_kto, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    outputs.append(tmp_path / "trl")
+    for output in outputs:
+        model = AutoModelForCausalLM.from_pretrained(output)
+        tokenizer = AutoTokenizer.from_pretrained(output)
+        assert model.num_parameters() > 0 and tokenizer("Q: 1+1=")["input_ids"], output
+    info = json.loads((tmp_path / "ktos" / "run_info.json").read_text())
+    assert info["status"] == "completed" and info["train_rows"] == 24

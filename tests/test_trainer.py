@@ -9,116 +9,32 @@ refused; a bypassed loss stops the first step; label checks; real short runs.
 from __future__ import annotations
 
 import json
+import logging
 import math
+import re
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import feedback_rows
+from conftest import (
+    BAD_DATA,
+    FAST,
+    GradientAudit,
+    expected_grads,
+    feedback_rows,
+    flat_grads,
+    make_trainer,
+    relative,
+)
 from datasets import Dataset
 from transformers import TrainerCallback
 
-from ktos import KTOSConfig, KTOSTrainer, check_labels, compat
+from ktos import KTOSConfig, KTOSTrainer, check_feedback, compat
 from ktos.compat import KTOConfig, KTOTrainer
+from ktos.data import DataValidationError
 from ktos.models import load_model_and_tokenizer
 from ktos.study.rundir import read_trajectory
 from ktos.study.trajectory import TrajectoryCallback
-from ktos.update_norm import UpdateNormCallback
-
-FAST = {
-    "per_device_train_batch_size": 4,
-    "max_length": 32,
-    "gradient_checkpointing": False,
-    "save_strategy": "no",
-    "disable_tqdm": True,
-    "learning_rate": 1e-3,
-    "report_to": "none",
-}
-
-
-def make_trainer(model_dir: Path, tmp: Path, data: Dataset, cls=KTOSTrainer, ref_dir: Path | None = None, **overrides):
-    model, tokenizer = load_model_and_tokenizer(str(model_dir))
-    ref_model = load_model_and_tokenizer(str(ref_dir))[0] if ref_dir else None
-    fields = {**FAST, **overrides}
-    if issubclass(cls, KTOSTrainer):
-        args = KTOSConfig(output_dir=str(tmp), **fields)
-    else:
-        fields = {k: v for k, v in fields.items() if k != "use_kto_s"}
-        args = KTOConfig(output_dir=str(tmp), use_cpu=True, bf16=False, logging_steps=1, **fields)
-    return cls(model=model, ref_model=ref_model, args=args, train_dataset=data, processing_class=tokenizer)
-
-
-# ----------------------------------------------------------------- an independent implementation of both losses
-
-
-def summed_logps(
-    model: torch.nn.Module, ids: torch.Tensor, attention: torch.Tensor, mask: torch.Tensor
-) -> torch.Tensor:
-    logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()
-    token_logps = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
-    return (token_logps * mask[:, 1:]).sum(-1)
-
-
-def expected_loss(policy, reference, batch, *, beta, dw, uw, sign_correction: bool, zero: bool = False) -> torch.Tensor:
-    """Mean over the batch of w * (1 - sigmoid(beta * s * (r - point))), point = z0 (KTO), -sign(r) z0 (KTO-S) or
-    0 (KTO-zero)."""
-    matched, mismatched = compat.sequence(batch, "completion"), compat.sequence(batch, "KL")
-    r_policy = summed_logps(policy, *matched)
-    with torch.no_grad():
-        z0 = (summed_logps(policy, *mismatched) - summed_logps(reference, *mismatched)).mean().clamp(min=0)
-        r_reference = summed_logps(reference, *matched)
-    r = r_policy - r_reference
-    point = -torch.sign(r.detach()) * z0 if sign_correction else z0
-    point = torch.zeros_like(r) if zero else point
-    desirable = compat.labels(batch)
-    s = torch.where(desirable, 1.0, -1.0)
-    w = torch.where(desirable, dw, uw)
-    return (w * (1 - torch.sigmoid(beta * s * (r - point)))).mean()
-
-
-def flat_grads(model: torch.nn.Module) -> torch.Tensor:
-    """Every trainable parameter's gradient, flattened (zeros where none reached it)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
-
-
-def expected_grads(policy, reference, batch, **loss_kwargs) -> torch.Tensor:
-    """The gradient of :func:`expected_loss` at the policy's current weights; its own gradients are kept."""
-    params = [p for p in policy.parameters() if p.requires_grad]
-    saved = [p.grad for p in params]
-    for p in params:
-        p.grad = None
-    expected_loss(policy, reference, batch, **loss_kwargs).backward()
-    grads = flat_grads(policy)
-    for p, g in zip(params, saved, strict=True):
-        p.grad = g
-    return grads
-
-
-def relative(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).norm() / b.norm())
-
-
-class GradientAudit(TrainerCallback):
-    """Before each optimizer step, compares the accumulated gradients with both losses' on that step's batch."""
-
-    def __init__(self, batches: list[dict], reference: torch.nn.Module, **loss_kwargs) -> None:
-        self.batches, self.reference, self.loss_kwargs = batches, reference, loss_kwargs
-        self.rows: list[dict[str, float]] = []
-
-    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
-        batch = self.batches[state.global_step]
-        observed = flat_grads(model)
-        want = {
-            s: expected_grads(model, self.reference, batch, sign_correction=s, **self.loss_kwargs)
-            for s in (False, True)
-        }
-        self.rows.append({
-            "to_kto": relative(observed, want[False]),
-            "to_kto_s": relative(observed, want[True]),
-            "gap": relative(want[True], want[False]),
-        })  # fmt: skip
-
 
 #: Plain SGD without clipping or weight decay, three steps: the gradients the optimizer sees are the loss's own.
 SGD_AUDIT = dict(
@@ -174,30 +90,48 @@ class ZeroAudit(GradientAudit):
         )
 
 
-def test_kto_zero_steps_use_the_reference_point_zero(tiny_model_dir, primed_model_dir, tmp_path, feedback_dataset):
-    # reference_point="zero" must train with the reference point 0 at every step (use_kto_s left at its default,
-    # True, which KTO-zero ignores), while z0 is still measured and logged as kl.
+def test_apo_zero_unpaired_is_the_former_kto_zero_step_by_step(
+    tiny_model_dir, primed_model_dir, tmp_path, feedback_dataset
+):
+    # loss_type="apo_zero_unpaired", computed by TRL's own code, must train with the loss of ktos' former KTO-zero
+    # (reference_point="zero": w * (1 - sigmoid(beta * s * r))) at every step, on every TRL in the range.
     trainer = make_trainer(
-        primed_model_dir,
-        tmp_path,
-        feedback_dataset,
-        ref_dir=tiny_model_dir,
-        reference_point="zero",
-        **SGD_AUDIT,
+        primed_model_dir, tmp_path, feedback_dataset, ref_dir=tiny_model_dir, loss_type="apo_zero_unpaired", **SGD_AUDIT
     )
-    assert trainer.method == "kto_zero"
+    assert trainer.args.method == "kto_zero" and trainer._name == "KTO-zero"
+    # The same batches with TRL's KL rows (it builds none for apo_zero_unpaired), for KTO's gradient to compare with.
+    with_kl = make_trainer(tiny_model_dir, tmp_path / "kl", feedback_dataset, loss_type="kto", **SGD_AUDIT)
     audit = ZeroAudit(
-        list(trainer.get_train_dataloader()), load_model_and_tokenizer(str(tiny_model_dir))[0], beta=0.2, dw=0.4, uw=1.0
+        list(with_kl.get_train_dataloader()), load_model_and_tokenizer(str(tiny_model_dir))[0], beta=0.2, dw=0.4, uw=1.0
     )
     trainer.add_callback(audit)
-    trainer.add_callback(TrajectoryCallback(tmp_path))
     trainer.train()
     assert len(audit.rows) == 3, audit.rows
     for row in audit.rows:
         assert row["gap"] > 0.01, row  # z0 is small at this priming: the losses differ by about 3%
         assert row["to_zero"] < 1e-5, row
         assert row["to_kto"] > 0.5 * row["gap"], row
-    assert all(r["kl"] > 0 for r in read_trajectory(tmp_path / "trajectory.jsonl"))  # z0 measured, not 0
+    assert trainer.loss_calls == 3
+
+
+@pytest.mark.parametrize(
+    ("fields", "loss_type"),
+    [({}, "kto_s"), ({"use_kto_s": True}, "kto_s"), ({"use_kto_s": False}, "kto"), ({"loss_type": "kto"}, "kto"),
+     ({"use_kto_s": False, "loss_type": "apo_zero_unpaired"}, "apo_zero_unpaired")],
+)  # fmt: skip
+def test_use_kto_s_is_the_notes_name_for_loss_type_kto_s(tmp_path, fields, loss_type) -> None:
+    config = KTOSConfig(output_dir=str(tmp_path), **fields)
+    assert (config.loss_type, config.use_kto_s) == (loss_type, loss_type == "kto_s")
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"use_kto_s": True, "loss_type": "kto"}, {"use_kto_s": True, "loss_type": "apo_zero_unpaired"},
+     {"use_kto_s": False, "loss_type": "kto_s"}, {"loss_type": "sigmoid"}],
+)  # fmt: skip
+def test_a_contradictory_or_unknown_loss_type_is_refused(tmp_path, fields) -> None:
+    with pytest.raises(ValueError, match="contradicts|loss_type must be one of"):
+        KTOSConfig(output_dir=str(tmp_path), **fields)
 
 
 def test_update_norm_is_the_norm_of_each_parameter_change(tiny_model_dir, tmp_path, feedback_dataset) -> None:
@@ -209,7 +143,6 @@ def test_update_norm_is_the_norm_of_each_parameter_change(tiny_model_dir, tmp_pa
             snapshots.append(torch.cat([p.detach().reshape(-1).clone() for p in model.parameters() if p.requires_grad]))
 
     initial = torch.cat([p.detach().reshape(-1).clone() for p in trainer.model.parameters() if p.requires_grad])
-    trainer.add_callback(UpdateNormCallback())
     trainer.add_callback(Snapshot())
     trainer.add_callback(TrajectoryCallback(tmp_path))
     trainer.train()
@@ -220,7 +153,10 @@ def test_update_norm_is_the_norm_of_each_parameter_change(tiny_model_dir, tmp_pa
     assert min(expected) > 0
 
 
-@pytest.mark.parametrize("weights", [(1.0, 1.0), (0.34, 1.0), (1.3, 0.7)])
+@pytest.mark.parametrize(  # unequal weights train for longer: the slow tier
+    "weights",
+    [(1.0, 1.0), pytest.param((0.34, 1.0), marks=pytest.mark.slow), pytest.param((1.3, 0.7), marks=pytest.mark.slow)],
+)
 def test_kto_mode_equals_trl_batch_by_batch(tiny_model_dir, primed_model_dir, tmp_path, feedback_dataset, weights):
     dw, uw = weights
     common = {"beta": 0.3, "desirable_weight": dw, "undesirable_weight": uw, "ref_dir": tiny_model_dir}
@@ -316,7 +252,10 @@ class BypassingTrainer(KTOSTrainer):
 
 @pytest.mark.slow
 def test_a_bypassed_loss_stops_the_first_step(tiny_model_dir, tmp_path, feedback_dataset) -> None:
-    trainer = make_trainer(tiny_model_dir, tmp_path, feedback_dataset, cls=BypassingTrainer, max_steps=3)
+    # loss_type "kto": TRL's own loss path can compute it (TRL knows no "kto_s"), so only the guard can stop it.
+    trainer = make_trainer(
+        tiny_model_dir, tmp_path, feedback_dataset, cls=BypassingTrainer, max_steps=3, loss_type="kto"
+    )
     with pytest.raises(RuntimeError, match="did not come from KTOSTrainer.kto_loss"):
         trainer.train()
     assert trainer.state.global_step == 0
@@ -324,8 +263,7 @@ def test_a_bypassed_loss_stops_the_first_step(tiny_model_dir, tmp_path, feedback
 
 BYPASSES = [
     ({"use_liger_kernel": True}, "use_liger_kernel"),
-    ({"loss_type": "apo_zero_unpaired"}, "loss_type='apo_zero_unpaired'"),
-    ({"train_sampling_strategy": "random"}, "train_sampling_strategy='random'"),
+    ({"train_sampling_strategy": "random"}, "train_sampling_strategy='random': .* shuffle the dataset once"),
 ]
 if "sync_ref_model" in KTOConfig.__dataclass_fields__:
     BYPASSES.append(({"sync_ref_model": True}, "sync_ref_model"))
@@ -349,23 +287,42 @@ def test_a_replacement_loss_function_is_refused(tiny_model_dir, tmp_path, feedba
         )
 
 
-def test_labels_as_ints_are_coerced() -> None:
+def test_labels_trl_accepts_are_coerced_to_bools() -> None:
     ds = Dataset.from_list([{"prompt": "a", "completion": "b", "label": v} for v in (1, 0, 1)])
-    assert check_labels(ds)["label"] == [True, False, True]
+    assert check_feedback(ds)["label"] == [True, False, True]
+    ds = Dataset.from_dict({"prompt": ["a"] * 3, "completion": ["b"] * 3, "label": [1.0, 0.0, 1.0]})
+    assert check_feedback(ds)["label"] == [True, False, True]
 
 
 @pytest.mark.parametrize(
     ("labels", "first_bad"),
-    [([1, 0, 2, 1], 2), (["no", "yes", "yes", "no"], 0), ([True, False, None, True], 2), ([1.0, 0.0, 0.5], 0)],
+    [([1, 0, 2, 1], 2), (["no", "yes", "yes", "no"], 0), ([True, False, None, True], 2), ([1.0, 0.0, 0.5], 2)],
 )
 def test_bad_labels_raise_naming_column_and_rows(labels, first_bad) -> None:
     n = len(labels)
     ds = Dataset.from_dict({"prompt": ["a"] * n, "completion": ["b"] * n, "label": labels})
     with pytest.raises(
-        ValueError, match=rf"column 'label': values that are not bool or 0/1 at rows \[{first_bad}"
+        DataValidationError, match=rf"column 'label': values that are not bool or 0/1 at rows \[{first_bad}"
     ) as err:
-        check_labels(ds)
+        check_feedback(ds)
     assert repr(ds["label"][first_bad]) in str(err.value)
+
+
+@pytest.mark.parametrize(("breaks", "named"), BAD_DATA, ids=["no-completion", "none", "empty", "blank-prompt"])
+def test_bad_data_is_refused_at_construction_naming_column_and_rows(tiny_model_dir, tmp_path, breaks, named) -> None:
+    with pytest.raises(DataValidationError, match=re.escape(named)):
+        make_trainer(tiny_model_dir, tmp_path, Dataset.from_list(breaks(feedback_rows(8, 4))))
+
+
+def test_a_train_set_sorted_by_label_draws_a_warning_that_says_how_to_shuffle(tiny_model_dir, tmp_path, caplog) -> None:
+    rows = feedback_rows(48, 36)
+    with caplog.at_level(logging.WARNING, logger="ktos"):
+        make_trainer(tiny_model_dir, tmp_path / "shuffled", Dataset.from_list(rows))
+    assert "sorted by label" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="ktos"):
+        make_trainer(tiny_model_dir, tmp_path / "sorted", Dataset.from_list(sorted(rows, key=lambda r: r["label"])))
+    assert "12 consecutive batches of 4 rows (rows 0 to 47) hold one label each" in caplog.text
+    assert "sorted by label" in caplog.text and "dataset.shuffle(seed=0)" in caplog.text
 
 
 @pytest.mark.parametrize("label", [True, False])

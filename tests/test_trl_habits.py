@@ -4,25 +4,27 @@ Apple's MPS alone."""
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import feedback_rows
+from conftest import feedback_rows, make_trainer
 from datasets import Dataset
-from test_trainer import make_trainer
 
 import ktos.config
 import ktos.data
-from ktos import KTOSConfig
+from ktos import KTOSConfig, compat
 from ktos.cli import main
 from ktos.data import DataValidationError
 from ktos.data_stages import prepare, split
 from ktos.study.driver import parse_train_args
 from ktos.study.run import DataArguments, load_data
 from ktos.study.rundir import read_trajectory
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -48,7 +50,7 @@ def test_eval_strategy_steps_evaluates_a_dataset_name_test_split(tiny_model_dir,
         "--dataset_test_split", "eval", "--eval_strategy", "steps", "--eval_steps", "2", "--output_dir", str(run_dir),
         "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4", "--max_length", "32",
         "--gradient_checkpointing", "false", "--kl_probe_size", "8", "--max_steps", "4", "--learning_rate", "1e-3",
-        "--save_steps", "4", "--keep_checkpoints", "true", "--disable_tqdm", "true",
+        "--save_steps", "4", "--disable_tqdm", "true",
     ]  # fmt: skip
     assert main(argv) == 0
     manifest = json.loads((split_dir / "manifest.json").read_text())
@@ -112,7 +114,7 @@ def test_dataset_name_loads_a_local_file_and_a_hub_config(tmp_path, monkeypatch)
     [
         ({"use_kto_s": True}, "KTO-S", "sign-corrected reference point"),
         ({"use_kto_s": False}, "KTO", "KTO as TRL computes it"),
-        ({"reference_point": "zero"}, "KTO-zero", "reference point 0"),
+        ({"loss_type": "apo_zero_unpaired"}, "KTO-zero", "reference point 0"),
     ],
 )
 def test_model_card_names_and_describes_the_method(
@@ -189,3 +191,37 @@ def test_evaluate_with_compute_metrics(tiny_model_dir, tmp_path, feedback_datase
     metrics = trainer.evaluate()
     assert len(calls) == 1 and metrics["eval_called"] == 1.0
     assert math.isfinite(metrics["eval_loss"]) and math.isfinite(metrics["eval_kl"])
+
+
+def private_names(path: Path) -> set[str]:
+    """The underscore names a module's code uses: attributes (``x._name``), defined functions and methods, and
+    string constants that are one (``getattr(x, "_name")``); docstrings and comments are not code."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Attribute):
+            names.add(node.attr)
+        elif isinstance(node, ast.FunctionDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.isidentifier():
+            names.add(node.value)
+    return {name for name in names if name.startswith("_") and not name.startswith("__")}
+
+
+def test_the_private_trl_names_ktos_touches_are_the_listed_ones(tiny_model_dir, tmp_path, feedback_dataset) -> None:
+    # Every underscore name in the library's code that TRL's trainer has (on its class or a built trainer) is
+    # listed in ktos.compat, and this TRL era's listed names exist on this TRL.
+    trl_trainer = make_trainer(tiny_model_dir, tmp_path, feedback_dataset, cls=compat.KTOTrainer)
+    trls = set(dir(compat.KTOTrainer)) | set(vars(trl_trainer))
+    used = set().union(*(private_names(path) for path in (REPO / "src/ktos").glob("*.py")))
+    assert used & trls <= set().union(*compat.TRL_PRIVATE_NAMES.values()), sorted(used & trls)
+    assert compat.PRIVATE_NAMES <= trls and compat.PRIVATE_NAMES <= used
+    assert len(compat.TRL_PRIVATE_NAMES[">= 1.6"]) == 4
+
+
+@pytest.mark.parametrize("loss_type", ["kto_s", "apo_zero_unpaired"])
+def test_the_training_set_is_read_in_file_order(tiny_model_dir, tmp_path, loss_type) -> None:
+    # Through TRL's and transformers' own train_sampling_strategy="sequential", with no sampler override.
+    rows = feedback_rows(24, 12)
+    trainer = make_trainer(tiny_model_dir, tmp_path, Dataset.from_list(rows), loss_type=loss_type)
+    labels = [bool(v) for batch in trainer.get_train_dataloader() for v in compat.labels(batch)]
+    assert labels == [row["label"] for row in rows]

@@ -44,6 +44,9 @@ FIGURES = ("fig2_kto_kl", "fig3_kto_s_kl", "paired", "companion", "matched_front
 TABLES = ("verdict.md", "runs.csv", "cells.csv", "paired.csv", "matched_kl.csv", "checkpoints.csv", "frontier.csv",
           "best_checkpoint.csv")  # fmt: skip
 
+#: The slow tier for the variants of a check whose first case stays in the fast tier.
+SLOW = pytest.mark.slow
+
 
 def runs_of(command: str) -> int:
     """How many runs a `ktos train` command line names (--run_dirs)."""
@@ -177,7 +180,9 @@ def test_dry_run_rebuild_pretrains_each_base_and_compares_it(repo: Path, tmp_pat
         assert f"--model_name_or_path results/models/bases/0.09M_seed{seed} " in result.stdout
 
 
-@pytest.mark.parametrize("study", ["scale", "scale_2.6M", "scale_gpu"])
+@pytest.mark.parametrize(
+    "study", ["scale", pytest.param("scale_2.6M", marks=SLOW), pytest.param("scale_gpu", marks=SLOW)]
+)
 def test_dry_run_size_sweeps_train_each_size_from_its_bases(repo: Path, study: str) -> None:
     """A size sweep trains each regime from its size's bases: the committed ones where there are, else bases
     pretrained here once each, with the size's preset, named for their recipe."""
@@ -210,6 +215,7 @@ def test_dry_run_size_sweeps_train_each_size_from_its_bases(repo: Path, study: s
     assert runs == n_runs
 
 
+@pytest.mark.slow
 def test_dry_run_step_grid_trains_kto_zero(repo: Path) -> None:
     result = snakemake(repo, "-n", "-p", "--configfile", "config/step_grid.yaml")
     assert result.returncode == 0, result.stdout
@@ -224,6 +230,7 @@ def test_dry_run_step_grid_trains_kto_zero(repo: Path) -> None:
         )
 
 
+@pytest.mark.slow
 def test_dry_run_paper_config(repo: Path) -> None:
     """paper.yaml: real data from a local file, a hub model id, GPU resources, bf16; no synthetic jobs."""
     paper = yaml.safe_load((repo / "config/paper.yaml").read_text())
@@ -245,7 +252,7 @@ def test_dry_run_paper_config(repo: Path) -> None:
     assert "hub id" in result.stdout  # the model id is not on disk: a warning, not an error
 
 
-@pytest.mark.parametrize("keep", [False, True])
+@pytest.mark.parametrize("keep", [pytest.param(False, marks=SLOW), True])
 def test_dry_run_saves_weights_only_when_models_are_kept(repo: Path, keep: bool) -> None:
     """keep_models: false (the default) saves no weights and declares none; true saves and declares each run's."""
     overlay = write_yaml(repo / "keep.yaml", {"keep_models": keep})
@@ -255,7 +262,7 @@ def test_dry_run_saves_weights_only_when_models_are_kept(repo: Path, keep: bool)
     assert train and all(f"--save_model {str(keep).lower()}" in line for line in train), train
     outputs = " ".join(line for line in result.stdout.splitlines() if line.strip().startswith("output:"))
     for run in TEST_RUNS:
-        assert (f"{run}/model" in outputs) is keep, outputs
+        assert (f"{run}/model.safetensors" in outputs) is keep, outputs
 
 
 def test_catalog_metadata_matches_the_workflow() -> None:
@@ -270,6 +277,7 @@ def test_catalog_metadata_matches_the_workflow() -> None:
     assert (ROOT / ".test/config/config.yaml").is_file() and (ROOT / "workflow/Snakefile").is_file()
 
 
+@pytest.mark.slow
 def test_train_config_files_are_what_ktos_train_parses(repo: Path) -> None:
     """Each training job reads its settings from results/train_configs/<study>/<job>.yaml: the config's train
     settings with the regime's overrides, which `ktos train --config` (TRL's parser) accepts as they are."""
@@ -354,13 +362,17 @@ def test_snakefmt() -> None:
     ("overlay", "key"),
     [
         ({"methods": ["kto", "dpo"]}, "methods"),
-        ({"train": {"beta": -0.1}}, "beta"),
-        ({"learning_rates": [1.0e-3, -1.0e-4]}, "learning_rates"),
-        ({"seeds": [0, 1.5]}, "seeds"),
-        ({"learning_rate": [1.0e-3]}, "learning_rate"),
+        pytest.param({"train": {"beta": -0.1}}, "beta", marks=SLOW),
+        pytest.param({"learning_rates": [1.0e-3, -1.0e-4]}, "learning_rates", marks=SLOW),
+        pytest.param({"seeds": [0, 1.5]}, "seeds", marks=SLOW),
+        pytest.param({"learning_rate": [1.0e-3]}, "learning_rate", marks=SLOW),
         ({"headline": {"lr": 5.0e-3}}, "headline.lr"),
-        ({"data": {"source": "data/missing.jsonl"}, "model": {"name_or_path": "tiny-model"}}, "data.source"),
-        ({"data": {"source": "data/feedback.jsonl"}}, "model.name_or_path"),
+        pytest.param(
+            {"data": {"source": "data/missing.jsonl"}, "model": {"name_or_path": "tiny-model"}},
+            "data.source",
+            marks=SLOW,
+        ),
+        pytest.param({"data": {"source": "data/feedback.jsonl"}}, "model.name_or_path", marks=SLOW),
     ],
     ids=[
         "unknown-method",
@@ -440,7 +452,7 @@ def test_end_to_end_test_config_saves_no_weights_unless_kept(
         assert info["config"]["use_kto_s"] is Path(run).name.startswith("kto_s_")
         assert info["regime"] == "main" and info["git_revision"]
         assert list((repo / run).rglob("events.out.tfevents.*")), "train.report_to: tensorboard wrote no event file"
-        assert not (repo / f"{run}/model").exists(), "run weights are not kept by default"
+        assert not (repo / f"{run}/model.safetensors").exists(), "run weights are not kept by default"
 
     again = snakemake(repo, "-n", "--configfile", ".test/config/config.yaml")
     assert "Nothing to be done" in again.stdout, again.stdout
@@ -605,7 +617,7 @@ def test_killed_training_resumes_from_checkpoint(
         finally:
             os.killpg(proc.pid, signal.SIGKILL)  # the whole workflow, training job included
             proc.wait()
-    assert not (run_dir / "model").exists()  # killed before the end
+    assert not (run_dir / "model.safetensors").exists()  # killed before the end
 
     # A hard kill leaves the working directory locked, as after a power cut: unlock, then rerun.
     assert snakemake(repo, "--unlock", *args).returncode == 0

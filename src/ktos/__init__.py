@@ -5,7 +5,7 @@ The public API, imported lazily (``import ktos`` loads neither torch nor TRL unt
 * :class:`KTOSConfig`, :class:`KTOSTrainer`: TRL's ``KTOConfig``/``KTOTrainer`` with KTO, KTO-S or KTO-zero;
 * :func:`kto_loss`, :func:`gradient_weight`: the losses as pure functions;
 * :class:`KLProbe`, :class:`ProbeCallback`: the held-out probe KL, logged through the trainer;
-* :func:`load_feedback`, :class:`DataValidationError`, :func:`check_labels`: loading and validating binary feedback;
+* :func:`load_feedback`, :class:`DataValidationError`, :func:`check_feedback`: loading and validating binary feedback;
 * :func:`class_weights`, :func:`interleave_order`: balancing desirable and undesirable examples;
 * :func:`load_model_and_tokenizer`: a model and tokenizer from a hub id or a local path.
 """
@@ -25,13 +25,13 @@ except _metadata.PackageNotFoundError:  # imported from a source tree that was n
 _EXPORTS: dict[str, str] = {
     "KTOSConfig": "config",
     "KTOSTrainer": "trainer",
-    "check_labels": "trainer",
     "kto_loss": "losses",
     "gradient_weight": "losses",
     "KLProbe": "probe",
     "ProbeCallback": "probe",
     "load_feedback": "data",
-    "DataValidationError": "data",
+    "DataValidationError": "validation",
+    "check_feedback": "validation",
     "class_weights": "balance",
     "interleave_order": "balance",
     "load_model_and_tokenizer": "models",

@@ -80,6 +80,44 @@ def count_one_label_batches(labels: Sequence[bool], batch_size: int) -> int:
     return sum(len({bool(labels[i]) for i in chunk}) == 1 for chunk in _chunks(len(labels), batch_size))
 
 
+def one_label_run(labels: Sequence[bool], batch_size: int) -> tuple[int, int, float]:
+    """``(start, length, chance)``: the longest run of consecutive batches of ``batch_size`` (in order) that each hold
+    one label only (its first batch's index and its length, in batches), and about how likely a run at least that
+    long is in a shuffled order: ``N * q**length`` (capped at 1), with ``N`` batches and ``q = p**b + (1 - p)**b``
+    the chance that a shuffled batch of ``b`` rows holds one label (``p``: the desirable share)."""
+    chunks = _chunks(len(labels), batch_size)
+    one = [len({bool(labels[i]) for i in chunk}) == 1 for chunk in chunks]
+    best_start = best = run = 0
+    for k, single in enumerate(one):
+        run = run + 1 if single else 0
+        if run > best:
+            best_start, best = k - run + 1, run
+    p = sum(map(bool, labels)) / max(len(labels), 1)
+    q = p**batch_size + (1 - p) ** batch_size
+    return best_start, best, min(1.0, len(chunks) * q**best)
+
+
+def warn_if_sorted_by_label(labels: Sequence[bool], batch_size: int, name: str = "train") -> bool:
+    """Log a warning, and return ``True``, when the data's order puts many consecutive one-label batches together
+    (a run of at least 4 that a shuffled order would make less than 1% likely: :func:`one_label_run`), as a
+    dataset sorted by label does; the message says how to shuffle."""
+    start, length, chance = one_label_run(labels, batch_size)
+    if length < 4 or chance >= 0.01:
+        return False
+    log.warning(
+        "%s dataset: %d consecutive batches of %d rows (rows %d to %d) hold one label each, which a shuffled order "
+        "makes about %.1g likely: is it sorted by label? KTO reads it in order; shuffle it once "
+        "(`dataset.shuffle(seed=0)`) or order it with `ktos balance --strategy interleave`",
+        name,
+        length,
+        batch_size,
+        start * batch_size,
+        min((start + length) * batch_size, len(labels)) - 1,
+        chance,
+    )
+    return True
+
+
 def _desirable_per_batch(sizes: Sequence[int], n_desirable: int) -> list[int]:
     """How many desirable rows each batch gets.
 

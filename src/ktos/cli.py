@@ -155,18 +155,29 @@ def build_parser() -> argparse.ArgumentParser:
         description="KTO and KTO-S from a base model: one subcommand per pipeline stage.",
         allow_abbrev=False,
     )
-    parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    parser.add_argument(
+        "--log-level",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="ktos's and its libraries' level (default: ktos INFO, the libraries their own defaults, as trl does; "
+        "ktos train also honours TRL's --log_level)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("train", help="train KTO or KTO-S (ktos train --help lists every KTOConfig field)", add_help=False)
     _stage_commands(sub)
     return parser
 
 
-def configure_logging(level: str) -> None:
-    """Set ``level`` for ktos and for the libraries it drives: transformers and datasets (their own verbosity,
-    through the environment variables they read at import and, when already imported, their setters),
-    TRL and accelerate (standard loggers)."""
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+def configure_logging(level: str | None) -> None:
+    """ktos's own messages at ``level`` (INFO when ``None``). A given ``level`` also goes to the libraries ktos drives:
+    transformers and datasets (their own verbosity, through the environment variables they read at import and,
+    when already imported, their setters), TRL and accelerate (standard loggers); with ``None`` they keep their own
+    defaults (warnings), as under ``trl kto``."""
+    logging.basicConfig(
+        level=level or logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
+    log.setLevel(level or logging.INFO)
+    if level is None:
+        return
     for library in ("transformers", "datasets"):
         os.environ[f"{library.upper()}_VERBOSITY"] = level.lower()
         if library in sys.modules:

@@ -2,11 +2,12 @@ r"""Every use of TRL internals, in one place, for TRL 1.5.1 to 1.16.0.
 
 Read from the sources of TRL 1.5.1 (``trl/experimental/kto/kto_trainer.py``) and 1.16.0
 (``trl/trainer/kto_trainer.py``), with the batch layouts of 1.6.0 and 1.8.0 checked against theirs.
-Two other modules touch TRL's private names: :mod:`ktos.hooked_loss` (TRL >= 1.6's loss step, restored with
-a loss hook, which records into TRL's metric store ``_metrics``) and :class:`ktos.trainer.KTOSTrainer`, which
-overrides ``_prepare_dataset`` and ``_get_train_sampler`` (with :mod:`ktos.preparation`) and TRL's ``forward``
-(through :func:`fused_forward` here). Everything else uses TRL's public API (``KTOConfig``, ``KTOTrainer``,
-``TrlParser``) and the helpers here.
+:data:`TRL_PRIVATE_NAMES` lists every private name of TRL's trainer that ktos touches, per TRL era (a test
+checks the list against ktos's sources and the installed TRL): one loss override point per era (``kto_loss``
+before 1.6; ``compute_loss`` and TRL's metric store ``_metrics`` from 1.6, in :mod:`ktos.hooked_loss`), TRL's
+tokenisation ``_prepare_dataset`` (cached by :class:`ktos.trainer.KTOSTrainer`, reused by the KL probe) and the
+model card's ``_name`` and ``_paper``. Everything else uses TRL's public API (``KTOConfig``, ``KTOTrainer``,
+``TrlParser``, ``train_sampling_strategy``) and the helpers here.
 
 Two loss paths:
 
@@ -65,6 +66,16 @@ KTO_LOSS_HOOK = TRL_VERSION < Version("1.6")
 STABLE_KTO = TRL_VERSION >= Version("1.8")
 #: TRL installs a fused LM head on the models it trains (``model(..., fused_lm_head=True).log_probs``).
 FUSED_LM_HEAD = TRL_VERSION >= Version("1.15")
+
+#: Every private (underscore) attribute or method of TRL's ``KTOTrainer`` that ktos reads, writes or overrides,
+#: by TRL era; ktos 0.1.0 touched 7 on TRL >= 1.6 (also ``_get_train_sampler``, ``_total_train_tokens``,
+#: ``_tp_size``), 4 before.
+TRL_PRIVATE_NAMES: dict[str, frozenset[str]] = {
+    "< 1.6": frozenset({"_prepare_dataset", "_name", "_paper"}),
+    ">= 1.6": frozenset({"_prepare_dataset", "_name", "_paper", "_metrics"}),
+}
+#: The installed TRL's era's private names.
+PRIVATE_NAMES = TRL_PRIVATE_NAMES["< 1.6" if KTO_LOSS_HOOK else ">= 1.6"]
 
 if STABLE_KTO:
     from trl import KTOConfig, KTOTrainer

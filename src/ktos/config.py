@@ -1,7 +1,7 @@
-"""``KTOSConfig``: TRL's ``KTOConfig`` with the fields of KTO-S, KTO-zero and the KL probe.
+"""``KTOSConfig``: TRL's ``KTOConfig`` with KTO-S among its ``loss_type`` values, and the KL probe's fields.
 
 A dataclass, so it is usable from Python, from YAML (``ktos train --config``) and from the command line
-(``ktos train --use_kto_s true``), through TRL's ``TrlParser`` as every TRL config is.
+(``ktos train --loss_type kto_s``), through TRL's ``TrlParser`` as every TRL config is.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import torch
 from transformers.utils import is_torch_bf16_gpu_available
 
 from . import compat
+from .loss_types import LOSS_TYPE_NAMES, study_method
 
 
 @dataclass
@@ -19,19 +20,29 @@ class KTOSConfig(compat.KTOConfig):
     r"""Configuration for [`KTOSTrainer`]: every field of TRL's `KTOConfig`, plus:
 
     Parameters:
-        use_kto_s (`bool`, defaults to `True`):
-            Use the sign-corrected loss KTO-S, whose per-example reference point is `-sign(r) * z0`.
-            `False` runs plain KTO (TRL's loss, reference point `z0`).
-        reference_point (`str`, defaults to `"kl"`):
-            `"kl"`: the KL estimate `z0` is the reference point (KTO, or KTO-S with `use_kto_s`). `"zero"`: the
-            reference point is 0 (KTO-zero, HALOs' `kto-zero`; `use_kto_s` then has no effect), which asks
-            whether any reference point matters. `z0` is still measured and logged as `kl`.
+        loss_type (`str`, defaults to `"kto_s"` unless `use_kto_s=False`, then `"kto"`):
+            TRL's field, with TRL's values and one more. `"kto_s"`: KTO-S, the sign-corrected loss, whose
+            per-example reference point is `-sign(r) * z0`. `"kto"`: TRL's KTO (reference point `z0`).
+            `"apo_zero_unpaired"`: KTO-zero, reference point 0, computed by TRL's own code (TRL then builds no
+            mismatched pairs and logs `kl` as 0; the probe still measures the KL). Names: `ktos.loss_types`.
+        use_kto_s (`bool`, *optional*):
+            The notes' toggle: `True` means `loss_type="kto_s"`, `False` a loss type other than `"kto_s"` (`"kto"`
+            when `loss_type` is not given). Given with a `loss_type` it contradicts, it is an error. After
+            construction it is `loss_type == "kto_s"`.
         kl_probe_size (`int`, defaults to `64`):
             Number of fixed held-out mismatched prompt/completion pairs on which the KL to the reference
             model is measured during training (a low-noise companion of the logged batch `kl`). `0` turns
-            the probe off. Needs an evaluation dataset.
+            the probe off. `KTOSTrainer` builds the probe itself from `kl_probe_dataset` or else its
+            `eval_dataset` (without either, there is no probe), and logs `probe_kl`, `probe_kl_se` and
+            `probe_kl_per_token` to `log_history` and every `report_to` tracker.
         kl_probe_steps (`int`, defaults to `1`):
-            Measure the probe every this many optimizer steps (and at step 1).
+            Measure the probe every this many optimizer steps (and at step 1 and the last).
+        kl_probe_dataset (`str`, *optional*):
+            The probe's held-out data: any source `ktos.load_feedback` reads (a file, a folder, a hub id). Default:
+            the trainer's `eval_dataset`.
+        log_update_norm (`bool`, defaults to `True`):
+            Log `update_norm`, the L2 norm of each optimizer step's change to the trainable parameters (costs one
+            copy of them).
         fuse_forward_passes (`bool`, defaults to `False`):
             Score the completions and the mismatched KL pairs in one model call wherever TRL makes two calls
             without gradients (the reference model's, and evaluation): rows stacked and right-padded to the
@@ -44,16 +55,16 @@ class KTOSConfig(compat.KTOConfig):
     whether the MPS device supports it).
     """
 
-    use_kto_s: bool = field(
-        default=True,
-        metadata={"help": "Use KTO-S (reference point -sign(r)*z0). False runs plain KTO (reference point z0)."},
-    )
-    reference_point: str = field(
-        default="kl",
+    loss_type: str | None = field(  # type: ignore[assignment]  # None until __post_init__ resolves it
+        default=None,
         metadata={
-            "help": "'kl': the KL estimate z0 is the reference point (KTO, KTO-S); 'zero': 0 (KTO-zero).",
-            "choices": ["kl", "zero"],
+            "help": "'kto_s' (KTO-S, the default), 'kto' (TRL's KTO) or 'apo_zero_unpaired' (KTO-zero, TRL's code).",
+            "choices": list(LOSS_TYPE_NAMES),
         },
+    )
+    use_kto_s: bool | None = field(
+        default=None,
+        metadata={"help": "True: loss_type 'kto_s'; False: another loss type ('kto' unless loss_type says)."},
     )
     kl_probe_size: int = field(
         default=64,
@@ -63,6 +74,11 @@ class KTOSConfig(compat.KTOConfig):
         default=1,
         metadata={"help": "Measure the KL probe every this many optimizer steps."},
     )
+    kl_probe_dataset: str | None = field(
+        default=None,
+        metadata={"help": "Held-out data for the KL probe (a file, folder or hub id); default: the eval dataset."},
+    )
+    log_update_norm: bool = field(default=True, metadata={"help": "Log update_norm, each step's L2 parameter change."})
     logging_steps: float = field(
         default=1,
         metadata={"help": "Log every X updates steps (1: one trajectory row per optimizer step)."},
@@ -77,12 +93,24 @@ class KTOSConfig(compat.KTOConfig):
     )
 
     def __post_init__(self) -> None:
+        self._resolve_loss_type()
         self._default_device()
         super().__post_init__()
         if self.kl_probe_size < 0 or self.kl_probe_steps < 1:
             raise ValueError("kl_probe_size must be >= 0 and kl_probe_steps >= 1")
-        if self.reference_point not in ("kl", "zero"):
-            raise ValueError(f"reference_point must be 'kl' or 'zero', got {self.reference_point!r}")
+
+    def _resolve_loss_type(self) -> None:
+        """``loss_type`` from itself and ``use_kto_s``; ``ValueError`` when they contradict or it is unknown."""
+        if self.loss_type is not None and self.use_kto_s is not None and self.use_kto_s != (self.loss_type == "kto_s"):
+            raise ValueError(
+                f"use_kto_s={self.use_kto_s} contradicts loss_type={self.loss_type!r}: use_kto_s=True means "
+                "loss_type='kto_s'; give one of the two"
+            )
+        if self.loss_type is None:
+            self.loss_type = "kto" if self.use_kto_s is False else "kto_s"
+        if self.loss_type not in LOSS_TYPE_NAMES:
+            raise ValueError(f"loss_type must be one of {', '.join(LOSS_TYPE_NAMES)}; got {self.loss_type!r}")
+        self.use_kto_s = self.loss_type == "kto_s"
 
     def _default_device(self) -> None:
         """With CUDA: TRL's defaults. With Apple's MPS (no CUDA): the MPS device, bf16 only where it supports it
@@ -99,7 +127,5 @@ class KTOSConfig(compat.KTOConfig):
 
     @property
     def method(self) -> str:
-        """``"kto_zero"``, ``"kto_s"`` or ``"kto"``: the name runs and tables use."""
-        if self.reference_point == "zero":
-            return "kto_zero"
-        return "kto_s" if self.use_kto_s else "kto"
+        """The study's key for ``loss_type`` (``"kto"``, ``"kto_s"`` or ``"kto_zero"``), as run directories name it."""
+        return study_method(str(self.loss_type))

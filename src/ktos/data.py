@@ -19,6 +19,8 @@ Sources (picked by what ``source`` names):
   :func:`ktos.data_stages.split` writes: ``split`` picks ``train`` or ``eval``);
 * a directory written by :meth:`datasets.Dataset.save_to_disk` or
   :meth:`datasets.DatasetDict.save_to_disk` (``split`` picks the split of a ``DatasetDict``);
+* any other directory as ``datasets.load_dataset(directory)`` reads it, as TRL's ``--dataset_name`` does: a folder
+  of split files (``train.jsonl``, ``test.jsonl``, ``train.parquet``, ...), ``split`` picking one;
 * otherwise a Hugging Face hub dataset id, loaded with ``datasets.load_dataset(id, name=config, split=split)``
   (with ``HF_HUB_OFFLINE=1`` only from the local cache).
 
@@ -36,7 +38,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,44 +48,24 @@ from datasets.exceptions import DatasetsError
 
 from .provenance import sha256_file
 from .sources import CSV_SUFFIXES, JSON_SUFFIXES, PARQUET_SUFFIXES, looks_like_path
+from .validation import (
+    KTO_COLUMNS,
+    MAX_ROWS_SHOWN,
+    PAIRED_COLUMNS,
+    Columns,
+    DataValidationError,
+    check_text,
+    checked_labels,
+    is_paired,
+    require_columns,
+    short_repr,
+)
 
 log = logging.getLogger(__name__)
 
-#: Columns of a KTO dataset, in the order they are written.
-KTO_COLUMNS: tuple[str, str, str] = ("prompt", "completion", "label")
-#: Columns of a paired preference dataset, unpaired by :func:`load_feedback`.
-PAIRED_COLUMNS: tuple[str, str, str] = ("prompt", "chosen", "rejected")
 DATA_FILE = "data.jsonl"
 MANIFEST_FILE = "manifest.json"
-#: How many offending rows (and their values) an error message shows.
-MAX_ROWS_SHOWN = 5
 _CSV_LABELS = {"true": True, "false": False, "1": True, "0": False}
-
-Columns = dict[str, list[Any]]
-
-
-class DataValidationError(ValueError):
-    """The input data cannot be used; the message is one line naming source, column and rows."""
-
-
-# --------------------------------------------------------------------------------------------
-# Messages
-
-
-def _short_repr(value: Any, limit: int = 40) -> str:
-    """``repr`` of ``value`` on one line, cut to ``limit`` characters."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _row_error(
-    source: str, column: str, problem: str, rows: Sequence[int], values: Sequence[Any]
-) -> DataValidationError:
-    """Build the one-line error for ``rows`` (0-based) of ``column`` holding bad ``values``."""
-    shown = list(rows[:MAX_ROWS_SHOWN])
-    more = f" (and {len(rows) - len(shown)} more)" if len(rows) > len(shown) else ""
-    vals = ", ".join(_short_repr(v) for v in values[:MAX_ROWS_SHOWN])
-    return DataValidationError(f"{source}: column {column!r}: {problem} at rows {shown}{more}: {vals}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -118,7 +99,7 @@ def _read_json_file(path: Path) -> Columns:
                 raise DataValidationError(f"{path}: invalid JSON at line {lineno}: {err.msg}") from err
     bad = [i for i, rec in enumerate(records) if not isinstance(rec, dict)]
     if bad:
-        shown = ", ".join(_short_repr(records[i]) for i in bad[:MAX_ROWS_SHOWN])
+        shown = ", ".join(short_repr(records[i]) for i in bad[:MAX_ROWS_SHOWN])
         raise DataValidationError(f"{path}: rows {bad[:MAX_ROWS_SHOWN]} are not JSON objects: {shown}")
     return _records_to_columns(records)
 
@@ -165,6 +146,20 @@ def _load_dataset_split(loaded: datasets.Dataset | datasets.DatasetDict, name: s
     return loaded.to_dict()
 
 
+def _load_split_files(path: Path, split: str, config: str | None) -> tuple[str, str, Columns]:
+    """A folder of split files (``train.jsonl``, ``test.parquet``, ...) read as ``trl kto --dataset_name`` reads it:
+    ``datasets.load_dataset(folder)``, whose splits are named by the files."""
+    name = f"{path} (split {split!r})"
+    try:
+        loaded = datasets.load_dataset(str(path), name=config)
+    except (OSError, ValueError, DatasetsError) as err:
+        raise DataValidationError(
+            f"{path}: not a dataset dir ({DATA_FILE} + {MANIFEST_FILE}), a save_to_disk folder or a folder of split "
+            f"files (train.jsonl, test.parquet, ...): {str(err).strip().splitlines()[0] if str(err).strip() else err!r}"
+        ) from err
+    return name, "split_files", _load_dataset_split(loaded, name, split)
+
+
 def _load_columns(source: str, split: str, config: str | None = None) -> tuple[str, str, Columns]:
     """Read ``source`` into columns. Returns (name for messages, format, columns)."""
     path = Path(source).expanduser()
@@ -177,9 +172,7 @@ def _load_columns(source: str, split: str, config: str | None = None) -> tuple[s
         if _is_save_to_disk_dir(path):
             name = f"{path} (split {split!r})"
             return name, "save_to_disk", _load_dataset_split(datasets.load_from_disk(str(path)), name, split)
-        raise DataValidationError(
-            f"{path}: directory is neither a dataset dir ({DATA_FILE} + {MANIFEST_FILE}) nor a save_to_disk folder"
-        )
+        return _load_split_files(path, split, config)
     if path.is_file():
         suffix = path.suffix.lower()
         if suffix in JSON_SUFFIXES:
@@ -202,70 +195,6 @@ def _load_columns(source: str, split: str, config: str | None = None) -> tuple[s
     return name, "hub", _load_dataset_split(loaded, name, split)
 
 
-# --------------------------------------------------------------------------------------------
-# Validation
-
-
-def _is_bad_text(value: Any) -> bool:
-    """Whether ``value`` is not usable as a prompt or completion.
-
-    Good: a string with a non-blank character, or a non-empty list of messages, each a dict with a
-    string ``role`` and a non-blank string ``content`` (conversational form).
-    """
-    if isinstance(value, str):
-        return not value.strip()
-    if isinstance(value, list):
-        return not value or not all(
-            isinstance(m, dict)
-            and isinstance(m.get("role"), str)
-            and isinstance(m.get("content"), str)
-            and m["content"].strip()
-            for m in value
-        )
-    return True
-
-
-def _check_text(source: str, columns: Columns, column: str) -> None:
-    """Raise on null, blank or non-text values of a text column."""
-    bad = [i for i, v in enumerate(columns[column]) if _is_bad_text(v)]
-    if bad:
-        raise _row_error(source, column, "empty, null or non-text values", bad, [columns[column][i] for i in bad])
-
-
-def normalise_labels(source: str, values: Sequence[Any], *, require_both: bool) -> list[bool]:
-    """Labels as Python bools: ``True``/``False`` as they are, ints ``1``/``0`` converted; others raise.
-
-    With ``require_both``, labels of one kind only raise too: KTO's loss needs desirable and
-    undesirable examples. Errors are :class:`DataValidationError` naming ``source``, the column and rows.
-    """
-    out: list[bool] = []
-    bad: list[int] = []
-    for i, v in enumerate(values):
-        if isinstance(v, bool):
-            out.append(v)
-        elif isinstance(v, int) and v in (0, 1):
-            out.append(bool(v))
-        else:
-            bad.append(i)
-    if bad:
-        raise _row_error(source, "label", "values that are not bool or 0/1", bad, [values[i] for i in bad])
-    n_desirable = sum(out)
-    if require_both and n_desirable in (0, len(out)):
-        present, missing = ("desirable (True)", "undesirable (False)")[:: 1 if n_desirable else -1]
-        raise DataValidationError(
-            f"{source}: column 'label': all {len(out)} rows are {present}, none {missing}; KTO needs both labels"
-        )
-    return out
-
-
-def _require_columns(source: str, columns: Columns, needed: Sequence[str]) -> None:
-    """Raise naming the first missing column and the columns present."""
-    for name in needed:
-        if name not in columns:
-            present = ", ".join(map(repr, columns)) or "none"
-            raise DataValidationError(f"{source}: missing column {name!r} (columns present: {present})")
-
-
 def _unpair(source: str, columns: Columns) -> Columns:
     """Turn paired rows (prompt, chosen, rejected) into KTO rows: chosen -> True, rejected -> False.
 
@@ -273,7 +202,7 @@ def _unpair(source: str, columns: Columns) -> Columns:
     errors name the rows of the paired source.
     """
     for name in PAIRED_COLUMNS:
-        _check_text(source, columns, name)
+        check_text(source, columns, name)
     n = len(columns["prompt"])
     log.info("%s: unpairing %d preference pairs into %d KTO rows", source, n, 2 * n)
     return {
@@ -288,13 +217,10 @@ def _validate(source: str, columns: Columns, *, require_both_labels: bool) -> da
     n = len(next(iter(columns.values()))) if columns else 0
     if n == 0:
         raise DataValidationError(f"{source}: no rows")
-    if "label" not in columns and "chosen" in columns and "rejected" in columns:
-        _require_columns(source, columns, PAIRED_COLUMNS)
+    if is_paired(columns):
+        require_columns(source, columns, PAIRED_COLUMNS)
         columns = _unpair(source, columns)
-    _require_columns(source, columns, KTO_COLUMNS)
-    for name in ("prompt", "completion"):
-        _check_text(source, columns, name)
-    labels = normalise_labels(source, columns["label"], require_both=require_both_labels)
+    labels = checked_labels(source, columns, require_both_labels=require_both_labels)
     extra = [c for c in columns if c not in KTO_COLUMNS]
     if extra:
         log.info("%s: dropping columns %s", source, ", ".join(map(repr, extra)))
@@ -307,10 +233,12 @@ def _validate(source: str, columns: Columns, *, require_both_labels: bool) -> da
 # Public API
 
 
-def load_source(source: str, split: str, config: str | None = None) -> tuple[str, str, datasets.Dataset]:
+def load_source(
+    source: str, split: str, config: str | None = None, *, require_both_labels: bool = True
+) -> tuple[str, str, datasets.Dataset]:
     """Load and validate ``source`` as :func:`load_feedback` does. Returns (name for messages, format, dataset)."""
     name, fmt, columns = _load_columns(str(source), split, config)
-    ds = _validate(name, columns, require_both_labels=True)
+    ds = _validate(name, columns, require_both_labels=require_both_labels)
     n_desirable = sum(ds["label"])
     log.info(
         "loaded %s (%s): %d rows, %d desirable, %d undesirable", name, fmt, len(ds), n_desirable, len(ds) - n_desirable
@@ -318,15 +246,18 @@ def load_source(source: str, split: str, config: str | None = None) -> tuple[str
     return name, fmt, ds
 
 
-def load_feedback(source: str, *, split: str = "train", config: str | None = None) -> datasets.Dataset:
+def load_feedback(
+    source: str, *, split: str = "train", config: str | None = None, require_both_labels: bool = True
+) -> datasets.Dataset:
     """Load and validate KTO feedback from a file, a folder or a hub dataset id (see the module doc); ``config``
     names a hub dataset's configuration (``datasets.load_dataset``'s ``name``).
 
     Returns a dataset with columns ``prompt``, ``completion`` and ``label`` (``bool``) holding both
-    labels. Raises :class:`DataValidationError` for a missing source or column, empty or null
-    text, labels other than bool or 0/1, no rows, or one label only.
+    labels (one label is allowed with ``require_both_labels=False``, as for held-out data). Raises
+    :class:`DataValidationError` for a missing source or column, empty or null text, labels other than bool or
+    0/1, no rows, or one label only.
     """
-    return load_source(source, split, config)[2]
+    return load_source(source, split, config, require_both_labels=require_both_labels)[2]
 
 
 def write_dataset_dir(ds: datasets.Dataset, out_dir: str | Path, **extra_manifest: Any) -> dict[str, Any]:

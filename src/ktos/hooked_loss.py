@@ -87,7 +87,8 @@ def _record_token_metrics(
     indices: tuple[torch.Tensor, torch.Tensor],
 ) -> None:
     """TRL 1.16's per-token metrics of the policy's completions, gathered across processes: ``entropy`` (mean
-    over completion tokens, nats), ``num_tokens`` (attention-mask tokens trained on so far; train only) and
+    over completion tokens, nats), ``num_tokens`` (attention-mask tokens trained on so far, counted in
+    ``trainer.train_tokens``; tensor parallelism, where TRL divides by its size, is not supported) and
     ``logits/chosen``, ``logits/rejected`` (mean over each label's completion tokens of the mean logit)."""
     gather = trainer.accelerator.gather_for_metrics
     metrics = trainer._metrics[mode]
@@ -96,11 +97,9 @@ def _record_token_metrics(
         total = gather(mask.sum()).sum()
         entropy = gather((policy.entropy * mask).sum()).sum()
         metrics["entropy"].append((entropy / total).item() if total > 0 else 0.0)
-    if not hasattr(trainer, "_total_train_tokens"):
-        trainer._total_train_tokens = 0
     if mode == "train":
-        trainer._total_train_tokens += gather(attention.sum()).sum().item() // getattr(trainer, "_tp_size", 1)
-    metrics["num_tokens"] = [trainer._total_train_tokens]
+        trainer.train_tokens += gather(attention.sum()).sum().item()
+    metrics["num_tokens"] = [trainer.train_tokens]
     if policy.mean_logits is None:
         return
     for name, idx in zip(("chosen", "rejected"), indices, strict=True):

@@ -15,9 +15,7 @@ KTO-S, the same with the reference point ``-sign(r) * z0`` (sign of the detached
 
     loss = w * (1 - sigmoid(beta * s * (r + sign(r) * z0)))
 
-KTO-zero (HALOs' ``kto-zero`` variant), the same with the reference point 0: does any reference point matter?::
-
-    loss = w * (1 - sigmoid(beta * s * r))
+(KTO-zero, the reference point 0, is TRL's own ``loss_type="apo_zero_unpaired"``: see :mod:`ktos.loss_types`.)
 
 Both return TRL's tuple ``(losses, chosen_rewards, rejected_rewards, kl)`` where the rewards are
 ``beta * r`` (detached) and ``kl`` is ``z0``.
@@ -39,10 +37,8 @@ def kl_reference_point(policy_KL_logps: Tensor, reference_KL_logps: Tensor) -> T
     return (policy_KL_logps - reference_KL_logps).mean().detach().clamp(min=0)
 
 
-def reference_point(r: Tensor, z0: Tensor, *, sign_correction: bool, zero: bool = False) -> Tensor:
-    """The point each reward is compared with: ``z0`` for KTO, ``-sign(r) * z0`` for KTO-S, 0 for KTO-zero."""
-    if zero:
-        return torch.zeros_like(r)
+def reference_point(r: Tensor, z0: Tensor, *, sign_correction: bool) -> Tensor:
+    """The point each reward is compared with: ``z0`` for KTO, ``-sign(r) * z0`` for KTO-S."""
     if sign_correction:
         return -torch.sign(r.detach()) * z0
     return z0.expand_as(r)
@@ -61,9 +57,8 @@ def kto_loss(
     undesirable_weight: float = 1.0,
     sign_correction: bool,
     kl: Tensor | None = None,
-    zero_reference: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Per-example KTO (``sign_correction=False``), KTO-S (``True``) or KTO-zero (``zero_reference=True``) losses.
+    """Per-example KTO (``sign_correction=False``) or KTO-S (``True``) losses.
 
     Desirable: ``w_d * (1 - sigmoid(beta * (r - ref)))``; undesirable:
     ``w_u * (1 - sigmoid(beta * (ref - r)))``, with ``ref`` from :func:`reference_point`.
@@ -71,15 +66,13 @@ def kto_loss(
     detached. Returns ``(losses, chosen_rewards, rejected_rewards, kl)``: losses of the desirable
     examples then the undesirable ones (shape ``n_chosen + n_rejected``), rewards ``beta * r`` detached,
     and ``kl = z0`` (a 0-d tensor). ``kl`` may pass a precomputed ``z0`` (a trainer gathers it across
-    processes); by default it is :func:`kl_reference_point` of the KL log-probs. With ``zero_reference`` the
-    reference point is 0 (KTO-zero; ``sign_correction`` then has no effect) and the returned ``kl`` is still
-    the measured ``z0``.
+    processes); by default it is :func:`kl_reference_point` of the KL log-probs.
     """
     z0 = kl_reference_point(policy_KL_logps, reference_KL_logps) if kl is None else kl.detach()
     r_chosen = policy_chosen_logps - reference_chosen_logps
     r_rejected = policy_rejected_logps - reference_rejected_logps
-    ref_chosen = reference_point(r_chosen, z0, sign_correction=sign_correction, zero=zero_reference)
-    ref_rejected = reference_point(r_rejected, z0, sign_correction=sign_correction, zero=zero_reference)
+    ref_chosen = reference_point(r_chosen, z0, sign_correction=sign_correction)
+    ref_rejected = reference_point(r_rejected, z0, sign_correction=sign_correction)
     chosen_losses = 1 - F.sigmoid(beta * (r_chosen - ref_chosen))
     rejected_losses = 1 - F.sigmoid(beta * (ref_rejected - r_rejected))
     losses = torch.cat((desirable_weight * chosen_losses, undesirable_weight * rejected_losses), 0)

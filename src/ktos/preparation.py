@@ -1,14 +1,12 @@
-"""How the training set reaches TRL's trainer: prepared once per process, and read in file order.
-
-Neither is a TRL internal: :class:`ktos.trainer.KTOSTrainer` overrides TRL's ``_prepare_dataset`` and
-``_get_train_sampler`` with these.
-"""
+"""How the training set reaches TRL's trainer: prepared once per process (:class:`ktos.trainer.KTOSTrainer`
+overrides TRL's ``_prepare_dataset`` with :func:`cached_prepare`). It is read in file order through TRL's and
+transformers' own ``train_sampling_strategy="sequential"``, which ``KTOSConfig`` sets on every TRL."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from torch.utils.data import SequentialSampler
+from .loss_types import TRL_COMPUTED
 
 #: TRL's prepared (tokenised, KL-paired) datasets of this process, by what determines them.
 _PREPARED: dict[tuple, Any] = {}
@@ -16,7 +14,8 @@ _PREPARED: dict[tuple, Any] = {}
 
 def cached_prepare(prepare: Any, dataset: Any, processing_class: Any, args: Any, name: str) -> Any:
     """``prepare(dataset, processing_class, args, name)`` (TRL's ``_prepare_dataset``), once per process for
-    the same data (its content fingerprint), tokenizer and the settings that shape the result; a training
+    the same data (its content fingerprint), tokenizer and the settings that shape the result (whether TRL builds
+    KL pairs included); a training
     job that trains several runs on the same data tokenises it once. Prepared datasets are immutable."""
     fingerprint = getattr(dataset, "_fingerprint", None)
     if fingerprint is None:
@@ -30,13 +29,8 @@ def cached_prepare(prepare: Any, dataset: Any, processing_class: Any, args: Any,
         args.max_length,
         args.per_device_train_batch_size,
         getattr(args, "precompute_ref_log_probs", False),
+        getattr(args, "loss_type", None) in TRL_COMPUTED,  # TRL builds no KL pairs for these (apo_zero_unpaired)
     )
     if key not in _PREPARED:
         _PREPARED[key] = prepare(dataset, processing_class, args, name)
     return _PREPARED[key]
-
-
-def train_sampler(dataset: Any) -> SequentialSampler:
-    """The training set in file order: the balance stage writes the batch order, and TRL builds each
-    example's mismatched KL completion from its neighbours in that order."""
-    return SequentialSampler(dataset)

@@ -1,12 +1,13 @@
 """The KL probe: KL to the reference model on fixed held-out data, measured during training.
 
 :class:`KLProbe` measures the KL from policy to reference on a fixed set of mismatched prompt/completion
-pairs, built exactly as TRL builds the pairs behind its logged ``kl`` (completions rotated by one inside
-each chunk of ``per_device_train_batch_size``), so the units match: sequence-level nats,
+pairs, built as TRL builds the pairs behind its logged ``kl`` (completions rotated by one inside each chunk of
+``per_device_train_batch_size``: :func:`mismatched`), whatever the loss type, so the units match: sequence-level nats,
 ``mean_i [log pi_theta(y'_i|x_i) - log pi_ref(y'_i|x_i)]``. Unlike TRL's value it is not clamped at 0,
 and it is also reported per completion token. :func:`heldout_batches` and :func:`completion_logps` are
 shared with :func:`ktos.toy.quality.preference_accuracy`. :class:`ProbeCallback` measures it during training and logs
 it through the trainer's ``log``, so ``trainer_state.json`` and every ``report_to`` tracker carry it at its steps.
+:class:`ktos.trainer.KTOSTrainer` builds both itself when ``kl_probe_size > 0`` (data: :func:`probe_dataset`).
 """
 
 from __future__ import annotations
@@ -20,8 +21,36 @@ from datasets import Dataset
 from transformers import TrainerCallback, TrainerControl, TrainerState
 
 from . import compat
+from .data import load_feedback
 
 log = logging.getLogger(__name__)
+
+
+def probe_dataset(args: Any, eval_dataset: Dataset | dict[str, Dataset] | None) -> Dataset | None:
+    """The probe's held-out data for a ``KTOSConfig``: none when ``kl_probe_size`` is 0, else the source
+    ``kl_probe_dataset`` names (loaded by :func:`ktos.data.load_feedback`, one label allowed), else ``eval_dataset``
+    (the first of a dict of them), else none."""
+    if args.kl_probe_size == 0:
+        return None
+    if args.kl_probe_dataset:
+        return load_feedback(args.kl_probe_dataset, require_both_labels=False)
+    if isinstance(eval_dataset, dict):
+        eval_dataset = next(iter(eval_dataset.values()), None)
+    if eval_dataset is None:
+        log.info("KL probe off: no kl_probe_dataset and no eval_dataset")
+    return eval_dataset
+
+
+def mismatched(dataset: Dataset, chunk: int) -> Dataset:
+    """``dataset`` with each row's completion replaced by its predecessor's within consecutive chunks of ``chunk``
+    rows (a chunk's first row takes its last row's): TRL's mismatched KL pairs ``(x_i, y_{i-1})``."""
+    completions = dataset["completion"]
+    rotated = [
+        completions[start + (i - 1) % len(completions[start : start + chunk])]
+        for start in range(0, len(completions), chunk)
+        for i in range(len(completions[start : start + chunk]))
+    ]
+    return dataset.remove_columns("completion").add_column("completion", rotated)
 
 
 def heldout_batches(trainer: Any, dataset: Dataset, name: str) -> list[dict[str, Any]]:
@@ -49,14 +78,16 @@ class KLProbe:
         if len(dataset) < size:
             log.warning("KL probe: asked for %d pairs, the held-out set has %d; using all of it", size, len(dataset))
         self.trainer = trainer
-        self.batches = heldout_batches(trainer, dataset.select(range(min(size, len(dataset)))), "kl_probe")
+        pairs = mismatched(dataset.select(range(min(size, len(dataset)))), trainer.args.per_device_train_batch_size)
+        self.batches = heldout_batches(trainer, pairs, "kl_probe")
         self.n_pairs = sum(len(b["label"]) for b in self.batches)
-        self.n_tokens = int(sum(compat.sequence(b, "KL")[2][:, 1:].sum() for b in self.batches))
+        self.n_tokens = int(sum(compat.sequence(b, "completion")[2][:, 1:].sum() for b in self.batches))
         with compat.reference_model(trainer) as ref:
             self._reference_logps = self._logps(ref)
+        log.info("KL probe: %d held-out mismatched pairs (%d completion tokens)", self.n_pairs, self.n_tokens)
 
     def _logps(self, model: torch.nn.Module) -> torch.Tensor:
-        return torch.cat([completion_logps(self.trainer, model, b, "KL") for b in self.batches])
+        return torch.cat([completion_logps(self.trainer, model, b, "completion") for b in self.batches])
 
     def measure(self) -> dict[str, float]:
         """The current policy's probe KL: ``probe_kl`` (nats per sequence, the mean over the pairs),

@@ -1,11 +1,12 @@
-"""KTO-S on TRL: ``KTOSTrainer`` (configured by :class:`ktos.config.KTOSConfig`) and its label checks.
+"""KTO-S on TRL: ``KTOSTrainer``, configured by :class:`ktos.config.KTOSConfig`.
 
 ``KTOSTrainer`` is TRL's ``KTOTrainer`` (TRL 1.5.1 to 1.16.0) whose loss is :func:`ktos.losses.kto_loss`:
-KTO-S with ``use_kto_s=True``, exactly TRL's KTO loss with ``False``. On TRL < 1.6 TRL's own forward
-passes call the overridden ``kto_loss``; from 1.6 on, where TRL inlines its loss, :mod:`ktos.compat`
-computes the same log-probabilities and calls it (see there). Configurations whose training loss
-would not go through ``kto_loss`` are refused at construction, and the first training step checks
-that it did.
+KTO-S with ``loss_type="kto_s"``, exactly TRL's KTO loss with ``"kto"``; ``"apo_zero_unpaired"`` (KTO-zero) is
+TRL's own code. On TRL < 1.6 TRL's own forward passes call the overridden ``kto_loss``; from 1.6 on, where TRL
+inlines its loss, :mod:`ktos.hooked_loss` computes the same log-probabilities and calls it. Configurations whose
+training loss would not go through ``kto_loss`` are refused at construction, and the first training step checks
+that it did. With ``kl_probe_size > 0`` the trainer builds the KL probe (:mod:`ktos.probe`) itself, and it logs
+the update norm (:mod:`ktos.update_norm`) unless ``log_update_norm=False``.
 """
 
 from __future__ import annotations
@@ -19,18 +20,19 @@ import torch
 from datasets import Dataset
 
 from . import compat, losses
+from .balance import warn_if_sorted_by_label
 from .config import KTOSConfig
-from .data import DataValidationError, normalise_labels
 from .hooked_loss import hooked_compute_loss
-from .preparation import cached_prepare, train_sampler
+from .loss_types import LOSS_TYPE_NAMES, TRL_COMPUTED
+from .preparation import cached_prepare
+from .probe import KLProbe, ProbeCallback, probe_dataset
+from .update_norm import UpdateNormCallback
+from .validation import check_feedback
 
 log = logging.getLogger(__name__)
 
 
-#: The methods' names in model cards and logs, by :attr:`KTOSConfig.method`.
-METHOD_NAMES = {"kto_s": "KTO-S", "kto": "KTO", "kto_zero": "KTO-zero"}
-
-#: One paragraph per method for its model card (``r``: the policy's log-ratio to the reference on a
+#: One paragraph per loss type for its model card (``r``: the policy's log-ratio to the reference on a
 #: completion, ``z0``: the batch estimate of the KL to the reference that KTO uses as its reference point).
 METHOD_DESCRIPTIONS = {
     "kto_s": (
@@ -39,81 +41,67 @@ METHOD_DESCRIPTIONS = {
         "so the loss is `w * (1 - sigmoid(beta * s * (r + sign(r) * z0)))` with `s = +1` for desirable and `-1` for "
         "undesirable examples. Its gradient weight shrinks as `z0` grows: a brake on the KL that tightens with it."
     ),
-    "kto_zero": (
+    "apo_zero_unpaired": (
         "KTO-zero is KTO with the reference point 0 instead of `z0` (the batch estimate of the KL to the reference "
         "model): the loss is `w * (1 - sigmoid(beta * s * r))` with `r = log pi(y|x) - log pi_ref(y|x)` and `s = +1` "
-        "for desirable and `-1` for undesirable examples (HALOs' `kto-zero`)."
+        "for desirable and `-1` for undesirable examples (HALOs' `kto-zero`; TRL's `loss_type=\"apo_zero_unpaired\"`, "
+        "which computed it)."
     ),
     "kto": (
         "KTO as TRL computes it (reference point `z0`, the batch estimate of the KL to the reference model), trained "
-        "through ktos' `KTOSTrainer` with `use_kto_s=False`."
+        'through ktos\' `KTOSTrainer` with `loss_type="kto"`.'
     ),
 }
 
 
-def with_method_section(card: str, method: str) -> str:
-    """``card`` (TRL's model card text) with a "Method" section for ``method`` before its "Citations" section
+def with_method_section(card: str, loss_type: str) -> str:
+    """``card`` (TRL's model card text) with a "Method" section for ``loss_type`` before its "Citations" section
     (at the end if it has none): what the method is, that ktos trained it, and KTO's citation."""
     kto = compat.KTOTrainer._paper
     section = (
-        f"## Method: {METHOD_NAMES[method]}\n\n{METHOD_DESCRIPTIONS[method]}\n\n"
+        f"## Method: {LOSS_TYPE_NAMES[loss_type]}\n\n{METHOD_DESCRIPTIONS[loss_type]}\n\n"
         "Trained with ktos (`ktos.KTOSTrainer`, TRL's `KTOTrainer` with its loss replaced). "
         f"KTO was introduced in [{kto['title']}](https://huggingface.co/papers/{kto['id']})"
     )
-    section += ".\n\n" if method == "kto" else f"; cite it as:\n\n```bibtex\n{kto['citation']}\n```\n\n"
+    section += ".\n\n" if loss_type == "kto" else f"; cite it as:\n\n```bibtex\n{kto['citation']}\n```\n\n"
     head, marker, tail = card.partition("## Citations")
     return head + section + marker + tail if marker else card.rstrip("\n") + "\n\n" + section
-
-
-def check_labels(dataset: Dataset, *, name: str = "train", require_both: bool = True) -> Dataset:
-    """Return ``dataset`` with a Python-bool ``label`` column, or raise ``ValueError``.
-
-    Accepted: bools, and the ints 0/1 (coerced to bool). Anything else (2, ``"yes"``, ``None``, 0.5)
-    raises an error naming the column and the first offending rows. With ``require_both`` a dataset
-    holding one label only is refused: KTO's loss needs desirable and undesirable examples (TRL
-    only warns). The rules are :func:`ktos.data.normalise_labels`'s.
-    """
-    if "label" not in dataset.column_names:
-        raise DataValidationError(f"{name} dataset: missing column 'label' (columns: {dataset.column_names})")
-    if len(dataset) == 0:
-        raise DataValidationError(f"{name} dataset: no rows")
-    raw = dataset["label"]
-    labels = normalise_labels(f"{name} dataset", raw, require_both=require_both)
-    if any(not isinstance(v, bool) for v in raw):
-        dataset = dataset.remove_columns("label").add_column("label", labels)
-    return dataset
 
 
 def bypasses(args: KTOSConfig, kwargs: dict[str, Any]) -> list[str]:
     """Why a trainer built from ``args`` and ``kwargs`` would not train through ``ktos.losses`` (empty if it would).
 
-    TRL's Liger path computes a fused KTO loss of its own; ``loss_type`` other than ``"kto"`` is another
-    loss; ``compute_loss_func`` replaces the loss; ``sync_ref_model`` moves the reference model that KL
-    is measured against; a sampler other than sequential breaks the batch order the balance stage
-    wrote and TRL's mismatched KL pairs.
+    TRL's Liger path computes a fused KTO loss of its own; ``compute_loss_func`` replaces the loss;
+    ``sync_ref_model`` moves the reference model that KL is measured against; a sampler other than sequential
+    breaks the batch order the balance stage wrote and TRL's mismatched KL pairs.
     """
     reasons = []
-    if args.loss_type != "kto":
-        reasons.append(f"loss_type={args.loss_type!r} is another loss (only 'kto' is KTO/KTO-S)")
     if args.use_liger_kernel:
         reasons.append("use_liger_kernel=True: TRL's Liger path computes its own fused KTO loss")
     if getattr(args, "sync_ref_model", False):
         reasons.append("sync_ref_model=True: the reference model, and so the KL, would move during training")
     strategy = getattr(args, "train_sampling_strategy", "sequential")
     if strategy != "sequential":
-        reasons.append(f"train_sampling_strategy={strategy!r}: the batch order and KL pairs need 'sequential'")
+        reasons.append(
+            f"train_sampling_strategy={strategy!r}: ktos reads the training set in its order, because TRL builds each "
+            "example's mismatched KL pair from its neighbours in that order and `ktos balance` writes the batch "
+            "order; shuffle the dataset once instead (`train_dataset.shuffle(seed=...)`) and keep 'sequential'"
+        )
     if kwargs.get("compute_loss_func") is not None:
         reasons.append("compute_loss_func replaces the loss")
     return reasons
 
 
 class KTOSTrainer(compat.KTOTrainer):
-    """TRL's ``KTOTrainer`` whose loss is KTO-S (``args.use_kto_s=True``) or plain KTO.
+    """TRL's ``KTOTrainer`` whose loss is KTO-S (``args.loss_type="kto_s"``), plain KTO or KTO-zero.
 
-    Before TRL sees the data, labels are checked by :func:`check_labels` (train set: both labels
-    required). Configurations listed by :func:`bypasses` raise ``ValueError``. The training set is read
-    in file order. The first training step raises ``RuntimeError`` if its loss did not come from
-    :meth:`kto_loss`.
+    Before TRL sees the data it is checked as ``ktos train`` checks it (:func:`ktos.validation.check_feedback`: columns,
+    texts, labels; train set: both labels required), and a train set whose order puts many one-label batches
+    together draws a warning (:func:`ktos.balance.warn_if_sorted_by_label`). Configurations listed by
+    :func:`bypasses` raise ``ValueError``. The training set is read in file order. With ``kl_probe_size > 0``
+    and held-out data (``kl_probe_dataset`` or ``eval_dataset``) the KL probe is measured every
+    ``kl_probe_steps`` steps and logged. The first training step raises ``RuntimeError`` if its loss did not
+    come from :meth:`kto_loss` (or, for a loss TRL computes, TRL's code).
     """
 
     args: KTOSConfig
@@ -124,7 +112,7 @@ class KTOSTrainer(compat.KTOTrainer):
         ref_model: Any = None,
         args: KTOSConfig | None = None,
         train_dataset: Dataset | None = None,
-        eval_dataset: Dataset | None = None,
+        eval_dataset: Dataset | dict[str, Dataset] | None = None,
         **kwargs: Any,
     ) -> None:
         if args is None or not isinstance(args, KTOSConfig):
@@ -134,25 +122,30 @@ class KTOSTrainer(compat.KTOTrainer):
             raise ValueError("KTOSTrainer cannot train through the ktos loss with " + "; ".join(reasons))
         if train_dataset is None:
             raise ValueError("`train_dataset` is required")
-        train_dataset = check_labels(train_dataset, name="train")
-        if eval_dataset is not None:
-            eval_dataset = check_labels(eval_dataset, name="eval", require_both=False)
+        train_dataset = check_feedback(train_dataset, name="train")
+        if isinstance(train_dataset, Dataset) and "label" in train_dataset.column_names:
+            warn_if_sorted_by_label(train_dataset["label"], args.per_device_train_batch_size)
+        if isinstance(eval_dataset, dict):
+            eval_dataset = {
+                k: check_feedback(d, name=f"eval {k!r}", require_both_labels=False) for k, d in eval_dataset.items()
+            }
+        elif eval_dataset is not None:
+            eval_dataset = check_feedback(eval_dataset, name="eval", require_both_labels=False)
         self.loss_calls = 0
+        self.train_tokens = 0  # attention-mask tokens trained on (the hooked path's num_tokens)
         self._loss_checked = False
         self._step_metrics: dict[str, float] = {}
         log.info(
-            "%s (TRL %s): running %s with beta=%g (desirable_weight=%g, undesirable_weight=%g)",
+            "%s (TRL %s): training %s (loss_type=%r) with beta=%g (desirable_weight=%g, undesirable_weight=%g)",
             type(self).__name__,
             compat.TRL_VERSION,
-            {
-                "kto_s": "KTO-S (sign-corrected reference point -sign(r)*z0)",
-                "kto": "plain KTO (reference point z0)",
-                "kto_zero": "KTO-zero (reference point 0)",
-            }[args.method],
+            LOSS_TYPE_NAMES[str(args.loss_type)],
+            args.loss_type,
             args.beta,
             args.desirable_weight,
             args.undesirable_weight,
         )
+        held_out = probe_dataset(args, eval_dataset)
         super().__init__(
             model=model,
             ref_model=ref_model,
@@ -161,33 +154,34 @@ class KTOSTrainer(compat.KTOTrainer):
             eval_dataset=eval_dataset,
             **kwargs,
         )
-
-    @property
-    def method(self) -> str:
-        """``"kto_s"``, ``"kto"`` or ``"kto_zero"``, read from the config at call time."""
-        return self.args.method
+        if args.log_update_norm:
+            self.add_callback(UpdateNormCallback(self))
+        self.probe = None if held_out is None else KLProbe(self, held_out, args.kl_probe_size)
+        if self.probe is not None:
+            self.add_callback(ProbeCallback(self, self.probe, every=args.kl_probe_steps))
 
     @property
     def _name(self) -> str:  # type: ignore[override]
         """The method's name in TRL's model card and logs: ``"KTO-S"``, ``"KTO"`` or ``"KTO-zero"``."""
-        return METHOD_NAMES[self.method]
+        return LOSS_TYPE_NAMES[str(self.args.loss_type)]
 
     @property
     def _paper(self) -> dict[str, str]:  # type: ignore[override]
         """TRL's KTO paper for plain KTO; none for KTO-S and KTO-zero, which have none of their own (their card
         cites KTO, on which they build)."""
-        return compat.KTOTrainer._paper if self.method == "kto" else {}
+        return compat.KTOTrainer._paper if self.args.loss_type == "kto" else {}
 
     def create_model_card(  # type: ignore[override]  # TRL's own override narrows transformers' signature
         self, model_name: str | None = None, dataset_name: str | None = None, tags: str | list[str] | None = None
     ) -> None:
         """TRL's model card in ``output_dir/README.md``, naming the method (``_name``) and tagged ``ktos`` and the
-        method, with a section describing the method and citing KTO."""
+        ``loss_type``, with a section describing the method and citing KTO."""
+        loss_type = str(self.args.loss_type)
         extra = [tags] if isinstance(tags, str) else list(tags or [])
-        super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=[*extra, "ktos", self.method])
+        super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=[*extra, "ktos", loss_type])
         path = Path(self.args.output_dir or ".") / "README.md"
         if self.is_world_process_zero() and path.is_file():
-            path.write_text(with_method_section(path.read_text(), self.method))
+            path.write_text(with_method_section(path.read_text(), loss_type))
 
     def log_step_metrics(self, metrics: Mapping[str, float]) -> None:
         """Log ``metrics`` with the next training log: the current step's when called before it is logged
@@ -212,33 +206,42 @@ class KTOSTrainer(compat.KTOTrainer):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The batch's per-example losses via :func:`ktos.losses.kto_loss` (TRL's ``kto_loss`` signature).
 
-        ``z0`` is gathered across processes as TRL does (mean of the per-process means, clamped at 0).
+        ``z0`` is gathered across processes as TRL does (mean of the per-process means, clamped at 0). A loss type
+        TRL computes (:data:`ktos.loss_types.TRL_COMPUTED`; TRL < 1.6 calls this) is TRL's own ``kto_loss``.
         Every call is counted in ``loss_calls``.
         """
-        z0 = (policy_KL_logps - reference_KL_logps).mean().detach()
-        z0 = self.accelerator.gather_for_metrics(z0).mean().clamp(min=0)
         self.loss_calls += 1
-        return losses.kto_loss(
+        logps = (
             policy_chosen_logps,
             policy_rejected_logps,
             policy_KL_logps,
             reference_chosen_logps,
             reference_rejected_logps,
             reference_KL_logps,
+        )
+        if self.args.loss_type in TRL_COMPUTED:
+            trl_loss: Any = super().kto_loss  # TRL annotates torch.FloatTensor
+            return trl_loss(*logps)
+        z0 = (policy_KL_logps - reference_KL_logps).mean().detach()
+        z0 = self.accelerator.gather_for_metrics(z0).mean().clamp(min=0)
+        return losses.kto_loss(
+            *logps,
             beta=self.beta,
             desirable_weight=self.desirable_weight,
             undesirable_weight=self.undesirable_weight,
-            sign_correction=self.args.use_kto_s,
+            sign_correction=self.args.loss_type == "kto_s",
             kl=z0,
-            zero_reference=self.args.reference_point == "zero",
         )
 
     def compute_loss(
         self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
     ) -> Any:
-        """TRL's loss path where it calls :meth:`kto_loss` (TRL < 1.6), else
+        """TRL's loss path where it calls :meth:`kto_loss` (TRL < 1.6) or computes the loss itself (a loss type in
+        :data:`ktos.loss_types.TRL_COMPUTED`, counted in ``loss_calls``), else
         :func:`ktos.hooked_loss.hooked_compute_loss`."""
-        if compat.KTO_LOSS_HOOK:
+        if not compat.KTO_LOSS_HOOK and self.args.loss_type in TRL_COMPUTED:
+            self.loss_calls += 1
+        if compat.KTO_LOSS_HOOK or self.args.loss_type in TRL_COMPUTED:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         if return_outputs:
             raise NotImplementedError(
@@ -275,7 +278,7 @@ class KTOSTrainer(compat.KTOTrainer):
             if self.loss_calls == before:
                 raise RuntimeError(
                     f"{type(self).__name__}: the first training step's loss did not come from KTOSTrainer.kto_loss, "
-                    f"so it was not {self.args.method} as configured; stopping. "
+                    f"so it was not loss_type={self.args.loss_type!r} as configured; stopping. "
                     "Something replaced the loss path (a subclass, a patched method or a TRL change)."
                 )
             self._loss_checked = True
@@ -284,7 +287,3 @@ class KTOSTrainer(compat.KTOTrainer):
     def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
         """TRL's preparation, cached per process (:func:`ktos.preparation.cached_prepare`)."""
         return cached_prepare(super()._prepare_dataset, dataset, processing_class, args, dataset_name)
-
-    def _get_train_sampler(self, *args: Any, **kwargs: Any) -> Any:
-        dataset = next(iter([*args, *kwargs.values()]), None)
-        return train_sampler(self.train_dataset if dataset is None else dataset)

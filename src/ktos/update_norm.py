@@ -4,7 +4,9 @@ Adam's update per parameter is about the learning rate whatever the gradient's s
 shrinks its gradients may not shrink its steps; the update norm measures the step the optimizer took.
 :class:`UpdateNormCallback` snapshots the trainable parameters before each optimizer step and puts the
 Euclidean norm of their change (in the parameters' own units, summed over all trainable tensors) into
-the step's logs as ``update_norm``, where :class:`ktos.study.trajectory.TrajectoryCallback` records it.
+the step's log as ``update_norm`` (through :meth:`ktos.trainer.KTOSTrainer.log_step_metrics`, so ``log_history``
+and every ``report_to`` tracker carry it). :class:`ktos.trainer.KTOSTrainer` attaches it unless
+``log_update_norm=False``.
 """
 
 from __future__ import annotations
@@ -20,14 +22,14 @@ class UpdateNormCallback(TrainerCallback):
     """Logs ``update_norm``, the L2 norm of the last optimizer step's change to the trainable parameters.
 
     Costs one copy of the trainable parameters per step (under LoRA, the adapters only). With gradient
-    accumulation it is the norm of the one update per optimizer step. Register it before the callbacks
-    that read ``update_norm`` from the logs.
+    accumulation it is the norm of the one update per optimizer step. ``trainer`` is a
+    :class:`ktos.trainer.KTOSTrainer`, whose next training log carries the value.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, trainer: Any) -> None:
+        self.trainer = trainer
         self._before: list[torch.Tensor] = []
         self._params: list[torch.nn.Parameter] = []
-        self.last: float = math.nan
 
     def on_pre_optimizer_step(
         self, args: Any, state: TrainerState, control: TrainerControl, model: Any = None, **kwargs: Any
@@ -43,16 +45,5 @@ class UpdateNormCallback(TrainerCallback):
             float((p.detach().float() - b.float()).pow(2).sum())
             for p, b in zip(self._params, self._before, strict=True)
         )
-        self.last = math.sqrt(squares)
         self._before = []
-
-    def on_log(
-        self,
-        args: Any,
-        state: TrainerState,
-        control: TrainerControl,
-        logs: dict[str, float] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        if logs is not None and "loss" in logs and math.isfinite(self.last):
-            logs["update_norm"] = self.last
+        self.trainer.log_step_metrics({"update_norm": math.sqrt(squares)})

@@ -22,6 +22,14 @@ rule train_configs:
     localrule: True
 
 
+# ktos train saves the final model in the run directory, as trl kto does (LoRA: the adapter).
+WEIGHTS_FILE = (
+    "adapter_model.safetensors"
+    if config["model"]["peft"]["use_peft"]
+    else "model.safetensors"
+)
+
+
 # One training job per resources.runs_per_job runs of a regime (ktos.study.planning.Plan.train_jobs): one process
 # trains them one after the other, paying the start-up once. Snakemake still sees each run's own files.
 for job, (regime, model, runs) in TRAIN_JOBS.items():
@@ -54,7 +62,7 @@ for job, (regime, model, runs) in TRAIN_JOBS.items():
             ),
             # Weights are saved only when config keep_models (ktos train --save_model).
             models=(
-                [directory(f"{run}/model") for run in runs]
+                [f"{run}/{WEIGHTS_FILE}" for run in runs]
                 if config["keep_models"]
                 else []
             ),

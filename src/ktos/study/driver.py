@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..loss_types import STUDY_METHODS
 from .runnames import parse_run_name
 
 log = logging.getLogger("ktos")
@@ -52,13 +53,14 @@ def parse_train_args(argv: Sequence[str]) -> tuple[Any, Any, Any, Any]:
 
 
 #: What a run's name sets when ``ktos train --run_dirs`` trains several runs (:mod:`ktos.study.runnames`).
-SET_BY_RUN_NAME = ("--output_dir", "--use_kto_s", "--reference_point", "--learning_rate", "--seed")
+SET_BY_RUN_NAME = ("--output_dir", "--loss_type", "--use_kto_s", "--learning_rate", "--seed")
 
 
 def run_argvs(argv: Sequence[str]) -> list[list[str]]:
     """The argument list of each run ``ktos train argv`` asks for: ``argv`` itself, or with ``--run_dirs D...``
-    one list per directory, whose name (``{method}_lr{lr}_seed{seed}``) sets output_dir, use_kto_s,
-    reference_point, learning_rate and seed, with ``{seed}`` in ``--train_data`` and ``--weights_from`` replaced."""
+    one list per directory, whose name (``{method}_lr{lr}_seed{seed}``) sets output_dir, loss_type (the method's,
+    :data:`ktos.loss_types.STUDY_METHODS`), learning_rate and seed, with ``{seed}`` in ``--train_data`` and
+    ``--weights_from`` replaced."""
     argv = normalise_config_flag(argv)
     run_args = parse_train_args(argv)[1]
     if not run_args.run_dirs:
@@ -73,10 +75,24 @@ def run_argvs(argv: Sequence[str]) -> list[list[str]]:
     argvs = []
     for run_dir in run_args.run_dirs:
         method, lr, seed = parse_run_name(Path(run_dir).name)
-        flags = ["--output_dir", run_dir, "--use_kto_s", str(method == "kto_s").lower()]
-        flags += ["--reference_point", "zero" if method == "kto_zero" else "kl", "--learning_rate", repr(lr)]
+        flags = ["--output_dir", run_dir, "--loss_type", STUDY_METHODS[method], "--learning_rate", repr(lr)]
         argvs.append([a.replace("{seed}", str(seed)) for a in shared] + flags + ["--seed", str(seed)])
     return argvs
+
+
+def apply_log_level(config: Any) -> None:
+    """TRL's ``--log_level`` (a ``TrainingArguments`` field), as ``trl kto`` applies it: unless ``"passive"``, the
+    process's level (``log_level``, or ``log_level_replica`` off the main process) for transformers, datasets and
+    TRL."""
+    if config.log_level == "passive":
+        return
+    import datasets.utils.logging
+    import transformers.utils.logging
+
+    level = config.get_process_log_level()
+    transformers.utils.logging.set_verbosity(level)
+    datasets.utils.logging.set_verbosity(level)
+    logging.getLogger("trl").setLevel(level)
 
 
 def train_runs(argv: Sequence[str]) -> int:
@@ -87,6 +103,7 @@ def train_runs(argv: Sequence[str]) -> int:
     argvs = run_argvs(argv)
     for i, run_argv in enumerate(argvs, 1):
         args = parse_train_args(run_argv)
+        apply_log_level(args[3])
         if len(argvs) > 1 or "--run_dirs" in argv:
             log.info("run %d of %d: %s", i, len(argvs), args[3].output_dir)
         train(*args)

@@ -1,9 +1,11 @@
 """One training run: load model and data, train KTO or KTO-S, write the run directory.
 
-A run directory holds ``trajectory.jsonl`` (one row per optimizer step, see
-:class:`~ktos.study.trajectory.TrajectoryCallback`), ``run_info.json`` (config, seed, versions, ktos's revision,
-the machine, status, task quality) and TRL's checkpoints while training. A run that finds a checkpoint in its
-directory resumes from the last one.
+A run directory is TRL's ``output_dir``: the final model and tokenizer (``--save_model``, loadable with
+``from_pretrained(output_dir)`` as after ``trl kto``), TRL's checkpoints (as ``save_strategy`` and
+``save_total_limit`` say) and model card, and ktos's ``trajectory.jsonl`` (one row per optimizer step, see
+:class:`~ktos.study.trajectory.TrajectoryCallback`) and ``run_info.json`` (config, seed, versions, ktos's
+revision, the machine, status, task quality). A run that finds a checkpoint in its directory resumes from the
+last one.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -27,7 +28,7 @@ from .. import compat
 from ..config import KTOSConfig
 from ..data import DataValidationError, load_feedback
 from ..models import load_model_and_tokenizer
-from ..probe import KLProbe, ProbeCallback
+from ..probe import ProbeCallback
 from ..provenance import (
     base_model_record,
     git_revision,
@@ -39,7 +40,6 @@ from ..provenance import (
 )
 from ..toy.quality import HALVES, PreferenceAccuracy, load_items, task_accuracy
 from ..trainer import KTOSTrainer
-from ..update_norm import UpdateNormCallback
 from .rundir import RUN_INFO_FILE
 from .trajectory import TrajectoryCallback
 
@@ -56,11 +56,8 @@ class RunArguments:
         metadata={"help": "Reference model (hub id or local directory); default: a frozen copy of the model."},
     )
     save_model: bool = field(
-        default=True, metadata={"help": "Save the trained model to output_dir/model (weights: keep out of git)."}
-    )
-    keep_checkpoints: bool = field(
-        default=False,
-        metadata={"help": "Keep output_dir/checkpoint-* after a run completes (they exist to resume a killed run)."},
+        default=True,
+        metadata={"help": "Save the trained model and tokenizer to output_dir, as trl kto does (keep out of git)."},
     )
     regime: str = field(
         default="main",
@@ -238,6 +235,7 @@ def run_info(
     return {
         "regime": run_args.regime,
         "method": config.method,
+        "loss_type": config.loss_type,
         "use_kto_s": config.use_kto_s,
         "beta": config.beta,
         "learning_rate": config.learning_rate,
@@ -289,24 +287,14 @@ def attach_callbacks(
     resume: str | None,
     correct: dict[str, str],
 ) -> tuple[TrajectoryCallback, Callable[[], dict[str, Any]] | None]:
-    """Register the update norm, the KL probe and step quality (:class:`~ktos.probe.ProbeCallback`, logged through
-    the trainer) and the trajectory writer, in that order; step quality keeps each item's outcome in ``correct``.
-    Returns the writer and the run's quality measure."""
-    config = trainer.args
-    probe = None
-    if eval_dataset is not None and config.kl_probe_size > 0:
-        probe = KLProbe(trainer, eval_dataset, config.kl_probe_size)
-        log.info("KL probe: %d held-out mismatched pairs (%d tokens)", probe.n_pairs, probe.n_tokens)
+    """Register step quality (a :class:`~ktos.probe.ProbeCallback` without a probe, logged through the trainer) and
+    the trajectory writer, after the trainer's own update norm and KL probe; step quality keeps each item's outcome
+    in ``correct``. Returns the writer and the run's quality measure."""
     measure = quality_measure(trainer, data_args, eval_dataset)
-    extra = (
-        (run_args.quality_steps, step_quality(measure, trainer, correct))
-        if run_args.quality_steps and measure
-        else None
-    )
-    trajectory = TrajectoryCallback(config.output_dir, resume_from=resume)
-    trainer.add_callback(UpdateNormCallback())  # before the trajectory callback, which records its update_norm
-    if probe is not None or extra is not None:
-        trainer.add_callback(ProbeCallback(trainer, probe, every=config.kl_probe_steps, extra=extra))
+    trajectory = TrajectoryCallback(trainer.args.output_dir, resume_from=resume)
+    if run_args.quality_steps and measure:
+        extra = (run_args.quality_steps, step_quality(measure, trainer, correct))
+        trainer.add_callback(ProbeCallback(trainer, None, extra=extra))
     trainer.add_callback(trajectory)
     return trajectory, measure
 
@@ -318,8 +306,8 @@ def _finish(
     measure: Callable[[], dict[str, Any]] | None,
     changes: dict[str, Any],
 ) -> str:
-    """After training: record the status (returned), final quality and ``changes`` in ``run_info.json``, save the
-    model, and remove the checkpoints of a completed run (unless kept)."""
+    """After training: record the status (returned), final quality and ``changes`` in ``run_info.json`` and save the
+    model and tokenizer in ``output_dir``."""
     run_dir = Path(trainer.args.output_dir)
     main_process = PartialState().is_main_process
     status = "diverged" if diverged else "completed"
@@ -327,14 +315,11 @@ def _finish(
     if main_process:
         update_json(run_dir / RUN_INFO_FILE, status=status, quality=quality, **changes)
     if run_args.save_model:
-        trainer.save_model(str(run_dir / "model"))
+        trainer.save_model(str(run_dir))
     trainer.accelerator.wait_for_everyone()
-    if status == "completed" and not run_args.keep_checkpoints and main_process:
-        for checkpoint in run_dir.glob("checkpoint-*"):
-            shutil.rmtree(checkpoint)
     log.info(
         "%s run %s in %ss: %d steps, quality %s",
-        trainer.method,
+        trainer.args.loss_type,
         status,
         changes.get("elapsed_s"),
         trainer.state.global_step,
@@ -355,6 +340,8 @@ def train(model_config: ModelConfig, run_args: RunArguments, data_args: DataArgu
     run_dir.mkdir(parents=True, exist_ok=True)
     if data_args.weights_from:
         _apply_balance_weights(config, data_args.weights_from)
+    if data_args.eval_data and config.kl_probe_dataset is None:
+        config.kl_probe_dataset = data_args.eval_data  # the trainer's probe, also when not evaluating
     train_dataset, eval_dataset = load_data(data_args, config)
     _check_model_args(model_config)
     model, tokenizer = _load(str(model_config.model_name_or_path), model_config, config)

@@ -1,8 +1,8 @@
 """Run names: ``{method}_lr{lr}_seed{seed}``, for the library and the Snakemake workflow alike.
 
-Standard library only, so the workflow can import it at parse time whatever environment Snakemake runs
-in. ``kto_s_lr0.0001_seed3`` is KTO-S at learning rate 1e-4 with seed 3; a name that does not parse, or
-names a method other than :data:`METHODS`, is an error.
+Standard library only (and :mod:`ktos.loss_types`, which is too), so the workflow can import it at parse time
+whatever environment Snakemake runs in. ``kto_s_lr0.0001_seed3`` is KTO-S at learning rate 1e-4 with seed 3; a
+name that does not parse, or names a method other than :data:`METHODS`, is an error.
 """
 
 from __future__ import annotations
@@ -10,10 +10,12 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-#: Methods in display order.
-METHODS: tuple[str, ...] = ("kto", "kto_s", "kto_zero")
-#: How papers write them.
-METHOD_LABELS: dict[str, str] = {"kto": "KTO", "kto_s": "KTO-S", "kto_zero": "KTO-zero"}
+from ..loss_types import LOSS_TYPE_NAMES, STUDY_METHODS
+
+#: Methods (the study's keys for ``loss_type``, :data:`ktos.loss_types.STUDY_METHODS`) in display order.
+METHODS: tuple[str, ...] = tuple(STUDY_METHODS)
+#: How papers write them (:data:`ktos.loss_types.LOSS_TYPE_NAMES`).
+METHOD_LABELS: dict[str, str] = {method: LOSS_TYPE_NAMES[loss] for method, loss in STUDY_METHODS.items()}
 #: A run's name, as a format string (also the Snakemake output pattern of a run directory).
 RUN_NAME_PATTERN = "{method}_lr{lr}_seed{seed}"
 _NAME = re.compile(r"(?P<method>[a-z_]+?)_lr(?P<lr>[0-9.]+(?:e[+-]?[0-9]+)?)_seed(?P<seed>[0-9]+)")
