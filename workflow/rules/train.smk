@@ -88,4 +88,6 @@ for job, (regime, model, runs) in TRAIN_JOBS.items():
             "{params.launcher} --config {input.config} --run_dirs {params.runs} --model_name_or_path {params.model:q} "
             "--train_data {params.train_data:q} --eval_data {params.eval_data:q} "
             "--weights_from {params.weights_from:q} "
-            "--save_model {params.save_model} > {log} 2>&1"
+            "--save_model {params.save_model} > {log} 2>&1 && "
+            # the checkpoints are there to resume a killed job; a finished job's runs keep their records only
+            "for run in {params.runs}; do rm -rf $run/checkpoint-*; done"
