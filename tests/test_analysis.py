@@ -16,7 +16,9 @@ import pytest
 from conftest import trajectory_table
 from scipy import stats as sps
 
-from ktos.study import analysis, rundir, runnames, sentences, stats, verdict
+from ktos.study import analysis, rundir, runnames, stats, verdict
+from ktos.study.prose import headline as sentences
+from ktos.study.prose.numbers import fmt as fmt_number
 from ktos.study.analysis import Criteria
 
 STUDY = Criteria()  # tau 0.1 nats, window step 20, margin 10%
@@ -520,7 +522,7 @@ def test_write_tables_files_and_verdict_when_kto_s_is_lower(tmp_path: Path) -> N
 
     text = (tmp_path / "tables" / "verdict.md").read_text()
     finals = df[(df["lr"] == 1e-4) & (df["step"] == 60)].groupby("method")["probe_kl"].mean()
-    fmt = sentences.fmt
+    fmt = fmt_number
     assert f"probe KL at the last step: KTO-S {fmt(finals['kto_s'])} against KTO {fmt(finals['kto'])} nats" in text
     assert "of KTO's mean); per-seed ratio KTO-S/KTO median" in text
     assert "KTO-S lower in 3 of 3 seeds (sign test p = 0.25): KTO-S is lower." in text
@@ -561,7 +563,7 @@ def test_verdict_on_a_kto_only_regime_search(tmp_path: Path) -> None:
     pick = cell_table[(cell_table["regime"] == "constant_s150_b0.2") & (cell_table["lr"] == 1e-4)].iloc[0]
     assert (
         f"The headline rule picks constant_s150_b0.2 at lr 0.0001: final probe KL "
-        f"{sentences.fmt(pick['final_probe_kl'])} nats" in text
+        f"{fmt_number(pick['final_probe_kl'])} nats" in text
     )
     assert "KTO-S" not in text
 

@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -22,8 +22,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
 from .figure_style import DOUBLE, KL_LABEL, PALETTE, styled
-from .frontier import Checkpoints
-from .matched_frontier import frontier_tables, read_run_infos
+from .frontier import Checkpoints, envelope_table
+from .frontier import checkpoints as trajectory_checkpoints
 from .runnames import METHOD_LABELS, lr_tag
 from .trends import LEVELS_OFF
 
@@ -140,10 +140,20 @@ def draw_matched_frontier(frontier: pd.DataFrame, best: pd.DataFrame) -> Figure:
     return fig
 
 
-def matched_frontier_figure(table: pd.DataFrame, run_info: str | Path | None, regime: str) -> Figure | None:
-    """The matched-KL frontier figure of ``regime`` when the runs' records hold each held-out item's outcome (the
-    same bootstrap, seed included, as ``ktos tables``); ``None`` without them."""
-    tables = frontier_tables(table, read_run_infos(run_info), regime) if run_info else {}
-    if tables.get("frontier") is None or tables["frontier"].empty:
+def envelope_figure(df: pd.DataFrame, regime: str) -> Figure | None:
+    """The envelope figure of ``regime`` when its runs measured validation/test accuracy along the way. Its
+    bootstrap (500 draws) is the figure's own: the ``envelope`` table's has 2000."""
+    cp = trajectory_checkpoints(df, regime)
+    if cp is None or len(cp.methods) < 2:
         return None
-    return draw_matched_frontier(tables["frontier"], tables["best_checkpoint"])
+    return draw_envelope(cp, envelope_table(cp, n_boot=500))
+
+
+def matched_frontier_figure(tables: Mapping[str, pd.DataFrame]) -> Figure | None:
+    """The matched-KL frontier figure from the study's ``frontier`` and ``best_checkpoint`` tables
+    (:func:`ktos.study.tables.build_tables`: the runs' records held each held-out item's outcome); ``None``
+    without them."""
+    frontier = tables.get("frontier")
+    if frontier is None or frontier.empty:
+        return None
+    return draw_matched_frontier(frontier, tables["best_checkpoint"])

@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .matched_frontier import MARGIN
-from .runnames import lr_tag, method_label
-from .sentences import fmt
+from ..matched_frontier import MARGIN
+from ..runnames import lr_tag, method_label
+from .numbers import fmt
 
 
 def frontier_sentences(envelope: pd.DataFrame, stopping: pd.DataFrame) -> list[str]:
