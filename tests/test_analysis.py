@@ -17,9 +17,9 @@ from conftest import trajectory_table
 from scipy import stats as sps
 
 from ktos.study import analysis, rundir, runnames, stats, verdict
-from ktos.study.prose import headline as sentences
-from ktos.study.prose.numbers import fmt as fmt_number
 from ktos.study.analysis import Criteria
+from ktos.study.prose import headline
+from ktos.study.prose.numbers import fmt as fmt_number
 
 STUDY = Criteria()  # tau 0.1 nats, window step 20, margin 10%
 
@@ -429,7 +429,7 @@ def test_matched_kl_finds_kto_at_the_smaller_step() -> None:
     assert row["diff_low"] < 0 < row["diff_high"]
     assert 0.01 < row["diff_high"] - row["diff_low"] < 0.05  # KTO-S's seed jitter, resampled with replacement
     assert (row["n_boot_valid"], row["n_seeds"]) == (200, 6)
-    assert "no different from KTO run at that smaller step" in sentences.claim_not_learning_rate(table)
+    assert "no different from KTO run at that smaller step" in headline.claim_not_learning_rate(table)
 
 
 def test_matched_kl_interval_above_zero_when_kto_s_is_better() -> None:
@@ -438,7 +438,7 @@ def test_matched_kl_interval_above_zero_when_kto_s_is_better() -> None:
     assert row["lr_star"] == pytest.approx(X / 2, rel=1e-9)
     assert row["quality_diff"] == pytest.approx(0.05)
     assert 0 < row["diff_low"] < 0.05 < row["diff_high"]
-    assert "better than KTO at any step size on the grid" in sentences.claim_not_learning_rate(table)
+    assert "better than KTO at any step size on the grid" in headline.claim_not_learning_rate(table)
 
 
 def test_matched_kl_outside_the_grid_and_too_few_learning_rates() -> None:

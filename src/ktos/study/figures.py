@@ -21,9 +21,9 @@ unless a label says TRL's logged ``kl``. Diverged runs are left out of every mea
   intervals: KTO-S is compared with KTO at matched KL.
 * ``paired_regimes``: the paired difference (KTO-S minus KTO) of final probe KL and accuracy with its
   interval in every regime that has both methods (the mechanism arms).
-* ``scale`` and ``envelope`` (:mod:`ktos.study.readings_figures`): final probe KL against learning rate, update norm
-  and parameter count across model sizes; accuracy against probe KL over every checkpoint, with each method's
-  envelope.
+* ``scale`` and ``envelope`` (:mod:`ktos.study.scale_and_frontier_figures`): final probe KL against learning
+  rate, update norm and parameter count across model sizes; accuracy against probe KL over every checkpoint,
+  with each method's envelope.
 * ``matched_frontier`` (with the runs' records): per KL bin, each method's accuracy on held-out items never used
   for choosing, and its difference from KTO against the equivalence margin (docs/study.md, fourth amendment).
 
@@ -50,9 +50,9 @@ from .analysis import Criteria
 from .base_figures import draw_kl_figures_by_base, flatten_bases, paired_as_one_set, pooled_trend_cells
 from .figure_style import DOUBLE, KL_LABEL, PALETTE, SINGLE, STEP_LABEL, Z0_GRID, save, seeds_and_mean, styled, t_band
 from .outputs import FIGURES
-from .readings_figures import draw_scale, envelope_figure, matched_frontier_figure
 from .runnames import METHOD_LABELS, METHODS, lr_tag
 from .scale import scale_table
+from .scale_and_frontier_figures import draw_scale, envelope_figure, matched_frontier_figure
 from .stats import step_stats
 from .tables import load_study
 

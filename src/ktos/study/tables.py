@@ -30,8 +30,8 @@ from .analysis import (
     run_summary,
 )
 from .base_factor import pooled_cells, pooled_paired, pooled_trends, seed_set_table
-from .frontier import EARLY_STOPPING_COLUMNS, ENVELOPE_COLUMNS, early_stopping_table, envelope_table
-from .frontier import checkpoints as trajectory_checkpoints
+from .checkpoint_envelope import EARLY_STOPPING_COLUMNS, ENVELOPE_COLUMNS, early_stopping_table, envelope_table
+from .checkpoint_envelope import checkpoints as trajectory_checkpoints
 from .matched_frontier import frontier_tables, has_item_frontier, read_run_infos
 from .outputs import table_names
 from .rundir import read_table

@@ -9,7 +9,7 @@ import pandas as pd
 
 from ..analysis import Criteria
 from ..runnames import lr_tag, method_label
-from ..trends import contrast_cell, contrast_cells
+from ..trend_rules import contrast_cell, contrast_cells
 from .numbers import fmt, p_value, pct
 
 

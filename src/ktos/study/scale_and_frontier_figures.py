@@ -3,10 +3,10 @@
 * :func:`draw_scale`: per method, the final probe KL (nats) of every size x learning rate cell against the
   learning rate (one line per size), against the measured update norm ``||dtheta||`` per step over the last
   half of training, and against the parameter count (one line per learning rate); hollow markers are cells
-  whose KL levels off, filled ones cells whose KL keeps rising (:mod:`ktos.study.trends`).
+  whose KL levels off, filled ones cells whose KL keeps rising (:mod:`ktos.study.trend_rules`).
 * :func:`draw_envelope`: accuracy against probe KL for every checkpoint (learning rate x step, seed means) of
   each method, faint, and each method's envelope (best accuracy within a KL budget) with its seed-bootstrap
-  band at the budgets of :data:`ktos.study.frontier.KL_BUDGETS`.
+  band at the budgets of :data:`ktos.study.checkpoint_envelope.KL_BUDGETS`.
 * :func:`draw_matched_frontier`: per KL bin, each method's accuracy on items never used for choosing, and its
   difference from KTO against the equivalence margin (:mod:`ktos.study.matched_frontier`).
 """
@@ -21,11 +21,11 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
+from .checkpoint_envelope import Checkpoints, envelope_table
+from .checkpoint_envelope import checkpoints as trajectory_checkpoints
 from .figure_style import DOUBLE, KL_LABEL, PALETTE, styled
-from .frontier import Checkpoints, envelope_table
-from .frontier import checkpoints as trajectory_checkpoints
 from .runnames import METHOD_LABELS, lr_tag
-from .trends import LEVELS_OFF
+from .trend_rules import LEVELS_OFF
 
 
 def _params_label(params: float) -> str:
