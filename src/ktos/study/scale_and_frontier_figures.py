@@ -151,7 +151,7 @@ def envelope_figure(df: pd.DataFrame, regime: str) -> Figure | None:
 
 def matched_frontier_figure(tables: Mapping[str, pd.DataFrame]) -> Figure | None:
     """The matched-KL frontier figure from the study's ``frontier`` and ``best_checkpoint`` tables
-    (:func:`ktos.study.tables.build_tables`: the runs' records held each held-out item's outcome); ``None``
+    (:class:`ktos.study.tables.StudyTables`: the runs' records held each held-out item's outcome); ``None``
     without them."""
     frontier = tables.get("frontier")
     if frontier is None or frontier.empty:

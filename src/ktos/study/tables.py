@@ -1,7 +1,7 @@
 r"""Every table of a study, computed once from the tidy trajectory table: the one entry point of both output
 stages.
 
-:func:`load_study` reads a trajectory table, picks the headline cell and builds every table (:func:`build_tables`)
+:func:`load_study` reads a trajectory table, picks the headline cell and builds every table (:class:`StudyTables`)
 into a :class:`Study`; ``ktos tables`` (:func:`ktos.study.verdict.write_tables`) writes them with
 ``verdict.md``, and ``ktos figures`` (:func:`ktos.study.figures.draw_all`) draws from the same tables. The
 tables: the per-run, per-cell and paired tables, checkpoints, the KL ratio, the envelope and early stopping
@@ -47,7 +47,7 @@ def checkpoint_table(df: pd.DataFrame, steps: Sequence[int]) -> pd.DataFrame:
 
 
 #: The tables computed on each base's runs (seeds are the unit, docs/study.md's rules before the third amendment),
-#: each with a first column ``base`` when the table records bases, in the order :func:`build_tables` names them.
+#: each with a first column ``base`` when the table records bases, in the order :class:`StudyTables` names them.
 PER_BASE = (
     "runs", "cells", "paired", "matched_kl", "checkpoints", "kl_ratio", "envelope", "early_stopping", "scale",
     "drivers",
@@ -62,8 +62,15 @@ def _with_base(table: pd.DataFrame, base: str) -> pd.DataFrame:
 
 
 class StudyTables(Mapping[str, pd.DataFrame]):
-    """Every table of a study (:func:`build_tables`), each computed when first asked for and then kept: ``ktos
-    tables`` asks for all of them, ``ktos figures`` for those its figures draw."""
+    """Every table of the study from the tidy trajectory table, each computed once, when first asked for: ``ktos
+    tables`` asks for all of them, ``ktos figures`` for those its figures draw.
+
+    Each per-cell table (:data:`PER_BASE`) is computed on each base's runs and has a ``base`` column; with two or
+    more bases the pooled tables of :mod:`ktos.study.base_factor` (``base_cells``, ``base_trends``,
+    ``base_paired``) judge each cell over bases and seeds. The size law (``size_fit``, ``size_predictions``) is
+    fitted over every base's cells. With the runs' records (``run_infos``) holding each held-out item's outcome,
+    ``best_checkpoint`` and ``frontier`` (:mod:`ktos.study.matched_frontier`) read the frontier at matched KL over
+    bases, seeds and items."""
 
     def __init__(
         self,
@@ -164,29 +171,10 @@ class StudyTables(Mapping[str, pd.DataFrame]):
         return recipes[name]()
 
 
-def build_tables(
-    df: pd.DataFrame,
-    *,
-    regime: str | None,
-    lr: float | None,
-    criteria: Criteria,
-    checkpoints: Sequence[int],
-    run_infos: list[dict[str, Any]] | None = None,
-) -> StudyTables:
-    """Every table of the study from the tidy trajectory table, each computed once, when first asked for. Each
-    per-cell table (:data:`PER_BASE`) is computed on each base's runs and has a ``base`` column; with two or more
-    bases the pooled tables of :mod:`ktos.study.base_factor` (``base_cells``, ``base_trends``, ``base_paired``)
-    judge each cell over bases and seeds. The size law (``size_fit``, ``size_predictions``) is fitted over every
-    base's cells. With the runs' records (``run_infos``) holding each held-out item's outcome,
-    ``best_checkpoint`` and ``frontier`` (:mod:`ktos.study.matched_frontier`) read the frontier at matched KL over
-    bases, seeds and items."""
-    return StudyTables(df, regime=regime, lr=lr, criteria=criteria, checkpoints=checkpoints, run_infos=run_infos)
-
-
 @dataclass(frozen=True)
 class Study:
     """A study's trajectory table (``df``), its headline cell (``regime``, ``lr``), the analysis settings, and
-    every table of it (:func:`build_tables`), computed once for the tables and the figures."""
+    every table of it (:class:`StudyTables`), computed once for the tables and the figures."""
 
     df: pd.DataFrame
     regime: str
@@ -229,5 +217,5 @@ def load_study(
     regime, lr = headline(df, regime, lr)
     settings = Criteria(**criteria)
     infos = read_run_infos(run_info) if run_info else None
-    tables = build_tables(df, regime=regime, lr=lr, criteria=settings, checkpoints=checkpoints, run_infos=infos)
+    tables = StudyTables(df, regime=regime, lr=lr, criteria=settings, checkpoints=checkpoints, run_infos=infos)
     return Study(df, regime, lr, settings, tuple(checkpoints), tables)

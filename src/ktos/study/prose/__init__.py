@@ -1,6 +1,6 @@
 r"""The verdict in words: the one place ``verdict.md``'s text is assembled (:func:`verdict_markdown`).
 
-Every sentence is generated from numbers in the study's tables (:func:`ktos.study.tables.build_tables`); none is
+Every sentence is generated from numbers in the study's tables (:class:`ktos.study.tables.StudyTables`); none is
 written by hand. The sentences are built by kind in :mod:`~ktos.study.prose.headline` (the headline cell and the
 notes' claims), :mod:`~ktos.study.prose.bases_and_sizes` (several bases, base against seed, the size law) and
 :mod:`~ktos.study.prose.frontier` (the envelope, early stopping and the matched-KL frontier), numbers printed by
