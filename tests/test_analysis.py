@@ -16,8 +16,10 @@ import pytest
 from conftest import trajectory_table
 from scipy import stats as sps
 
-from ktos.study import analysis, rundir, runnames, sentences, stats, verdict
+from ktos.study import analysis, rundir, runnames, stats, verdict
 from ktos.study.analysis import Criteria
+from ktos.study.prose import headline
+from ktos.study.prose.numbers import fmt as fmt_number
 
 STUDY = Criteria()  # tau 0.1 nats, window step 20, margin 10%
 
@@ -427,7 +429,7 @@ def test_matched_kl_finds_kto_at_the_smaller_step() -> None:
     assert row["diff_low"] < 0 < row["diff_high"]
     assert 0.01 < row["diff_high"] - row["diff_low"] < 0.05  # KTO-S's seed jitter, resampled with replacement
     assert (row["n_boot_valid"], row["n_seeds"]) == (200, 6)
-    assert "no different from KTO run at that smaller step" in sentences.claim_not_learning_rate(table)
+    assert "no different from KTO run at that smaller step" in headline.claim_not_learning_rate(table)
 
 
 def test_matched_kl_interval_above_zero_when_kto_s_is_better() -> None:
@@ -436,7 +438,7 @@ def test_matched_kl_interval_above_zero_when_kto_s_is_better() -> None:
     assert row["lr_star"] == pytest.approx(X / 2, rel=1e-9)
     assert row["quality_diff"] == pytest.approx(0.05)
     assert 0 < row["diff_low"] < 0.05 < row["diff_high"]
-    assert "better than KTO at any step size on the grid" in sentences.claim_not_learning_rate(table)
+    assert "better than KTO at any step size on the grid" in headline.claim_not_learning_rate(table)
 
 
 def test_matched_kl_outside_the_grid_and_too_few_learning_rates() -> None:
@@ -520,7 +522,7 @@ def test_write_tables_files_and_verdict_when_kto_s_is_lower(tmp_path: Path) -> N
 
     text = (tmp_path / "tables" / "verdict.md").read_text()
     finals = df[(df["lr"] == 1e-4) & (df["step"] == 60)].groupby("method")["probe_kl"].mean()
-    fmt = sentences.fmt
+    fmt = fmt_number
     assert f"probe KL at the last step: KTO-S {fmt(finals['kto_s'])} against KTO {fmt(finals['kto'])} nats" in text
     assert "of KTO's mean); per-seed ratio KTO-S/KTO median" in text
     assert "KTO-S lower in 3 of 3 seeds (sign test p = 0.25): KTO-S is lower." in text
@@ -561,7 +563,7 @@ def test_verdict_on_a_kto_only_regime_search(tmp_path: Path) -> None:
     pick = cell_table[(cell_table["regime"] == "constant_s150_b0.2") & (cell_table["lr"] == 1e-4)].iloc[0]
     assert (
         f"The headline rule picks constant_s150_b0.2 at lr 0.0001: final probe KL "
-        f"{sentences.fmt(pick['final_probe_kl'])} nats" in text
+        f"{fmt_number(pick['final_probe_kl'])} nats" in text
     )
     assert "KTO-S" not in text
 

@@ -1,5 +1,6 @@
-"""Keeps rising or levels off (ktos.study.trends), the equal-window runaway increments, the whole-trajectory readings
-(ktos.study.frontier) and the size-against-step fit (ktos.study.scale), on trajectories whose answer is known."""
+"""Keeps rising or levels off (ktos.study.trend_rules), the equal-window runaway increments, the whole-trajectory
+readings (ktos.study.checkpoint_envelope) and the size-against-step fit (ktos.study.scale), on trajectories whose
+answer is known."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ktos.study import analysis, frontier, scale, trends
+from ktos.study import analysis, checkpoint_envelope, scale, trend_rules
+from ktos.study.prose import bases_and_sizes
 
 STEPS = np.array([1, *range(5, 151, 5)], dtype=float)
 
@@ -23,24 +25,31 @@ def curve(kind: str, final: float = 4.0, jitter: float = 0.0, seed: int = 0) -> 
 
 
 def test_late_rise_share_and_trend_of_known_curves() -> None:
-    rise, final, noise = trends.late_rise(STEPS, curve("linear"))
+    rise, final, noise = trend_rules.late_rise(STEPS, curve("linear"))
     assert final == pytest.approx(4.0) and rise == pytest.approx(2.0) and noise == pytest.approx(0.0, abs=1e-9)
-    assert trends.run_trend(STEPS, curve("linear"), 0.1)["late_trend"] == trends.RISING
-    assert trends.run_trend(STEPS, curve("sqrt"), 0.1)["late_share"] == pytest.approx(1 - math.sqrt(0.5), abs=0.01)
-    assert trends.run_trend(STEPS, curve("saturating"), 0.1)["late_trend"] == trends.LEVELS_OFF
+    assert trend_rules.run_trend(STEPS, curve("linear"), 0.1)["late_trend"] == trend_rules.RISING
+    assert trend_rules.run_trend(STEPS, curve("sqrt"), 0.1)["late_share"] == pytest.approx(1 - math.sqrt(0.5), abs=0.01)
+    assert trend_rules.run_trend(STEPS, curve("saturating"), 0.1)["late_trend"] == trend_rules.LEVELS_OFF
     # A rise of 0.1 K(T) hidden in jitter of 0.3 nats decides nothing.
     noisy = curve("saturating") + 0.4 * (STEPS >= 75) * (STEPS - 75) / 75 + 0.3 * np.sin(STEPS)
-    assert trends.run_trend(STEPS, noisy, 0.1)["late_trend"] == trends.UNDECIDED
+    assert trend_rules.run_trend(STEPS, noisy, 0.1)["late_trend"] == trend_rules.UNDECIDED
 
 
 def test_cell_trend_uses_the_interval_of_the_seeds_rises() -> None:
     finals = pd.Series([4.0] * 6)
-    assert trends.cell_trend(pd.Series([2.0, 2.1, 1.9, 2.0, 2.2, 1.8]), finals, 0.1)["late_trend"] == trends.RISING
     assert (
-        trends.cell_trend(pd.Series([0.0, 0.1, -0.1, 0.05, 0.0, -0.05]), finals, 0.1)["late_trend"] == trends.LEVELS_OFF
+        trend_rules.cell_trend(pd.Series([2.0, 2.1, 1.9, 2.0, 2.2, 1.8]), finals, 0.1)["late_trend"]
+        == trend_rules.RISING
+    )
+    assert (
+        trend_rules.cell_trend(pd.Series([0.0, 0.1, -0.1, 0.05, 0.0, -0.05]), finals, 0.1)["late_trend"]
+        == trend_rules.LEVELS_OFF
     )
     # mean rise below the bar (0.4) but one wild seed: the interval straddles it
-    assert trends.cell_trend(pd.Series([0.0, 0.1, 0.0, 0.1, 0.0, 2.0]), finals, 0.1)["late_trend"] == trends.UNDECIDED
+    assert (
+        trend_rules.cell_trend(pd.Series([0.0, 0.1, 0.0, 0.1, 0.0, 2.0]), finals, 0.1)["late_trend"]
+        == trend_rules.UNDECIDED
+    )
 
 
 def cells(rows: list[tuple[str, float, str, str]], steps: int = 150) -> pd.DataFrame:
@@ -51,16 +60,16 @@ def cells(rows: list[tuple[str, float, str, str]], steps: int = 150) -> pd.DataF
 
 def test_contrast_cell_is_the_smallest_rate_where_kto_rises_and_kto_s_levels_off() -> None:
     table = cells([
-        ("a", 1e-4, "kto", trends.RISING), ("a", 1e-4, "kto_s", trends.RISING),
-        ("a", 3e-4, "kto", trends.RISING), ("a", 3e-4, "kto_s", trends.LEVELS_OFF),
-        ("a", 9e-4, "kto", trends.RISING), ("a", 9e-4, "kto_s", trends.LEVELS_OFF),
-        ("b", 2e-4, "kto", trends.LEVELS_OFF), ("b", 2e-4, "kto_s", trends.LEVELS_OFF),
+        ("a", 1e-4, "kto", trend_rules.RISING), ("a", 1e-4, "kto_s", trend_rules.RISING),
+        ("a", 3e-4, "kto", trend_rules.RISING), ("a", 3e-4, "kto_s", trend_rules.LEVELS_OFF),
+        ("a", 9e-4, "kto", trend_rules.RISING), ("a", 9e-4, "kto_s", trend_rules.LEVELS_OFF),
+        ("b", 2e-4, "kto", trend_rules.LEVELS_OFF), ("b", 2e-4, "kto_s", trend_rules.LEVELS_OFF),
     ])  # fmt: skip
-    pick = trends.contrast_cell(table)
+    pick = trend_rules.contrast_cell(table)
     assert (pick["regime"], pick["lr"]) == ("a", 3e-4)
-    assert len(trends.contrast_cells(table)) == 2
-    assert trends.contrast_cell(table[table["lr"] != 3e-4])["lr"] == 9e-4
-    assert trends.contrast_cell(table[table["lr"] < 2e-4]) is None
+    assert len(trend_rules.contrast_cells(table)) == 2
+    assert trend_rules.contrast_cell(table[table["lr"] != 3e-4])["lr"] == 9e-4
+    assert trend_rules.contrast_cell(table[table["lr"] < 2e-4]) is None
 
 
 def test_runaway_increments_are_per_step_rates_on_equal_thirds() -> None:
@@ -71,7 +80,7 @@ def test_runaway_increments_are_per_step_rates_on_equal_thirds() -> None:
     assert analysis.runaway_increments(steps, np.sqrt(steps))[1] < analysis.runaway_increments(steps, np.sqrt(steps))[0]
 
 
-# ------------------------------------------------------------------ whole-trajectory readings (ktos.study.frontier)
+# ------------------------------------------------------ whole-trajectory readings (ktos.study.checkpoint_envelope)
 
 
 def checkpoint_table(kto_s_shift: float = 0.0, kto_s_gain: float = 0.0, seeds: int = 6) -> pd.DataFrame:
@@ -100,10 +109,14 @@ def checkpoint_table(kto_s_shift: float = 0.0, kto_s_gain: float = 0.0, seeds: i
 
 
 def test_a_smaller_step_traces_the_same_envelope_and_a_better_method_lies_above() -> None:
-    same = frontier.envelope_table(frontier.checkpoints(checkpoint_table(kto_s_shift=1.0), "r"), n_boot=200)
+    same = checkpoint_envelope.envelope_table(
+        checkpoint_envelope.checkpoints(checkpoint_table(kto_s_shift=1.0), "r"), n_boot=200
+    )
     s = same[same["method"] == "kto_s"]
     assert (s["diff_low"] <= 0.011).all() and (s["diff_high"] >= -0.011).all()  # within one grid point's rounding
-    better = frontier.envelope_table(frontier.checkpoints(checkpoint_table(kto_s_gain=0.05), "r"), n_boot=200)
+    better = checkpoint_envelope.envelope_table(
+        checkpoint_envelope.checkpoints(checkpoint_table(kto_s_gain=0.05), "r"), n_boot=200
+    )
     b = better[(better["method"] == "kto_s") & (better["kl_budget"] >= 1)]
     assert b["diff_vs_kto"].tolist() == pytest.approx([0.05] * len(b), abs=0.01)
     assert (b["diff_low"] > 0).all()
@@ -116,7 +129,9 @@ def test_early_stopping_chooses_on_validation_and_reports_test() -> None:
     # Make one KTO checkpoint best on the test half only: the choice must not see it.
     leak = (df["method"] == "kto") & (df["lr"] == 1e-4) & (df["step"] == 10)
     df.loc[leak, "step_quality_test"] = 0.99
-    table = frontier.early_stopping_table(frontier.checkpoints(df, "r"), n_boot=200).set_index("method")
+    table = checkpoint_envelope.early_stopping_table(checkpoint_envelope.checkpoints(df, "r"), n_boot=200).set_index(
+        "method"
+    )
     kto = df[df["method"] == "kto"].groupby(["lr", "step"])["step_quality_val"].mean().idxmax()
     assert (table.loc["kto", "lr"], table.loc["kto", "step"]) == kto
     assert table.loc["kto", "test_accuracy"] < 0.9
@@ -136,4 +151,4 @@ def test_the_size_fit_finds_the_driver() -> None:
     fit = scale.drivers(pd.DataFrame(rows)).set_index("term")
     assert fit.loc["log_update_norm", "coef"] == pytest.approx(1.5, abs=0.15)
     assert fit.loc["log_params", "low"] < 0 < fit.loc["log_params", "high"]
-    assert "the step drives it" in scale.driver_sentence(fit.reset_index())
+    assert "the step drives it" in bases_and_sizes.driver_sentence(fit.reset_index())

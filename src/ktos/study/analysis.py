@@ -23,7 +23,7 @@ import pandas as pd
 
 from .rundir import KEYS
 from .stats import Paired, mean_spread, paired, t_interval
-from .trends import cell_trend, run_trend
+from .trend_rules import cell_trend, run_trend
 
 CELL: tuple[str, ...] = ("regime", "method", "lr")
 #: Metrics compared between the methods, paired by seed: run_summary column -> label.

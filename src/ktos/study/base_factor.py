@@ -13,7 +13,7 @@ in bases: seed 15 on one base and seed 15 on another share a batch order but not
   within-base standard deviation of the seeds; ``base_share`` is the between-base variance component
   ``max(0, sd_bases^2 - sd_seeds^2 / nbar)`` over itself plus ``sd_seeds^2``.
 * **Trend**: a cell keeps rising when the interval of the pooled late rise lies above the bar ``B`` of
-  :mod:`ktos.study.trends` (from the pooled final KL), levels off when it lies below, and is undecided
+  :mod:`ktos.study.trend_rules` (from the pooled final KL), levels off when it lies below, and is undecided
   otherwise; the per-base verdicts (the same rule on each base's seeds) are counted beside it.
 * **Paired**: KTO-S minus KTO on each (base, seed), the pooled mean of the differences with both intervals,
   the bases and seeds on which KTO-S is lower, and the smallest difference the ``B`` bases detect with 80%
@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .stats import POWER, t_interval, t_quantile
-from .trends import UNDECIDED, bar, classify
+from .trend_rules import UNDECIDED, bar, classify
 
 #: Resamples of the two-level bootstrap.
 N_BOOT = 2000

@@ -13,10 +13,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .analysis import Criteria, cell_summary, run_summary
-from .base_factor import pooled_trends
+from .analysis import Criteria, cell_summary, paired_table
 from .figure_style import DOUBLE, KL_LABEL, PALETTE, STEP_LABEL, seeds_and_mean, styled
+from .rundir import KEYS
 from .runnames import METHOD_LABELS, lr_tag
+from .tables import Study
 
 
 def _headline_rows(df: pd.DataFrame, regime: str, lr: float) -> pd.DataFrame:
@@ -86,13 +87,20 @@ def flatten_bases(df: pd.DataFrame) -> pd.DataFrame:
     return df.assign(seed=df["seed"] + 1000 * index, base=None)
 
 
-def pooled_trend_cells(table: pd.DataFrame, cells: pd.DataFrame, criteria: Criteria) -> pd.DataFrame:
+def paired_as_one_set(study: Study) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The runs, cells and paired differences of a study over several bases as one set of paired runs
+    (:func:`flatten_bases`): the runs are the study's per-run table renumbered, not computed again; the cells
+    and pairs pool every base's seeds."""
+    runs = flatten_bases(study.tables["runs"])
+    runs = runs[[*KEYS, *runs.columns.drop(list(KEYS))]].sort_values(list(KEYS), kind="stable").reset_index(drop=True)
+    cells = cell_summary(flatten_bases(study.df), runs, study.criteria)
+    return runs, cells, paired_table(runs, study.criteria)
+
+
+def pooled_trend_cells(cells: pd.DataFrame, base_trends: pd.DataFrame) -> pd.DataFrame:
     """``cells`` (of the runs of every base as one set) with each cell's ``late_trend`` replaced by its verdict over
-    bases (:func:`ktos.study.base_factor.pooled_trends`), so that a figure marks what the tables say."""
-    runs = run_summary(table, criteria)
-    per_base = pd.concat(
-        [cell_summary(table[table["base"] == b], runs[runs["base"] == b], criteria) for b in runs["base"].unique()]
-    )
-    trends = pooled_trends(runs, per_base, criteria.threshold).set_index(["regime", "method", "lr"])["late_trend"]
+    bases (the study's ``base_trends``, :func:`ktos.study.base_factor.pooled_trends`), so that a figure marks what
+    the tables say."""
+    trends = base_trends.set_index(["regime", "method", "lr"])["late_trend"]
     keys = pd.MultiIndex.from_frame(cells[["regime", "method", "lr"]])
     return cells.assign(late_trend=trends.reindex(keys).fillna(cells["late_trend"]).to_numpy())

@@ -21,9 +21,9 @@ unless a label says TRL's logged ``kl``. Diverged runs are left out of every mea
   intervals: KTO-S is compared with KTO at matched KL.
 * ``paired_regimes``: the paired difference (KTO-S minus KTO) of final probe KL and accuracy with its
   interval in every regime that has both methods (the mechanism arms).
-* ``scale`` and ``envelope`` (:mod:`ktos.study.readings_figures`): final probe KL against learning rate, update norm
-  and parameter count across model sizes; accuracy against probe KL over every checkpoint, with each method's
-  envelope.
+* ``scale`` and ``envelope`` (:mod:`ktos.study.scale_and_frontier_figures`): final probe KL against learning
+  rate, update norm and parameter count across model sizes; accuracy against probe KL over every checkpoint,
+  with each method's envelope.
 * ``matched_frontier`` (with the runs' records): per KL bin, each method's accuracy on held-out items never used
   for choosing, and its difference from KTO against the equivalence margin (docs/study.md, fourth amendment).
 
@@ -32,8 +32,9 @@ Output bytes are reproducible: no timestamps or software tags are written and ``
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,17 +46,15 @@ import torch
 from matplotlib.figure import Figure
 
 from ..losses import gradient_weight
-from .analysis import Criteria, cell_summary, headline, paired_table, run_summary
-from .base_figures import draw_kl_figures_by_base, flatten_bases, pooled_trend_cells
+from .analysis import Criteria
+from .base_figures import draw_kl_figures_by_base, flatten_bases, paired_as_one_set, pooled_trend_cells
 from .figure_style import DOUBLE, KL_LABEL, PALETTE, SINGLE, STEP_LABEL, Z0_GRID, save, seeds_and_mean, styled, t_band
-from .frontier import checkpoints as trajectory_checkpoints
-from .frontier import envelope_table
 from .outputs import FIGURES
-from .readings_figures import draw_envelope, draw_scale, matched_frontier_figure
-from .rundir import read_table
 from .runnames import METHOD_LABELS, METHODS, lr_tag
 from .scale import scale_table
+from .scale_and_frontier_figures import draw_scale, envelope_figure, matched_frontier_figure
 from .stats import step_stats
+from .tables import load_study
 
 log = logging.getLogger(__name__)
 
@@ -326,14 +325,6 @@ def draw_paired_regimes(pairs: pd.DataFrame) -> Figure | None:
     return fig
 
 
-def _envelope(df: pd.DataFrame, regime: str) -> Figure | None:
-    """The envelope figure of ``regime`` when its runs measured validation/test accuracy along the way."""
-    cp = trajectory_checkpoints(df, regime)
-    if cp is None or len(cp.methods) < 2:
-        return None
-    return draw_envelope(cp, envelope_table(cp, n_boot=500))
-
-
 def lacking(name: str) -> Figure:
     """A page in place of figure ``name`` that the table cannot support (a planned figure whose data are missing,
     for instance a trajectory table written before the runs measured accuracy along the way)."""
@@ -365,36 +356,46 @@ def draw_all(
     unknown = set(names or ()) - set(FIGURES)
     if unknown:
         raise ValueError(f"unknown figures {sorted(unknown)} (known: {', '.join(FIGURES)})")
-    table = read_table(table_csv)
-    regime, lr = headline(table, regime, lr)
-    criteria = Criteria(**criteria)
-    several = table["base"].dropna().nunique() > 1
+    study = load_study(table_csv, regime=regime, lr=lr, checkpoints=checkpoints, run_info=run_info, **criteria)
+    table, regime, lr, tables, beta = study.df, study.regime, study.lr, study.tables, study.criteria.beta
+    several = study.several_bases
     draw_kl = draw_kl_figures_by_base if several else draw_kl_figures
-    fig2, fig3 = draw_kl(table, regime=regime, lr=lr, criteria=criteria, checkpoints=checkpoints)
     df = flatten_bases(table)
-    runs = run_summary(df, criteria)
-    cells = cell_summary(df, runs, criteria)
-    pairs = paired_table(runs, criteria)
-    figures: dict[str, Figure | None] = {
-        "fig2_kto_kl": fig2,
-        "fig3_kto_s_kl": fig3 if "kto_s" in set(df["method"]) else None,
-        "paired": draw_paired(runs, regime=regime, lr=lr, pairs=pairs),
-        "companion": draw_companion(df, regime=regime, lr=lr),
+    kto_only = set(df["method"]) == {"kto"}
+
+    @functools.cache
+    def kl_figures() -> tuple[Figure, Figure]:
+        return draw_kl(table, regime=regime, lr=lr, criteria=study.criteria, checkpoints=study.checkpoints)
+
+    @functools.cache
+    def one_set() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+        """The runs, cells and pairs the figures draw: the tables', or over several bases all runs as one set."""
+        return paired_as_one_set(study) if several else (tables["runs"], tables["cells"], tables["paired"])
+
+    def scale() -> Figure | None:
+        runs, cells, _ = one_set()
+        return draw_scale(scale_table(pooled_trend_cells(cells, tables["base_trends"]), runs) if several
+                          else tables["scale"])  # fmt: skip
+
+    # Each figure is drawn when it is saved, from tables computed once (a figure not asked for costs nothing).
+    figures: dict[str, Callable[[], Figure | None]] = {
+        "fig2_kto_kl": lambda: kl_figures()[0],
+        "fig3_kto_s_kl": lambda: kl_figures()[1] if "kto_s" in set(df["method"]) else None,
+        "paired": lambda: draw_paired(one_set()[0], regime=regime, lr=lr, pairs=one_set()[2]),
+        "companion": lambda: draw_companion(df, regime=regime, lr=lr),
         # The regime search trains KTO alone across regimes; other studies' regimes are arms, not a search.
-        "regime_search": draw_regime_search(cells) if set(df["method"]) == {"kto"} else None,
-        "regime_trajectories": draw_regime_trajectories(df, beta=criteria.beta)
-        if set(df["method"]) == {"kto"}
-        else None,
-        "frontier": draw_frontier(runs, cells, regime=regime),
-        "paired_regimes": draw_paired_regimes(pairs),
-        "scale": draw_scale(scale_table(pooled_trend_cells(table, cells, criteria) if several else cells, runs)),
+        "regime_search": lambda: draw_regime_search(one_set()[1]) if kto_only else None,
+        "regime_trajectories": lambda: draw_regime_trajectories(df, beta=beta) if kto_only else None,
+        "frontier": lambda: draw_frontier(one_set()[0], one_set()[1], regime=regime),
+        "paired_regimes": lambda: draw_paired_regimes(one_set()[2]),
+        "scale": scale,
         # over several bases an envelope of (base, seed) means mixes starting points; the tables give one per base
-        "envelope": None if several else _envelope(df, regime),
-        "matched_frontier": matched_frontier_figure(table, run_info, regime),
+        "envelope": lambda: None if several else envelope_figure(df, regime),
+        "matched_frontier": lambda: matched_frontier_figure(tables),
     }
     paths: list[Path] = []
     for name in FIGURES if names is None else names:
-        fig = figures[name]
+        fig = figures[name]()
         if fig is None and names is None:
             log.info("skipping %s: the table lacks what it shows", name)
             continue

@@ -89,26 +89,6 @@ def drivers(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["method", "term", "coef", "se", "low", "high", "n", "r2"])
 
 
-def driver_sentence(fit: pd.DataFrame) -> str:
-    """What the fit says drives the final KL: the step, the size at a given step, both, or neither."""
-    parts = []
-    for method, grp in fit.groupby("method"):
-        terms = grp.set_index("term")
-        u, p = terms.loc["log_update_norm"], terms.loc["log_params"]
-        step = u["low"] > 0
-        size = p["low"] > 0 or p["high"] < 0
-        reading = {(True, False): "the step drives it; size adds nothing detectable at a given step",
-                   (True, True): "both the step and the size at a given step matter",
-                   (False, True): "the size matters at a given step, the step does not",
-                   (False, False): "neither term is distinguishable from 0"}[(bool(step), bool(size))]  # fmt: skip
-        parts.append(
-            f"{method}: log K(T) rises {u['coef']:.2f} [{u['low']:.2f}, {u['high']:.2f}] per unit log update norm and "
-            f"{p['coef']:.2f} [{p['low']:.2f}, {p['high']:.2f}] per unit log parameter count (R² {u['r2']:.2f}, "
-            f"{int(u['n'])} runs): {reading}"
-        )
-    return "; ".join(parts) if parts else ""
-
-
 def _ols(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, int, float]:
     """``(coef, covariance, residual variance, residual dof, R^2)`` of the least-squares fit of ``y`` on ``x``."""
     coef, *_ = np.linalg.lstsq(x, y, rcond=None)

@@ -1,32 +1,16 @@
-r"""The study's findings in words: one function per kind of sentence, each built from numbers in the tables
-(:mod:`ktos.study.analysis`); :mod:`ktos.study.verdict` assembles them into ``verdict.md``.
-
-Numbers are printed to 3 significant digits (:func:`fmt`), fractions as signed percentages (:func:`pct`).
-"""
+r"""The findings on a study's headline cell in words, one function per kind of sentence, each built from numbers
+in the tables (:mod:`ktos.study.analysis`): the paired comparisons, the regime and its trend, the cells that show
+the contrast, stability and the notes' claims."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from .analysis import Criteria
-from .runnames import lr_tag, method_label
-from .trends import contrast_cell, contrast_cells
-
-
-def fmt(x: float, digits: int = 3) -> str:
-    """A number in ``digits`` significant digits; ``—`` for NaN."""
-    return "—" if x is None or not np.isfinite(x) else f"{x:.{digits}g}"
-
-
-def pct(x: float) -> str:
-    """A fraction as a signed percentage."""
-    return "—" if not np.isfinite(x) else f"{100 * x:+.1f}%"
-
-
-def _p(p: float) -> str:
-    """``p = 0.012`` or ``p < 0.001``."""
-    return "p = —" if not np.isfinite(p) else (f"p = {p:.2g}" if p >= 0.001 else "p < 0.001")
+from ..analysis import Criteria
+from ..runnames import lr_tag, method_label
+from ..trend_rules import contrast_cell, contrast_cells
+from .numbers import fmt, p_value, pct
 
 
 def paired_sentence(row: pd.Series, unit: str, margin: float) -> str:
@@ -48,7 +32,7 @@ def paired_sentence(row: pd.Series, unit: str, margin: float) -> str:
         f"{row['label']}: KTO-S {fmt(row['mean_b'])} against KTO {fmt(row['mean_a'])}{unit}, paired difference "
         f"{fmt(row['diff'])} [{fmt(row['diff_low'])}, {fmt(row['diff_high'])}] ({pct(row['rel'])} "
         f"[{pct(row['rel_low'])}, {pct(row['rel_high'])}] of KTO's mean){ratio}; KTO-S lower in {row['n_lower']} "
-        f"of {row['n']} seeds (sign test {_p(row['sign_p'])}): {call}. The smallest difference {row['n']} "
+        f"of {row['n']} seeds (sign test {p_value(row['sign_p'])}): {call}. The smallest difference {row['n']} "
         f"seeds detect with 80% power is {fmt(row['mde'])}{unit} ({100 * abs(row['mde_rel']):.0f}% of KTO's mean)."
     )
 
@@ -222,93 +206,3 @@ def ratio_sentence(ratio: pd.DataFrame) -> str:
         f"The paired ratio of probe KL, KTO-S over KTO (median over seeds), is {fmt(early['median_ratio'])} at step "
         f"{int(early['step'])} and {fmt(late['median_ratio'])} at step {int(late['step'])}."
     )
-
-
-def base_trend_sentences(trends: pd.DataFrame, cells: pd.DataFrame) -> list[str]:
-    """Per regime x learning rate and method, the pooled trend over bases (third amendment) with the per-base
-    verdicts counted, and the spread of the final KL between bases against that between seeds."""
-    text = []
-    kl = cells[cells["metric"] == "final_probe_kl"].set_index(["regime", "method", "lr"])
-    for row in trends.itertuples(index=False):
-        spread = kl.loc[(row.regime, row.method, row.lr)] if (row.regime, row.method, row.lr) in kl.index else None
-        between = (
-            f"; final probe KL {fmt(spread['mean'])} [{fmt(spread['low'])}, {fmt(spread['high'])}] nats, base means "
-            f"{fmt(spread['base_min'])} to {fmt(spread['base_max'])} (sd {fmt(spread['sd_bases'])} between bases, "
-            f"{fmt(spread['sd_seeds'])} between seeds on a base)"
-            if spread is not None
-            else ""
-        )
-        text.append(
-            f"{method_label(row.method)}, {row.regime} at lr {lr_tag(row.lr)}, over {row.n_bases} bases: its KL "
-            f"{row.late_trend} (pooled last-half rise {fmt(row.late_rise)} [{fmt(row.low)}, {fmt(row.high)}] nats "
-            f"against a bar of {fmt(row.bar)}); on their own, {row.n_bases_rising} of {row.n_bases} bases keep rising, "
-            f"{row.n_bases_levelling} level off, {row.n_bases_undecided} are undecided{between}."
-        )
-    return text
-
-
-def base_paired_sentence(row: pd.Series) -> str:
-    """KTO-S minus KTO pooled over bases, paired on each (base, seed), in words."""
-    label, unit = {
-        "final_probe_kl": ("final probe KL", " nats"),
-        "late_rise": ("last-half rise of the probe KL", " nats"),
-        "quality": ("task accuracy at the end", ""),
-        "late_update_norm": ("update norm per step over the last half", ""),
-    }[row["metric"]]
-    if row["low"] > 0:
-        call = "KTO-S is higher"
-    elif row["high"] < 0:
-        call = "KTO-S is lower"
-    else:
-        call = "the data do not decide"
-    if (row["low"] > 0 or row["high"] < 0) and row["t_low"] <= 0 <= row["t_high"]:
-        call += f" by the bootstrap, though the t-interval over the {row['n_bases']} base means includes 0"
-    return (
-        f"{row['regime']} at lr {lr_tag(row['lr'])}, {label}, KTO-S minus KTO over {row['n_bases']} bases "
-        f"({row['n_pairs']} paired seeds): {fmt(row['diff'])}{unit} [{fmt(row['low'])}, {fmt(row['high'])}] "
-        f"(two-level bootstrap; t over base means [{fmt(row['t_low'])}, {fmt(row['t_high'])}]), {pct(row['rel'])} of "
-        f"KTO's {fmt(row['kto_mean'])}; lower on {row['n_bases_lower']} of {row['n_bases']} bases and "
-        f"{row['n_pairs_lower']} of {row['n_pairs']} seeds: {call}. Between bases the difference varies with sd "
-        f"{fmt(row['sd_bases'])}, between seeds on a base {fmt(row['sd_seeds'])}; {row['n_bases']} bases detect "
-        f"{fmt(row['mde'])}{unit} with 80% power."
-    )
-
-
-def seed_set_sentences(table: pd.DataFrame) -> list[str]:
-    """Base against seed: the two seed sets on each base, per method, for the last-half rise and final KL."""
-    text = []
-    for row in table[table["metric"].isin(["late_rise", "final_probe_kl"])].itertuples(index=False):
-        what = "last-half rise" if row.metric == "late_rise" else "final probe KL"
-        text.append(
-            f"Base against seed, {method_label(row.method)} at lr {lr_tag(row.lr)} on base {row.base}: {what} "
-            f"{fmt(row.mean_a)} (sd {fmt(row.sd_a)}, seeds {row.set_a}, n = {row.n_a}) against {fmt(row.mean_b)} (sd "
-            f"{fmt(row.sd_b)}, seeds {row.set_b}, n = {row.n_b}) nats, Welch {_p(row.welch_p)}."
-        )
-    return text
-
-
-def prediction_sentences(predictions: pd.DataFrame) -> list[str]:
-    """The size law's predictions, one sentence per method and size."""
-    text = []
-    for (method, size), grp in predictions.groupby(["method", "size"], sort=False):
-        parts = [
-            f"{fmt(r.predicted_final_probe_kl)} [{fmt(r.low)}, {fmt(r.high)}] nats at lr {lr_tag(r.lr)}"
-            for r in grp.itertuples(index=False)
-        ]
-        text.append(
-            f"Size law, predicted for {method_label(method)} at {size} ({int(grp['params'].iat[0]):,} parameters; "
-            f"fitted on {int(grp['n_cells'].iat[0])} cells of {fmt(grp['fit_params_low'].iat[0] / 1e6)}M to "
-            f"{fmt(grp['fit_params_high'].iat[0] / 1e6)}M): final probe KL " + " and ".join(parts) + "."
-        )
-    return text
-
-
-def observed_sentences(check: pd.DataFrame) -> list[str]:
-    """Each prediction made before the runs against what they gave."""
-    return [
-        f"Predicted before the runs, {method_label(r.method)} at {r.size}, lr {lr_tag(r.lr)}: final probe KL "
-        f"{fmt(r.predicted_final_probe_kl)} [{fmt(r.low)}, {fmt(r.high)}] nats; observed "
-        f"{fmt(r.observed_final_probe_kl)} (base means {fmt(r.observed_low)} to {fmt(r.observed_high)}, "
-        f"{r.n_bases} base(s), {r.n_runs} runs): the prediction {'holds' if r.holds else 'fails'}."
-        for r in check.itertuples(index=False)
-    ]

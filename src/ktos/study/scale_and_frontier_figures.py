@@ -3,17 +3,17 @@
 * :func:`draw_scale`: per method, the final probe KL (nats) of every size x learning rate cell against the
   learning rate (one line per size), against the measured update norm ``||dtheta||`` per step over the last
   half of training, and against the parameter count (one line per learning rate); hollow markers are cells
-  whose KL levels off, filled ones cells whose KL keeps rising (:mod:`ktos.study.trends`).
+  whose KL levels off, filled ones cells whose KL keeps rising (:mod:`ktos.study.trend_rules`).
 * :func:`draw_envelope`: accuracy against probe KL for every checkpoint (learning rate x step, seed means) of
   each method, faint, and each method's envelope (best accuracy within a KL budget) with its seed-bootstrap
-  band at the budgets of :data:`ktos.study.frontier.KL_BUDGETS`.
+  band at the budgets of :data:`ktos.study.checkpoint_envelope.KL_BUDGETS`.
 * :func:`draw_matched_frontier`: per KL bin, each method's accuracy on items never used for choosing, and its
   difference from KTO against the equivalence margin (:mod:`ktos.study.matched_frontier`).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -21,11 +21,11 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
+from .checkpoint_envelope import Checkpoints, envelope_table
+from .checkpoint_envelope import checkpoints as trajectory_checkpoints
 from .figure_style import DOUBLE, KL_LABEL, PALETTE, styled
-from .frontier import Checkpoints
-from .matched_frontier import frontier_tables, read_run_infos
 from .runnames import METHOD_LABELS, lr_tag
-from .trends import LEVELS_OFF
+from .trend_rules import LEVELS_OFF
 
 
 def _params_label(params: float) -> str:
@@ -140,10 +140,20 @@ def draw_matched_frontier(frontier: pd.DataFrame, best: pd.DataFrame) -> Figure:
     return fig
 
 
-def matched_frontier_figure(table: pd.DataFrame, run_info: str | Path | None, regime: str) -> Figure | None:
-    """The matched-KL frontier figure of ``regime`` when the runs' records hold each held-out item's outcome (the
-    same bootstrap, seed included, as ``ktos tables``); ``None`` without them."""
-    tables = frontier_tables(table, read_run_infos(run_info), regime) if run_info else {}
-    if tables.get("frontier") is None or tables["frontier"].empty:
+def envelope_figure(df: pd.DataFrame, regime: str) -> Figure | None:
+    """The envelope figure of ``regime`` when its runs measured validation/test accuracy along the way. Its
+    bootstrap (500 draws) is the figure's own: the ``envelope`` table's has 2000."""
+    cp = trajectory_checkpoints(df, regime)
+    if cp is None or len(cp.methods) < 2:
         return None
-    return draw_matched_frontier(tables["frontier"], tables["best_checkpoint"])
+    return draw_envelope(cp, envelope_table(cp, n_boot=500))
+
+
+def matched_frontier_figure(tables: Mapping[str, pd.DataFrame]) -> Figure | None:
+    """The matched-KL frontier figure from the study's ``frontier`` and ``best_checkpoint`` tables
+    (:class:`ktos.study.tables.StudyTables`: the runs' records held each held-out item's outcome); ``None``
+    without them."""
+    frontier = tables.get("frontier")
+    if frontier is None or frontier.empty:
+        return None
+    return draw_matched_frontier(frontier, tables["best_checkpoint"])

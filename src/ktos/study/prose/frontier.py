@@ -1,19 +1,20 @@
 """The whole-trajectory readings of "is KTO-S more than a smaller step?" in words: the step grid's envelope and
-early stopping (:mod:`ktos.study.frontier`), and the fourth amendment's best checkpoints and matched-KL frontier
-over item sets (:mod:`ktos.study.matched_frontier`). Every number comes from those tables."""
+early stopping (:mod:`ktos.study.checkpoint_envelope`), and the fourth amendment's best checkpoints and
+matched-KL frontier over item sets (:mod:`ktos.study.matched_frontier`). Every number comes from those
+tables."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from .matched_frontier import MARGIN
-from .runnames import lr_tag, method_label
-from .sentences import fmt
+from ..matched_frontier import MARGIN
+from ..runnames import lr_tag, method_label
+from .numbers import fmt
 
 
 def frontier_sentences(envelope: pd.DataFrame, stopping: pd.DataFrame) -> list[str]:
-    """The two whole-trajectory readings of "more than a smaller step?" (:mod:`ktos.study.frontier`)."""
+    """The two whole-trajectory readings of "more than a smaller step?" (:mod:`ktos.study.checkpoint_envelope`)."""
     out: list[str] = []
     for method in ("kto_s", "kto_zero") if not envelope.empty else ():
         env = envelope[envelope["method"] == method]

@@ -1,0 +1,21 @@
+"""How the verdict prints numbers: 3 significant digits (:func:`fmt`), fractions as signed percentages
+(:func:`pct`), p-values (:func:`p_value`)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def fmt(x: float, digits: int = 3) -> str:
+    """A number in ``digits`` significant digits; ``—`` for NaN."""
+    return "—" if x is None or not np.isfinite(x) else f"{x:.{digits}g}"
+
+
+def pct(x: float) -> str:
+    """A fraction as a signed percentage."""
+    return "—" if not np.isfinite(x) else f"{100 * x:+.1f}%"
+
+
+def p_value(p: float) -> str:
+    """``p = 0.012`` or ``p < 0.001``."""
+    return "p = —" if not np.isfinite(p) else (f"p = {p:.2g}" if p >= 0.001 else "p < 0.001")
