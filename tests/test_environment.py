@@ -101,10 +101,16 @@ def test_workflow_envs_pin_the_locks_versions() -> None:
         "split",
         "balance",
         "extract_kl",
-        "draw_figures",
-        "write_tables",
+        "draw_figures_studies",
+        "write_tables_studies",
+        "draw_figures_reference",
+        "write_tables_reference",
     } <= set(envs)
-    assert {rule for rule, env in envs.items() if env == "analysis"} == {"extract_kl", "write_tables"}
+    assert {rule for rule, env in envs.items() if env == "analysis"} == {
+        "extract_kl",
+        "write_tables_studies",
+        "write_tables_reference",
+    }
 
 
 def test_post_deploy_scripts_install_the_workflows_own_ktos(tmp_path: Path) -> None:

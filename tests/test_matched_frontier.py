@@ -15,6 +15,7 @@ from ktos.study.matched_frontier import (
     bootstrap,
     call,
     frontier_tables,
+    has_item_frontier,
     item_checkpoints,
 )
 
@@ -129,5 +130,9 @@ def test_empty_bin_and_checkpoint_means() -> None:
     empty_bin = frontier.loc[("kto_s", 1.0)]  # mean KL 2 nats; resamples of base b1 alone give 1 nat
     assert np.isnan(empty_bin[["envelope_accuracy", "envelope_low", "diff_low", "diff_high"]].astype(float)).all()
     assert empty_bin["call"] == "no data"  # even where some resamples put a checkpoint in the bin
-    empty = frontier_tables(df, [], "r")  # runs without per-item outcomes: the tables' columns only
-    assert all(t.empty and len(t.columns) > 5 for t in empty.values()) and set(empty) == {"best_checkpoint", "frontier"}
+    with pytest.raises(ValueError, match="held-out item's outcome"):  # planned, but the runs kept no item outcomes
+        frontier_tables(df, [], "r")
+    measured = df.assign(step_quality_val=0.5)  # task accuracy along the way, as a trajectory table records it
+    assert has_item_frontier(measured, infos, "r") and not has_item_frontier(measured, [], "r")
+    assert not has_item_frontier(df, infos, "r")  # no task accuracy along the way
+    assert not has_item_frontier(measured[measured["lr"] == measured["lr"].min()], infos, "r")  # KTO at one lr

@@ -7,7 +7,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
 import yaml
 from snakemake.utils import update_config, validate
@@ -166,42 +165,57 @@ def test_every_committed_config_passes_the_checks_and_a_hub_id_only_warns(caplog
 
 
 @pytest.mark.parametrize("study", STUDIES)
-def test_planned_figures_are_the_committed_ones(study: str) -> None:
-    """The plan names the figures the committed table gave, and the envelope where the committed table predates
-    the step-wise validation accuracies it needs (ktos figures then draws a page saying so)."""
+def test_planned_figures_and_tables_are_the_committed_ones(study: str) -> None:
+    """The plan of a committed reference names exactly its committed figures and tables, none of them empty
+    (tests/test_references.py redraws them and compares the bytes)."""
     outputs = Outputs(study_plan(study))
-    committed = {p.stem for p in (ROOT / f"results/reference/{study}/figures").glob("*.png")}
-    planned = set(outputs.figure_names)
-    columns = pd.read_csv(ROOT / outputs.figure_table("reference"), nrows=0).columns
-    # reference studies whose runs predate the per-item outcomes get a page saying so for the matched-KL frontier
-    assert planned - committed <= {"matched_frontier"} | (set() if "step_quality_val" in columns else {"envelope"})
-    assert committed <= planned, f"{study}: the plan leaves out {committed - planned}"
-
-
-@pytest.mark.parametrize("study", STUDIES)
-def test_planned_tables_hold_the_committed_ones_none_empty(study: str) -> None:
-    outputs = Outputs(study_plan(study))
-    tables = ROOT / f"results/reference/{study}/tables"
-    committed = {p.stem for p in tables.glob("*.csv")}
-    assert committed <= set(outputs.table_names), committed - set(outputs.table_names)
-    assert all((tables / f"{name}.csv").read_text().strip() for name in committed), "an empty committed table"
+    committed = ROOT / f"results/reference/{study}"
+    assert {p.stem for p in (committed / "figures").glob("*.png")} == set(outputs.figure_names("reference"))
+    assert {p.stem for p in (committed / "tables").glob("*.csv")} == set(outputs.table_names("reference"))
+    assert all(p.read_text().strip() for p in (committed / "tables").glob("*.csv")), "an empty committed table"
     files = outputs.table_files("reference")
-    assert files[0] == f"results/reference/{study}/tables/verdict.md" and len(files) == len(outputs.table_names) + 1
+    assert files[0] == f"results/redrawn/{study}/tables/verdict.md"
+    assert len(files) == len(outputs.table_names("reference")) + 1
+
+
+def test_the_matched_frontier_is_planned_only_where_the_data_can_make_it(tmp_path: Path) -> None:
+    """Over two KTO learning rates with task accuracy along the way, this workflow's runs make the matched-KL
+    frontier; a committed table whose records lack each item's outcome (lr_grid's predate them) does not."""
+    two = {"synthetic": {"base_seeds": [0]}, "learning_rates": [1.0e-4, 2.7e-4]}
+    assert Outputs(plan_of(two)).item_frontier("studies")
+    assert not Outputs(plan_of({"synthetic": {"base_seeds": [0]}})).item_frontier("studies")  # one lr
+    assert not Outputs(plan_of(two, {"methods": ["kto"]})).item_frontier("studies")  # nothing to compare
+    lr_grid = Outputs(study_plan("lr_grid"))
+    assert lr_grid.item_frontier("studies") and not lr_grid.item_frontier("reference")
+    assert "best_checkpoint" in lr_grid.table_names("studies")
+    assert "best_checkpoint" not in lr_grid.table_names("reference")
+    assert Outputs(study_plan("frontier")).item_frontier("reference")
+    moved = Outputs(plan_of(two, {"study": "elsewhere"}, root=tmp_path))  # no committed table: nothing from it
+    assert not moved.item_frontier("reference") and moved.run_info("reference") is None
+
+
+def test_the_committed_table_is_read_from_the_workflows_repository() -> None:
+    """Absolute paths under the workflow's repository, so that the workflow used as a module finds them."""
+    outputs = Outputs(study_plan("lr_grid"))
+    assert outputs.figure_table("reference") == f"{ROOT}/results/reference/lr_grid/trajectories.csv.gz"
+    assert outputs.run_info("reference") == f"{ROOT}/results/reference/lr_grid/run_info.jsonl.gz"
+    assert outputs.output_dir("reference") == "results/redrawn/lr_grid"
+    assert outputs.output_dir("studies") == "results/studies/lr_grid"
 
 
 def test_figure_names_follow_the_config() -> None:
     base = {"synthetic": {"base_seeds": [0]}}
-    assert Outputs(plan_of(base)).figure_names == [
-        "fig2_kto_kl", "fig3_kto_s_kl", "paired", "companion", "envelope", "matched_frontier",
-    ]  # fmt: skip
-    assert "envelope" not in Outputs(plan_of()).figure_names  # several bases: an envelope per base, in the tables
-    search = Outputs(study_plan("regime_search")).figure_names
+    assert Outputs(plan_of(base)).figure_names("studies") == ["fig2_kto_kl", "fig3_kto_s_kl", "paired", "companion",
+                                                              "envelope"]  # fmt: skip
+    two = Outputs(plan_of(base, {"learning_rates": [1.0e-4, 2.7e-4]})).figure_names("studies")
+    assert two[-2:] == ["envelope", "matched_frontier"]
+    assert "envelope" not in Outputs(plan_of()).figure_names("studies")  # several bases: an envelope per base
+    search = Outputs(study_plan("regime_search")).figure_names("studies")
     assert search == ["fig2_kto_kl", "companion", "regime_search", "regime_trajectories"]
-    unmeasured = Outputs(plan_of(base, {"train": {"quality_steps": [150]}})).figure_names
+    unmeasured = Outputs(plan_of(base, {"train": {"quality_steps": [150]}})).figure_names("studies")
     assert not {"envelope", "matched_frontier"} & set(unmeasured)  # no task accuracy along the way
-    assert "matched_frontier" not in Outputs(plan_of(base, {"methods": ["kto"]})).figure_names  # nothing to compare
-    assert set(Outputs(study_plan("scale")).figure_names) >= {"frontier", "paired_regimes", "scale"}
-    assert all(set(Outputs(study_plan(s)).figure_names) <= set(FIGURES) for s in STUDIES)
+    assert set(Outputs(study_plan("scale")).figure_names("studies")) >= {"frontier", "paired_regimes", "scale"}
+    assert all(set(Outputs(study_plan(s)).figure_names("reference")) <= set(FIGURES) for s in STUDIES)
 
 
 def test_analysis_flags_carry_the_config() -> None:

@@ -39,10 +39,10 @@ TEST_BASES = tuple(
 )
 #: Run directories of .test/config/config.yaml: study "test", regime "main", each base, both methods, lr 1e-3, seed 0.
 TEST_RUNS = tuple(f"results/runs/test/main/{b}/{m}_lr0.001_seed0" for b in TEST_BASES for m in ("kto", "kto_s"))
-#: Figures and tables a two-method, one-regime table yields.
-FIGURES = ("fig2_kto_kl", "fig3_kto_s_kl", "paired", "companion", "matched_frontier")
-TABLES = ("verdict.md", "runs.csv", "cells.csv", "paired.csv", "matched_kl.csv", "checkpoints.csv", "frontier.csv",
-          "best_checkpoint.csv")  # fmt: skip
+#: Figures and tables a two-method, one-regime, one-learning-rate table over two bases yields (no frontier: one lr).
+FIGURES = ("fig2_kto_kl", "fig3_kto_s_kl", "paired", "companion")
+TABLES = ("verdict.md", "runs.csv", "cells.csv", "paired.csv", "matched_kl.csv", "checkpoints.csv", "base_cells.csv",
+          "base_paired.csv")  # fmt: skip
 
 #: The slow tier for the variants of a check whose first case stays in the fast tier.
 SLOW = pytest.mark.slow
@@ -163,7 +163,7 @@ def test_dry_run_default_config(repo: Path) -> None:
         assert mine and all(f"results/runs/main/constant_b0.2/0.09M_seed{seed}/kto" in c for c in mine), seed
     assert "pretrain_base" not in counts  # committed bases are not pretrained again
     assert counts["balance"] == len(config["seeds"])  # one batch order per seed, shared by the bases
-    for rule in ("synth_data", "prepare", "split", "extract_kl", "draw_figures", "write_tables"):
+    for rule in ("synth_data", "prepare", "split", "extract_kl", "draw_figures_studies", "write_tables_studies"):
         assert counts[rule] == 1, rule
 
 
@@ -334,7 +334,7 @@ def test_the_workflow_dry_runs_as_a_module_of_another(tmp_path: Path) -> None:
     config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
     assert train_jobs(counts) == len(config["synthetic"]["base_seeds"]) and "pretrain_base" not in counts
     assert f"--model_name_or_path {ROOT}/results/reference/bases/0.09M_seed0 " in result.stdout
-    assert counts["draw_figures"] == counts["write_tables"] == 1
+    assert counts["draw_figures_studies"] == counts["write_tables_studies"] == 1
 
 
 def test_lint() -> None:
@@ -514,7 +514,8 @@ def test_every_file_the_study_writes_is_declared(study: tuple[Path, subprocess.C
 def test_figures_target_needs_only_the_table(
     study: tuple[Path, subprocess.CompletedProcess, float], tmp_path: Path
 ) -> None:
-    """A fresh clone holding only the committed trajectory table: `figures` draws without training."""
+    """A fresh clone holding only the committed trajectory table: `figures` draws without training, into
+    results/redrawn/, and leaves the committed reference's files alone."""
     repo = copy_workflow(tmp_path / "fresh")
     (repo / "results/reference/test").mkdir(parents=True)
     shutil.copy2(
@@ -522,18 +523,21 @@ def test_figures_target_needs_only_the_table(
     )
     result = snakemake(repo, "figures", "--cores", "1", "--configfile", ".test/config/config.yaml")
     assert result.returncode == 0, result.stdout
-    assert job_counts(result.stdout) == {"draw_figures": 1, "write_tables": 1, "figures": 1}
+    assert job_counts(result.stdout) == {"draw_figures_reference": 1, "write_tables_reference": 1, "figures": 1}
     for name in FIGURES:
-        assert (repo / f"results/reference/test/figures/{name}.png").stat().st_size > 0, name
+        assert (repo / f"results/redrawn/test/figures/{name}.png").stat().st_size > 0, name
     for name in TABLES:
-        assert (repo / f"results/reference/test/tables/{name}").stat().st_size > 0, name
+        assert (repo / f"results/redrawn/test/tables/{name}").stat().st_size > 0, name
+    assert [p.name for p in (repo / "results/reference/test").iterdir()] == ["trajectories.csv.gz"]
+    # the per-run records went with the runs, not with this table: the per-item frontier is not planned
+    assert not (repo / "results/redrawn/test/tables/frontier.csv").exists()
 
-    figure = repo / "results/reference/test/figures/fig2_kto_kl.png"
+    figure = repo / "results/redrawn/test/figures/fig2_kto_kl.png"
     drawn = figure.read_bytes()
-    figure.unlink()  # a declared file: deleting it makes draw_figures run again, and nothing else
+    figure.unlink()  # a declared file: deleting it makes its rule run again, and nothing else
     again = snakemake(repo, "figures", "--cores", "1", "--configfile", ".test/config/config.yaml")
     assert again.returncode == 0, again.stdout
-    assert job_counts(again.stdout) == {"draw_figures": 1, "figures": 1}
+    assert job_counts(again.stdout) == {"draw_figures_reference": 1, "figures": 1}
     assert figure.read_bytes() == drawn
 
 
@@ -564,7 +568,7 @@ def test_slurm_profile_with_standins(study: tuple[Path, subprocess.CompletedProc
     for argv in submissions:
         rule = argv[argv.index("--comment") + 1].split("_wildcards_")[0].removeprefix("rule_")
         by_rule.setdefault("train" if rule.startswith("train_") else rule, []).append(argv)
-    assert sorted(by_rule) == ["draw_figures", "extract_kl", "pretrain_base", "train", "write_tables"]
+    assert sorted(by_rule) == ["draw_figures_studies", "extract_kl", "pretrain_base", "train", "write_tables_studies"]
     assert len(by_rule["train"]) == len(TEST_BASES)  # one job per base, its two runs in it
     train = by_rule["train"][0]
     assert "--gpus=4" in train and "--cpus-per-gpu=2" in train, train

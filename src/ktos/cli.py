@@ -137,7 +137,9 @@ def _stage_commands(sub: argparse._SubParsersAction) -> None:
         p.add_argument(
             "--run-info", dest="run_info", help="the runs' records (`ktos extract-kl --run-info`): per-item readings"
         )
-    parsers["figures"].add_argument("--names", nargs="+", help="draw exactly these figures (the workflow's plan)")
+        p.add_argument(
+            "--names", nargs="+", help=f"make exactly these {name} (the workflow's plan; default: all the data allow)"
+        )
 
 
 def _run_stage(args: argparse.Namespace) -> Any:

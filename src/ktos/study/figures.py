@@ -325,14 +325,6 @@ def draw_paired_regimes(pairs: pd.DataFrame) -> Figure | None:
     return fig
 
 
-def lacking(name: str) -> Figure:
-    """A page in place of figure ``name`` that the table cannot support (a planned figure whose data are missing,
-    for instance a trajectory table written before the runs measured accuracy along the way)."""
-    fig = Figure(figsize=(SINGLE, 1.2), layout="constrained")
-    fig.text(0.5, 0.5, f"{name}: the trajectory table lacks what this figure shows", ha="center", va="center")
-    return fig
-
-
 def draw_all(
     table_csv: str | Path,
     out_dir: str | Path,
@@ -350,8 +342,7 @@ def draw_all(
     ``regime`` and ``lr`` choose the headline cell (default: the first regime, its most-run lr); ``criteria``
     are :class:`~ktos.study.analysis.Criteria`'s fields (threshold, window, margin, phase_end, beta,
     search_steps, arms). ``names`` (of :data:`ktos.study.outputs.FIGURES`; the workflow's plan) draws exactly
-    these figures: one the table cannot support is a page that says so (:func:`lacking`), so that every
-    planned file exists.
+    these figures: one the table cannot support is an error (the plan and the data disagree).
     """
     unknown = set(names or ()) - set(FIGURES)
     if unknown:
@@ -400,7 +391,7 @@ def draw_all(
             log.info("skipping %s: the table lacks what it shows", name)
             continue
         if fig is None:
-            log.warning("%s is planned but the table lacks what it shows: drawing a page that says so", name)
-        paths.extend(save(fig or lacking(name), out_dir, name))
+            raise ValueError(f"figure {name} was asked for, but the trajectory table lacks what it shows")
+        paths.extend(save(fig, out_dir, name))
     log.info("wrote %d figures (%d files) to %s", len(paths) // 2, len(paths), out_dir)
     return paths

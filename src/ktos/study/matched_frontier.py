@@ -288,26 +288,28 @@ FRONTIER_COLUMNS = (
 )  # fmt: skip
 
 
-def has_item_frontier(df: pd.DataFrame) -> bool:
-    """Whether a study's trajectory table calls for the matched-KL frontier tables: KTO and another method, with
-    task accuracy measured along the way (without per-item outcomes in the runs' records they hold a header
-    only)."""
+def has_item_frontier(df: pd.DataFrame, infos: list[dict[str, Any]], regime: str) -> bool:
+    """Whether a study's trajectory table and runs' records make the matched-KL frontier of ``regime``: KTO and
+    another method, KTO at two learning rates or more, task accuracy measured along the way, and records that kept
+    each held-out item's outcome (the rule :meth:`ktos.study.outputs.Outputs.item_frontier` plans by)."""
     methods = set(df["method"].dropna())
-    measured = np.isfinite(pd.to_numeric(df["step_quality_val"], errors="coerce")).any()
-    return "kto" in methods and len(methods) > 1 and bool(measured)
+    measured = "step_quality_val" in df and np.isfinite(pd.to_numeric(df["step_quality_val"], errors="coerce")).any()
+    kto_lrs = df.loc[(df["method"] == "kto") & (df["regime"] == regime), "lr"].nunique()
+    outcomes = any(info.get("step_quality_correct") for info in infos)
+    return "kto" in methods and len(methods) > 1 and kto_lrs > 1 and bool(measured) and outcomes
 
 
 def frontier_tables(
     df: pd.DataFrame, infos: list[dict[str, Any]], regime: str, *, n_boot: int = N_BOOT
 ) -> dict[str, pd.DataFrame]:
-    """``best_checkpoint`` and ``frontier`` of ``regime``; with the columns only when its runs kept no per-item
-    outcomes or trained one method."""
+    """``best_checkpoint`` and ``frontier`` of ``regime``; ``ValueError`` when its runs kept no per-item outcomes
+    or trained one method (a planned frontier the data cannot make is an error, not an empty table)."""
     cp = item_checkpoints(df, infos, regime)
     if cp is None or len(cp.methods) < 2:
-        return {
-            "best_checkpoint": pd.DataFrame(columns=list(BEST_CHECKPOINT_COLUMNS)),
-            "frontier": pd.DataFrame(columns=list(FRONTIER_COLUMNS)),
-        }
+        raise ValueError(
+            f"the matched-KL frontier of regime {regime!r} needs completed runs of two methods whose records kept "
+            "each held-out item's outcome (step_quality_correct; ktos extract-kl --run-info): these have none"
+        )
     observed, boot = bootstrap(cp, n_boot=n_boot)
     return {
         "best_checkpoint": best_checkpoint_table(cp, observed, boot),

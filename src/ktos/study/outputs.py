@@ -1,13 +1,20 @@
-"""What a study's analysis writes, planned from its config: every figure and table file, and the flags of
-``ktos figures`` and ``ktos tables``.
+"""What a study's analysis writes: the one list of every figure and table file, and the flags of ``ktos
+figures`` and ``ktos tables``.
 
-The workflow declares each of these files (``workflow/rules/figures.smk``), so deleting one makes its rule
-run again; :func:`ktos.study.figures.draw_all` and :func:`ktos.study.verdict.write_tables` write exactly these
-names (:data:`FIGURES`, :func:`table_names`). Standard library only, like :mod:`ktos.study.planning`.
+Planned from the config, and for a committed reference (origin ``reference``) also from what its committed files
+hold (the trajectory table's columns, whether the runs' records kept each held-out item's outcome), read when the
+workflow is parsed. The workflow declares each of these files (``workflow/rules/figures.smk``), so deleting one
+makes its rule run again, and hands the names to ``ktos figures --names`` and ``ktos tables --names``, which write
+exactly these and fail when the data cannot make one: the writers decide nothing. Standard library only, like
+:mod:`ktos.study.planning`.
 """
 
 from __future__ import annotations
 
+import csv
+import functools
+import gzip
+import json
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,36 +89,62 @@ class Outputs:
         config = self.plan.config
         return config["model"]["name_or_path"] is None and len(config["synthetic"]["base_seeds"]) > 1
 
-    @property
-    def table_names(self) -> list[str]:
-        """The study's tables (:func:`table_names`), without ``.csv``."""
+    def table_names(self, origin: str) -> list[str]:
+        """The tables (:func:`table_names`, without ``.csv``) of a trajectory table of ``origin``."""
         analysis = self.plan.config["analysis"]
         return table_names(
             several_bases=self.several_bases,
             seed_sets=bool(analysis["seed_sets"]),
             predictions=bool(analysis["predictions"]),
-            item_frontier=self.item_frontier,
+            item_frontier=self.item_frontier(origin),
         )
 
-    @property
-    def item_frontier(self) -> bool:
-        """Whether the study writes the matched-KL frontier (``has_item_frontier`` of its table, read off the
-        config): KTO and another method, task accuracy on held-out items measured along the way."""
-        config = self.plan.config
-        methods = set(config["methods"])
-        return "kto" in methods and len(methods) > 1 and self._measured
+    def item_frontier(self, origin: str) -> bool:
+        """Whether the study reads the matched-KL frontier over held-out items: KTO and another method, KTO at two
+        learning rates or more in the headline regime (over one, every checkpoint lies on one trajectory), task
+        accuracy measured along the way, and (``reference``) committed records that kept each item's outcome."""
+        plan = self.plan
+        methods = set(plan.config["methods"])
+        return (
+            "kto" in methods
+            and len(methods) > 1
+            and len(plan.learning_rates(plan.headline_regime, "kto")) > 1
+            and self.measured(origin)
+            and (origin == "studies" or self._committed_item_outcomes)
+        )
 
-    @property
-    def _measured(self) -> bool:
-        """Whether the runs measure task accuracy before their last step (the synthetic task's held-out items)."""
+    def measured(self, origin: str) -> bool:
+        """Whether the runs measure task accuracy before their last step (the synthetic task's held-out items), and
+        (``reference``) the committed trajectory table holds it (``step_quality_val``)."""
         plan = self.plan
         steps = plan.regime_train(plan.headline_regime, "max_steps")
-        return plan.is_synthetic and any(s < steps for s in plan.config["train"]["quality_steps"])
+        planned = plan.is_synthetic and any(s < steps for s in plan.config["train"]["quality_steps"])
+        return planned and (origin == "studies" or "step_quality_val" in self._committed_columns)
+
+    @functools.cached_property
+    def _committed_columns(self) -> frozenset[str]:
+        """The columns of the committed trajectory table (none when there is none)."""
+        path = self.plan.root / self.figure_table("reference")
+        if not path.exists():
+            return frozenset()
+        with gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open() as f:
+            return frozenset(next(csv.reader(f), []))
+
+    @functools.cached_property
+    def _committed_item_outcomes(self) -> bool:
+        """Whether the committed runs' records kept each held-out item's outcome along the way (their first
+        record's ``step_quality_correct``; ``ktos extract-kl`` writes one per run, all from one version)."""
+        records = self.run_info("reference")
+        if records is None:
+            return False
+        with gzip.open(self.plan.root / records, "rt", encoding="utf-8") as f:
+            first = json.loads(next(f, "{}"))
+        return bool(first.get("step_quality_correct"))
 
     def run_info(self, origin: str) -> str | None:
         """The runs' records beside the trajectory table of ``origin`` (``None`` when a given table has none)."""
         records = Path(self.figure_table(origin)).with_name("run_info.jsonl.gz")
-        if origin == "studies" or (self.plan.root / records).exists() or records.exists():
+        if origin == "studies" or (self.plan.root / records).exists():
             return str(records)
         return None
 
@@ -126,18 +159,16 @@ class Outputs:
             if {lr_tag(x) for x in plan.learning_rates(r, "kto")} & {lr_tag(x) for x in plan.learning_rates(r, "kto_s")}
         ]
 
-    @property
-    def figure_names(self) -> list[str]:
-        """The figures the study's table supports, by the rules of :func:`ktos.study.figures.draw_all` read off
-        the config: KTO-S's figures need KTO-S, the regime search's a KTO-only study over several regimes, the
-        frontier three KTO learning rates, the scale figure several model sizes, the envelope one base and task
-        accuracy measured along the way."""
+    def figure_names(self, origin: str) -> list[str]:
+        """The figures of a trajectory table of ``origin``, by the rules of :func:`ktos.study.figures.draw_all`:
+        KTO-S's figures need KTO-S, the regime search's a KTO-only study over several regimes, the frontier three
+        KTO learning rates, the scale figure several model sizes, the envelope one base and task accuracy measured
+        along the way, the matched-KL frontier :meth:`item_frontier`."""
         plan = self.plan
         config, regime = plan.config, plan.headline_regime
         methods = set(config["methods"])
         kto_only = methods == {"kto"}
         at_beta = [r for r in plan.regime_names if plan.regime_train(r, "beta") == config["analysis"]["beta"]]
-        measured = self._measured
         sizes = {plan.regime_size(r) for r in plan.regime_names}
         shown = {
             "fig2_kto_kl": "kto" in methods,
@@ -149,28 +180,31 @@ class Outputs:
             "frontier": "kto_s" in methods and len(plan.learning_rates(regime, "kto")) >= 3,
             "paired_regimes": len(self._paired_regimes()) > 1,
             "scale": config["model"]["name_or_path"] is None and len(sizes) > 1,
-            "envelope": not self.several_bases and len(methods) > 1 and measured,
-            "matched_frontier": self.item_frontier,
+            "envelope": not self.several_bases and len(methods) > 1 and self.measured(origin),
+            "matched_frontier": self.item_frontier(origin),
         }
         return [name for name in FIGURES if shown[name]]
 
     def output_dir(self, origin: str) -> str:
-        """results/<origin>/<study>: where the figures and tables of a trajectory table of ``origin`` go."""
-        return f"results/{origin}/{self.plan.study}"
+        """Where the figures and tables of a trajectory table of ``origin`` go: results/studies/<study> beside
+        this workflow's runs, results/redrawn/<study> for the committed reference's (never into the committed
+        results/reference/<study>: a failing job must not delete a committed file, and a test compares the two)."""
+        return f"results/{'studies' if origin == 'studies' else 'redrawn'}/{self.plan.study}"
 
     def figure_table(self, origin: str) -> str:
         """The trajectory table figures and tables are drawn from: this study's (origin studies), else
-        analysis.table or the committed reference copy."""
+        analysis.table or the committed reference copy, under the workflow's repository (so that the workflow
+        used as a module from another directory finds it)."""
         table = self.plan.config["analysis"]["table"]
-        if origin == "studies" or not table:
+        if origin == "studies":
             return f"{self.output_dir(origin)}/trajectories.csv.gz"
-        return str(table)
+        return str(self.plan.root / (table or f"results/reference/{self.plan.study}/trajectories.csv.gz"))
 
     def figure_files(self, origin: str) -> list[str]:
         """Every file ``ktos figures`` writes for a table of ``origin`` (each figure as PNG and PDF)."""
-        return [f"{self.output_dir(origin)}/figures/{n}{s}" for n in self.figure_names for s in FIGURE_SUFFIXES]
+        return [f"{self.output_dir(origin)}/figures/{n}{s}" for n in self.figure_names(origin) for s in FIGURE_SUFFIXES]
 
     def table_files(self, origin: str) -> list[str]:
         """Every file ``ktos tables`` writes for a table of ``origin``: ``verdict.md`` and the tables."""
         out = f"{self.output_dir(origin)}/tables"
-        return [f"{out}/verdict.md", *(f"{out}/{name}.csv" for name in self.table_names)]
+        return [f"{out}/verdict.md", *(f"{out}/{name}.csv" for name in self.table_names(origin))]

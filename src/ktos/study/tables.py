@@ -81,19 +81,27 @@ class StudyTables(Mapping[str, pd.DataFrame]):
         criteria: Criteria,
         checkpoints: Sequence[int],
         run_infos: list[dict[str, Any]] | None = None,
+        names: Sequence[str] | None = None,
     ) -> None:
         self.df, self.regime, self.lr, self.criteria = df, regime, lr, criteria
         self.checkpoints, self.run_infos = tuple(checkpoints), run_infos or []
         self.bases = sorted(df["base"].dropna().unique())
         self.parts = [(name, df[df["base"] == name]) for name in self.bases] or [(None, df)]
-        several = len(self.bases) > 1
-        self.names = [
-            *PER_BASE, "size_fit", "size_predictions",
-            *(("base_cells", "base_trends", "base_paired") if several else ()),
-            *(("seed_sets",) if criteria.seed_sets else ()),
-            *(("predictions_observed",) if criteria.predictions else ()),
-            *(("best_checkpoint", "frontier") if has_item_frontier(df) and regime is not None else ()),
-        ]  # fmt: skip
+        planned = table_names(
+            several_bases=len(self.bases) > 1,
+            seed_sets=bool(criteria.seed_sets),
+            predictions=bool(criteria.predictions),
+            item_frontier=regime is not None and has_item_frontier(df, self.run_infos, regime),
+        )
+        unknown = set(names or ()) - set(
+            table_names(several_bases=True, seed_sets=True, predictions=True, item_frontier=True)
+        )
+        if unknown:
+            raise ValueError(f"unknown tables {sorted(unknown)}")
+        #: The tables of this study: ``names`` as given (the workflow's plan, :mod:`ktos.study.outputs`), else
+        #: those the trajectory table and records can make.
+        self.names = list(planned if names is None else names)
+        self._known = {*planned, *self.names}
         self._done: dict[str, pd.DataFrame] = {}
         self._part_done: dict[tuple[int, str], Any] = {}
 
@@ -104,7 +112,7 @@ class StudyTables(Mapping[str, pd.DataFrame]):
         return len(self.names)
 
     def __getitem__(self, name: str) -> pd.DataFrame:
-        if name not in self.names:
+        if name not in self._known:
             raise KeyError(name)
         if name not in self._done:
             if name in ("best_checkpoint", "frontier"):
@@ -188,16 +196,6 @@ class Study:
         """Whether the runs start from two or more base models."""
         return bool(self.df["base"].dropna().nunique() > 1)
 
-    @property
-    def table_names(self) -> list[str]:
-        """The tables :func:`ktos.study.outputs.table_names` plans for this study."""
-        return table_names(
-            several_bases=self.several_bases,
-            seed_sets=bool(self.criteria.seed_sets),
-            predictions=bool(self.criteria.predictions),
-            item_frontier=has_item_frontier(self.df),
-        )
-
 
 def load_study(
     table_csv: str | Path,
@@ -206,16 +204,19 @@ def load_study(
     lr: float | None = None,
     checkpoints: Sequence[int] = (5, 10, 15, 20),
     run_info: str | Path | None = None,
+    names: Sequence[str] | None = None,
     **criteria: Any,
 ) -> Study:
     """Read the tidy trajectory table, pick the headline cell (``regime``, ``lr``; default: the first regime and
     the learning rate with the most runs) and build every table; ``criteria`` are
     :class:`~ktos.study.analysis.Criteria`'s fields (threshold, window, margin, phase_end, beta, search_steps,
     arms). ``run_info``: the runs' records (``ktos extract-kl --run-info``), for the tables that need each
-    held-out item's outcome."""
+    held-out item's outcome. ``names``: the tables to make (default: every one the table and records can)."""
     df = read_table(table_csv)
     regime, lr = headline(df, regime, lr)
     settings = Criteria(**criteria)
     infos = read_run_infos(run_info) if run_info else None
-    tables = StudyTables(df, regime=regime, lr=lr, criteria=settings, checkpoints=checkpoints, run_infos=infos)
+    tables = StudyTables(
+        df, regime=regime, lr=lr, criteria=settings, checkpoints=checkpoints, run_infos=infos, names=names
+    )
     return Study(df, regime, lr, settings, tuple(checkpoints), tables)

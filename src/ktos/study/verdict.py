@@ -1,8 +1,9 @@
 """``ktos tables``: every table file of a study and ``verdict.md``, from the tables computed once
 (:func:`ktos.study.tables.load_study`) and the verdict's text (:mod:`ktos.study.prose`).
 
-:func:`write_tables` writes every table :func:`ktos.study.outputs.table_names` names, one ``<name>.csv`` each,
-and ``verdict.md``. Standard library, numpy, pandas and scipy only: it runs in the analysis env, without torch.
+:func:`write_tables` writes the tables it is given (the workflow's plan, :mod:`ktos.study.outputs`), one
+``<name>.csv`` each, and ``verdict.md``. Standard library, numpy, pandas and scipy only: it runs in the analysis
+env, without torch.
 """
 
 from __future__ import annotations
@@ -26,18 +27,20 @@ def write_tables(
     lr: float | None = None,
     checkpoints: Sequence[int] = (5, 10, 15, 20),
     run_info: str | Path | None = None,
+    names: Sequence[str] | None = None,
     **criteria: Any,
 ) -> list[Path]:
-    """Write every table and ``verdict.md`` of the study :func:`load_study` reads into ``out_dir`` (``ktos
-    tables``; the arguments are :func:`load_study`'s). Returns the paths."""
-    study = load_study(table_csv, regime=regime, lr=lr, checkpoints=checkpoints, run_info=run_info, **criteria)
-    tables, names = study.tables, study.table_names
-    if set(names) != set(tables):
-        raise RuntimeError(f"built tables {sorted(tables)}, but ktos.study.outputs.table_names names {names}")
+    """Write the tables ``names`` (default: every one the study can make) and ``verdict.md`` of the study
+    :func:`load_study` reads into ``out_dir`` (``ktos tables``; the arguments are :func:`load_study`'s). Returns
+    the paths."""
+    study = load_study(
+        table_csv, regime=regime, lr=lr, checkpoints=checkpoints, run_info=run_info, names=names, **criteria
+    )
+    tables = study.tables
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name in names:
+    for name in tables.names:
         if tables[name].columns.empty:
             raise RuntimeError(f"table {name} has no columns: it would be written as an empty file")
         path = out / f"{name}.csv"
