@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import yaml
 from snakemake.utils import update_config, validate
@@ -226,3 +227,18 @@ def test_analysis_flags_carry_the_config() -> None:
     arms = Outputs(study_plan("mechanisms")).analysis_flags
     assert "--arms 'noclip=gradient clipping off' 'sgd=plain SGD instead of AdamW'" in arms
     assert "--phase-end" not in Outputs(study_plan("short")).analysis_flags  # null: left out
+
+
+def test_the_2_6m_check_reads_the_frozen_predictions_with_their_null() -> None:
+    """third_amendment_null.csv is the frozen third_amendment.csv, digit for digit, with one column more: the
+    no-growth null, the 1.1M seed-0 cell of the committed size sweep (the cells the frozen fit was made from)."""
+    folder = ROOT / "results/reference/scale/predictions"
+    frozen = (folder / "third_amendment.csv").read_text().splitlines()
+    with_null = (folder / "third_amendment_null.csv").read_text().splitlines()
+    assert [line.rsplit(",", 1)[0] for line in with_null] == frozen
+    cells = pd.read_csv(ROOT / "results/reference/scale/tables/scale.csv")
+    largest = cells[(cells["base"] == "1M_seed0")].set_index(["method", "lr"])["final_probe_kl"]
+    nulls = pd.read_csv(folder / "third_amendment_null.csv")
+    for row in nulls.itertuples():
+        assert row.null_final_probe_kl == pytest.approx(largest[(row.method, row.lr)], rel=1e-6)
+    assert Outputs(study_plan("scale_2.6M")).analysis_flags.count("third_amendment_null.csv") == 1

@@ -152,3 +152,90 @@ def test_the_size_fit_finds_the_driver() -> None:
     assert fit.loc["log_update_norm", "coef"] == pytest.approx(1.5, abs=0.15)
     assert fit.loc["log_params", "low"] < 0 < fit.loc["log_params", "high"]
     assert "the step drives it" in bases_and_sizes.driver_sentence(fit.reset_index())
+
+
+# ------------------------------------------------------------------------------- criteria that can fail
+
+
+def test_a_collapsed_run_never_levels_off() -> None:
+    """A flat KL whose task accuracy fell below half the base's is collapsed, not stable; the same KL with the
+    accuracy kept levels off."""
+    steps = np.arange(10.0, 160.0, 10.0)
+    flat = 3.0 + 0.001 * np.sin(steps)
+    assert trend_rules.run_trend(steps, flat, 0.1)["late_trend"] == trend_rules.LEVELS_OFF
+    kept = trend_rules.run_trend(steps, flat, 0.1, quality=0.55, base_quality=0.6)
+    assert kept["late_trend"] == trend_rules.LEVELS_OFF
+    fell = trend_rules.run_trend(steps, flat, 0.1, quality=0.285, base_quality=0.6)
+    assert fell["late_trend"] == trend_rules.COLLAPSED
+    cell = trend_rules.cell_trend(pd.Series([0.01, 0.02, 0.0]), pd.Series([3.0, 3.1, 2.9]), 0.1, 0.076, 0.6)
+    assert cell["late_trend"] == trend_rules.COLLAPSED
+    assert not trend_rules.collapsed(math.nan, 0.6) and not trend_rules.collapsed(0.31, 0.6)
+
+
+def test_no_committed_collapsed_run_levels_off() -> None:
+    """Across every committed study's runs and cells, a run or cell below half its base's accuracy is collapsed."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "results/reference"
+    checked = 0
+    for table in [*root.glob("*/tables/runs.csv"), *root.glob("*/tables/cells.csv")]:
+        df = pd.read_csv(table)
+        fell = df["quality"] < trend_rules.COLLAPSE_SHARE * df["base_quality"]
+        assert (df.loc[fell, "late_trend"] == trend_rules.COLLAPSED).all(), table
+        assert not (df.loc[~fell, "late_trend"] == trend_rules.COLLAPSED).any(), table
+        checked += int(fell.sum())
+    assert checked > 0  # the 2.6M lr 2.7e-4 cells, among others
+
+
+def test_a_prediction_the_null_passes_too_does_not_count() -> None:
+    scale_cells = pd.DataFrame(
+        {"method": ["kto"] * 2, "params": [2_649_344] * 2, "lr": [3e-5, 2.7e-4], "final_probe_kl": [6.0, 17.0],
+         "n": [6, 6]}
+    )  # fmt: skip
+    predictions = pd.DataFrame(
+        {"method": ["kto"] * 2, "size": ["2.6M"] * 2, "params": [2_649_344] * 2, "lr": [3e-5, 2.7e-4],
+         "predicted_final_probe_kl": [5.0, 15.0], "low": [3.0, 14.0], "high": [9.0, 30.0],
+         "null_final_probe_kl": [4.3, 8.8]}
+    )  # fmt: skip
+    check = scale.check_predictions(scale_cells, predictions).set_index("lr")
+    assert check["holds"].all()
+    assert check.loc[3e-5, "null_holds"] and not check.loc[3e-5, "counts"]  # the null lies inside [3, 9]
+    assert not check.loc[2.7e-4, "null_holds"] and check.loc[2.7e-4, "counts"]  # 8.8 lies outside [14, 30]
+    text = " ".join(bases_and_sizes.observed_sentences(check.reset_index()))
+    assert "not tested here" in text and "the prediction counts" in text
+
+
+def test_the_size_law_carries_the_largest_size_forward_as_its_null() -> None:
+    rows = [
+        {"method": "kto", "params": n, "lr": lr, "final_probe_kl": k * (n / 1e5) ** 0.4 * (lr / 1e-4) ** 0.5}
+        for n in (1e5, 3e5, 1e6) for lr in (3e-5, 1e-4) for k in (0.9, 1.1)
+    ]  # fmt: skip
+    predictions = scale.size_predictions(pd.DataFrame(rows), sizes={"2.6M": 2_600_000}, lrs=(3e-5, 2.7e-4))
+    at = predictions.set_index("lr")["null_final_probe_kl"]
+    expected = np.mean([k * 10**0.4 * 0.3**0.5 for k in (0.9, 1.1)])
+    assert at[3e-5] == pytest.approx(expected) and np.isnan(at[2.7e-4])  # 1e6 was not trained at 2.7e-4
+
+
+def test_cluster_robust_intervals_take_the_base_as_the_unit() -> None:
+    """Seeds that repeat their base's value add no information: the naive interval narrows with them, the
+    cluster-robust one does not."""
+    rng = np.random.default_rng(0)
+    base_rows = [
+        {"base": f"{n}_seed{b}", "params": n, "late_update_norm": u, "noise": rng.normal(0, 0.3)}
+        for n in (1e5, 3e5, 1e6) for b in range(3) for u in (0.01, 0.02)
+    ]  # fmt: skip
+
+    def fit(seeds: int) -> pd.DataFrame:
+        runs = pd.DataFrame([
+            {**r, "seed": s, "status": "completed",
+             "final_probe_kl": np.exp(0.6 * np.log(r["late_update_norm"]) + 0.15 * np.log(r["params"]) + r["noise"])}
+            for r in base_rows for s in range(seeds)
+        ])  # fmt: skip
+        return scale.drivers(runs).set_index(["method", "term"]).loc[("kto", "log_params")]
+
+    runs_method = {"method": "kto"}
+    base_rows = [{**r, **runs_method} for r in base_rows]
+    one, many = fit(1), fit(8)
+    assert many["high"] - many["low"] < 0.5 * (one["high"] - one["low"])  # seeds counted as independent
+    assert many["base_high"] - many["base_low"] == pytest.approx(one["base_high"] - one["base_low"], rel=0.2)
+    assert many["n_bases"] == 9

@@ -150,7 +150,7 @@ def run_summary(df: pd.DataFrame, criteria: Criteria = Criteria()) -> pd.DataFra
             "d_mid": d_mid,
             "d_last": d_last,
             "runaway": runs_away(d_mid, d_last, criteria.threshold),
-            **run_trend(steps, kl, criteria.threshold),
+            **run_trend(steps, kl, criteria.threshold, quality, base),
             "late_update_norm": late["update_norm"].mean(),
             "late_grad_norm": late["grad_norm"].mean(),
             "quality_metric": run["quality_metric"].iat[0],
@@ -219,7 +219,9 @@ def cell_summary(df: pd.DataFrame, runs: pd.DataFrame, criteria: Criteria = Crit
             "d_last": d_last,
             "runaway": runs_away(d_mid, d_last, criteria.threshold),
             "n_runaway_seeds": int(ok["runaway"].sum()),
-            **cell_trend(ok["late_rise"], ok["final_probe_kl"], criteria.threshold),
+            **cell_trend(
+                ok["late_rise"], ok["final_probe_kl"], criteria.threshold, q_mean, float(grp["base_quality"].iat[0])
+            ),
             "n_rising_seeds": int((ok["late_trend"] == "keeps rising").sum()),
             "n_levelling_seeds": int((ok["late_trend"] == "levels off").sum()),
             "late_update_norm": ok["late_update_norm"].mean(),

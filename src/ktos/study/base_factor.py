@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .stats import POWER, t_interval, t_quantile
-from .trend_rules import UNDECIDED, bar, classify
+from .trend_rules import COLLAPSED, UNDECIDED, bar, classify, collapsed
 
 #: Resamples of the two-level bootstrap.
 N_BOOT = 2000
@@ -133,6 +133,11 @@ def pooled_trends(runs: pd.DataFrame, base_cells: pd.DataFrame, threshold: float
             continue
         pooled, final_kl = spread(rise), float(np.mean([g.mean() for g in final]))
         trend = classify(pooled["low"], pooled["high"], final_kl, threshold) if len(rise) > 1 else UNDECIDED
+        if {"quality", "base_quality"} <= set(grp.columns):
+            quality = [g.mean() for g in _groups(grp, "quality")]
+            base_quality = [g.mean() for g in _groups(grp, "base_quality")]
+            if quality and base_quality and collapsed(float(np.mean(quality)), float(np.mean(base_quality))):
+                trend = COLLAPSED
         mine = base_cells[(base_cells[CELL] == pd.Series(cell, index=CELL)).all(axis=1)]["late_trend"]
         rows.append({
             **dict(zip(CELL, cell, strict=True)), "n_bases": len(rise), "late_rise": pooled["mean"],

@@ -18,11 +18,14 @@ effect: they share one base),
     log mean K(T) = a + b_lr log lr + b_N log params,
 
 and :func:`size_predictions` extrapolates it, with 95% prediction intervals for a new cell mean, to sizes not
-yet trained (:data:`PREDICTED_SIZES`).
+yet trained (:data:`PREDICTED_SIZES`). Beside each prediction stands the **no-growth null**: the largest fitted
+size's cell mean at that learning rate, carried forward unchanged. :func:`check_predictions` counts a prediction
+only where it holds and the null falls outside its interval (a law the null passes too says nothing about size).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -39,7 +42,7 @@ PREDICTED_LRS: tuple[float, ...] = (3e-5, 2.7e-4)
 FIT_COLUMNS: tuple[str, ...] = ("method", "term", "coef", "se", "low", "high", "n", "r2")
 PREDICTION_COLUMNS: tuple[str, ...] = (
     "method", "size", "params", "lr", "predicted_final_probe_kl", "low", "high", "n_cells", "fit_params_low",
-    "fit_params_high",
+    "fit_params_high", "null_final_probe_kl",
 )  # fmt: skip
 
 #: Columns of :func:`scale_table`.
@@ -59,9 +62,34 @@ def scale_table(cells: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["params", "method", "lr"]).loc[:, list(SCALE_COLUMNS)].reset_index(drop=True)
 
 
+#: Columns of :func:`drivers`.
+DRIVER_COLUMNS: tuple[str, ...] = ("method", "term", "coef", "se", "low", "high", "n", "r2", "n_bases", "base_low",
+                                   "base_high")  # fmt: skip
+
+
+def _driver_design(runs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    x = np.column_stack([np.ones(len(runs)), np.log(runs["late_update_norm"]), np.log(runs["params"])])
+    return x, np.log(runs["final_probe_kl"].to_numpy(float))
+
+
+def cluster_se(x: np.ndarray, y: np.ndarray, coef: np.ndarray, clusters: np.ndarray) -> np.ndarray:
+    """Cluster-robust (CR1) standard errors of a least-squares fit with the base model as the unit: the sandwich
+    ``(X'X)^-1 (sum_g X_g' e_g e_g' X_g) (X'X)^-1`` times ``G/(G-1) (n-1)/(n-k)``, ``G`` clusters (the seeds of a
+    base share it, so they are not independent samples of the size effect)."""
+    resid = y - x @ coef
+    bread = np.linalg.inv(x.T @ x)
+    scores = [x[clusters == g].T @ resid[clusters == g] for g in np.unique(clusters)]
+    meat = sum(np.outer(sc, sc) for sc in scores)
+    (n, k), groups = x.shape, len(scores)
+    return np.sqrt(np.diag(groups / (groups - 1) * (n - 1) / (n - k) * bread @ meat @ bread))
+
+
 def drivers(runs: pd.DataFrame) -> pd.DataFrame:
     """Per method, the least-squares fit of log final probe KL on log update norm and log parameter count over
-    the completed runs with positive values: coefficient, standard error, 95% interval, ``n`` and ``R^2``."""
+    the completed runs with positive values: coefficient, standard error, 95% interval (runs as independent),
+    ``n`` and ``R^2``; with three bases or more, ``base_low``/``base_high``, the 95% interval with the base as
+    the unit (:func:`cluster_se`, Student t on ``n_bases - 1`` degrees of freedom): the interval a claim about
+    sizes rests on."""
     rows = []
     ok = runs[
         (runs["status"] == "completed")
@@ -72,21 +100,22 @@ def drivers(runs: pd.DataFrame) -> pd.DataFrame:
     for method, grp in ok.groupby("method"):
         if grp["params"].nunique() < 2 or len(grp) < 5:
             continue
-        x = np.column_stack([np.ones(len(grp)), np.log(grp["late_update_norm"]), np.log(grp["params"])])
-        y = np.log(grp["final_probe_kl"].to_numpy(float))
-        coef, *_ = np.linalg.lstsq(x, y, rcond=None)
-        resid = y - x @ coef
-        dof = len(y) - x.shape[1]
-        sigma2 = float(resid @ resid) / dof
-        se = np.sqrt(np.diag(sigma2 * np.linalg.inv(x.T @ x)))
-        r2 = 1 - float(resid @ resid) / float(((y - y.mean()) ** 2).sum())
+        x, y = _driver_design(grp)
+        coef, cov, _, dof, r2 = _ols(x, y)
+        se = np.sqrt(np.diag(cov))
         t = t_quantile(dof)
-        for name, b, s in zip(("intercept", "log_update_norm", "log_params"), coef, se, strict=True):
+        bases = grp["base"].fillna("").to_numpy(str) if "base" in grp else np.full(len(grp), "")
+        n_bases = len(set(bases) - {""})
+        if n_bases >= 3 and "" not in set(bases):
+            base_se, base_t = cluster_se(x, y, coef, bases), t_quantile(n_bases - 1)
+        else:
+            base_se, base_t = np.full(3, math.nan), math.nan
+        for name, b, s, c in zip(("intercept", "log_update_norm", "log_params"), coef, se, base_se, strict=True):
             rows.append({
                 "method": method, "term": name, "coef": b, "se": s, "low": b - t * s, "high": b + t * s,
-                "n": len(y), "r2": r2,
+                "n": len(y), "r2": r2, "n_bases": n_bases, "base_low": b - base_t * c, "base_high": b + base_t * c,
             })  # fmt: skip
-    return pd.DataFrame(rows, columns=["method", "term", "coef", "se", "low", "high", "n", "r2"])
+    return pd.DataFrame(rows, columns=list(DRIVER_COLUMNS))
 
 
 def _ols(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, int, float]:
@@ -138,10 +167,13 @@ def size_predictions(
 ) -> pd.DataFrame:
     """Per method, the size law's prediction of a new cell's mean final probe KL (nats) at each size and learning
     rate, with its 95% prediction interval: ``exp(x0 b +- t s sqrt(1 + x0 (X'X)^-1 x0'))``, which widens with the
-    distance from the sizes fitted. ``fit_params_low``/``high`` are the smallest and largest size fitted."""
+    distance from the sizes fitted. ``fit_params_low``/``high`` are the smallest and largest size fitted;
+    ``null_final_probe_kl`` is the no-growth null, the largest fitted size's mean cell at that learning rate (NaN
+    where that size was not trained at it)."""
     rows = []
     for method, grp, coef, cov, sigma2, dof, _ in _size_laws(scale):
         t = t_quantile(dof)
+        largest = grp[grp["params"] == grp["params"].max()]
         for size, params in sizes.items():
             for lr in lrs:
                 x0 = _design(np.array([lr]), np.array([float(params)]))[0]
@@ -152,6 +184,7 @@ def size_predictions(
                     "predicted_final_probe_kl": np.exp(centre), "low": np.exp(centre - half),
                     "high": np.exp(centre + half), "n_cells": len(grp), "fit_params_low": grp["params"].min(),
                     "fit_params_high": grp["params"].max(),
+                    "null_final_probe_kl": largest.loc[np.isclose(largest["lr"], lr), "final_probe_kl"].mean(),
                 })  # fmt: skip
     return pd.DataFrame(rows, columns=list(PREDICTION_COLUMNS))
 
@@ -159,14 +192,16 @@ def size_predictions(
 #: Columns of :func:`check_predictions`.
 CHECK_COLUMNS: tuple[str, ...] = (
     "method", "size", "params", "lr", "predicted_final_probe_kl", "low", "high", "observed_final_probe_kl",
-    "observed_low", "observed_high", "n_bases", "n_runs", "holds",
+    "observed_low", "observed_high", "n_bases", "n_runs", "holds", "null_final_probe_kl", "null_holds", "counts",
 )  # fmt: skip
 
 
 def check_predictions(scale: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame:
     """Predicted against observed: for each predicted cell (method, parameter count, learning rate) that the
     sweep trained, the observed mean final probe KL (the mean of its bases' cell means) with the range of the base
-    means, and whether it lies inside the 95% prediction interval (``holds``)."""
+    means, whether it lies inside the 95% prediction interval (``holds``), whether the no-growth null does too
+    (``null_holds``; NaN where the predictions carry no null), and whether the prediction ``counts``: it holds and
+    the null does not."""
     rows = []
     for pred in predictions.itertuples(index=False):
         here = scale[
@@ -177,11 +212,15 @@ def check_predictions(scale: pd.DataFrame, predictions: pd.DataFrame) -> pd.Data
         if here.empty:
             continue
         observed = float(here["final_probe_kl"].mean())
+        holds = bool(pred.low <= observed <= pred.high)
+        null = float(getattr(pred, "null_final_probe_kl", math.nan))
+        null_holds = bool(pred.low <= null <= pred.high) if np.isfinite(null) else math.nan
         rows.append({
             "method": pred.method, "size": pred.size, "params": pred.params, "lr": pred.lr,
             "predicted_final_probe_kl": pred.predicted_final_probe_kl, "low": pred.low, "high": pred.high,
             "observed_final_probe_kl": observed, "observed_low": float(here["final_probe_kl"].min()),
             "observed_high": float(here["final_probe_kl"].max()), "n_bases": len(here), "n_runs": int(here["n"].sum()),
-            "holds": bool(pred.low <= observed <= pred.high),
+            "holds": holds, "null_final_probe_kl": null, "null_holds": null_holds,
+            "counts": holds and null_holds is False,
         })  # fmt: skip
     return pd.DataFrame(rows, columns=list(CHECK_COLUMNS))

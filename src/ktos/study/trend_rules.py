@@ -17,6 +17,10 @@ otherwise. A cell (regime x method x learning rate) is judged on its seeds' rise
 mean and ``[lo, hi]`` its 95% Student-t interval, and ``B`` from the mean final KL, the cell keeps rising
 when ``lo > B`` and levels off when ``hi < B``.
 
+A run or cell whose final task accuracy is below half its base model's (:data:`COLLAPSE_SHARE`) has
+**collapsed** (:func:`collapsed`): its KL is not judged, and it is never said to level off (a policy that has
+stopped moving because it fell apart is not a stable one).
+
 The **contrast cell** (:func:`contrast_cell`) is the least aggressive cell, the smallest learning rate
 among the longest-trained cells, where KTO's KL keeps rising while KTO-S's levels off.
 """
@@ -32,8 +36,16 @@ from .stats import t_interval
 
 #: The share of the final probe KL that the last half of training must add, beyond noise, to count as a rise.
 LATE_SHARE = 0.1
-#: Names of the three outcomes.
-RISING, LEVELS_OFF, UNDECIDED = "keeps rising", "levels off", "undecided"
+#: Names of the outcomes: the three of the rules, and a collapsed run's or cell's.
+RISING, LEVELS_OFF, UNDECIDED, COLLAPSED = "keeps rising", "levels off", "undecided", "collapsed"
+#: A run or cell has collapsed when its final task accuracy is below this share of its base model's.
+COLLAPSE_SHARE = 0.5
+
+
+def collapsed(quality: float, base_quality: float) -> bool:
+    """Whether final task accuracy ``quality`` is below :data:`COLLAPSE_SHARE` of the base's ``base_quality``
+    (False without a task metric)."""
+    return bool(np.isfinite(quality) and np.isfinite(base_quality) and quality < COLLAPSE_SHARE * base_quality)
 
 
 def late_rise(steps: np.ndarray, kl: np.ndarray) -> tuple[float, float, float]:
@@ -67,19 +79,26 @@ def classify(low: float, high: float, final_kl: float, threshold: float) -> str:
     return RISING if low > b else LEVELS_OFF if high < b else UNDECIDED
 
 
-def run_trend(steps: np.ndarray, kl: np.ndarray, threshold: float) -> dict[str, float | str]:
-    """One run's late rise, share, noise and trend (``late_*`` columns of the runs table)."""
+def run_trend(
+    steps: np.ndarray, kl: np.ndarray, threshold: float, quality: float = math.nan, base_quality: float = math.nan
+) -> dict[str, float | str]:
+    """One run's late rise, share, noise and trend (``late_*`` columns of the runs table): :data:`COLLAPSED` when
+    its final accuracy ``quality`` is below half its base's ``base_quality``."""
     rise, final, noise = late_rise(steps, kl)
+    trend = classify(rise - 2 * noise, rise + 2 * noise, final, threshold)
     return {
         "late_rise": rise,
         "late_share": rise / final if np.isfinite(rise) and final > 0 else math.nan,
         "late_noise": noise,
-        "late_trend": classify(rise - 2 * noise, rise + 2 * noise, final, threshold),
+        "late_trend": COLLAPSED if collapsed(quality, base_quality) else trend,
     }
 
 
-def cell_trend(rises: pd.Series, finals: pd.Series, threshold: float) -> dict[str, float | str]:
-    """A cell's mean late rise with its 95% t-interval over seeds, the share of the mean final KL, and its trend."""
+def cell_trend(
+    rises: pd.Series, finals: pd.Series, threshold: float, quality: float = math.nan, base_quality: float = math.nan
+) -> dict[str, float | str]:
+    """A cell's mean late rise with its 95% t-interval over seeds, the share of the mean final KL, and its trend
+    (:data:`COLLAPSED` when its mean final accuracy ``quality`` is below half its base's ``base_quality``)."""
     ok = np.isfinite(rises.to_numpy(float))
     r, k = rises.to_numpy(float)[ok], finals.to_numpy(float)[ok]
     if len(r) == 0:
@@ -97,7 +116,7 @@ def cell_trend(rises: pd.Series, finals: pd.Series, threshold: float) -> dict[st
         "late_rise_low": low,
         "late_rise_high": high,
         "late_share": float(r.mean()) / final if final > 0 else math.nan,
-        "late_trend": classify(low, high, final, threshold),
+        "late_trend": COLLAPSED if collapsed(quality, base_quality) else classify(low, high, final, threshold),
     }
 
 

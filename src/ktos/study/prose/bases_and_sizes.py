@@ -5,6 +5,9 @@ predictions and their checks. Every number comes from the tables (:mod:`ktos.stu
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import pandas as pd
 
 from ..runnames import lr_tag, method_label
@@ -90,13 +93,23 @@ def prediction_sentences(predictions: pd.DataFrame) -> list[str]:
     return text
 
 
+def _against_null(r: Any) -> str:
+    """Whether a held prediction counts: only where the no-growth null falls outside its interval."""
+    if not np.isfinite(r.null_final_probe_kl):
+        return ""
+    null = f"; the no-growth null ({fmt(r.null_final_probe_kl)}, the largest fitted size carried forward)"
+    if r.null_holds:
+        return null + " lies inside the interval too, so the size law is not tested here"
+    return null + " falls outside it" + (", so the prediction counts" if r.holds else "")
+
+
 def observed_sentences(check: pd.DataFrame) -> list[str]:
-    """Each prediction made before the runs against what they gave."""
+    """Each prediction made before the runs against what they gave, and against the no-growth null."""
     return [
         f"Predicted before the runs, {method_label(r.method)} at {r.size}, lr {lr_tag(r.lr)}: final probe KL "
         f"{fmt(r.predicted_final_probe_kl)} [{fmt(r.low)}, {fmt(r.high)}] nats; observed "
         f"{fmt(r.observed_final_probe_kl)} (base means {fmt(r.observed_low)} to {fmt(r.observed_high)}, "
-        f"{r.n_bases} base(s), {r.n_runs} runs): the prediction {'holds' if r.holds else 'fails'}."
+        f"{r.n_bases} base(s), {r.n_runs} runs): the prediction {'holds' if r.holds else 'fails'}{_against_null(r)}."
         for r in check.itertuples(index=False)
     ]
 
@@ -107,15 +120,20 @@ def driver_sentence(fit: pd.DataFrame) -> str:
     for method, grp in fit.groupby("method"):
         terms = grp.set_index("term")
         u, p = terms.loc["log_update_norm"], terms.loc["log_params"]
-        step = u["low"] > 0
-        size = p["low"] > 0 or p["high"] < 0
+        # with bases recorded, the base is the unit (cluster-robust intervals); else runs, as before bases were
+        clustered = np.isfinite(p["base_low"])
+        lo, hi = ("base_low", "base_high") if clustered else ("low", "high")
+        step = u[lo] > 0
+        size = p[lo] > 0 or p[hi] < 0
         reading = {(True, False): "the step drives it; size adds nothing detectable at a given step",
                    (True, True): "both the step and the size at a given step matter",
                    (False, True): "the size matters at a given step, the step does not",
                    (False, False): "neither term is distinguishable from 0"}[(bool(step), bool(size))]  # fmt: skip
         parts.append(
-            f"{method}: log K(T) rises {u['coef']:.2f} [{u['low']:.2f}, {u['high']:.2f}] per unit log update norm and "
-            f"{p['coef']:.2f} [{p['low']:.2f}, {p['high']:.2f}] per unit log parameter count (R² {u['r2']:.2f}, "
-            f"{int(u['n'])} runs): {reading}"
+            f"{method}: log K(T) rises {u['coef']:.2f} [{u[lo]:.2f}, {u[hi]:.2f}] per unit log update norm and "
+            f"{p['coef']:.2f} [{p[lo]:.2f}, {p[hi]:.2f}] per unit log parameter count (R² {u['r2']:.2f}, "
+            f"{int(u['n'])} runs"
+            + (f" of {int(u['n_bases'])} bases, the base as the unit" if clustered else ", seeds as independent")
+            + f"): {reading}"
         )
     return "; ".join(parts) if parts else ""
