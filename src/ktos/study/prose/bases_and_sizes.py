@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..runnames import lr_tag, method_label
-from .numbers import fmt, p_value, pct
+from .numbers import fmt, p_value, pct, trend_phrase
 
 
 def base_trend_sentences(trends: pd.DataFrame, cells: pd.DataFrame) -> list[str]:
@@ -30,9 +30,15 @@ def base_trend_sentences(trends: pd.DataFrame, cells: pd.DataFrame) -> list[str]
         )
         text.append(
             f"{method_label(row.method)}, {row.regime} at lr {lr_tag(row.lr)}, over {row.n_bases} bases: its KL "
-            f"{row.late_trend} (pooled last-half rise {fmt(row.late_rise)} [{fmt(row.low)}, {fmt(row.high)}] nats "
+            f"{trend_phrase(row.late_trend)} (pooled last-half rise {fmt(row.late_rise)} [{fmt(row.low)}, {fmt(row.high)}] nats "
             f"against a bar of {fmt(row.bar)}); on their own, {row.n_bases_rising} of {row.n_bases} bases keep rising, "
-            f"{row.n_bases_levelling} level off, {row.n_bases_undecided} are undecided{between}."
+            f"{row.n_bases_levelling} level off, {row.n_bases_undecided} are undecided"
+            + (
+                f", {collapsed} collapsed"
+                if (collapsed := row.n_bases - row.n_bases_rising - row.n_bases_levelling - row.n_bases_undecided)
+                else ""
+            )
+            + f"{between}."
         )
     return text
 

@@ -10,7 +10,7 @@ import pandas as pd
 from ..analysis import Criteria
 from ..runnames import lr_tag, method_label
 from ..trend_rules import contrast_cell, contrast_cells
-from .numbers import fmt, p_value, pct
+from .numbers import fmt, p_value, pct, trend_phrase
 
 
 def paired_sentence(row: pd.Series, unit: str, margin: float) -> str:
@@ -80,7 +80,7 @@ def trend_sentence(cells: pd.DataFrame, regime: str, lr: float) -> str:
         if cell is None or "late_trend" not in cell:
             continue
         parts.append(
-            f"{method_label(method)}'s probe KL {cell['late_trend']} over the last half of training (rise "
+            f"{method_label(method)}'s probe KL {trend_phrase(cell['late_trend'])} over the last half of training (rise "
             f"{fmt(cell['late_rise'])} [{fmt(cell['late_rise_low'])}, {fmt(cell['late_rise_high'])}] nats, "
             f"{100 * cell['late_share']:.0f}% of its final {fmt(cell['final_probe_kl'])}; "
             f"{int(cell['n_rising_seeds'])} of {int(cell['n'])} seeds keep rising and "

@@ -19,3 +19,10 @@ def pct(x: float) -> str:
 def p_value(p: float) -> str:
     """``p = 0.012`` or ``p < 0.001``."""
     return "p = —" if not np.isfinite(p) else (f"p = {p:.2g}" if p >= 0.001 else "p < 0.001")
+
+
+def trend_phrase(trend: str) -> str:
+    """A KL trend of :mod:`ktos.study.trend_rules` as a predicate: a collapsed run's or cell's KL is not judged."""
+    if trend == "collapsed":
+        return "is not judged: the runs collapsed (final task accuracy below half the base's)"
+    return str(trend)
