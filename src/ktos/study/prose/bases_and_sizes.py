@@ -30,7 +30,8 @@ def base_trend_sentences(trends: pd.DataFrame, cells: pd.DataFrame) -> list[str]
         )
         text.append(
             f"{method_label(row.method)}, {row.regime} at lr {lr_tag(row.lr)}, over {row.n_bases} bases: its KL "
-            f"{trend_phrase(row.late_trend)} (pooled last-half rise {fmt(row.late_rise)} [{fmt(row.low)}, {fmt(row.high)}] nats "
+            f"{trend_phrase(row.late_trend)} (pooled last-half rise {fmt(row.late_rise)} [{fmt(row.low)}, "
+            f"{fmt(row.high)}] nats "
             f"against a bar of {fmt(row.bar)}); on their own, {row.n_bases_rising} of {row.n_bases} bases keep rising, "
             f"{row.n_bases_levelling} level off, {row.n_bases_undecided} are undecided"
             + (

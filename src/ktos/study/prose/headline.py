@@ -80,7 +80,8 @@ def trend_sentence(cells: pd.DataFrame, regime: str, lr: float) -> str:
         if cell is None or "late_trend" not in cell:
             continue
         parts.append(
-            f"{method_label(method)}'s probe KL {trend_phrase(cell['late_trend'])} over the last half of training (rise "
+            f"{method_label(method)}'s probe KL {trend_phrase(cell['late_trend'])} over the last half of training "
+            f"(rise "
             f"{fmt(cell['late_rise'])} [{fmt(cell['late_rise_low'])}, {fmt(cell['late_rise_high'])}] nats, "
             f"{100 * cell['late_share']:.0f}% of its final {fmt(cell['final_probe_kl'])}; "
             f"{int(cell['n_rising_seeds'])} of {int(cell['n'])} seeds keep rising and "
