@@ -1,0 +1,226 @@
+r"""Power of the frontier at matched KL, from the committed frontier's per-item outcomes (docs/study.md, fifth
+amendment).
+
+**The estimator judged.** For each run ``r = (base b, seed s)`` and method ``m``, a curve fitted to every checkpoint
+``c = (lr, step)`` of :data:`CURVE_LRS` with probe KL ``K_c <= KL_FIT_MAX``: accuracy
+``A(d) = a + alpha d - beta d^2`` with ``d = sqrt(K)`` (Gao et al.'s ``R(d) = d (alpha - beta d)`` plus the
+accuracy ``a`` at ``d = 0``), read at a bin centre ``d0 = sqrt(K0)``. The fit is least squares, linear in the
+accuracies: ``A_hat(d0) = sum_c h_c A_c`` with weights ``h = x0 (X'X)^-1 X'`` that depend only on the run's KL.
+Since ``A_c`` is the mean of the items' outcomes, the run's KTO-S minus KTO difference is an item mean,
+``D_r = mean_i e_ri`` with ``e_ri = sum_c h^S_c y^S_cri - sum_c h^K_c y^K_cri`` (``y`` 0/1), paired by run (same
+base, seed and items).
+
+**Variance components** (:func:`variance_components`). ``e_bsi`` (seeds ``s`` nested in bases ``b``, items ``i``
+crossed with both) is decomposed as ``mu + base_b + seed_bs + item_i + (base x item)_bi + residual_bsi`` by the
+balanced random-effects ANOVA (method of moments; a negative estimate is set to 0): with ``B, S, I`` the counts,
+
+* ``MS_base = s2_res + S s2_bi + I s2_seed + S I s2_base``,  ``MS_seed = s2_res + I s2_seed``,
+* ``MS_item = s2_res + S s2_bi + B S s2_item``,  ``MS_bi = s2_res + S s2_bi``,  ``MS_res = s2_res``.
+
+The design's estimate is the grand mean of ``e`` over ``B`` bases, ``S`` seeds per base and ``I`` items, with
+
+``SE^2(B, S, I) = s2_base/B + s2_seed/(B S) + s2_item/I + s2_bi/(B I) + s2_res/(B S I)``     (:func:`standard_error`)
+
+Items shared by both methods make ``s2_item`` the variance of an item's *difference*, small where the methods
+agree item by item. The **detectable difference** at 80% power, two-sided 5%, is ``(1.96 + 0.84) SE = 2.8 SE``;
+equivalence (two one-sided tests at 5%) at true difference 0 with 80% power needs ``SE <= 0.02 / (1.645 + 1.28)``
+for the margin ``MARGIN``; both are in :func:`design_table`. A new base is a draw of the same base factor, so the
+committed 3 bases give ``s2_base`` on 2 degrees of freedom: a rough estimate, which is why the design is chosen
+with the upper 80% confidence bound of ``s2_base`` (chi-square on ``B - 1`` degrees of freedom) beside the point
+estimate.
+
+**KL.** The committed runs measured the probe KL only, so the bins here are probe-KL bins, a proxy for the
+policy-KL bins of the amendment; the amendment's rule for the mismatch is stated there.
+
+**What cannot be estimated.** The records keep exact match (0/1) only, no log-probability of the answer, so the
+gain of a continuous score cannot be estimated from them: the design assumes exact match (conservative).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .matched_frontier import MARGIN, ItemCheckpoints, item_checkpoints
+
+#: Bins of the probe KL (nats) the power analysis is for, and where the curves are read (the bin centres).
+POWER_BINS: tuple[tuple[float, float], ...] = ((0.5, 1.0), (1.0, 2.0))
+#: Learning rates of the committed frontier whose checkpoints cover both bins (probe KL about 0.4 to 2.6 nats over
+#: 300 steps), the new runs' grid.
+CURVE_LRS: tuple[float, ...] = (1.0e-5, 1.7e-5, 3.0e-5, 5.2e-5)
+#: Checkpoints above this probe KL are left out of the fit (the quadratic in ``sqrt(KL)`` is local).
+KL_FIT_MAX = 3.0
+#: z quantiles: two-sided 5% test, one-sided 5% (TOST), 80% power.
+Z_TWO, Z_ONE, Z_POWER = 1.959964, 1.644854, 0.841621
+#: Cost model: seconds per 300-step run with the enlarged item set (the committed runs' median is about 13 s with
+#: 200 items measured 30 times; 30 s allows for measuring 15x the items), cores, budget (seconds of wall time),
+#: seconds to pretrain one base, and the 0.09M bases already committed in the accuracy band.
+SECONDS_PER_RUN, CORES, BUDGET_S, SECONDS_PER_BASE, COMMITTED_BASES = 30.0, 2, 90 * 60.0, 60.0, 5
+COMPONENTS = ("base", "seed", "item", "base_item", "residual")
+
+
+def curve_weights(kl: np.ndarray, k0: float) -> np.ndarray:
+    """Least-squares weights ``h`` (NaN-KL checkpoints and those above :data:`KL_FIT_MAX` weigh 0) such that
+    ``sum(h * A)`` is the fitted ``a + alpha d - beta d^2`` at ``d = sqrt(k0)``; all NaN with fewer than 4 points
+    or no point on both sides of ``k0``."""
+    use = np.isfinite(kl) & (kl <= KL_FIT_MAX)
+    h = np.zeros(kl.shape)
+    d = np.sqrt(np.clip(np.where(use, kl, 0.0), 0.0, None))
+    if use.sum() < 4 or not ((kl[use] < k0).any() and (kl[use] > k0).any()):
+        return np.full(kl.shape, np.nan)
+    x = np.stack([np.ones(use.sum()), d[use], d[use] ** 2], 1)
+    x0 = np.array([1.0, math.sqrt(k0), k0])
+    h[use] = x0 @ np.linalg.pinv(x)
+    return h
+
+
+def run_item_differences(cp: ItemCheckpoints, k0: float, method: str = "kto_s", reference: str = "kto") -> np.ndarray:
+    """``e[base, seed, item]``: per run the fitted-curve difference ``method - reference`` at probe KL ``k0`` as a
+    sum over items (its item mean is the run's difference); runs of each base in seed order."""
+    lr_i = [int(np.flatnonzero(np.isclose(cp.lrs, lr))[0]) for lr in CURVE_LRS if np.isclose(cp.lrs, lr).any()]
+    out = []
+    for r in range(len(cp.run_base)):
+        e = 0.0
+        for sign, name in ((1.0, method), (-1.0, reference)):
+            m = cp.methods.index(name)
+            kl = cp.kl[m, lr_i, :, r].reshape(-1)
+            y = cp.correct[m, lr_i, :, r, :].reshape(len(kl), -1)
+            h = curve_weights(kl, k0)
+            e = e + sign * (np.nan_to_num(y) * h[:, None]).sum(0) if np.isfinite(h).all() else np.nan
+        out.append(e)
+    n_seeds = np.bincount(cp.run_base).min()
+    return np.stack([np.stack([out[r] for r in np.flatnonzero(cp.run_base == b)[:n_seeds]]) for b in range(len(cp.bases))])
+
+
+def variance_components(e: np.ndarray) -> dict[str, float]:
+    """Method-of-moments variance components of ``e[base, seed, item]`` (balanced; see the module docstring)."""
+    B, S, I = e.shape
+    g = e.mean()
+    mb, mbs, mi, mbi = e.mean((1, 2)), e.mean(2), e.mean((0, 1)), e.mean(1)
+    ms_b = S * I * ((mb - g) ** 2).sum() / (B - 1)
+    ms_s = I * ((mbs - mb[:, None]) ** 2).sum() / (B * (S - 1))
+    ms_i = B * S * ((mi - g) ** 2).sum() / (I - 1)
+    ms_bi = S * ((mbi - mb[:, None] - mi[None, :] + g) ** 2).sum() / ((B - 1) * (I - 1))
+    res = e - mbs[:, :, None] - mbi[:, None, :] + mb[:, None, None]
+    ms_r = (res**2).sum() / (B * (S - 1) * (I - 1))
+    s2 = {
+        "residual": ms_r,
+        "base_item": (ms_bi - ms_r) / S,
+        "seed": (ms_s - ms_r) / I,
+        "item": (ms_i - ms_bi) / (B * S),
+        "base": (ms_b - ms_s - ms_bi + ms_r) / (S * I),
+    }
+    out = {k: max(0.0, float(v)) for k, v in s2.items()}
+    out.update(mean=float(g), ms_base=float(ms_b), ms_seed=float(ms_s), df_base=B - 1, n_bases=B, n_seeds=S,
+               n_items=I)  # fmt: skip
+    return out
+
+
+def base_upper(vc: dict[str, Any], level: float = 0.8) -> float:
+    """Upper ``level`` confidence bound of the base component: ``s2_base`` scaled by ``df / chi2_{1-level}(df)``
+    (Satterthwaite-free: the base mean square's df, the dominant term)."""
+    from scipy.stats import chi2
+
+    df = vc["df_base"]
+    return vc["base"] * df / float(chi2.ppf(1 - level, df))
+
+
+def standard_error(s2: dict[str, float], n_bases: int, n_seeds: int, n_items: int) -> float:
+    """``SE`` of the design's mean difference (module docstring)."""
+    B, S, I = n_bases, n_seeds, n_items
+    return math.sqrt(
+        s2["base"] / B + s2["seed"] / (B * S) + s2["item"] / I + s2["base_item"] / (B * I) + s2["residual"] / (B * S * I)
+    )
+
+
+def run_cost_s(n_bases: int, n_seeds: int, n_lrs: int = len(CURVE_LRS), n_methods: int = 2) -> float:
+    """Wall seconds: the runs on :data:`CORES` cores plus pretraining the bases beyond the committed ones."""
+    runs = n_bases * n_seeds * n_methods * n_lrs
+    return runs * SECONDS_PER_RUN / CORES + max(0, n_bases - COMMITTED_BASES) * SECONDS_PER_BASE
+
+
+#: The largest SE for 80% equivalence power at true difference 0 (two one-sided 5% tests): ``2 Phi(m/SE - z) - 1
+#: >= 0.8``; it is below ``MARGIN / 2.8``, so it also makes the detectable difference at most the margin.
+SE_EQUIVALENCE = MARGIN / (Z_ONE + 1.281552)
+#: Seeds per base at least (seeds are nested in bases; two keep the within-base spread measurable).
+MIN_SEEDS = 2
+
+
+def smallest_design(s2: dict[str, float], *, n_items: int, max_bases: int = 60, max_seeds: int = 8) -> dict:
+    """The cheapest ``(B, S)`` (ties: fewer bases), ``S >= MIN_SEEDS``, with ``SE <= SE_EQUIVALENCE`` (80%
+    equivalence power, hence also detectable difference ``<= MARGIN``) at ``n_items``; its cost and whether it fits
+    :data:`BUDGET_S` (``B = S = 0`` when none up to the limits: the bin is out of reach)."""
+    best = None
+    for b in range(2, max_bases + 1):
+        for s in range(MIN_SEEDS, max_seeds + 1):
+            if standard_error(s2, b, s, n_items) <= SE_EQUIVALENCE:
+                key = (run_cost_s(b, s), b)
+                if best is None or key < best[0]:
+                    best = (key, b, s)
+                break
+    if best is None:
+        return {"n_bases": 0, "n_seeds": 0, "cost_s": math.nan, "within_budget": False}
+    return {"n_bases": best[1], "n_seeds": best[2], "cost_s": best[0][0], "within_budget": best[0][0] <= BUDGET_S}
+
+
+def power_tables(df: pd.DataFrame, infos: list[dict[str, Any]], regime: str, committed_frontier: pd.DataFrame
+                 ) -> dict[str, pd.DataFrame]:  # fmt: skip
+    """``variance_components`` (per bin) and ``power`` (per bin: the committed argmax design's detectable difference
+    from ``committed_frontier`` — frontier.csv's bootstrap — then the curve design at the committed size, at the
+    smallest design reaching the margin with 3,000 items, with the point and the upper-80% base component)."""
+    cp = item_checkpoints(df, infos, regime)
+    comp_rows, power_rows = [], []
+    for lo, hi in POWER_BINS:
+        k0 = (lo + hi) / 2
+        vc = variance_components(run_item_differences(cp, k0))
+        up = dict(vc, base=base_upper(vc))
+        comp_rows.append({"kl_low": lo, "kl_high": hi, "kl_read": k0, **{f"var_{k}": vc[k] for k in COMPONENTS},
+                          "var_base_upper80": up["base"], "sd_base": math.sqrt(vc["base"]),
+                          "sd_seed": math.sqrt(vc["seed"]), "mean_diff": vc["mean"], "n_bases": vc["n_bases"],
+                          "n_seeds": vc["n_seeds"], "n_items": vc["n_items"]})  # fmt: skip
+        row = committed_frontier[(committed_frontier["method"] == "kto_s") & (committed_frontier["kl_low"] == lo)]
+        old = float(row["detectable"].iloc[0]) if len(row) else math.nan
+        power_rows.append(_power_row(lo, hi, "argmax (committed)", "point", 3, 4, 66, old / 2.8, math.nan))
+        for label, s2 in (("point", vc), ("base upper 80%", up)):
+            b, s, i = vc["n_bases"], vc["n_seeds"], vc["n_items"]
+            power_rows.append(_power_row(lo, hi, "curve (committed size)", label, b, s, i, standard_error(s2, b, s, i),
+                                         run_cost_s(b, s)))  # fmt: skip
+            for n_items in (3000, 10000):
+                d = smallest_design(s2, n_items=n_items)
+                se = standard_error(s2, d["n_bases"], d["n_seeds"], n_items) if d["n_bases"] else math.nan
+                power_rows.append(_power_row(lo, hi, "curve (smallest)", label, d["n_bases"], d["n_seeds"], n_items,
+                                             se, d["cost_s"]))  # fmt: skip
+    return {"variance_components": pd.DataFrame(comp_rows), "power": pd.DataFrame(power_rows)}
+
+
+def _power_row(lo, hi, design, base_component, b, s, i, se, cost) -> dict[str, Any]:
+    tost = MARGIN / se - Z_ONE if se > 0 else math.inf
+    return {
+        "kl_low": lo, "kl_high": hi, "design": design, "base_component": base_component, "n_bases": b,
+        "n_seeds": s, "n_items": i, "se": se, "detectable": (Z_TWO + Z_POWER) * se,
+        "equivalence_power": float(_tost_power(tost)) if math.isfinite(se) else math.nan,
+        "reaches_margin": bool((Z_TWO + Z_POWER) * se <= MARGIN), "cost_min": cost / 60,
+        "within_budget": bool(cost <= BUDGET_S) if math.isfinite(cost) else False, "margin": MARGIN,
+    }  # fmt: skip
+
+
+def _tost_power(x: float) -> float:
+    """Equivalence (TOST) power at true difference 0, one side's normal approximation ``Phi(m/SE - z_0.95)``, less
+    the other side's failure: ``2 Phi(m/SE - z) - 1`` (0 when negative)."""
+    return max(0.0, 2 * 0.5 * (1 + math.erf(x / math.sqrt(2))) - 1)
+
+
+def write_power(trajectories: str, run_info: str, frontier: str, out_dir: str, regime: str = "constant_b0.2") -> None:
+    """Write ``power.csv`` and ``variance_components.csv`` into ``out_dir`` from a frontier study's trajectory
+    table, run records and committed ``frontier.csv``."""
+    from pathlib import Path
+
+    from .matched_frontier import read_run_infos
+
+    tables = power_tables(pd.read_csv(trajectories), read_run_infos(run_info), regime, pd.read_csv(frontier))
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    for name, table in tables.items():
+        table.to_csv(Path(out_dir) / f"{name}.csv", index=False, float_format="%.6g")
