@@ -41,7 +41,11 @@ STAGES: dict[str, tuple[str, str, str]] = {
         "write_tables",
         "write the study's tables and the computed verdict from a trajectory table",
     ),
-    "power": ("study.power", "write_power", "power analysis of the matched-KL frontier from a committed frontier study"),
+    "power": (
+        "study.power",
+        "write_power",
+        "power analysis of the matched-KL frontier from a committed frontier study",
+    ),
 }
 
 

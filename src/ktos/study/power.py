@@ -92,12 +92,14 @@ def run_item_differences(cp: ItemCheckpoints, k0: float, method: str = "kto_s", 
             e = e + sign * (np.nan_to_num(y) * h[:, None]).sum(0) if np.isfinite(h).all() else np.nan
         out.append(e)
     n_seeds = np.bincount(cp.run_base).min()
-    return np.stack([np.stack([out[r] for r in np.flatnonzero(cp.run_base == b)[:n_seeds]]) for b in range(len(cp.bases))])
+    return np.stack(
+        [np.stack([out[r] for r in np.flatnonzero(cp.run_base == b)[:n_seeds]]) for b in range(len(cp.bases))]
+    )
 
 
 def variance_components(e: np.ndarray) -> dict[str, float]:
     """Method-of-moments variance components of ``e[base, seed, item]`` (balanced; see the module docstring)."""
-    B, S, I = e.shape
+    B, S, I = e.shape  # noqa: E741
     g = e.mean()
     mb, mbs, mi, mbi = e.mean((1, 2)), e.mean(2), e.mean((0, 1)), e.mean(1)
     ms_b = S * I * ((mb - g) ** 2).sum() / (B - 1)
@@ -130,9 +132,13 @@ def base_upper(vc: dict[str, Any], level: float = 0.8) -> float:
 
 def standard_error(s2: dict[str, float], n_bases: int, n_seeds: int, n_items: int) -> float:
     """``SE`` of the design's mean difference (module docstring)."""
-    B, S, I = n_bases, n_seeds, n_items
+    B, S, I = n_bases, n_seeds, n_items  # noqa: E741
     return math.sqrt(
-        s2["base"] / B + s2["seed"] / (B * S) + s2["item"] / I + s2["base_item"] / (B * I) + s2["residual"] / (B * S * I)
+        s2["base"] / B
+        + s2["seed"] / (B * S)
+        + s2["item"] / I
+        + s2["base_item"] / (B * I)
+        + s2["residual"] / (B * S * I)
     )
 
 
