@@ -57,14 +57,21 @@ def test_curve_weights_reproduce_a_quadratic_in_root_kl():
     assert np.isnan(power.curve_weights(kl, 5.0)).all()  # no checkpoint beyond the point read: no reading
 
 
+def _reaches(s2, b, s, i):
+    se = power.standard_error(s2, b, s, i)
+    return se <= power.se_equivalence(b) and power.detectable(se, b) <= power.MARGIN
+
+
 def test_smallest_design_is_the_cheapest_reaching_equivalence_power():
     s2 = {"base": 1e-4, "seed": 3e-5, "item": 1e-4, "base_item": 1e-3, "residual": 1e-3}
     d = power.smallest_design(s2, n_items=3000)
-    assert power.standard_error(s2, d["n_bases"], d["n_seeds"], 3000) <= power.SE_EQUIVALENCE
-    assert power.standard_error(s2, d["n_bases"] - 1, 8, 3000) > power.SE_EQUIVALENCE  # one base fewer cannot
-    assert power.SE_EQUIVALENCE * 2.8 < power.MARGIN  # equivalence power implies the detectable difference
-    row = power._power_row(0.5, 1.0, "x", "point", 3, 2, 3000, power.SE_EQUIVALENCE, 60.0)
-    assert row["equivalence_power"] == pytest.approx(0.8, abs=1e-3) and row["reaches_margin"]
+    assert _reaches(s2, d["n_bases"], d["n_seeds"], 3000) and d["n_seeds"] >= power.MIN_SEEDS
+    cheaper = [(b, s) for b in range(2, 61) for s in range(power.MIN_SEEDS, 9)
+               if power.run_cost_s(b, s) < d["cost_s"] and _reaches(s2, b, s, 3000)]  # fmt: skip
+    assert not cheaper
+    assert power.detectable(power.se_equivalence(5), 5) > power.MARGIN  # few bases: equivalence bound is not enough
+    row = power._power_row(0.5, 1.0, "x", "point", 8, 2, 3000, power.se_equivalence(8), 60.0)
+    assert row["equivalence_power"] == pytest.approx(0.8, abs=1e-6)
     out = power.smallest_design(dict(s2, item=1.0), n_items=3000)  # item term alone above the margin: out of reach
     assert out["n_bases"] == 0 and not out["within_budget"]
 

@@ -22,12 +22,15 @@ The design's estimate is the grand mean of ``e`` over ``B`` bases, ``S`` seeds p
 ``SE^2(B, S, I) = s2_base/B + s2_seed/(B S) + s2_item/I + s2_bi/(B I) + s2_res/(B S I)``     (:func:`standard_error`)
 
 Items shared by both methods make ``s2_item`` the variance of an item's *difference*, small where the methods
-agree item by item. The **detectable difference** at 80% power, two-sided 5%, is ``(1.96 + 0.84) SE = 2.8 SE``;
-equivalence (two one-sided tests at 5%) at true difference 0 with 80% power needs ``SE <= 0.02 / (1.645 + 1.28)``
-for the margin ``MARGIN``; both are in :func:`design_table`. A new base is a draw of the same base factor, so the
-committed 3 bases give ``s2_base`` on 2 degrees of freedom: a rough estimate, which is why the design is chosen
-with the upper 80% confidence bound of ``s2_base`` (chi-square on ``B - 1`` degrees of freedom) beside the point
-estimate.
+agree item by item. The new design's interval is a Student t interval over the ``B`` bases' paired differences
+(``B - 1`` degrees of freedom): the **detectable difference** at 80% power, two-sided 5%, is
+``(t_0.975 + t_0.80) SE`` (``2.8 SE`` for large ``B``: the committed bootstrap's rule); *the same* (two one-sided
+tests at 5% inside ``±MARGIN``) at true difference 0 with 80% power needs ``SE <= MARGIN / (t_0.95 + t_0.90)``
+(``0.02 / 2.93 = 0.0068`` for large ``B``); the design asks for both (:func:`smallest_design`). The committed
+argmax design's SE is its bootstrap sd, ``detectable / 2.8`` of frontier.csv. A new base is a draw of the same base factor, and the 3 committed bases give ``s2_base`` on 2
+degrees of freedom, a rough estimate: the design is chosen with the upper 80% confidence bound of ``s2_base``
+(chi-square on 2 degrees of freedom), the point estimate beside it. The seed term is estimated on 200 items and
+is the true seed variance (the run-by-item noise is its own term), so more items shrink only the item terms.
 
 **KL.** The committed runs measured the probe KL only, so the bins here are probe-KL bins, a proxy for the
 policy-KL bins of the amendment; the amendment's rule for the mismatch is stated there.
@@ -44,7 +47,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .matched_frontier import MARGIN, ItemCheckpoints, item_checkpoints
+from .matched_frontier import DETECTABLE_SD, MARGIN, ItemCheckpoints, item_checkpoints
 
 #: Bins of the probe KL (nats) the power analysis is for, and where the curves are read (the bin centres).
 POWER_BINS: tuple[tuple[float, float], ...] = ((0.5, 1.0), (1.0, 2.0))
@@ -53,8 +56,6 @@ POWER_BINS: tuple[tuple[float, float], ...] = ((0.5, 1.0), (1.0, 2.0))
 CURVE_LRS: tuple[float, ...] = (1.0e-5, 1.7e-5, 3.0e-5, 5.2e-5)
 #: Checkpoints above this probe KL are left out of the fit (the quadratic in ``sqrt(KL)`` is local).
 KL_FIT_MAX = 3.0
-#: z quantiles: two-sided 5% test, one-sided 5% (TOST), 80% power.
-Z_TWO, Z_ONE, Z_POWER = 1.959964, 1.644854, 0.841621
 #: Cost model: seconds per 300-step run with the enlarged item set (the committed runs' median is about 13 s with
 #: 200 items measured 30 times; 30 s allows for measuring 15x the items), cores, budget (seconds of wall time),
 #: seconds to pretrain one base, and the 0.09M bases already committed in the accuracy band.
@@ -148,21 +149,50 @@ def run_cost_s(n_bases: int, n_seeds: int, n_lrs: int = len(CURVE_LRS), n_method
     return runs * SECONDS_PER_RUN / CORES + max(0, n_bases - COMMITTED_BASES) * SECONDS_PER_BASE
 
 
-#: The largest SE for 80% equivalence power at true difference 0 (two one-sided 5% tests): ``2 Phi(m/SE - z) - 1
-#: >= 0.8``; it is below ``MARGIN / 2.8``, so it also makes the detectable difference at most the margin.
-SE_EQUIVALENCE = MARGIN / (Z_ONE + 1.281552)
+def quantiles(n_bases: int | None) -> tuple[float, float, float, float]:
+    """Two-sided 5%, one-sided 5%, 80% and 90% quantiles: Student t on ``n_bases - 1`` degrees of freedom (the
+    interval is read over the base means' paired differences), normal for ``None`` (a bootstrap)."""
+    from scipy.stats import norm, t
+
+    dist = norm() if n_bases is None else t(max(n_bases - 1, 1))
+    return tuple(float(dist.ppf(q)) for q in (0.975, 0.95, 0.80, 0.90))
+
+
+def detectable(se: float, n_bases: int | None) -> float:
+    """The difference detected with 80% power by the two-sided 5% test: ``(q_0.975 + q_0.80) SE``."""
+    two, _, p80, _ = quantiles(n_bases)
+    return (two + p80) * se
+
+
+def se_equivalence(n_bases: int | None) -> float:
+    """The largest SE with 80% power to call *the same* at true difference 0 (two one-sided 5% tests inside
+    ``±MARGIN``): ``MARGIN / (q_0.95 + q_0.90)``; for large ``B`` this is below ``MARGIN / (q_0.975 + q_0.80)``,
+    not for few bases (t on 4 degrees of freedom), so :func:`smallest_design` asks for both."""
+    _, one, _, p90 = quantiles(n_bases)
+    return MARGIN / (one + p90)
+
+
+def equivalence_power(se: float, n_bases: int | None) -> float:
+    """Power of the two one-sided tests at true difference 0: ``2 F(MARGIN/SE - q_0.95) - 1`` (0 when negative),
+    ``F`` the t (or normal) distribution function."""
+    from scipy.stats import norm, t
+
+    dist = norm() if n_bases is None else t(max(n_bases - 1, 1))
+    return max(0.0, 2 * float(dist.cdf(MARGIN / se - quantiles(n_bases)[1])) - 1) if se > 0 else 1.0
+
+
 #: Seeds per base at least (seeds are nested in bases; two keep the within-base spread measurable).
 MIN_SEEDS = 2
 
 
 def smallest_design(s2: dict[str, float], *, n_items: int, max_bases: int = 60, max_seeds: int = 8) -> dict:
-    """The cheapest ``(B, S)`` (ties: fewer bases), ``S >= MIN_SEEDS``, with ``SE <= SE_EQUIVALENCE`` (80%
-    equivalence power, hence also detectable difference ``<= MARGIN``) at ``n_items``; its cost and whether it fits
+    """The cheapest ``(B, S)`` (ties: fewer bases), ``S >= MIN_SEEDS``, with ``SE <= se_equivalence(B)`` (80%
+    equivalence power) and detectable difference ``<= MARGIN`` at ``n_items``; its cost and whether it fits
     :data:`BUDGET_S` (``B = S = 0`` when none up to the limits: the bin is out of reach)."""
     best = None
     for b in range(2, max_bases + 1):
         for s in range(MIN_SEEDS, max_seeds + 1):
-            if standard_error(s2, b, s, n_items) <= SE_EQUIVALENCE:
+            if standard_error(s2, b, s, n_items) <= min(se_equivalence(b), MARGIN / detectable(1.0, b)):
                 key = (run_cost_s(b, s), b)
                 if best is None or key < best[0]:
                     best = (key, b, s)
@@ -189,7 +219,9 @@ def power_tables(df: pd.DataFrame, infos: list[dict[str, Any]], regime: str, com
                           "n_seeds": vc["n_seeds"], "n_items": vc["n_items"]})  # fmt: skip
         row = committed_frontier[(committed_frontier["method"] == "kto_s") & (committed_frontier["kl_low"] == lo)]
         old = float(row["detectable"].iloc[0]) if len(row) else math.nan
-        power_rows.append(_power_row(lo, hi, "argmax (committed)", "point", 3, 4, 66, old / 2.8, math.nan))
+        power_rows.append(
+            _power_row(lo, hi, "argmax (committed)", "point", 3, 4, 66, old / DETECTABLE_SD, math.nan, bootstrap=True)
+        )
         for label, s2 in (("point", vc), ("base upper 80%", up)):
             b, s, i = vc["n_bases"], vc["n_seeds"], vc["n_items"]
             power_rows.append(_power_row(lo, hi, "curve (committed size)", label, b, s, i, standard_error(s2, b, s, i),
@@ -202,21 +234,16 @@ def power_tables(df: pd.DataFrame, infos: list[dict[str, Any]], regime: str, com
     return {"variance_components": pd.DataFrame(comp_rows), "power": pd.DataFrame(power_rows)}
 
 
-def _power_row(lo, hi, design, base_component, b, s, i, se, cost) -> dict[str, Any]:
-    tost = MARGIN / se - Z_ONE if se > 0 else math.inf
+def _power_row(lo, hi, design, base_component, b, s, i, se, cost, *, bootstrap: bool = False) -> dict[str, Any]:
+    n = None if bootstrap else b
     return {
         "kl_low": lo, "kl_high": hi, "design": design, "base_component": base_component, "n_bases": b,
-        "n_seeds": s, "n_items": i, "se": se, "detectable": (Z_TWO + Z_POWER) * se,
-        "equivalence_power": float(_tost_power(tost)) if math.isfinite(se) else math.nan,
-        "reaches_margin": bool((Z_TWO + Z_POWER) * se <= MARGIN), "cost_min": cost / 60,
-        "within_budget": bool(cost <= BUDGET_S) if math.isfinite(cost) else False, "margin": MARGIN,
+        "n_seeds": s, "n_items": i, "se": se, "detectable": detectable(se, n) if math.isfinite(se) else math.nan,
+        "equivalence_power": equivalence_power(se, n) if math.isfinite(se) else math.nan,
+        "reaches_margin": bool(math.isfinite(se) and detectable(se, n) <= MARGIN),
+        "cost_min": cost / 60, "within_budget": bool(cost <= BUDGET_S) if math.isfinite(cost) else False,
+        "margin": MARGIN,
     }  # fmt: skip
-
-
-def _tost_power(x: float) -> float:
-    """Equivalence (TOST) power at true difference 0, one side's normal approximation ``Phi(m/SE - z_0.95)``, less
-    the other side's failure: ``2 Phi(m/SE - z) - 1`` (0 when negative)."""
-    return max(0.0, 2 * 0.5 * (1 + math.erf(x / math.sqrt(2))) - 1)
 
 
 def write_power(trajectories: str, run_info: str, frontier: str, out_dir: str, regime: str = "constant_b0.2") -> None:
