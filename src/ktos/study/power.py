@@ -27,7 +27,8 @@ agree item by item. The new design's interval is a Student t interval over the `
 ``(t_0.975 + t_0.80) SE`` (``2.8 SE`` for large ``B``: the committed bootstrap's rule); *the same* (two one-sided
 tests at 5% inside ``±MARGIN``) at true difference 0 with 80% power needs ``SE <= MARGIN / (t_0.95 + t_0.90)``
 (``0.02 / 2.93 = 0.0068`` for large ``B``); the design asks for both (:func:`smallest_design`). The committed
-argmax design's SE is its bootstrap sd, ``detectable / 2.8`` of frontier.csv. A new base is a draw of the same base factor, and the 3 committed bases give ``s2_base`` on 2
+argmax design's SE is its bootstrap sd, ``detectable / 2.8`` of frontier.csv.
+A new base is a draw of the same base factor, and the 3 committed bases give ``s2_base`` on 2
 degrees of freedom, a rough estimate: the design is chosen with the upper 80% confidence bound of ``s2_base``
 (chi-square on 2 degrees of freedom), the point estimate beside it. The seed term is estimated on 200 items and
 is the true seed variance (the run-by-item noise is its own term), so more items shrink only the item terms.
@@ -60,6 +61,8 @@ KL_FIT_MAX = 3.0
 #: 200 items measured 30 times; 30 s allows for measuring 15x the items), cores, budget (seconds of wall time),
 #: seconds to pretrain one base, and the 0.09M bases already committed in the accuracy band.
 SECONDS_PER_RUN, CORES, BUDGET_S, SECONDS_PER_BASE, COMMITTED_BASES = 30.0, 2, 90 * 60.0, 60.0, 5
+#: Held-out items of the new design (3 sets of 1,000).
+DESIGN_ITEMS = 3000
 COMPONENTS = ("base", "seed", "item", "base_item", "residual")
 
 
@@ -206,9 +209,10 @@ def power_tables(df: pd.DataFrame, infos: list[dict[str, Any]], regime: str, com
                  ) -> dict[str, pd.DataFrame]:  # fmt: skip
     """``variance_components`` (per bin) and ``power`` (per bin: the committed argmax design's detectable difference
     from ``committed_frontier`` — frontier.csv's bootstrap — then the curve design at the committed size, at the
-    smallest design reaching the margin with 3,000 items, with the point and the upper-80% base component)."""
+    smallest design reaching the margin with 3,000 and 10,000 items, with the point and the upper-80% base component,
+    and the chosen design: the largest bin's smallest under the upper-80% base component, read in every bin)."""
     cp = item_checkpoints(df, infos, regime)
-    comp_rows, power_rows = [], []
+    comp_rows, power_rows, uppers = [], [], []
     for lo, hi in POWER_BINS:
         k0 = (lo + hi) / 2
         vc = variance_components(run_item_differences(cp, k0))
@@ -226,11 +230,21 @@ def power_tables(df: pd.DataFrame, infos: list[dict[str, Any]], regime: str, com
             b, s, i = vc["n_bases"], vc["n_seeds"], vc["n_items"]
             power_rows.append(_power_row(lo, hi, "curve (committed size)", label, b, s, i, standard_error(s2, b, s, i),
                                          run_cost_s(b, s)))  # fmt: skip
-            for n_items in (3000, 10000):
+            for n_items in (DESIGN_ITEMS, 10000):
                 d = smallest_design(s2, n_items=n_items)
                 se = standard_error(s2, d["n_bases"], d["n_seeds"], n_items) if d["n_bases"] else math.nan
                 power_rows.append(_power_row(lo, hi, "curve (smallest)", label, d["n_bases"], d["n_seeds"], n_items,
                                              se, d["cost_s"]))  # fmt: skip
+        uppers.append(((lo, hi), vc, up))
+    # The chosen design: the largest of the bins' smallest designs under the upper-80% base component, 3,000 items.
+    chosen = [r for r in power_rows if r["design"] == "curve (smallest)" and r["base_component"] == "base upper 80%"
+              and r["n_items"] == DESIGN_ITEMS and r["n_bases"] > 0]  # fmt: skip
+    if len(chosen) == len(POWER_BINS):
+        b, s = max(r["n_bases"] for r in chosen), max(r["n_seeds"] for r in chosen)
+        for (lo, hi), vc, up in uppers:
+            for label, s2 in (("point", vc), ("base upper 80%", up)):
+                se = standard_error(s2, b, s, DESIGN_ITEMS)
+                power_rows.append(_power_row(lo, hi, "curve (chosen)", label, b, s, DESIGN_ITEMS, se, run_cost_s(b, s)))
     return {"variance_components": pd.DataFrame(comp_rows), "power": pd.DataFrame(power_rows)}
 
 
