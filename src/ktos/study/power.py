@@ -245,7 +245,36 @@ def power_tables(df: pd.DataFrame, infos: list[dict[str, Any]], regime: str, com
             for label, s2 in (("point", vc), ("base upper 80%", up)):
                 se = standard_error(s2, b, s, DESIGN_ITEMS)
                 power_rows.append(_power_row(lo, hi, "curve (chosen)", label, b, s, DESIGN_ITEMS, se, run_cost_s(b, s)))
-    return {"variance_components": pd.DataFrame(comp_rows), "power": pd.DataFrame(power_rows)}
+    return {
+        "variance_components": pd.DataFrame(comp_rows),
+        "power": pd.DataFrame(power_rows),
+        "coverage": coverage_table(cp, infos),
+    }
+
+
+def coverage_table(cp: ItemCheckpoints, infos: list[dict[str, Any]]) -> pd.DataFrame:
+    """Per method and learning rate of :data:`CURVE_LRS`: the smallest and largest probe KL over its measured
+    checkpoints (mean over runs), the runs' median wall seconds, and per bin centre the share of runs whose
+    checkpoints (all of :data:`CURVE_LRS`, KL up to :data:`KL_FIT_MAX`) lie on both sides of it."""
+    lr_i = [int(np.flatnonzero(np.isclose(cp.lrs, lr))[0]) for lr in CURVE_LRS if np.isclose(cp.lrs, lr).any()]
+    rows = []
+    for name in ("kto", "kto_s"):
+        m = cp.methods.index(name)
+        straddle = {}
+        for lo, hi in POWER_BINS:
+            k0 = (lo + hi) / 2
+            ok = [
+                np.isfinite(curve_weights(cp.kl[m, lr_i, :, r].reshape(-1), k0)).all() for r in range(len(cp.run_base))
+            ]
+            straddle[f"share_runs_read_at_{k0:g}"] = float(np.mean(ok))
+        for lr, i in ((float(cp.lrs[j]), j) for j in lr_i):
+            mean_kl = np.nanmean(cp.kl[m, i], -1)
+            secs = [x["elapsed_s"] for x in infos if x.get("method") == name and np.isclose(x["learning_rate"], lr)
+                    and x.get("status") == "completed" and "elapsed_s" in x]  # fmt: skip
+            rows.append({"method": name, "lr": lr, "kl_min": float(np.nanmin(mean_kl)),
+                         "kl_max": float(np.nanmax(mean_kl)), "run_seconds_median": float(np.median(secs)) if secs
+                         else math.nan, **straddle})  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 def _power_row(lo, hi, design, base_component, b, s, i, se, cost, *, bootstrap: bool = False) -> dict[str, Any]:
