@@ -79,7 +79,7 @@ def test_smallest_design_is_the_cheapest_reaching_equivalence_power():
 def test_committed_tables_are_what_the_code_computes(tmp_path):
     power.write_power(str(FRONTIER / "trajectories.csv.gz"), str(FRONTIER / "run_info.jsonl.gz"),
                       str(FRONTIER / "tables" / "frontier.csv"), str(tmp_path))  # fmt: skip
-    for name in ("power", "variance_components", "coverage"):
+    for name in ("power", "variance_components", "coverage", "sensitivity"):
         pd.testing.assert_frame_equal(
             pd.read_csv(tmp_path / f"{name}.csv"), pd.read_csv(FRONTIER / "power" / f"{name}.csv")
         )

@@ -66,11 +66,11 @@ DESIGN_ITEMS = 3000
 COMPONENTS = ("base", "seed", "item", "base_item", "residual")
 
 
-def curve_weights(kl: np.ndarray, k0: float) -> np.ndarray:
+def curve_weights(kl: np.ndarray, k0: float, kl_max: float | None = None) -> np.ndarray:
     """Least-squares weights ``h`` (NaN-KL checkpoints and those above :data:`KL_FIT_MAX` weigh 0) such that
     ``sum(h * A)`` is the fitted ``a + alpha d - beta d^2`` at ``d = sqrt(k0)``; all NaN with fewer than 4 points
     or no point on both sides of ``k0``."""
-    use = np.isfinite(kl) & (kl <= KL_FIT_MAX)
+    use = np.isfinite(kl) & (kl <= (KL_FIT_MAX if kl_max is None else kl_max))
     h = np.zeros(kl.shape)
     d = np.sqrt(np.clip(np.where(use, kl, 0.0), 0.0, None))
     if use.sum() < 4 or not ((kl[use] < k0).any() and (kl[use] > k0).any()):
@@ -81,7 +81,9 @@ def curve_weights(kl: np.ndarray, k0: float) -> np.ndarray:
     return h
 
 
-def run_item_differences(cp: ItemCheckpoints, k0: float, method: str = "kto_s", reference: str = "kto") -> np.ndarray:
+def run_item_differences(
+    cp: ItemCheckpoints, k0: float, method: str = "kto_s", reference: str = "kto", kl_max: float | None = None
+) -> np.ndarray:
     """``e[base, seed, item]``: per run the fitted-curve difference ``method - reference`` at probe KL ``k0`` as a
     sum over items (its item mean is the run's difference); runs of each base in seed order."""
     lr_i = [int(np.flatnonzero(np.isclose(cp.lrs, lr))[0]) for lr in CURVE_LRS if np.isclose(cp.lrs, lr).any()]
@@ -92,7 +94,7 @@ def run_item_differences(cp: ItemCheckpoints, k0: float, method: str = "kto_s", 
             m = cp.methods.index(name)
             kl = cp.kl[m, lr_i, :, r].reshape(-1)
             y = cp.correct[m, lr_i, :, r, :].reshape(len(kl), -1)
-            h = curve_weights(kl, k0)
+            h = curve_weights(kl, k0, kl_max)
             e = e + sign * (np.nan_to_num(y) * h[:, None]).sum(0) if np.isfinite(h).all() else np.nan
         out.append(e)
     n_seeds = np.bincount(cp.run_base).min()
@@ -249,7 +251,28 @@ def power_tables(df: pd.DataFrame, infos: list[dict[str, Any]], regime: str, com
         "variance_components": pd.DataFrame(comp_rows),
         "power": pd.DataFrame(power_rows),
         "coverage": coverage_table(cp, infos),
+        "sensitivity": sensitivity_table(cp),
     }
+
+
+#: Upper ends of the fitted KL range tried beside :data:`KL_FIT_MAX` (:func:`sensitivity_table`).
+SENSITIVITY_KL_MAX: tuple[float, ...] = (2.5, 3.0, 4.0)
+
+
+def sensitivity_table(cp: ItemCheckpoints) -> pd.DataFrame:
+    """Per fitted KL range and bin: the variance components and the smallest design at :data:`DESIGN_ITEMS` items
+    (point and upper-80% base component): how much the design rests on the fit's range."""
+    rows = []
+    for kl_max in SENSITIVITY_KL_MAX:
+        for lo, hi in POWER_BINS:
+            vc = variance_components(run_item_differences(cp, (lo + hi) / 2, kl_max=kl_max))
+            row = {"kl_fit_max": kl_max, "kl_low": lo, "kl_high": hi, "mean_diff": vc["mean"],
+                   **{f"var_{k}": vc[k] for k in COMPONENTS}}  # fmt: skip
+            for label, s2 in (("point", vc), ("upper80", dict(vc, base=base_upper(vc)))):
+                d = smallest_design(s2, n_items=DESIGN_ITEMS)
+                row.update({f"n_bases_{label}": d["n_bases"], f"n_seeds_{label}": d["n_seeds"]})
+            rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def coverage_table(cp: ItemCheckpoints, infos: list[dict[str, Any]]) -> pd.DataFrame:
