@@ -41,6 +41,11 @@ STAGES: dict[str, tuple[str, str, str]] = {
         "write_tables",
         "write the study's tables and the computed verdict from a trajectory table",
     ),
+    "power": (
+        "study.power",
+        "write_power",
+        "power analysis of the matched-KL frontier from a committed frontier study",
+    ),
 }
 
 
@@ -140,6 +145,13 @@ def _stage_commands(sub: argparse._SubParsersAction) -> None:
         p.add_argument(
             "--names", nargs="+", help=f"make exactly these {name} (the workflow's plan; default: all the data allow)"
         )
+
+    p = parsers["power"]
+    p.add_argument("--trajectories", required=True, help="the frontier study's trajectories.csv(.gz)")
+    p.add_argument("--run-info", dest="run_info", required=True, help="its run_info.jsonl(.gz), per-item outcomes")
+    p.add_argument("--frontier", required=True, help="its committed frontier.csv (the argmax design's bootstrap)")
+    p.add_argument("--output", dest="out_dir", required=True)
+    p.add_argument("--regime")
 
 
 def _run_stage(args: argparse.Namespace) -> Any:
