@@ -22,19 +22,25 @@ from ktos.toy.tiny import build_tiny_model, build_tiny_tokenizer
 def test_policy_kl_is_zero_before_training(tiny_model_dir, tmp_path) -> None:
     trainer = make_trainer(tiny_model_dir, tmp_path, Dataset.from_list(feedback_rows(16, 8)), kl_probe_size=0)
     prompts = heldout_prompts(Dataset.from_list(feedback_rows(8, 4, seed=2)), 8)
+    rng = torch.get_rng_state()
     measured = PolicyKL(trainer, prompts, max_new_tokens=8, seed=0).measure()
+    assert torch.equal(torch.get_rng_state(), rng)  # no draw from the global generator
     assert abs(measured["policy_kl"]) < 1e-6
     assert measured["policy_kl_tokens"] >= 1
 
 
 def test_policy_kl_is_never_negative_and_the_training_is_unchanged(tiny_model_dir, tmp_path) -> None:
     # The same run with the policy KL on and off: identical loss, kl and probe_kl at every step (exact equality),
-    # so the sampler draws nothing from the global RNG and changes no step; every logged policy_kl is >= 0.
+    # so the sampler draws nothing from the global RNG and changes no step; every logged policy_kl is >= 0. The
+    # attention dropout makes every training step draw from the global RNG, so a draw by the sampler would show.
     train = Dataset.from_list(feedback_rows(24, 12))
     held = Dataset.from_list(feedback_rows(12, 6, seed=1))
     histories = {}
     for size in (0, 6):
         model, tokenizer = load_model_and_tokenizer(str(tiny_model_dir))
+        for module in model.modules():
+            if hasattr(module, "attention_dropout"):
+                module.attention_dropout = 0.1
         args = KTOSConfig(
             output_dir=str(tmp_path / str(size)), policy_kl_size=size, policy_kl_steps=2, policy_kl_max_new_tokens=6,
             kl_probe_size=8, max_steps=4, per_device_train_batch_size=4, max_length=32, learning_rate=1e-2,
