@@ -81,7 +81,7 @@ COLUMNS: tuple[str, ...] = (
 #: Columns that tables written before they existed lack (read as NaN).
 OPTIONAL_COLUMNS: tuple[str, ...] = (
     "base", "step_quality_val", "step_quality_test", "update_norm", "quality_val", "quality_test", "base_quality_val",
-    "base_quality_test", "params",
+    "base_quality_test", "params", "policy_kl", "policy_kl_se",
 )  # fmt: skip
 #: Trajectory keys as logged by TRL -> table columns.
 RENAME: dict[str, str] = {
