@@ -73,8 +73,10 @@ def main() -> None:
             measure_times.append(time.perf_counter() - start)
             tokens.append(measured["policy_kl_tokens"])
     step, measure = statistics.median(step_times), statistics.median(measure_times)
-    print(f"device {trainer.accelerator.device}, policy_kl_size {opts.size}, max_new_tokens {opts.max_new_tokens}, "
-          f"mean sampled length {statistics.mean(tokens):.1f}, train batch {opts.batch_size}")  # fmt: skip
+    print(
+        f"device {trainer.accelerator.device}, policy_kl_size {opts.size}, max_new_tokens {opts.max_new_tokens}, "
+        f"mean sampled length {statistics.mean(tokens):.1f}, train batch {opts.batch_size}"
+    )
     print(f"training step without policy KL: {step * 1e3:8.1f} ms (median of {opts.repeats})")
     print(f"training step with policy KL:    {(step + measure) * 1e3:8.1f} ms (step + one measurement)")
     print(f"ratio with / without:            {(step + measure) / step:8.2f}")

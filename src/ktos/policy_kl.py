@@ -156,9 +156,10 @@ class PolicyKL:
                     ids, attention, mask = self._sample(model, ids, attention, generator)
                     steps = mask.size(1)
                     # logits at width-1+t predict the token sampled at width+t
-                    logp = torch.log_softmax(_logits(model, ids, attention)[:, width - 1 : width - 1 + steps].float(), -1)
+                    scored = slice(width - 1, width - 1 + steps)
+                    logp = torch.log_softmax(_logits(model, ids, attention)[:, scored].float(), -1)
                     with compat.reference_model(self.trainer) as ref:
-                        ref_logits = _logits(ref, ids, attention)[:, width - 1 : width - 1 + steps]
+                        ref_logits = _logits(ref, ids, attention)[:, scored]
                     logq = torch.log_softmax(ref_logits.float(), -1)
                     per_token = (logp.exp() * (logp - logq)).sum(-1)
                     kls.append(per_token.masked_fill(~mask, 0.0).sum(-1).cpu())
