@@ -5,6 +5,7 @@ The public API, imported lazily (``import ktos`` loads neither torch nor TRL unt
 * :class:`KTOSConfig`, :class:`KTOSTrainer`: TRL's ``KTOConfig``/``KTOTrainer`` with KTO, KTO-S or KTO-zero;
 * :func:`kto_loss`, :func:`gradient_weight`: the losses as pure functions;
 * :class:`KLProbe`, :class:`ProbeCallback`: the held-out probe KL, logged through the trainer;
+* :class:`PolicyKL`, :class:`PolicyKLCallback`: the policy's KL to the reference on its own samples;
 * :func:`load_feedback`, :class:`DataValidationError`, :func:`check_feedback`: loading and validating binary feedback;
 * :func:`class_weights`, :func:`interleave_order`: balancing desirable and undesirable examples;
 * :func:`load_model_and_tokenizer`: a model and tokenizer from a hub id or a local path.
@@ -29,6 +30,8 @@ _EXPORTS: dict[str, str] = {
     "gradient_weight": "losses",
     "KLProbe": "probe",
     "ProbeCallback": "probe",
+    "PolicyKL": "policy_kl",
+    "PolicyKLCallback": "policy_kl",
     "load_feedback": "data",
     "DataValidationError": "validation",
     "check_feedback": "validation",

@@ -40,6 +40,21 @@ class KTOSConfig(compat.KTOConfig):
         kl_probe_dataset (`str`, *optional*):
             The probe's held-out data: any source `ktos.load_feedback` reads (a file, a folder, a hub id). Default:
             the trainer's `eval_dataset`.
+        policy_kl_size (`int`, defaults to `0`):
+            Number of fixed held-out prompts (the first distinct ones of `kl_probe_dataset` or else `eval_dataset`)
+            on which the policy's KL to the reference model is measured on its own samples: one completion per
+            prompt, the exact per-token KL summed over it (`ktos.policy_kl`). Logs `policy_kl` (nats per sequence),
+            `policy_kl_se` and `policy_kl_tokens`. `0` turns it off (the default: it samples, which costs about
+            `policy_kl_size * policy_kl_max_new_tokens` forward steps per measurement; see docs/methods.md). Set
+            without held-out data, `KTOSTrainer` raises `ValueError`.
+        policy_kl_steps (`int`, defaults to `5`):
+            Measure the policy KL every this many optimizer steps (and at step 1 and the last).
+        policy_kl_max_new_tokens (`int`, defaults to `32`):
+            Most tokens sampled per completion (sampling stops earlier at EOS); the KL is that of sequences this
+            long at most.
+        policy_kl_seed (`int`, *optional*):
+            Seed of the policy KL's own sampling generator, reseeded at every measurement (the same noise at every
+            step; the global RNG is untouched). Default: `seed`.
         log_update_norm (`bool`, defaults to `True`):
             Log `update_norm`, the L2 norm of each optimizer step's change to the trainable parameters (costs one
             copy of them).
@@ -78,6 +93,22 @@ class KTOSConfig(compat.KTOConfig):
         default=None,
         metadata={"help": "Held-out data for the KL probe (a file, folder or hub id); default: the eval dataset."},
     )
+    policy_kl_size: int = field(
+        default=0,
+        metadata={"help": "Held-out prompts for the policy KL on the policy's own samples (0 turns it off)."},
+    )
+    policy_kl_steps: int = field(
+        default=5,
+        metadata={"help": "Measure the policy KL every this many optimizer steps (and at step 1 and the last)."},
+    )
+    policy_kl_max_new_tokens: int = field(
+        default=32,
+        metadata={"help": "Most tokens sampled per completion for the policy KL (sampling stops at EOS)."},
+    )
+    policy_kl_seed: int | None = field(
+        default=None,
+        metadata={"help": "Seed of the policy KL's own sampler, the same at every measurement; default: seed."},
+    )
     log_update_norm: bool = field(default=True, metadata={"help": "Log update_norm, each step's L2 parameter change."})
     logging_steps: float = field(
         default=1,
@@ -98,6 +129,8 @@ class KTOSConfig(compat.KTOConfig):
         super().__post_init__()
         if self.kl_probe_size < 0 or self.kl_probe_steps < 1:
             raise ValueError("kl_probe_size must be >= 0 and kl_probe_steps >= 1")
+        if self.policy_kl_size < 0 or self.policy_kl_steps < 1 or self.policy_kl_max_new_tokens < 1:
+            raise ValueError("policy_kl_size must be >= 0, policy_kl_steps >= 1 and policy_kl_max_new_tokens >= 1")
 
     def _resolve_loss_type(self) -> None:
         """``loss_type`` from itself and ``use_kto_s``; ``ValueError`` when they contradict or it is unknown."""

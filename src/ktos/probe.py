@@ -32,12 +32,19 @@ def probe_dataset(args: Any, eval_dataset: Dataset | dict[str, Dataset] | None) 
     (the first of a dict of them), else none."""
     if args.kl_probe_size == 0:
         return None
+    held_out = heldout_dataset(args, eval_dataset)
+    if held_out is None:
+        log.info("KL probe off: no kl_probe_dataset and no eval_dataset")
+    return held_out
+
+
+def heldout_dataset(args: Any, eval_dataset: Dataset | dict[str, Dataset] | None) -> Dataset | None:
+    """The held-out data of a ``KTOSConfig`` whatever ``kl_probe_size``: the source ``kl_probe_dataset`` names, else
+    ``eval_dataset`` (the first of a dict of them), else none. Shared by the probe and :mod:`ktos.policy_kl`."""
     if args.kl_probe_dataset:
         return load_feedback(args.kl_probe_dataset, require_both_labels=False)
     if isinstance(eval_dataset, dict):
         eval_dataset = next(iter(eval_dataset.values()), None)
-    if eval_dataset is None:
-        log.info("KL probe off: no kl_probe_dataset and no eval_dataset")
     return eval_dataset
 
 

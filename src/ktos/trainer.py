@@ -25,7 +25,8 @@ from .config import KTOSConfig
 from .hooked_loss import hooked_compute_loss
 from .loss_types import LOSS_TYPE_NAMES, TRL_COMPUTED
 from .preparation import cached_prepare
-from .probe import KLProbe, ProbeCallback, probe_dataset
+from .policy_kl import PolicyKL, PolicyKLCallback, heldout_prompts
+from .probe import KLProbe, ProbeCallback, heldout_dataset, probe_dataset
 from .update_norm import UpdateNormCallback
 from .validation import check_feedback
 
@@ -100,8 +101,10 @@ class KTOSTrainer(compat.KTOTrainer):
     together draws a warning (:func:`ktos.balance.warn_if_sorted_by_label`). Configurations listed by
     :func:`bypasses` raise ``ValueError``. The training set is read in file order. With ``kl_probe_size > 0``
     and held-out data (``kl_probe_dataset`` or ``eval_dataset``) the KL probe is measured every
-    ``kl_probe_steps`` steps and logged. The first training step raises ``RuntimeError`` if its loss did not
-    come from :meth:`kto_loss` (or, for a loss TRL computes, TRL's code).
+    ``kl_probe_steps`` steps and logged; with ``policy_kl_size > 0`` the policy KL (:mod:`ktos.policy_kl`) is
+    measured every ``policy_kl_steps`` steps on that held-out data's prompts (``ValueError`` without any). The
+    first training step raises ``RuntimeError`` if its loss did not come from :meth:`kto_loss` (or, for a loss TRL
+    computes, TRL's code).
     """
 
     args: KTOSConfig
@@ -146,6 +149,12 @@ class KTOSTrainer(compat.KTOTrainer):
             args.undesirable_weight,
         )
         held_out = probe_dataset(args, eval_dataset)
+        policy_kl_data = heldout_dataset(args, eval_dataset) if args.policy_kl_size > 0 else None
+        if args.policy_kl_size > 0 and policy_kl_data is None:
+            raise ValueError(
+                f"policy_kl_size={args.policy_kl_size} needs held-out prompts: give kl_probe_dataset or eval_dataset "
+                "(or set policy_kl_size=0)"
+            )
         super().__init__(
             model=model,
             ref_model=ref_model,
@@ -159,6 +168,11 @@ class KTOSTrainer(compat.KTOTrainer):
         self.probe = None if held_out is None else KLProbe(self, held_out, args.kl_probe_size)
         if self.probe is not None:
             self.add_callback(ProbeCallback(self, self.probe, every=args.kl_probe_steps))
+        self.policy_kl = None
+        if policy_kl_data is not None:
+            prompts = heldout_prompts(policy_kl_data, args.policy_kl_size)
+            self.policy_kl = PolicyKL(self, prompts, args.policy_kl_max_new_tokens, seed=args.policy_kl_seed)
+            self.add_callback(PolicyKLCallback(self, self.policy_kl, every=args.policy_kl_steps))
 
     @property
     def _name(self) -> str:  # type: ignore[override]

@@ -35,11 +35,15 @@ TRAJECTORY_FILE = "trajectory.jsonl"
 RUN_INFO_FILE = "run_info.json"
 #: Measurements logged at their steps only (:class:`ktos.probe.ProbeCallback`), copied when present:
 #: the probe KL (nats per sequence), its standard error, the probe KL per token (nats per completion
-#: token) and the task quality (a fraction; ``_val`` and ``_test``: the held-out items' two halves).
+#: token), the policy KL on the policy's own samples and its standard error (:mod:`ktos.policy_kl`, nats per
+#: sequence; NaN where not measured) and the task quality (a fraction; ``_val`` and ``_test``: the held-out items'
+#: two halves).
 MEASURED_KEYS = (
     "probe_kl",
     "probe_kl_se",
     "probe_kl_per_token",
+    "policy_kl",
+    "policy_kl_se",
     "step_quality",
     "step_quality_val",
     "step_quality_test",
@@ -77,7 +81,7 @@ COLUMNS: tuple[str, ...] = (
 #: Columns that tables written before they existed lack (read as NaN).
 OPTIONAL_COLUMNS: tuple[str, ...] = (
     "base", "step_quality_val", "step_quality_test", "update_norm", "quality_val", "quality_test", "base_quality_val",
-    "base_quality_test", "params",
+    "base_quality_test", "params", "policy_kl", "policy_kl_se",
 )  # fmt: skip
 #: Trajectory keys as logged by TRL -> table columns.
 RENAME: dict[str, str] = {
