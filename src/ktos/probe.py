@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 def probe_dataset(args: Any, eval_dataset: Dataset | dict[str, Dataset] | None) -> Dataset | None:
     """The probe's held-out data for a ``KTOSConfig``: none when ``kl_probe_size`` is 0, else the source
     ``kl_probe_dataset`` names (loaded by :func:`ktos.data.load_feedback`, one label allowed), else ``eval_dataset``
-    (the first of a dict of them), else none."""
+    (the first of a dict of them), else none: with the probe's default size and interval one WARNING says it is
+    off, and a probe asked for explicitly (``args.probe_asked``) raises ``ValueError``."""
     if args.kl_probe_size == 0:
         return None
     if args.kl_probe_dataset:
@@ -37,7 +38,16 @@ def probe_dataset(args: Any, eval_dataset: Dataset | dict[str, Dataset] | None) 
     if isinstance(eval_dataset, dict):
         eval_dataset = next(iter(eval_dataset.values()), None)
     if eval_dataset is None:
-        log.info("KL probe off: no kl_probe_dataset and no eval_dataset")
+        if getattr(args, "probe_asked", False):
+            raise ValueError(
+                f"kl_probe_size={args.kl_probe_size}, kl_probe_steps={args.kl_probe_steps} ask for the KL probe, but "
+                "there is no held-out data to build it from: give an eval_dataset (ktos train: --eval_data) or "
+                "kl_probe_dataset, or set kl_probe_size=0"
+            )
+        log.warning(
+            "KL probe off: no eval_dataset and no kl_probe_dataset to build it from; give either to measure "
+            "probe_kl (kl_probe_size=0 turns the probe off without this warning)"
+        )
     return eval_dataset
 
 

@@ -23,7 +23,7 @@ from . import compat, losses
 from .balance import warn_if_sorted_by_label
 from .config import KTOSConfig
 from .hooked_loss import hooked_compute_loss
-from .loss_types import LOSS_TYPE_NAMES, TRL_COMPUTED
+from .loss_types import LOSS_TYPE_NAMES, REFERENCE_POINTS, TRL_COMPUTED, announcement
 from .preparation import cached_prepare
 from .probe import KLProbe, ProbeCallback, probe_dataset
 from .update_norm import UpdateNormCallback
@@ -60,6 +60,7 @@ def with_method_section(card: str, loss_type: str) -> str:
     kto = compat.KTOTrainer._paper
     section = (
         f"## Method: {LOSS_TYPE_NAMES[loss_type]}\n\n{METHOD_DESCRIPTIONS[loss_type]}\n\n"
+        f"`loss_type={loss_type!r}`: {REFERENCE_POINTS[loss_type]}.\n\n"
         "Trained with ktos (`ktos.KTOSTrainer`, TRL's `KTOTrainer` with its loss replaced). "
         f"KTO was introduced in [{kto['title']}](https://huggingface.co/papers/{kto['id']})"
     )
@@ -135,6 +136,7 @@ class KTOSTrainer(compat.KTOTrainer):
         self.train_tokens = 0  # attention-mask tokens trained on (the hooked path's num_tokens)
         self._loss_checked = False
         self._step_metrics: dict[str, float] = {}
+        log.warning("%s", announcement(str(args.loss_type)))
         log.info(
             "%s (TRL %s): training %s (loss_type=%r) with beta=%g (desirable_weight=%g, undesirable_weight=%g)",
             type(self).__name__,
