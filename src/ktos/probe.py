@@ -134,6 +134,13 @@ class ProbeCallback(TrainerCallback):
         self.extra_steps: Sequence[int] = extra[0] if extra else ()
         self.measure_extra: Callable[[], dict[str, float]] | None = extra[1] if extra else None
 
+    def add_extra(self, extra: tuple[Sequence[int], Callable[[], dict[str, float]]]) -> None:
+        """Also call ``measure()`` at ``steps`` (``extra = (steps, measure)``), as if given at construction (one
+        callback, so transformers sees no second ``ProbeCallback``); one extra per callback."""
+        if self.measure_extra is not None:
+            raise ValueError("this ProbeCallback already measures an extra")
+        self.extra_steps, self.measure_extra = extra
+
     def is_probe_step(self, step: int, max_steps: int) -> bool:
         """Whether the probe is measured after optimizer step ``step`` (1-based) of ``max_steps``."""
         return self.probe is not None and (step == 1 or step % self.every == 0 or step == max_steps)

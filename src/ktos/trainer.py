@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pyarrow.compute as pc
 import torch
 from datasets import Dataset
 
@@ -93,6 +94,29 @@ def bypasses(args: KTOSConfig, kwargs: dict[str, Any]) -> list[str]:
     return reasons
 
 
+def warn_if_truncated(dataset: Any, max_length: int | None, name: str = "training") -> int:
+    """Count the examples of TRL's prepared ``dataset`` (``prompt_ids``, ``completion_ids``) whose prompt and
+    completion together exceed ``max_length`` tokens, which TRL's collator cuts to ``max_length``; one WARNING when
+    any are. Returns the count."""
+    if max_length is None or not isinstance(dataset, Dataset):
+        return 0
+    if not {"prompt_ids", "completion_ids"} <= set(dataset.column_names):
+        return 0
+    table = dataset.select_columns(["prompt_ids", "completion_ids"]).with_format("arrow")[:]
+    lengths = pc.add(pc.list_value_length(table["prompt_ids"]), pc.list_value_length(table["completion_ids"]))
+    cut = int(pc.sum(pc.greater(lengths, max_length)).as_py() or 0)
+    if cut:
+        log.warning(
+            "%d of %d %s examples were truncated to max_length=%d tokens (prompt + completion): raise max_length "
+            "to keep them whole",
+            cut,
+            len(dataset),
+            name,
+            max_length,
+        )
+    return cut
+
+
 class KTOSTrainer(compat.KTOTrainer):
     """TRL's ``KTOTrainer`` whose loss is KTO-S (``args.loss_type="kto_s"``), plain KTO or KTO-zero.
 
@@ -156,6 +180,7 @@ class KTOSTrainer(compat.KTOTrainer):
             eval_dataset=eval_dataset,
             **kwargs,
         )
+        self.truncated = warn_if_truncated(self.train_dataset, args.max_length)
         if args.log_update_norm:
             self.add_callback(UpdateNormCallback(self))
         self.probe = None if held_out is None else KLProbe(self, held_out, args.kl_probe_size)
