@@ -130,9 +130,8 @@ def test_truncated_examples_are_counted_in_one_warning(tiny_model_dir, tmp_path,
     caplog.set_level(logging.WARNING)
     trainer = make_trainer(tiny_model_dir, tmp_path, Dataset.from_list(rows), kl_probe_size=0)
     warned = [r.getMessage() for r in caplog.records if "truncated" in r.getMessage()]
-    assert trainer.truncated == 2
-    assert warned == ["2 of 16 training examples were truncated to max_length=32 tokens (prompt + completion): "
-                      "raise max_length to keep them whole"]  # fmt: skip
+    assert trainer.truncated == 2 and len(warned) == 1  # TRL 1.16 drops the long prompt, and it is counted too
+    assert warned[0].startswith("2 of 16 training examples were truncated to max_length=32 tokens (prompt + completion")
 
 
 @pytest.mark.slow

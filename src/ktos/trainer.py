@@ -94,25 +94,28 @@ def bypasses(args: KTOSConfig, kwargs: dict[str, Any]) -> list[str]:
     return reasons
 
 
-def warn_if_truncated(dataset: Any, max_length: int | None, name: str = "training") -> int:
-    """Count the examples of TRL's prepared ``dataset`` (``prompt_ids``, ``completion_ids``) whose prompt and
-    completion together exceed ``max_length`` tokens, which TRL's collator cuts to ``max_length``; one WARNING when
-    any are. Returns the count."""
+def warn_if_truncated(dataset: Any, max_length: int | None, given: int, name: str = "training") -> int:
+    """Count the examples of TRL's prepared ``dataset`` (``prompt_ids``, ``completion_ids``; prepared from ``given``
+    rows) whose prompt and completion together exceed ``max_length`` tokens, which TRL's collator cuts to
+    ``max_length``, plus those TRL dropped in preparing it (TRL 1.16 drops a prompt longer than ``max_length``);
+    one WARNING when any are. Returns the count."""
     if max_length is None or not isinstance(dataset, Dataset):
         return 0
     if not {"prompt_ids", "completion_ids"} <= set(dataset.column_names):
         return 0
     table = dataset.select_columns(["prompt_ids", "completion_ids"]).with_format("arrow")[:]
     lengths = pc.add(pc.list_value_length(table["prompt_ids"]), pc.list_value_length(table["completion_ids"]))
-    cut = int(pc.sum(pc.greater(lengths, max_length)).as_py() or 0)
+    dropped = max(given - len(dataset), 0)
+    cut = int(pc.sum(pc.greater(lengths, max_length)).as_py() or 0) + dropped
     if cut:
         log.warning(
-            "%d of %d %s examples were truncated to max_length=%d tokens (prompt + completion): raise max_length "
+            "%d of %d %s examples were truncated to max_length=%d tokens (prompt + completion%s): raise max_length "
             "to keep them whole",
             cut,
-            len(dataset),
+            given,
             name,
             max_length,
+            f"; {dropped} of them dropped by TRL, their prompt alone too long" if dropped else "",
         )
     return cut
 
@@ -171,6 +174,7 @@ class KTOSTrainer(compat.KTOTrainer):
             args.desirable_weight,
             args.undesirable_weight,
         )
+        given = len(train_dataset) if isinstance(train_dataset, Dataset) else 0
         held_out = probe_dataset(args, eval_dataset)
         super().__init__(
             model=model,
@@ -180,7 +184,7 @@ class KTOSTrainer(compat.KTOTrainer):
             eval_dataset=eval_dataset,
             **kwargs,
         )
-        self.truncated = warn_if_truncated(self.train_dataset, args.max_length)
+        self.truncated = warn_if_truncated(self.train_dataset, args.max_length, given)
         if args.log_update_norm:
             self.add_callback(UpdateNormCallback(self))
         self.probe = None if held_out is None else KLProbe(self, held_out, args.kl_probe_size)
