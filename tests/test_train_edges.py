@@ -135,14 +135,22 @@ def test_truncated_examples_are_counted_in_one_warning(tiny_model_dir, tmp_path,
 
 
 @pytest.mark.slow
-def test_a_run_is_quiet_one_probe_callback_and_one_bar(tiny_model_dir, data_files, tmp_path, capfd) -> None:
+def test_a_run_is_quiet_one_probe_callback_and_one_bar(
+    tiny_model_dir, data_files, tmp_path, capfd, monkeypatch
+) -> None:
     # Step quality rides on the trainer's own ProbeCallback (no "there is already one" warning from transformers);
     # the bar's postfix shows loss, kl and probe KL instead of one logged dict per step.
+    import transformers.trainer_callback
+
+    warned: list[str] = []
+    logger = transformers.trainer_callback.logger
+    monkeypatch.setattr(logger, "warning", lambda msg, *a, **k: warned.append(str(msg)))
     train, held = data_files
     run_dir = tmp_path / "run"
     argv = [a for a in flags(tiny_model_dir, train, held, run_dir) if a not in ("--disable_tqdm", "true")]
     assert main([*argv, "--max_steps", "3", "--save_strategy", "no", "--quality_steps", "2"]) == 0
     err = capfd.readouterr().err
+    assert not [m for m in warned if "already one" in m], warned
     assert "You are adding a" not in err and "there is already one" not in err, err
     assert "{'loss'" not in err and "probe_kl=" in err, err
     assert "Map" not in err and "Loading weights" not in err, err
