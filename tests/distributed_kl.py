@@ -41,7 +41,7 @@ if __name__ == "__main__":
     reference = load_model_and_tokenizer(reference_dir)[0]
     args = KTOSConfig(
         output_dir=str(OUT / "run"), per_device_train_batch_size=4, max_length=32, gradient_checkpointing=False,
-        save_strategy="no", disable_tqdm=True, report_to="none", max_steps=4, learning_rate=1e-2,
+        save_strategy="no", disable_tqdm=True, report_to="none", max_steps=4, learning_rate=1e-2, loss_type="kto_s",
     )  # fmt: skip
     trainer = RecordingTrainer(model=model, ref_model=reference, args=args, train_dataset=Dataset.from_list(rows(64)),
                                processing_class=tokenizer)  # fmt: skip

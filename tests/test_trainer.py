@@ -116,7 +116,7 @@ def test_apo_zero_unpaired_is_the_former_kto_zero_step_by_step(
 
 @pytest.mark.parametrize(
     ("fields", "loss_type"),
-    [({}, "kto_s"), ({"use_kto_s": True}, "kto_s"), ({"use_kto_s": False}, "kto"), ({"loss_type": "kto"}, "kto"),
+    [({}, "kto"), ({"use_kto_s": True}, "kto_s"), ({"use_kto_s": False}, "kto"), ({"loss_type": "kto"}, "kto"),
      ({"use_kto_s": False, "loss_type": "apo_zero_unpaired"}, "apo_zero_unpaired")],
 )  # fmt: skip
 def test_use_kto_s_is_the_notes_name_for_loss_type_kto_s(tmp_path, fields, loss_type) -> None:

@@ -50,7 +50,7 @@ def test_eval_strategy_steps_evaluates_a_dataset_name_test_split(tiny_model_dir,
         "--dataset_test_split", "eval", "--eval_strategy", "steps", "--eval_steps", "2", "--output_dir", str(run_dir),
         "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "4", "--max_length", "32",
         "--gradient_checkpointing", "false", "--kl_probe_size", "8", "--max_steps", "4", "--learning_rate", "1e-3",
-        "--save_steps", "4", "--disable_tqdm", "true",
+        "--save_steps", "4", "--disable_tqdm", "true", "--loss_type", "kto_s",
     ]  # fmt: skip
     assert main(argv) == 0
     manifest = json.loads((split_dir / "manifest.json").read_text())

@@ -148,6 +148,7 @@ def test_dry_run_default_config(repo: Path) -> None:
     commands = [line for line in result.stdout.splitlines() if "-m ktos train" in line]
     for command in commands:
         assert "--run_dirs" in command and "--use_kto_s" not in command and "--learning_rate" not in command, command
+        assert "--allow_divergence true" in command, command  # a diverged run is an outcome, not a failed job
     counts = job_counts(result.stdout)
     config = yaml.safe_load((repo / "config/config.yaml").read_text())
     bases = config["synthetic"]["base_seeds"]

@@ -18,8 +18,11 @@ from typing import Any
 
 log = logging.getLogger("ktos")
 
-#: Exit status for invalid input data (the message is one line on stderr).
+#: Exit status for invalid input data and usage errors (unknown keys; the message is one line on stderr).
 EXIT_BAD_DATA = 2
+#: ``ktos train``'s exit status when a run diverged, unless ``--allow_divergence true``
+#: (:data:`ktos.study.driver.EXIT_DIVERGED`).
+EXIT_DIVERGED = 3
 
 
 #: Stage subcommands: name -> (module, function, help). Each flag's ``dest`` is the function's parameter
@@ -209,9 +212,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.command == "train":
-            from .study.driver import train_runs
+            from .study.driver import UsageError, train_runs
 
-            return train_runs(rest)
+            try:
+                return train_runs(rest)
+            except UsageError as err:
+                print(err, file=sys.stderr)
+                return err.code if isinstance(err.code, int) else EXIT_BAD_DATA
         if rest:
             build_parser().error(f"unrecognized arguments: {' '.join(rest)}")
         result = _run_stage(args)

@@ -6,7 +6,10 @@ A dataclass, so it is usable from Python, from YAML (``ktos train --config``) an
 
 from __future__ import annotations
 
+import importlib
+import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 from transformers.utils import is_torch_bf16_gpu_available
@@ -14,27 +17,113 @@ from transformers.utils import is_torch_bf16_gpu_available
 from . import compat
 from .loss_types import LOSS_TYPE_NAMES, study_method
 
+#: The probe's defaults: a probe asked for with other values and no data to build it from is an error.
+KL_PROBE_SIZE, KL_PROBE_STEPS = 64, 1
+
+
+class DefaultChange(NamedTuple):
+    """A ``KTOConfig`` field whose ``KTOSConfig`` default differs on purpose: TRL's default, ktos', and why."""
+
+    trl: str
+    ktos: str
+    reason: str
+
+
+#: Every inherited field whose default differs from TRL's ``KTOConfig`` on purpose (the one list:
+#: ``tests/test_dropin.py`` compares every other field with TRL's, and docs/library.md shows :func:`defaults_table`).
+DEFAULT_CHANGES: dict[str, DefaultChange] = {
+    "logging_steps": DefaultChange("10", "1", "one trajectory row (loss, kl, probe KL) per optimizer step"),
+    "train_sampling_strategy": DefaultChange(
+        "'random' in TRL 1.5.1 (TRL 1.16.0's is 'sequential' too)",
+        "'sequential'",
+        "the only value accepted: TRL builds each example's mismatched KL pair from its neighbours in file order, "
+        "and `ktos balance` writes the batch order",
+    ),
+    "use_cpu": DefaultChange(
+        "False",
+        "True on a machine with neither CUDA nor MPS",
+        "so that training runs there instead of failing TRL's bf16 check",
+    ),
+    "bf16": DefaultChange(
+        "True unless fp16 (resolved in __post_init__)",
+        "False on a machine with neither CUDA nor MPS; on MPS, whether it supports bf16; with CUDA, TRL's",
+        "TRL's bf16 needs a GPU: on a CPU-only machine `KTOConfig()` raises \"Your setup doesn't support bf16/gpu\"",
+    ),
+    "loss_type": DefaultChange(
+        "'kto'",
+        "None, resolved to 'kto' (TRL's) or, with use_kto_s=True, 'kto_s'",
+        "a sentinel so that `use_kto_s` can choose it; unset, ktos trains TRL's KTO as TRL does",
+    ),
+}
+
+
+def defaults_table() -> str:
+    """:data:`DEFAULT_CHANGES` as the Markdown table docs/library.md shows."""
+    rows = [f"| `{name}` | {c.trl} | {c.ktos} | {c.reason} |" for name, c in DEFAULT_CHANGES.items()]
+    return "\n".join(["| field | TRL's `KTOConfig` | `KTOSConfig` | why |", "|---|---|---|---|", *rows])
+
+
+#: ``report_to`` trackers: transformers' availability check (in ``transformers.integrations.integration_utils``)
+#: and what installs the tracker.
+TRACKERS: dict[str, tuple[str, str]] = {
+    "tensorboard": ("is_tensorboard_available", 'pip install "ktos[tracking]"'),
+    "wandb": ("is_wandb_available", "pip install wandb"),
+    "trackio": ("is_trackio_available", "pip install trackio"),
+    "mlflow": ("is_mlflow_available", "pip install mlflow"),
+    "clearml": ("is_clearml_available", "pip install clearml"),
+    "dvclive": ("is_dvclive_available", "pip install dvclive"),
+    "swanlab": ("is_swanlab_available", "pip install swanlab"),
+    "codecarbon": ("is_codecarbon_available", "pip install codecarbon"),
+}
+
+
+def check_class_weight(name: str, value: float) -> None:
+    """``ValueError`` unless the class weight ``name`` is finite and > 0 (a NaN weight trains a NaN loss, 0 or a
+    negative weight drops or reverses a class)."""
+    if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be finite and > 0; got {value!r}")
+
+
+def check_trackers(report_to: list[str] | str | None) -> None:
+    """``ImportError`` naming what to install when a ``report_to`` tracker's package is missing (transformers
+    would fail later, at the trainer's construction, with a message that names no ktos extra)."""
+    names = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    utils = importlib.import_module("transformers.integrations.integration_utils")
+    for name in names:
+        if name in TRACKERS and not getattr(utils, TRACKERS[name][0])():
+            hint = TRACKERS[name][1]
+            extra = "" if name == "tensorboard" else ' (the "ktos[tracking]" extra installs tensorboard only)'
+            raise ImportError(f"report_to={name!r} needs the {name} package, which is not installed: {hint}{extra}")
+
 
 @dataclass
 class KTOSConfig(compat.KTOConfig):
     r"""Configuration for [`KTOSTrainer`]: every field of TRL's `KTOConfig`, plus:
 
     Parameters:
-        loss_type (`str`, defaults to `"kto_s"` unless `use_kto_s=False`, then `"kto"`):
-            TRL's field, with TRL's values and one more. `"kto_s"`: KTO-S, the sign-corrected loss, whose
-            per-example reference point is `-sign(r) * z0`. `"kto"`: TRL's KTO (reference point `z0`).
+        loss_type (`str`, defaults to `"kto"`, TRL's default, unless `use_kto_s=True`, then `"kto_s"`):
+            TRL's field, with TRL's values and one more. `"kto"`: TRL's KTO (reference point `z0`), the default
+            so that swapping `KTOConfig` for `KTOSConfig` trains what TRL trains: the study found KTO-S equal to
+            KTO through step 20 in 515 of 516 paired runs, and whether it is more than a smaller step is
+            undecided (docs/results.md), so ktos does not switch the algorithm silently. `"kto_s"` (or
+            `use_kto_s=True`), the opt-in: KTO-S, the sign-corrected loss, whose per-example reference point is
+            `-sign(r) * z0`.
             `"apo_zero_unpaired"`: KTO-zero, reference point 0, computed by TRL's own code (TRL then builds no
             mismatched pairs and logs `kl` as 0; the probe still measures the KL). Names: `ktos.loss_types`.
         use_kto_s (`bool`, *optional*):
             The notes' toggle: `True` means `loss_type="kto_s"`, `False` a loss type other than `"kto_s"` (`"kto"`
-            when `loss_type` is not given). Given with a `loss_type` it contradicts, it is an error. After
-            construction it is `loss_type == "kto_s"`.
+            when `loss_type` is not given, as when neither is). Given with a `loss_type` it contradicts, it is an
+            error. After construction it is `loss_type == "kto_s"`.
+        desirable_weight, undesirable_weight (`float`, TRL's defaults `1.0`):
+            Must be finite and > 0 (else `ValueError`).
         kl_probe_size (`int`, defaults to `64`):
             Number of fixed held-out mismatched prompt/completion pairs on which the KL to the reference
             model is measured during training (a low-noise companion of the logged batch `kl`). `0` turns
             the probe off. `KTOSTrainer` builds the probe itself from `kl_probe_dataset` or else its
-            `eval_dataset` (without either, there is no probe), and logs `probe_kl`, `probe_kl_se` and
-            `probe_kl_per_token` to `log_history` and every `report_to` tracker.
+            `eval_dataset`. Without either the probe is off: with the defaults (64 pairs every step)
+            `KTOSTrainer` warns once; with a size or interval other than the defaults, asked for explicitly, it
+            raises `ValueError`. It logs `probe_kl`, `probe_kl_se` and `probe_kl_per_token` to `log_history`
+            and every `report_to` tracker.
         kl_probe_steps (`int`, defaults to `1`):
             Measure the probe every this many optimizer steps (and at step 1 and the last).
         kl_probe_dataset (`str`, *optional*):
@@ -64,16 +153,18 @@ class KTOSConfig(compat.KTOConfig):
             longer length. Same loss, `kl`, rewards and gradients as TRL up to floating-point order; see
             docs/performance.md.
 
-    Defaults that differ from `KTOConfig`: `logging_steps=1` (one trajectory row per optimizer step);
-    `train_sampling_strategy="sequential"` on every TRL version (the only value accepted); on a machine
-    with neither CUDA nor Apple's MPS, `use_cpu=True` and `bf16=False` unless set (on MPS, `bf16` defaults to
-    whether the MPS device supports it).
+    Defaults that differ from `KTOConfig`, each with its reason: :data:`DEFAULT_CHANGES` (`logging_steps=1`,
+    `train_sampling_strategy="sequential"`, on a machine with neither CUDA nor Apple's MPS `use_cpu=True` and
+    `bf16=False` unless set, and `loss_type`'s sentinel, resolved to TRL's `"kto"`). A `report_to` tracker whose
+    package is missing raises `ImportError` naming what to install.
     """
 
     loss_type: str | None = field(  # type: ignore[assignment]  # None until __post_init__ resolves it
         default=None,
         metadata={
-            "help": "'kto_s' (KTO-S, the default), 'kto' (TRL's KTO) or 'apo_zero_unpaired' (KTO-zero, TRL's code).",
+            "help": "'kto' (TRL's KTO, the default: a drop-in trains what TRL trains), 'kto_s' (KTO-S, the opt-in; "
+            "whether it is more than a smaller step is undecided, docs/results.md) or 'apo_zero_unpaired' "
+            "(KTO-zero, TRL's code).",
             "choices": list(LOSS_TYPE_NAMES),
         },
     )
@@ -82,11 +173,11 @@ class KTOSConfig(compat.KTOConfig):
         metadata={"help": "True: loss_type 'kto_s'; False: another loss type ('kto' unless loss_type says)."},
     )
     kl_probe_size: int = field(
-        default=64,
+        default=KL_PROBE_SIZE,
         metadata={"help": "Held-out mismatched pairs for the per-step KL probe (0 turns it off)."},
     )
     kl_probe_steps: int = field(
-        default=1,
+        default=KL_PROBE_STEPS,
         metadata={"help": "Measure the KL probe every this many optimizer steps."},
     )
     kl_probe_dataset: str | None = field(
@@ -126,11 +217,19 @@ class KTOSConfig(compat.KTOConfig):
     def __post_init__(self) -> None:
         self._resolve_loss_type()
         self._default_device()
+        check_class_weight("desirable_weight", self.desirable_weight)
+        check_class_weight("undesirable_weight", self.undesirable_weight)
         super().__post_init__()
         if self.kl_probe_size < 0 or self.kl_probe_steps < 1:
             raise ValueError("kl_probe_size must be >= 0 and kl_probe_steps >= 1")
         if self.policy_kl_size < 0 or self.policy_kl_steps < 1 or self.policy_kl_max_new_tokens < 1:
             raise ValueError("policy_kl_size must be >= 0, policy_kl_steps >= 1 and policy_kl_max_new_tokens >= 1")
+        check_trackers(self.report_to)
+
+    @property
+    def probe_asked(self) -> bool:
+        """Whether the KL probe was asked for explicitly: a size (not 0) or an interval other than the defaults."""
+        return self.kl_probe_size not in (0, KL_PROBE_SIZE) or self.kl_probe_steps != KL_PROBE_STEPS
 
     def _resolve_loss_type(self) -> None:
         """``loss_type`` from itself and ``use_kto_s``; ``ValueError`` when they contradict or it is unknown."""
@@ -140,7 +239,7 @@ class KTOSConfig(compat.KTOConfig):
                 "loss_type='kto_s'; give one of the two"
             )
         if self.loss_type is None:
-            self.loss_type = "kto" if self.use_kto_s is False else "kto_s"
+            self.loss_type = "kto_s" if self.use_kto_s else "kto"  # TRL's default unless KTO-S is asked for
         if self.loss_type not in LOSS_TYPE_NAMES:
             raise ValueError(f"loss_type must be one of {', '.join(LOSS_TYPE_NAMES)}; got {self.loss_type!r}")
         self.use_kto_s = self.loss_type == "kto_s"

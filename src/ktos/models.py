@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from .sources import looks_like_path
+
 log = logging.getLogger(__name__)
 
 
@@ -29,18 +31,24 @@ def load_model_and_tokenizer(
     ``model_kwargs`` (``attn_implementation``, ``quantization_config``, ``device_map``; ``None`` values are
     dropped) go to ``from_pretrained``. ``trust_remote_code`` stays off unless asked for. A tokenizer
     without a pad token gets its EOS token as pad, and padding goes on the left as TRL expects. With
-    ``HF_HUB_OFFLINE=1`` a hub id loads only from the local cache; a missing model gives an error that says so.
+    ``HF_HUB_OFFLINE=1`` a hub id loads only from the local cache; one not there raises ``FileNotFoundError``
+    saying so (a missing local directory: "model directory not found").
     """
-    looks_local = os.path.sep in name_or_path or name_or_path.startswith(".")
-    if looks_local and not Path(name_or_path).is_dir():
-        raise FileNotFoundError(f"model directory not found: {name_or_path}")
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    if not Path(name_or_path).expanduser().is_dir():
+        if looks_like_path(name_or_path):
+            raise FileNotFoundError(f"model directory not found: {name_or_path}")
+        if offline and not _cached(name_or_path, revision):
+            raise FileNotFoundError(
+                f"model {name_or_path!r} is not a local directory and not in the local Hugging Face cache, and "
+                "HF_HUB_OFFLINE is set: download it first (unset HF_HUB_OFFLINE) or give a local directory"
+            )
     kwargs: dict = {"trust_remote_code": trust_remote_code, "revision": revision}
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
         extra = {k: v for k, v in model_kwargs.items() if v is not None}
         model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype or "auto", **kwargs, **extra)
     except OSError as err:
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
         hint = " (HF_HUB_OFFLINE is set: only local directories and cached hub models load)" if offline else ""
         raise OSError(f"could not load model {name_or_path!r}{hint}: {err}") from err
     if tokenizer.pad_token is None:
@@ -49,3 +57,14 @@ def load_model_and_tokenizer(
     n_params = sum(p.numel() for p in model.parameters())
     log.info("loaded %s (%s, %.2fM parameters)", name_or_path, type(model).__name__, n_params / 1e6)
     return model, tokenizer
+
+
+def _cached(repo_id: str, revision: str | None) -> bool:
+    """Whether the hub model ``repo_id`` has a ``config.json`` in the local Hugging Face cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+    except ValueError:  # not a valid repo id
+        return False
+    return isinstance(found, str)

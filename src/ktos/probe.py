@@ -29,12 +29,22 @@ log = logging.getLogger(__name__)
 def probe_dataset(args: Any, eval_dataset: Dataset | dict[str, Dataset] | None) -> Dataset | None:
     """The probe's held-out data for a ``KTOSConfig``: none when ``kl_probe_size`` is 0, else the source
     ``kl_probe_dataset`` names (loaded by :func:`ktos.data.load_feedback`, one label allowed), else ``eval_dataset``
-    (the first of a dict of them), else none."""
+    (the first of a dict of them), else none: with the probe's default size and interval one WARNING says it is
+    off, and a probe asked for explicitly (``args.probe_asked``) raises ``ValueError``."""
     if args.kl_probe_size == 0:
         return None
     held_out = heldout_dataset(args, eval_dataset)
     if held_out is None:
-        log.info("KL probe off: no kl_probe_dataset and no eval_dataset")
+        if getattr(args, "probe_asked", False):
+            raise ValueError(
+                f"kl_probe_size={args.kl_probe_size}, kl_probe_steps={args.kl_probe_steps} ask for the KL probe, but "
+                "there is no held-out data to build it from: give an eval_dataset (ktos train: --eval_data) or "
+                "kl_probe_dataset, or set kl_probe_size=0"
+            )
+        log.warning(
+            "KL probe off: no eval_dataset and no kl_probe_dataset to build it from; give either to measure "
+            "probe_kl (kl_probe_size=0 turns the probe off without this warning)"
+        )
     return held_out
 
 
@@ -130,6 +140,13 @@ class ProbeCallback(TrainerCallback):
         self.every = every
         self.extra_steps: Sequence[int] = extra[0] if extra else ()
         self.measure_extra: Callable[[], dict[str, float]] | None = extra[1] if extra else None
+
+    def add_extra(self, extra: tuple[Sequence[int], Callable[[], dict[str, float]]]) -> None:
+        """Also call ``measure()`` at ``steps`` (``extra = (steps, measure)``), as if given at construction (one
+        callback, so transformers sees no second ``ProbeCallback``); one extra per callback."""
+        if self.measure_extra is not None:
+            raise ValueError("this ProbeCallback already measures an extra")
+        self.extra_steps, self.measure_extra = extra
 
     def is_probe_step(self, step: int, max_steps: int) -> bool:
         """Whether the probe is measured after optimizer step ``step`` (1-based) of ``max_steps``."""

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pyarrow.compute as pc
 import torch
 from datasets import Dataset
 
@@ -23,7 +24,7 @@ from . import compat, losses
 from .balance import warn_if_sorted_by_label
 from .config import KTOSConfig
 from .hooked_loss import hooked_compute_loss
-from .loss_types import LOSS_TYPE_NAMES, TRL_COMPUTED
+from .loss_types import LOSS_TYPE_NAMES, REFERENCE_POINTS, TRL_COMPUTED, announcement
 from .preparation import cached_prepare
 from .policy_kl import PolicyKL, PolicyKLCallback, heldout_prompts
 from .probe import KLProbe, ProbeCallback, heldout_dataset, probe_dataset
@@ -61,6 +62,7 @@ def with_method_section(card: str, loss_type: str) -> str:
     kto = compat.KTOTrainer._paper
     section = (
         f"## Method: {LOSS_TYPE_NAMES[loss_type]}\n\n{METHOD_DESCRIPTIONS[loss_type]}\n\n"
+        f"`loss_type={loss_type!r}`: {REFERENCE_POINTS[loss_type]}.\n\n"
         "Trained with ktos (`ktos.KTOSTrainer`, TRL's `KTOTrainer` with its loss replaced). "
         f"KTO was introduced in [{kto['title']}](https://huggingface.co/papers/{kto['id']})"
     )
@@ -91,6 +93,32 @@ def bypasses(args: KTOSConfig, kwargs: dict[str, Any]) -> list[str]:
     if kwargs.get("compute_loss_func") is not None:
         reasons.append("compute_loss_func replaces the loss")
     return reasons
+
+
+def warn_if_truncated(dataset: Any, max_length: int | None, given: int, name: str = "training") -> int:
+    """Count the examples of TRL's prepared ``dataset`` (``prompt_ids``, ``completion_ids``; prepared from ``given``
+    rows) whose prompt and completion together exceed ``max_length`` tokens, which TRL's collator cuts to
+    ``max_length``, plus those TRL dropped in preparing it (TRL 1.16 drops a prompt longer than ``max_length``);
+    one WARNING when any are. Returns the count."""
+    if max_length is None or not isinstance(dataset, Dataset):
+        return 0
+    if not {"prompt_ids", "completion_ids"} <= set(dataset.column_names):
+        return 0
+    table = dataset.select_columns(["prompt_ids", "completion_ids"]).with_format("arrow")[:]
+    lengths = pc.add(pc.list_value_length(table["prompt_ids"]), pc.list_value_length(table["completion_ids"]))
+    dropped = max(given - len(dataset), 0)
+    cut = int(pc.sum(pc.greater(lengths, max_length)).as_py() or 0) + dropped
+    if cut:
+        log.warning(
+            "%d of %d %s examples were truncated to max_length=%d tokens (prompt + completion%s): raise max_length "
+            "to keep them whole",
+            cut,
+            given,
+            name,
+            max_length,
+            f"; {dropped} of them dropped by TRL, their prompt alone too long" if dropped else "",
+        )
+    return cut
 
 
 class KTOSTrainer(compat.KTOTrainer):
@@ -138,6 +166,7 @@ class KTOSTrainer(compat.KTOTrainer):
         self.train_tokens = 0  # attention-mask tokens trained on (the hooked path's num_tokens)
         self._loss_checked = False
         self._step_metrics: dict[str, float] = {}
+        log.warning("%s", announcement(str(args.loss_type)))
         log.info(
             "%s (TRL %s): training %s (loss_type=%r) with beta=%g (desirable_weight=%g, undesirable_weight=%g)",
             type(self).__name__,
@@ -148,6 +177,7 @@ class KTOSTrainer(compat.KTOTrainer):
             args.desirable_weight,
             args.undesirable_weight,
         )
+        given = len(train_dataset) if isinstance(train_dataset, Dataset) else 0
         held_out = probe_dataset(args, eval_dataset)
         policy_kl_data = heldout_dataset(args, eval_dataset) if args.policy_kl_size > 0 else None
         if args.policy_kl_size > 0 and policy_kl_data is None:
@@ -163,6 +193,7 @@ class KTOSTrainer(compat.KTOTrainer):
             eval_dataset=eval_dataset,
             **kwargs,
         )
+        self.truncated = warn_if_truncated(self.train_dataset, args.max_length, given)
         if args.log_update_norm:
             self.add_callback(UpdateNormCallback(self))
         self.probe = None if held_out is None else KLProbe(self, held_out, args.kl_probe_size)

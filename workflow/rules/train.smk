@@ -88,6 +88,7 @@ for job, (regime, model, runs) in TRAIN_JOBS.items():
             "{params.launcher} --config {input.config} --run_dirs {params.runs} --model_name_or_path {params.model:q} "
             "--train_data {params.train_data:q} --eval_data {params.eval_data:q} "
             "--weights_from {params.weights_from:q} "
-            "--save_model {params.save_model} > {log} 2>&1 && "
+            # a diverged run is one of the study's outcomes (run_info.json status "diverged"), not a failed job
+            "--save_model {params.save_model} --allow_divergence true > {log} 2>&1 && "
             # the checkpoints are there to resume a killed job; a finished job's runs keep their records only
             "for run in {params.runs}; do rm -rf $run/checkpoint-*; done"

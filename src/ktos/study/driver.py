@@ -10,15 +10,61 @@ paying the start-up once.
 
 from __future__ import annotations
 
+import difflib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..cli import EXIT_DIVERGED
 from ..loss_types import STUDY_METHODS
 from .runnames import parse_run_name
 
 log = logging.getLogger("ktos")
+
+
+class UsageError(SystemExit):
+    """A ``ktos train`` usage error: exit status 2; ``str()`` is the one-line message (:func:`ktos.cli.main` prints
+    it)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(2)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def unknown_key(key: str, known: Sequence[str], prefix: str = "") -> UsageError:
+    """The error for an unknown key (a flag: ``prefix="--"``), naming the nearest known one
+    (:func:`difflib.get_close_matches`)."""
+    near = difflib.get_close_matches(key, known, n=1)
+    hint = f" (did you mean {prefix + near[0]!r}?)" if near else ""
+    return UsageError(f"ktos train: error: unknown key {prefix + key!r}{hint}")
+
+
+def check_keys(parser: Any, argv: Sequence[str]) -> None:
+    """:class:`UsageError` for the first flag in ``argv`` or key in its ``--config`` YAML file that no dataclass of
+    ``parser`` has (abbreviations are not keys: ``--learning_rat`` is refused, not read as ``--learning_rate``)."""
+    import yaml
+
+    fields = sorted({name for types in parser.dataclass_types for name in types.__dataclass_fields__})
+    options = {option for action in parser._actions for option in action.option_strings}
+    for arg in argv:
+        flag = arg.split("=", 1)[0]
+        if flag.startswith("--") and len(flag) > 2 and flag not in options:
+            raise unknown_key(flag[2:].replace("-", "_"), fields, prefix="--")
+    if "--config" in argv:
+        path = argv[argv.index("--config") + 1]
+        try:
+            config = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise UsageError(f"ktos train: error: --config {path}: {err}") from None
+        if not isinstance(config, dict):
+            raise UsageError(f"ktos train: error: --config {path}: not a mapping of keys to values")
+        for key in config:
+            if key != "env" and key not in fields:  # TRL's parser reads `env` (environment variables) too
+                raise unknown_key(str(key), fields)
 
 
 def normalise_config_flag(argv: Sequence[str]) -> list[str]:
@@ -27,16 +73,16 @@ def normalise_config_flag(argv: Sequence[str]) -> list[str]:
     for arg in argv:
         out.extend(["--config", arg.split("=", 1)[1]] if arg.startswith("--config=") else [arg])
     if out.count("--config") > 1:
-        raise SystemExit("ktos train: error: --config given more than once")
+        raise UsageError("ktos train: error: --config given more than once")
     if out and out[-1] == "--config":
-        raise SystemExit("ktos train: error: --config needs a YAML file")
+        raise UsageError("ktos train: error: --config needs a YAML file")
     return out
 
 
 def parse_train_args(argv: Sequence[str]) -> tuple[Any, Any, Any, Any]:
     """``(ModelConfig, RunArguments, DataArguments, KTOSConfig)`` from flags and ``--config FILE.yaml``, through TRL's
     ``TrlParser``: the file's values replace the defaults, flags win over the file, and an unknown key in
-    either raises ``SystemExit`` naming it."""
+    either raises :class:`UsageError` (exit status 2) naming it and the nearest valid name."""
     from trl import ModelConfig, TrlParser
 
     from ..config import KTOSConfig
@@ -45,10 +91,12 @@ def parse_train_args(argv: Sequence[str]) -> tuple[Any, Any, Any, Any]:
     dataclasses: tuple[Any, ...] = (ModelConfig, RunArguments, DataArguments, KTOSConfig)
     parser = TrlParser(dataclasses, prog="ktos train")
     parser.add_argument("--config", metavar="FILE", help="YAML file of arguments (flags given on the command line win)")
+    argv = normalise_config_flag(argv)
+    check_keys(parser, argv)
     try:
-        parsed = parser.parse_args_and_config(args=normalise_config_flag(argv))
+        parsed = parser.parse_args_and_config(args=argv)
     except (ValueError, OSError) as err:
-        raise SystemExit(f"ktos train: error: {err}") from None
+        raise UsageError(f"ktos train: error: {err}") from None
     return parsed[0], parsed[1], parsed[2], parsed[3]
 
 
@@ -67,7 +115,7 @@ def run_argvs(argv: Sequence[str]) -> list[list[str]]:
         return [argv]
     given = [flag for flag in SET_BY_RUN_NAME if any(a == flag or a.startswith(flag + "=") for a in argv)]
     if given:
-        raise SystemExit(f"ktos train: error: {', '.join(given)} are set by the --run_dirs names")
+        raise UsageError(f"ktos train: error: {', '.join(given)} are set by the --run_dirs names")
     shared = list(argv)
     if "--run_dirs" in shared:  # else they came from the --config file
         i = shared.index("--run_dirs")
@@ -84,27 +132,53 @@ def apply_log_level(config: Any) -> None:
     """TRL's ``--log_level`` (a ``TrainingArguments`` field), as ``trl kto`` applies it: unless ``"passive"``, the
     process's level (``log_level``, or ``log_level_replica`` off the main process) for transformers, datasets and
     TRL."""
-    if config.log_level == "passive":
-        return
     import datasets.utils.logging
     import transformers.utils.logging
 
-    level = config.get_process_log_level()
-    transformers.utils.logging.set_verbosity(level)
-    datasets.utils.logging.set_verbosity(level)
-    logging.getLogger("trl").setLevel(level)
+    if config.log_level != "passive":
+        level = config.get_process_log_level()
+        transformers.utils.logging.set_verbosity(level)
+        datasets.utils.logging.set_verbosity(level)
+        logging.getLogger("trl").setLevel(level)
+    quiet_progress_bars()
+
+
+def quiet_progress_bars() -> None:
+    """Datasets' ``map`` bars and transformers' weight-loading bars off while transformers logs at WARNING or above
+    (``ktos train``'s default), on at INFO and DEBUG; the training bar (transformers' ``tqdm.auto``) stays."""
+    import datasets.utils.logging
+    import transformers.utils.logging
+
+    if transformers.utils.logging.get_verbosity() >= logging.WARNING:
+        datasets.disable_progress_bars()
+        transformers.utils.logging.disable_progress_bar()
+    else:
+        datasets.enable_progress_bars()
+        transformers.utils.logging.enable_progress_bar()
 
 
 def train_runs(argv: Sequence[str]) -> int:
-    """``ktos train argv``: each run :func:`run_argvs` asks for, one after the other in this process."""
+    """``ktos train argv``: each run :func:`run_argvs` asks for, one after the other in this process. Returns the exit
+    status: 0, or :data:`EXIT_DIVERGED` when a run diverged (after training the others) unless
+    ``--allow_divergence`` (the study's workflow records divergence as an outcome)."""
     from .run import train
 
     argv = list(argv)
     argvs = run_argvs(argv)
+    diverged = []
     for i, run_argv in enumerate(argvs, 1):
         args = parse_train_args(run_argv)
         apply_log_level(args[3])
         if len(argvs) > 1 or "--run_dirs" in argv:
             log.info("run %d of %d: %s", i, len(argvs), args[3].output_dir)
-        train(*args)
+        if train(*args) == "diverged":
+            diverged.append(args[3].output_dir)
+    if diverged and not args[1].allow_divergence:
+        log.error(
+            "ktos train: %d run(s) diverged (%s): exit status %d (--allow_divergence true: exit 0)",
+            len(diverged),
+            ", ".join(map(str, diverged)),
+            EXIT_DIVERGED,
+        )
+        return EXIT_DIVERGED
     return 0

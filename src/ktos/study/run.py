@@ -5,7 +5,8 @@ A run directory is TRL's ``output_dir``: the final model and tokenizer (``--save
 ``save_total_limit`` say) and model card, and ktos's ``trajectory.jsonl`` (one row per optimizer step, see
 :class:`~ktos.study.trajectory.TrajectoryCallback`) and ``run_info.json`` (config, seed, versions, ktos's
 revision, the machine, status, task quality). A run that finds a checkpoint in its directory resumes from the
-last one.
+last one; a directory whose ``run_info.json`` says it completed ``max_steps`` is left alone (``--overwrite true``
+trains it afresh).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -22,10 +24,11 @@ from typing import Any
 import torch
 from accelerate import PartialState
 from datasets import Dataset
+from transformers import ProgressCallback
 from trl import ModelConfig, get_peft_config, get_quantization_config
 
 from .. import compat
-from ..config import KTOSConfig
+from ..config import KTOSConfig, check_class_weight
 from ..data import DataValidationError, load_feedback
 from ..models import load_model_and_tokenizer
 from ..probe import ProbeCallback
@@ -40,7 +43,7 @@ from ..provenance import (
 )
 from ..toy.quality import HALVES, PreferenceAccuracy, load_items, task_accuracy
 from ..trainer import KTOSTrainer
-from .rundir import RUN_INFO_FILE
+from .rundir import RUN_INFO_FILE, TRAJECTORY_FILE
 from .trajectory import TrajectoryCallback
 
 log = logging.getLogger(__name__)
@@ -73,6 +76,20 @@ class RunArguments:
             "help": "Train several runs in this process, one per directory, each named {method}_lr{lr}_seed{seed}: "
             "the name sets use_kto_s, learning_rate and seed; {seed} in --train_data and --weights_from is "
             "replaced by the run's seed. Instead of --output_dir."
+        },
+    )
+    allow_divergence: bool = field(
+        default=False,
+        metadata={
+            "help": "Exit 0 when a run diverges (a non-finite loss or kl; recorded in run_info.json) instead of 3: "
+            "the study's workflow records divergence as an outcome."
+        },
+    )
+    overwrite: bool = field(
+        default=False,
+        metadata={
+            "help": "Train afresh in an output_dir that holds a finished run or checkpoints (deleting its checkpoints "
+            "and trajectory); without it a finished run is left alone and a checkpoint resumes."
         },
     )
 
@@ -125,10 +142,40 @@ def last_complete_checkpoint(run_dir: Path) -> Path | None:
     return max(done, key=lambda p: int(p.name[11:]), default=None)
 
 
+def finished_steps(run_dir: Path, config: KTOSConfig) -> int | None:
+    """The steps a finished run in ``run_dir`` trained, when its ``run_info.json`` says it completed and trained at
+    least ``config.max_steps`` (with ``max_steps`` unset, the same ``num_train_epochs``); else ``None``."""
+    path = run_dir / RUN_INFO_FILE
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if info.get("status") != "completed":
+        return None
+    recorded = info.get("config", {})
+    steps = info.get("global_step", recorded.get("max_steps"))
+    if config.max_steps > 0:
+        return int(steps) if isinstance(steps, int) and steps >= config.max_steps else None
+    same_length = recorded.get("max_steps", -1) <= 0 and recorded.get("num_train_epochs") == config.num_train_epochs
+    return int(steps) if same_length and isinstance(steps, int) else None
+
+
+def clear_run_dir(run_dir: Path) -> None:
+    """Delete what a run wrote in ``run_dir`` that a fresh run would resume from or append to: its checkpoints,
+    ``trajectory.jsonl`` and ``run_info.json`` (``--overwrite``)."""
+    for checkpoint in run_dir.glob("checkpoint-*"):
+        shutil.rmtree(checkpoint)
+    for name in (TRAJECTORY_FILE, RUN_INFO_FILE):
+        (run_dir / name).unlink(missing_ok=True)
+    log.warning("--overwrite: cleared %s (checkpoints, %s, %s)", run_dir, TRAJECTORY_FILE, RUN_INFO_FILE)
+
+
 def _apply_balance_weights(config: KTOSConfig, manifest_path: str) -> None:
     manifest = json.loads(Path(manifest_path).read_text())
     config.desirable_weight = float(manifest["desirable_weight"])
     config.undesirable_weight = float(manifest["undesirable_weight"])
+    check_class_weight(f"{manifest_path}: desirable_weight", config.desirable_weight)
+    check_class_weight(f"{manifest_path}: undesirable_weight", config.undesirable_weight)
     log.info(
         "class weights from %s (%s strategy): desirable %.4g, undesirable %.4g",
         manifest_path,
@@ -287,16 +334,39 @@ def attach_callbacks(
     resume: str | None,
     correct: dict[str, str],
 ) -> tuple[TrajectoryCallback, Callable[[], dict[str, Any]] | None]:
-    """Register step quality (a :class:`~ktos.probe.ProbeCallback` without a probe, logged through the trainer) and
-    the trajectory writer, after the trainer's own update norm and KL probe; step quality keeps each item's outcome
-    in ``correct``. Returns the writer and the run's quality measure."""
+    """Register step quality (measured by the trainer's :class:`~ktos.probe.ProbeCallback`, or by one without a probe
+    when the trainer has none, and logged through the trainer) and the trajectory writer, after the trainer's own
+    update norm and KL probe; step quality keeps each item's outcome in ``correct``. Returns the writer and the
+    run's quality measure."""
     measure = quality_measure(trainer, data_args, eval_dataset)
     trajectory = TrajectoryCallback(trainer.args.output_dir, resume_from=resume)
     if run_args.quality_steps and measure:
         extra = (run_args.quality_steps, step_quality(measure, trainer, correct))
-        trainer.add_callback(ProbeCallback(trainer, None, extra=extra))
+        probes = [cb for cb in trainer.callback_handler.callbacks if isinstance(cb, ProbeCallback)]
+        if probes:  # one ProbeCallback per trainer (transformers warns about a second of a class)
+            probes[0].add_extra(extra)
+        else:
+            trainer.add_callback(ProbeCallback(trainer, None, extra=extra))
     trainer.add_callback(trajectory)
     return trajectory, measure
+
+
+#: What the training bar's postfix shows, from each training log (the probe's KL at its steps).
+PROGRESS_KEYS = ("loss", "kl", "probe_kl")
+
+
+class StepProgressCallback(ProgressCallback):
+    """transformers' progress bar, whose training logs set the bar's postfix (``loss``, ``kl``, ``probe_kl``: the
+    last measured) instead of writing one line per step; other logs (evaluation) are written as transformers does."""
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        if not logs or "loss" not in logs:
+            return super().on_log(args, state, control, logs=logs, **kwargs)
+        if state.is_world_process_zero and self.training_bar is not None:
+            self.postfix = getattr(self, "postfix", {})
+            self.postfix.update({k: f"{float(logs[k]):.4g}" for k in PROGRESS_KEYS if k in logs})
+            self.training_bar.set_postfix(self.postfix, refresh=False)
+        return None
 
 
 def _finish(
@@ -313,7 +383,9 @@ def _finish(
     status = "diverged" if diverged else "completed"
     quality = None if diverged or measure is None else measure()
     if main_process:
-        update_json(run_dir / RUN_INFO_FILE, status=status, quality=quality, **changes)
+        update_json(
+            run_dir / RUN_INFO_FILE, status=status, quality=quality, global_step=trainer.state.global_step, **changes
+        )
     if run_args.save_model:
         trainer.save_model(str(run_dir))
     trainer.accelerator.wait_for_everyone()
@@ -328,8 +400,9 @@ def _finish(
     return status
 
 
-def train(model_config: ModelConfig, run_args: RunArguments, data_args: DataArguments, config: KTOSConfig) -> Path:
-    """Train one run into ``config.output_dir`` and return that directory.
+def train(model_config: ModelConfig, run_args: RunArguments, data_args: DataArguments, config: KTOSConfig) -> str:
+    """Train one run into ``config.output_dir`` and return its status: ``completed``, ``diverged``, or ``finished``
+    when the directory already held a run that completed ``max_steps`` (left alone, unless ``--overwrite``).
 
     Writes ``run_info.json`` first (status ``running``), then trains with the trajectory callback
     and the KL probe (when there is an eval set and ``kl_probe_size > 0``), evaluating on the eval set when
@@ -337,6 +410,16 @@ def train(model_config: ModelConfig, run_args: RunArguments, data_args: DataArgu
     task quality (base model's and final).
     """
     run_dir = Path(config.output_dir)
+    if run_args.overwrite:
+        clear_run_dir(run_dir)
+    elif (done := finished_steps(run_dir, config)) is not None:
+        log.warning(
+            "%s: finished (%d steps, status completed in %s); left alone (--overwrite true trains it afresh)",
+            run_dir,
+            done,
+            RUN_INFO_FILE,
+        )
+        return "finished"
     run_dir.mkdir(parents=True, exist_ok=True)
     if data_args.weights_from:
         _apply_balance_weights(config, data_args.weights_from)
@@ -365,6 +448,8 @@ def train(model_config: ModelConfig, run_args: RunArguments, data_args: DataArgu
         processing_class=tokenizer,
         peft_config=get_peft_config(model_config),
     )
+    if trainer.pop_callback(ProgressCallback) is not None:  # the one bar: step, loss, kl, probe KL
+        trainer.add_callback(StepProgressCallback())
     correct: dict[str, str] = {}  # step -> each held-out item's outcome ("1" right, "0" wrong)
     trajectory, measure = attach_callbacks(trainer, run_args, data_args, eval_dataset, resume, correct)
     changes: dict[str, Any] = {"step_quality_correct": correct} if run_args.quality_steps else {}
@@ -375,5 +460,4 @@ def train(model_config: ModelConfig, run_args: RunArguments, data_args: DataArgu
         log.info("resuming from %s", resume)
     trainer.train(resume_from_checkpoint=resume)
     changes["elapsed_s"] = round(time.monotonic() - started, 2)
-    _finish(trainer, run_args, trajectory.diverged_at is not None, measure, changes)
-    return run_dir
+    return _finish(trainer, run_args, trajectory.diverged_at is not None, measure, changes)
