@@ -20,9 +20,6 @@ log = logging.getLogger("ktos")
 
 #: Exit status for invalid input data and usage errors (unknown keys; the message is one line on stderr).
 EXIT_BAD_DATA = 2
-#: ``ktos train``'s exit status when a run diverged, unless ``--allow_divergence true``
-#: (:data:`ktos.study.driver.EXIT_DIVERGED`).
-EXIT_DIVERGED = 3
 
 
 #: Stage subcommands: name -> (module, function, help). Each flag's ``dest`` is the function's parameter

@@ -61,10 +61,9 @@ def load_model_and_tokenizer(
 
 def _cached(repo_id: str, revision: str | None) -> bool:
     """Whether the hub model ``repo_id`` has a ``config.json`` in the local Hugging Face cache."""
-    from huggingface_hub import try_to_load_from_cache
+    from transformers.utils import cached_file
 
-    try:
-        found = try_to_load_from_cache(repo_id, "config.json", revision=revision)
-    except ValueError:  # not a valid repo id
+    try:  # OSError: not in the cache (offline, no download); ValueError: not a valid repo id
+        return cached_file(repo_id, "config.json", revision=revision, local_files_only=True) is not None
+    except (OSError, ValueError):
         return False
-    return isinstance(found, str)

@@ -25,8 +25,8 @@ from .balance import warn_if_sorted_by_label
 from .config import KTOSConfig
 from .hooked_loss import hooked_compute_loss
 from .loss_types import LOSS_TYPE_NAMES, REFERENCE_POINTS, TRL_COMPUTED, announcement
-from .preparation import cached_prepare
 from .policy_kl import PolicyKL, PolicyKLCallback, heldout_prompts
+from .preparation import cached_prepare
 from .probe import KLProbe, ProbeCallback, heldout_dataset, probe_dataset
 from .update_norm import UpdateNormCallback
 from .validation import check_feedback

@@ -16,11 +16,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..cli import EXIT_DIVERGED
 from ..loss_types import STUDY_METHODS
 from .runnames import parse_run_name
 
 log = logging.getLogger("ktos")
+#: ``ktos train``'s exit status when a run diverged, unless ``--allow_divergence true``.
+EXIT_DIVERGED = 3
 
 
 class UsageError(SystemExit):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -24,7 +23,6 @@ from typing import Any
 import torch
 from accelerate import PartialState
 from datasets import Dataset
-from transformers import ProgressCallback
 from trl import ModelConfig, get_peft_config, get_quantization_config
 
 from .. import compat
@@ -32,6 +30,7 @@ from ..config import KTOSConfig, check_class_weight
 from ..data import DataValidationError, load_feedback
 from ..models import load_model_and_tokenizer
 from ..probe import ProbeCallback
+from ..progress import use_step_bar
 from ..provenance import (
     base_model_record,
     git_revision,
@@ -43,7 +42,8 @@ from ..provenance import (
 )
 from ..toy.quality import HALVES, PreferenceAccuracy, load_items, task_accuracy
 from ..trainer import KTOSTrainer
-from .rundir import RUN_INFO_FILE, TRAJECTORY_FILE
+from .resume import clear_run_dir, finished_steps, last_complete_checkpoint
+from .rundir import RUN_INFO_FILE
 from .trajectory import TrajectoryCallback
 
 log = logging.getLogger(__name__)
@@ -134,40 +134,6 @@ class DataArguments:
     def __post_init__(self) -> None:
         if (self.train_data is None) == (self.dataset_name is None):
             raise ValueError("give the training data with one of --train_data and --dataset_name")
-
-
-def last_complete_checkpoint(run_dir: Path) -> Path | None:
-    """The highest-step ``checkpoint-N`` in ``run_dir`` that was fully written (has ``trainer_state.json``)."""
-    done = [p for p in run_dir.glob("checkpoint-*") if p.name[11:].isdigit() and (p / "trainer_state.json").exists()]
-    return max(done, key=lambda p: int(p.name[11:]), default=None)
-
-
-def finished_steps(run_dir: Path, config: KTOSConfig) -> int | None:
-    """The steps a finished run in ``run_dir`` trained, when its ``run_info.json`` says it completed and trained at
-    least ``config.max_steps`` (with ``max_steps`` unset, the same ``num_train_epochs``); else ``None``."""
-    path = run_dir / RUN_INFO_FILE
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if info.get("status") != "completed":
-        return None
-    recorded = info.get("config", {})
-    steps = info.get("global_step", recorded.get("max_steps"))
-    if config.max_steps > 0:
-        return int(steps) if isinstance(steps, int) and steps >= config.max_steps else None
-    same_length = recorded.get("max_steps", -1) <= 0 and recorded.get("num_train_epochs") == config.num_train_epochs
-    return int(steps) if same_length and isinstance(steps, int) else None
-
-
-def clear_run_dir(run_dir: Path) -> None:
-    """Delete what a run wrote in ``run_dir`` that a fresh run would resume from or append to: its checkpoints,
-    ``trajectory.jsonl`` and ``run_info.json`` (``--overwrite``)."""
-    for checkpoint in run_dir.glob("checkpoint-*"):
-        shutil.rmtree(checkpoint)
-    for name in (TRAJECTORY_FILE, RUN_INFO_FILE):
-        (run_dir / name).unlink(missing_ok=True)
-    log.warning("--overwrite: cleared %s (checkpoints, %s, %s)", run_dir, TRAJECTORY_FILE, RUN_INFO_FILE)
 
 
 def _apply_balance_weights(config: KTOSConfig, manifest_path: str) -> None:
@@ -351,24 +317,6 @@ def attach_callbacks(
     return trajectory, measure
 
 
-#: What the training bar's postfix shows, from each training log (the probe's KL at its steps).
-PROGRESS_KEYS = ("loss", "kl", "probe_kl")
-
-
-class StepProgressCallback(ProgressCallback):
-    """transformers' progress bar, whose training logs set the bar's postfix (``loss``, ``kl``, ``probe_kl``: the
-    last measured) instead of writing one line per step; other logs (evaluation) are written as transformers does."""
-
-    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        if not logs or "loss" not in logs:
-            return super().on_log(args, state, control, logs=logs, **kwargs)
-        if state.is_world_process_zero and self.training_bar is not None:
-            self.postfix = getattr(self, "postfix", {})
-            self.postfix.update({k: f"{float(logs[k]):.4g}" for k in PROGRESS_KEYS if k in logs})
-            self.training_bar.set_postfix(self.postfix, refresh=False)
-        return None
-
-
 def _finish(
     trainer: KTOSTrainer,
     run_args: RunArguments,
@@ -448,8 +396,7 @@ def train(model_config: ModelConfig, run_args: RunArguments, data_args: DataArgu
         processing_class=tokenizer,
         peft_config=get_peft_config(model_config),
     )
-    if trainer.pop_callback(ProgressCallback) is not None:  # the one bar: step, loss, kl, probe KL
-        trainer.add_callback(StepProgressCallback())
+    use_step_bar(trainer)  # the one bar: step, loss, kl, probe KL
     correct: dict[str, str] = {}  # step -> each held-out item's outcome ("1" right, "0" wrong)
     trajectory, measure = attach_callbacks(trainer, run_args, data_args, eval_dataset, resume, correct)
     changes: dict[str, Any] = {"step_quality_correct": correct} if run_args.quality_steps else {}
