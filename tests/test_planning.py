@@ -222,7 +222,7 @@ def test_figure_names_follow_the_config() -> None:
 def test_analysis_flags_carry_the_config() -> None:
     flags = Outputs(study_plan("scale_2.6M")).analysis_flags
     assert "--regime size2.6M --lr 0.00027 " in flags and "--window 20 " in flags and "--phase-end 40 " in flags
-    assert f"--predictions {ROOT}/results/reference/scale/predictions/third_amendment.csv" in flags
+    assert f"--predictions {ROOT}/results/reference/scale/predictions/third_amendment_null.csv" in flags
     assert "--checkpoints 5 10 15 20" in flags and "--seed-sets" not in flags
     arms = Outputs(study_plan("mechanisms")).analysis_flags
     assert "--arms 'noclip=gradient clipping off' 'sgd=plain SGD instead of AdamW'" in arms

@@ -429,6 +429,8 @@ def check_outputs(repo: Path) -> None:
     assert sorted(table["method"].unique()) == ["kto", "kto_s"] and sorted(table["base"].unique()) == list(TEST_BASES)
     assert len(table) == 2 * len(TEST_BASES) * max_steps
     assert set(table["status"]) == {"completed"}
+    measured = table.dropna(subset=["policy_kl"])  # at step 1 and the last (policy_kl_steps 5 > max_steps 4)
+    assert sorted(measured["step"].unique()) == [1, max_steps] and (measured["policy_kl"] >= 0).all()
 
 
 @pytest.mark.slow

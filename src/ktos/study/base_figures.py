@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 
 from .analysis import Criteria, cell_summary, paired_table
 from .figure_style import DOUBLE, KL_LABEL, PALETTE, STEP_LABEL, seeds_and_mean, styled
+from .policy_kl_figures import measured, policy_kl_line
 from .rundir import KEYS
 from .runnames import METHOD_LABELS, lr_tag
 from .tables import Study
@@ -36,7 +37,8 @@ def draw_kl_figures_by_base(
     (mean of base means) dashed in every panel, the threshold; all panels of both figures share the y-limits."""
     cell = _headline_rows(df, regime, lr)
     bases = sorted(cell["base"].dropna().unique())
-    top = max([float(cell["probe_kl"].max()) if len(cell) else 0.0, criteria.threshold]) * 1.05
+    policy = [float(measured(cell)["policy_kl"].max())] if len(measured(cell)) else []
+    top = max([float(cell["probe_kl"].max()) if len(cell) else 0.0, criteria.threshold, *policy]) * 1.05
     bottom = min(float(cell["probe_kl"].min()) if len(cell) else 0.0, 0.0)
     steps = int(cell["max_steps"].max()) if len(cell) else 1
     beta = cell["beta"].iloc[0] if len(cell) else float("nan")
@@ -58,6 +60,7 @@ def draw_kl_figures_by_base(
                 ax.plot(
                     kto.index, kto.values, color="grey", alpha=0.6, lw=1.2, label="KTO's mean on this base (Fig. 2)"
                 )
+            policy_kl_line(ax, here, PALETTE[method])
             ax.plot(pooled.index, pooled.values, ls="--", color="black", lw=0.9, label="mean over bases")
             ax.axhline(criteria.threshold, ls=":", color="grey", lw=0.8, label=f"threshold {criteria.threshold:g}")
             accuracy = here["base_quality"].dropna()

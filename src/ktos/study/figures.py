@@ -50,6 +50,7 @@ from .analysis import Criteria
 from .base_figures import draw_kl_figures_by_base, flatten_bases, paired_as_one_set, pooled_trend_cells
 from .figure_style import DOUBLE, KL_LABEL, PALETTE, SINGLE, STEP_LABEL, Z0_GRID, save, seeds_and_mean, styled, t_band
 from .outputs import FIGURES
+from .policy_kl_figures import draw_kl_relation, measured, policy_kl_line
 from .runnames import METHOD_LABELS, METHODS, lr_tag
 from .scale import scale_table
 from .scale_and_frontier_figures import draw_scale, envelope_figure, matched_frontier_figure
@@ -82,7 +83,8 @@ def draw_kl_figures(
     probe = _probe_rows(cell)
     bands = [step_stats(probe[probe["method"] == m], "probe_kl") for m in METHODS if m in set(probe["method"])]
     highs = [float((b["mean"] + b["ci95"].fillna(0)).max()) for b in bands if len(b)]
-    top = max([float(probe["probe_kl"].max()) if len(probe) else 0.0, criteria.threshold, *highs]) * 1.05
+    policy = [float(measured(cell)["policy_kl"].max())] if len(measured(cell)) else []
+    top = max([float(probe["probe_kl"].max()) if len(probe) else 0.0, criteria.threshold, *highs, *policy]) * 1.05
     bottom = min(float(probe["probe_kl"].min()) if len(probe) else 0.0, 0.0)
     bottom -= 0.03 * (top - bottom) if bottom < 0 else 0.0  # room below the lowest seed
     beta = cell["beta"].iloc[0] if len(cell) else float("nan")
@@ -99,6 +101,7 @@ def draw_kl_figures(
             ax.text(0.5, 0.5, f"no {method} runs in this cell", transform=ax.transAxes, ha="center")
         else:
             seeds_and_mean(ax, mine, PALETTE[method], "mean ± 95% t-interval")
+        policy_kl_line(ax, cell[cell["Method"] == method], PALETTE[method])
         logged = cell[cell["Method"] == method].groupby("step")["kl"].mean()
         ax.plot(logged.index, logged.values, ls=":", lw=0.7, color=PALETTE[method], alpha=0.6,
                 label="logged kl (mean)")  # fmt: skip
@@ -383,6 +386,7 @@ def draw_all(
         # over several bases an envelope of (base, seed) means mixes starting points; the tables give one per base
         "envelope": lambda: None if several else envelope_figure(df, regime),
         "matched_frontier": lambda: matched_frontier_figure(tables),
+        "kl_relation": lambda: draw_kl_relation(table),
     }
     paths: list[Path] = []
     for name in FIGURES if names is None else names:

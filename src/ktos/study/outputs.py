@@ -25,7 +25,7 @@ from .runnames import lr_tag
 #: The figures ``ktos figures`` can draw, in drawing order (:func:`ktos.study.figures.draw_all`).
 FIGURES = (
     "fig2_kto_kl", "fig3_kto_s_kl", "paired", "companion", "regime_search", "regime_trajectories", "frontier",
-    "paired_regimes", "scale", "envelope", "matched_frontier",
+    "paired_regimes", "scale", "envelope", "matched_frontier", "kl_relation",
 )  # fmt: skip
 #: The file types each figure is saved as.
 FIGURE_SUFFIXES = (".png", ".pdf")
@@ -121,6 +121,12 @@ class Outputs:
         planned = plan.is_synthetic and any(s < steps for s in plan.config["train"]["quality_steps"])
         return planned and (origin == "studies" or "step_quality_val" in self._committed_columns)
 
+    def policy_kl(self, origin: str) -> bool:
+        """Whether the runs measure the policy KL (train.policy_kl_size > 0), and (``reference``) the committed
+        trajectory table holds it."""
+        planned = self.plan.config["train"]["policy_kl_size"] > 0
+        return planned and (origin == "studies" or "policy_kl" in self._committed_columns)
+
     @functools.cached_property
     def _committed_columns(self) -> frozenset[str]:
         """The columns of the committed trajectory table (none when there is none)."""
@@ -163,7 +169,8 @@ class Outputs:
         """The figures of a trajectory table of ``origin``, by the rules of :func:`ktos.study.figures.draw_all`:
         KTO-S's figures need KTO-S, the regime search's a KTO-only study over several regimes, the frontier three
         KTO learning rates, the scale figure several model sizes, the envelope one base and task accuracy measured
-        along the way, the matched-KL frontier :meth:`item_frontier`."""
+        along the way, the matched-KL frontier :meth:`item_frontier`, the probe KL against the policy KL
+        :meth:`policy_kl`."""
         plan = self.plan
         config, regime = plan.config, plan.headline_regime
         methods = set(config["methods"])
@@ -182,6 +189,7 @@ class Outputs:
             "scale": config["model"]["name_or_path"] is None and len(sizes) > 1,
             "envelope": not self.several_bases and len(methods) > 1 and self.measured(origin),
             "matched_frontier": self.item_frontier(origin),
+            "kl_relation": self.policy_kl(origin),
         }
         return [name for name in FIGURES if shown[name]]
 
