@@ -601,3 +601,22 @@ def test_mechanism_arms_come_from_the_config(tmp_path: Path) -> None:
     assert "not in the table" not in text
     with pytest.raises(SystemExit):
         main([*argv, "--arms", "noclip"])
+
+
+def test_the_policy_kl_enters_the_tables_only_where_measured() -> None:
+    """Runs that measured the policy KL get its final and window values, pooled over bases and paired; tables
+    from before it keep their columns."""
+    from ktos.study.base_factor import pooled_paired
+    from ktos.study.tables import checkpoint_table
+
+    df = trajectory_table()
+    assert "final_policy_kl" not in analysis.run_summary(df)
+    assert "policy_kl_mean" not in checkpoint_table(df, (10, 20))
+    measured = df.assign(policy_kl=np.where(df["step"] % 10 == 0, df["step"] / 100 * (df["method"] == "kto"), np.nan))
+    runs = analysis.run_summary(measured, analysis.Criteria(window=20))
+    kto = runs[runs["method"] == "kto"]
+    assert (kto["final_policy_kl"] == 0.6).all() and (kto["window_policy_kl"] == 0.2).all()
+    at = checkpoint_table(measured, (10, 20)).set_index(["method", "step"])
+    assert at.loc[("kto", 20), "policy_kl_mean"] == pytest.approx(0.2)
+    pairs = pooled_paired(pd.concat([runs.assign(base="b0"), runs.assign(base="b1")]))
+    assert {"final_policy_kl", "window_policy_kl"} <= set(pairs["metric"])

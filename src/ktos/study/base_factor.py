@@ -38,6 +38,8 @@ METRICS: dict[str, str] = {
     "late_rise": "nats",
     "quality": "accuracy",
     "late_update_norm": "update norm",
+    "final_policy_kl": "nats",
+    "window_policy_kl": "nats",
 }
 #: Columns of :func:`pooled_cells` and :func:`pooled_paired`.
 CELL_COLUMNS: tuple[str, ...] = (
@@ -53,6 +55,11 @@ PAIRED_COLUMNS: tuple[str, ...] = (
     "rel_low", "rel_high", "n_bases_lower", "n_pairs_lower", "mde", "sd_bases", "sd_seeds",
 )  # fmt: skip
 CELL = ["regime", "method", "lr"]
+
+
+def _metrics(runs: pd.DataFrame) -> list[str]:
+    """The :data:`METRICS` the runs table has (the policy KL's only where the runs measured it)."""
+    return [m for m in METRICS if m in runs]
 
 
 def _groups(values: pd.DataFrame, column: str) -> list[np.ndarray]:
@@ -114,7 +121,7 @@ def pooled_cells(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per regime x method x learning rate x metric of :data:`METRICS`, over bases and seeds."""
     rows = []
     for cell, grp in _completed(runs).groupby(CELL, sort=True):
-        for metric in METRICS:
+        for metric in _metrics(runs):
             groups = _groups(grp, metric)
             if groups:
                 rows.append({**dict(zip(CELL, cell, strict=True)), "metric": metric, "n_bases": len(groups),
@@ -164,7 +171,7 @@ def pooled_paired(runs: pd.DataFrame, other: str = "kto_s") -> pd.DataFrame:
         wide = {m: g.set_index(["base", "seed"]) for m, g in grp.groupby("method")}
         if not {"kto", other} <= set(wide):
             continue
-        for metric in METRICS:
+        for metric in _metrics(runs):
             d = (wide[other][metric] - wide["kto"][metric]).dropna().rename("d").reset_index()
             groups = _groups(d, "d")
             if len(groups) < 2:
@@ -216,7 +223,7 @@ def seed_set_table(runs: pd.DataFrame, sets: dict[str, str]) -> pd.DataFrame:
     seeds_a, seeds_b = parse_seed_set(a), parse_seed_set(b)
     rows = []
     for (regime, base, method, lr), grp in _completed(runs).groupby(["regime", "base", "method", "lr"], sort=True):
-        for metric in METRICS:
+        for metric in _metrics(runs):
             x = grp.loc[grp["seed"].isin(seeds_a), metric].dropna().to_numpy(float)
             y = grp.loc[grp["seed"].isin(seeds_b), metric].dropna().to_numpy(float)
             if len(x) < 2 or len(y) < 2:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .analysis import (
@@ -39,9 +40,12 @@ from .scale import check_predictions, drivers, scale_table, size_fit, size_predi
 
 
 def checkpoint_table(df: pd.DataFrame, steps: Sequence[int]) -> pd.DataFrame:
-    """Mean probe KL and logged kl across the non-diverged seeds of each regime x method x lr at ``steps``."""
+    """Mean probe KL and logged kl (and the policy KL, where the runs measured it) across the non-diverged seeds of
+    each regime x method x lr at ``steps``."""
     sub = df[df["step"].isin(steps) & (df["status"] != "diverged")]
-    out = sub.groupby(["regime", "method", "lr", "step"])[["probe_kl", "kl"]].agg(["mean", "std", "count"])
+    measured = "policy_kl" in sub and bool(np.isfinite(pd.to_numeric(sub["policy_kl"], errors="coerce")).any())
+    columns = ["probe_kl", "kl", *(["policy_kl"] if measured else [])]
+    out = sub.groupby(["regime", "method", "lr", "step"])[columns].agg(["mean", "std", "count"])
     out.columns = [f"{a}_{b}" for a, b in out.columns]
     return out.reset_index()
 
