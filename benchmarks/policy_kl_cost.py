@@ -55,7 +55,8 @@ def main() -> None:
         )  # fmt: skip
         trainer = KTOSTrainer(
             model=build_tiny_model(tokenizer), ref_model=build_tiny_model(tokenizer), args=args,
-            processing_class=tokenizer, train_dataset=toy_data(opts.batch_size * opts.repeats), eval_dataset=toy_data(opts.size, seed=1),
+            processing_class=tokenizer, train_dataset=toy_data(opts.batch_size * opts.repeats),
+            eval_dataset=toy_data(opts.size, seed=1),
         )  # fmt: skip
         trainer.create_optimizer_and_scheduler(num_training_steps=opts.repeats)
         trainer.current_gradient_accumulation_steps = 1  # set by Trainer.train(); training_step divides by it
