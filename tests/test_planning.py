@@ -207,12 +207,13 @@ def test_the_committed_table_is_read_from_the_workflows_repository() -> None:
 def test_figure_names_follow_the_config() -> None:
     base = {"synthetic": {"base_seeds": [0]}}
     assert Outputs(plan_of(base)).figure_names("studies") == ["fig2_kto_kl", "fig3_kto_s_kl", "paired", "companion",
-                                                              "envelope"]  # fmt: skip
+                                                              "envelope", "kl_relation"]  # fmt: skip
+    assert "kl_relation" not in Outputs(plan_of(base, {"train": {"policy_kl_size": 0}})).figure_names("studies")
     two = Outputs(plan_of(base, {"learning_rates": [1.0e-4, 2.7e-4]})).figure_names("studies")
-    assert two[-2:] == ["envelope", "matched_frontier"]
+    assert two[-3:] == ["envelope", "matched_frontier", "kl_relation"]
     assert "envelope" not in Outputs(plan_of()).figure_names("studies")  # several bases: an envelope per base
     search = Outputs(study_plan("regime_search")).figure_names("studies")
-    assert search == ["fig2_kto_kl", "companion", "regime_search", "regime_trajectories"]
+    assert search == ["fig2_kto_kl", "companion", "regime_search", "regime_trajectories", "kl_relation"]
     unmeasured = Outputs(plan_of(base, {"train": {"quality_steps": [150]}})).figure_names("studies")
     assert not {"envelope", "matched_frontier"} & set(unmeasured)  # no task accuracy along the way
     assert set(Outputs(study_plan("scale")).figure_names("studies")) >= {"frontier", "paired_regimes", "scale"}

@@ -40,7 +40,7 @@ TEST_BASES = tuple(
 #: Run directories of .test/config/config.yaml: study "test", regime "main", each base, both methods, lr 1e-3, seed 0.
 TEST_RUNS = tuple(f"results/runs/test/main/{b}/{m}_lr0.001_seed0" for b in TEST_BASES for m in ("kto", "kto_s"))
 #: Figures and tables a two-method, one-regime, one-learning-rate table over two bases yields (no frontier: one lr).
-FIGURES = ("fig2_kto_kl", "fig3_kto_s_kl", "paired", "companion")
+FIGURES = ("fig2_kto_kl", "fig3_kto_s_kl", "paired", "companion", "kl_relation")
 TABLES = ("verdict.md", "runs.csv", "cells.csv", "paired.csv", "matched_kl.csv", "checkpoints.csv", "base_cells.csv",
           "base_paired.csv")  # fmt: skip
 
