@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import statistics
 import tempfile
 import time
@@ -21,20 +20,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 import torch
-from datasets import Dataset
+from step_overhead import toy_data  # the same toy feedback as the step-overhead benchmark
 
 from ktos import KTOSConfig, KTOSTrainer
 from ktos.toy.tiny import build_tiny_model, build_tiny_tokenizer
-
-
-def toy_data(n: int, seed: int = 0) -> Dataset:
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        a, b = rng.randrange(100), rng.randrange(100)
-        label = i % 4 != 0
-        rows.append({"prompt": f"Q: {a}+{b}=", "completion": f" {a + b if label else a + b + 1}", "label": label})
-    return Dataset.from_list(rows)
 
 
 def main() -> None:
