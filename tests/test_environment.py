@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import csv
+import gzip
 import json
 import re
 import subprocess
@@ -182,11 +184,14 @@ def test_analysis_stages_run_with_only_the_analysis_env(tmp_path: Path) -> None:
     run.mkdir(parents=True)
     run_info = {"method": "kto", "learning_rate": 1e-3, "seed": 0, "status": "completed", "regime": "main"}
     (run / "run_info.json").write_text(json.dumps(run_info))
-    (run / "trajectory.jsonl").write_text(json.dumps({"step": 1, "kl_probe": 0.1}) + "\n")
+    (run / "trajectory.jsonl").write_text(json.dumps({"step": 1, "probe_kl": 0.1, "kl": 0.05}) + "\n")
     extract = subprocess.run([*python, "extract-kl", "--runs", str(run), "--output", str(tmp_path / "t.csv.gz")],
                              env=environ, capture_output=True, text=True)  # fmt: skip
     assert extract.returncode == 0, extract.stderr[-3000:]
-    assert (tmp_path / "t.csv.gz").stat().st_size > 0
+    with gzip.open(tmp_path / "t.csv.gz", "rt") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1 and float(rows[0]["probe_kl"]) == 0.1 and float(rows[0]["kl"]) == 0.05, rows
+    assert rows[0]["method"] == "kto" and rows[0]["step"] == "1"
 
 
 def test_every_declared_dependency_is_locked_inside_its_range() -> None:

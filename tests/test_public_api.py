@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from importlib import metadata
 
 import ktos
 
@@ -15,8 +16,12 @@ def test_every_public_name_resolves_to_its_object() -> None:
 
     assert {"KTOSConfig", "KTOSTrainer", "kto_loss", "KLProbe", "load_feedback", "class_weights"} <= set(ktos.__all__)
     assert (ktos.KTOSConfig, ktos.KTOSTrainer, ktos.kto_loss) == (KTOSConfig, KTOSTrainer, kto_loss)
-    for name in ktos.__all__:
-        assert getattr(ktos, name) is not None, name
+    assert ktos.__version__ == metadata.version("ktos")
+    for name in set(ktos.__all__) - {"__version__"}:  # defined in ktos, documented, named as it is exported
+        obj = getattr(ktos, name)
+        assert obj.__module__.startswith("ktos."), (name, obj.__module__)
+        assert (obj.__doc__ or "").strip(), f"{name} has no docstring"
+        assert getattr(obj, "__name__", name) == name, (name, obj.__name__)
 
 
 def test_import_ktos_loads_neither_torch_nor_trl() -> None:

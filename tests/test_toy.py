@@ -89,12 +89,27 @@ def test_heldout_disjoint_from_feedback_and_corpus(task_dir: Path) -> None:
 
 
 def test_wrong_answers_are_wrong() -> None:
+    """Each error model gives the error it names, never the sum: forgetting the carry is 10 short, a swap exchanges
+    the last two digits (or falls back to off-by where that changes nothing), off-by is within 10."""
     rng = random.Random(0)
+    kinds_seen = set()
     for _ in range(2000):
         a, b = rng.randint(10, 99), rng.randint(10, 99)
+        total, digits = a + b, str(a + b)
+        swapped = int(digits[:-2] + digits[-1] + digits[-2])
         for kind in ("off_by", "swap", None) + (("forgot_carry",) if has_carry(a, b) else ()):
             wrong = wrong_answer(a, b, rng, kind=kind)
-            assert wrong != a + b and wrong >= 0
+            assert wrong != total and wrong > 0
+            if kind == "forgot_carry" or (kind is None and has_carry(a, b)):
+                assert wrong == total - 10, (a, b, kind)
+            elif kind == "swap" and swapped != total:
+                assert wrong == swapped, (a, b)
+            elif kind == "off_by" or (kind == "swap" and swapped == total):
+                assert 0 < abs(wrong - total) <= 10, (a, b, kind)
+            else:  # kind None, no carry: off-by or swap
+                assert wrong == swapped or 0 < abs(wrong - total) <= 10, (a, b)
+            kinds_seen.add(kind)
+    assert kinds_seen == {"off_by", "swap", None, "forgot_carry"}
     with pytest.raises(ValueError):
         wrong_answer(11, 11, rng, kind="forgot_carry")
 
