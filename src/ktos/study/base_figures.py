@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from .analysis import Criteria, cell_summary, paired_table
 from .figure_style import DOUBLE, KL_LABEL, PALETTE, STEP_LABEL, seeds_and_mean, styled
-from .policy_kl_figures import measured, policy_kl_line
+from .policy_kl_figures import kl_words, measured, policy_kl_line
 from .rundir import KEYS
 from .runnames import METHOD_LABELS, lr_tag
 from .tables import Study
@@ -42,6 +42,7 @@ def draw_kl_figures_by_base(
     bottom = min(float(cell["probe_kl"].min()) if len(cell) else 0.0, 0.0)
     steps = int(cell["max_steps"].max()) if len(cell) else 1
     beta = cell["beta"].iloc[0] if len(cell) else float("nan")
+    ylabel, what = kl_words(cell, KL_LABEL, "held-out probe KL")
     figs = []
     for number, method in ((2, "KTO"), (3, "KTO-S")):
         mine = cell[cell["Method"] == method]
@@ -65,7 +66,7 @@ def draw_kl_figures_by_base(
             ax.axhline(criteria.threshold, ls=":", color="grey", lw=0.8, label=f"threshold {criteria.threshold:g}")
             accuracy = here["base_quality"].dropna()
             ax.set_title(base + (f"\nbase accuracy {accuracy.iat[0]:.3g}" if len(accuracy) else ""), fontsize=7)
-            ax.set(xlim=(0, steps * 1.02), ylim=(bottom, top), xlabel=STEP_LABEL, ylabel=KL_LABEL)
+            ax.set(xlim=(0, steps * 1.02), ylim=(bottom, top), xlabel=STEP_LABEL, ylabel=ylabel)
             ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(3))
         handles, labels = axes[0].get_legend_handles_labels()
         for ax in axes:
@@ -74,7 +75,7 @@ def draw_kl_figures_by_base(
         fig.legend(handles, labels, loc="lower center", ncols=3, bbox_to_anchor=(0.5, 0.0))
         seeds = mine.groupby("base")["seed"].nunique()
         runs = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()} to {seeds.max()}"
-        fig.suptitle(f"Figure {number}: {method}, held-out probe KL per step on each of {len(bases)} bases "
+        fig.suptitle(f"Figure {number}: {method}, {what} per step on each of {len(bases)} bases "
                      f"({runs} seeds each): {regime}, lr {lr_tag(lr)}, β {beta:g}", fontsize=8.5)  # fmt: skip
         figs.append(fig)
     return figs[0], figs[1]

@@ -50,7 +50,7 @@ from .analysis import Criteria
 from .base_figures import draw_kl_figures_by_base, flatten_bases, paired_as_one_set, pooled_trend_cells
 from .figure_style import DOUBLE, KL_LABEL, PALETTE, SINGLE, STEP_LABEL, Z0_GRID, save, seeds_and_mean, styled, t_band
 from .outputs import FIGURES
-from .policy_kl_figures import draw_kl_relation, measured, policy_kl_line
+from .policy_kl_figures import draw_kl_relation, kl_words, measured, policy_kl_line
 from .runnames import METHOD_LABELS, METHODS, lr_tag
 from .scale import scale_table
 from .scale_and_frontier_figures import draw_scale, envelope_figure, matched_frontier_figure
@@ -111,9 +111,10 @@ def draw_kl_figures(
         ax.axhline(criteria.threshold, ls="--", color="black", lw=0.8, label=f"threshold {criteria.threshold:g}")
         if criteria.phase_end:
             ax.axvline(criteria.phase_end, ls=":", color="grey", lw=0.8, label="runaway phase end")
-        ax.set(xlim=(0, steps * 1.02), ylim=(bottom, top), xlabel=STEP_LABEL, ylabel=KL_LABEL)
+        ylabel, what = kl_words(cell, KL_LABEL, "held-out probe KL")
+        ax.set(xlim=(0, steps * 1.02), ylim=(bottom, top), xlabel=STEP_LABEL, ylabel=ylabel)
         n = mine["seed"].nunique()
-        ax.set_title(f"Figure {number}: {method}, held-out probe KL per step\n"
+        ax.set_title(f"Figure {number}: {method}, {what} per step\n"
                      f"{regime}, lr {lr_tag(lr)}, β {beta:g}, n = {n} seeds")  # fmt: skip
         handles, labels = ax.get_legend_handles_labels()
         if ax.get_legend() is not None:

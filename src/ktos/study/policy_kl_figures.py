@@ -25,6 +25,13 @@ def measured(df: pd.DataFrame) -> pd.DataFrame:
     return df[np.isfinite(pd.to_numeric(df["policy_kl"], errors="coerce"))]
 
 
+def kl_words(df: pd.DataFrame, probe_label: str, probe_title: str) -> tuple[str, str]:
+    """The y label and title words of a KL figure: the probe's, or both KLs' where ``df`` has the policy KL."""
+    if measured(df).empty:
+        return probe_label, probe_title
+    return "KL (nats, sequence-level)", probe_title.replace("probe KL", "probe KL (z0) and policy KL")
+
+
 def policy_kl_line(ax: Axes, runs: pd.DataFrame, color: str) -> float | None:
     """The mean over ``runs``' seeds of the policy KL per step, as a line with markers on ``ax``; its highest value
     (``None`` when the runs did not measure it)."""
