@@ -75,8 +75,12 @@ def draw_kl_figures_by_base(
         fig.legend(handles, labels, loc="lower center", ncols=3, bbox_to_anchor=(0.5, 0.0))
         seeds = mine.groupby("base")["seed"].nunique()
         runs = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()} to {seeds.max()}"
-        fig.suptitle(f"Figure {number}: {method}, {what} per step on each of {len(bases)} bases "
-                     f"({runs} seeds each): {regime}, lr {lr_tag(lr)}, β {beta:g}", fontsize=8.5)  # fmt: skip
+        two_lines = what != "held-out probe KL"  # both KLs: the title on two lines, the panels lower
+        if two_lines:
+            fig.subplots_adjust(top=0.72)
+        fig.suptitle(f"Figure {number}: {method}, {what} per step{chr(10) if two_lines else ' '}on each of "
+                     f"{len(bases)} bases ({runs} seeds each): {regime}, lr {lr_tag(lr)}, β {beta:g}",
+                     fontsize=8.5)  # fmt: skip
         figs.append(fig)
     return figs[0], figs[1]
 
