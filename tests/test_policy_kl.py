@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import feedback_rows, make_trainer
 from datasets import Dataset
-from test_tracking import tensorboard_scalars
+from test_tracking import tensorboard_run
 
 from ktos import KTOSConfig, KTOSTrainer
 from ktos.models import load_model_and_tokenizer
@@ -123,19 +123,16 @@ def test_policy_kl_is_unbiased_for_the_enumerated_sequence_kl(tmp_path) -> None:
 
 
 def test_the_config_alone_logs_the_policy_kl_to_tensorboard(tiny_model_dir, tmp_path) -> None:
-    pytest.importorskip("tensorboard")
-    model, tokenizer = load_model_and_tokenizer(str(tiny_model_dir))
-    args = KTOSConfig(
-        output_dir=str(tmp_path), policy_kl_size=4, policy_kl_steps=2, policy_kl_max_new_tokens=4, kl_probe_size=0,
-        report_to="tensorboard", max_steps=2, per_device_train_batch_size=4,
-        max_length=32, learning_rate=1e-3, gradient_checkpointing=False, save_strategy="no", disable_tqdm=True,
-    )  # fmt: skip
-    trainer = KTOSTrainer(
-        model=model, args=args, processing_class=tokenizer, train_dataset=Dataset.from_list(feedback_rows(16, 8)),
-        eval_dataset=Dataset.from_list(feedback_rows(8, 4, seed=1)),
-    )  # fmt: skip
-    trainer.train()
-    scalars = tensorboard_scalars(tmp_path)
+    _, scalars = tensorboard_run(
+        tiny_model_dir,
+        tmp_path,
+        (16, 8),
+        policy_kl_size=4,
+        policy_kl_steps=2,
+        policy_kl_max_new_tokens=4,
+        kl_probe_size=0,
+        max_steps=2,
+    )
     assert sorted(scalars["train/policy_kl"]) == [1, 2]
     assert "train/policy_kl_se" in scalars
 

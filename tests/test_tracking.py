@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import feedback_rows
@@ -33,25 +34,36 @@ def tensorboard_scalars(run_dir: Path) -> dict[str, dict[int, float]]:
     return scalars
 
 
+def tensorboard_run(
+    model_dir: Path, out: Path, rows: tuple[int, int], **fields: Any
+) -> tuple[KTOSTrainer, dict[str, dict[int, float]]]:
+    """A library user's script: ``KTOSTrainer.train()`` on the tiny model with ``report_to="tensorboard"``, no
+    callback code, only ``fields`` of the config and an eval set (``rows``: train and eval sizes, half desirable);
+    returns the trainer and its tensorboard scalars."""
+    pytest.importorskip("tensorboard")
+    model, tokenizer = load_model_and_tokenizer(str(model_dir))
+    args = KTOSConfig(
+        output_dir=str(out), report_to="tensorboard", per_device_train_batch_size=4, max_length=32, learning_rate=1e-3,
+        gradient_checkpointing=False, save_strategy="no", disable_tqdm=True, **fields,
+    )  # fmt: skip
+    trainer = KTOSTrainer(
+        model=model, args=args, processing_class=tokenizer,
+        train_dataset=Dataset.from_list(feedback_rows(rows[0], rows[0] // 2)),
+        eval_dataset=Dataset.from_list(feedback_rows(rows[1], rows[1] // 2, seed=1)),
+    )  # fmt: skip
+    trainer.train()
+    return trainer, tensorboard_scalars(out)
+
+
 def measured(rows: list[dict], key: str) -> dict[int, float]:
     return {r["step"]: r[key] for r in rows if key in r}
 
 
 def test_the_config_alone_logs_the_probe_and_update_norm_to_tensorboard(tiny_model_dir, tmp_path) -> None:
     # A library user's script: no probe or callback code, only the config's fields and an eval set.
-    pytest.importorskip("tensorboard")
-    model, tokenizer = load_model_and_tokenizer(str(tiny_model_dir))
-    args = KTOSConfig(
-        output_dir=str(tmp_path), kl_probe_size=32, kl_probe_steps=5, report_to="tensorboard", max_steps=5,
-        per_device_train_batch_size=4, max_length=32, learning_rate=1e-3, gradient_checkpointing=False,
-        save_strategy="no", disable_tqdm=True,
-    )  # fmt: skip
-    trainer = KTOSTrainer(
-        model=model, args=args, processing_class=tokenizer, train_dataset=Dataset.from_list(feedback_rows(24, 12)),
-        eval_dataset=Dataset.from_list(feedback_rows(16, 8, seed=1)),
-    )  # fmt: skip
-    trainer.train()
-    scalars = tensorboard_scalars(tmp_path)
+    trainer, scalars = tensorboard_run(
+        tiny_model_dir, tmp_path, (24, 16), kl_probe_size=32, kl_probe_steps=5, max_steps=5
+    )
     history = trainer.state.log_history
     for key, steps in [("probe_kl", [1, 5]), ("probe_kl_se", [1, 5]), ("update_norm", [1, 2, 3, 4, 5])]:
         in_history = {entry["step"]: entry[key] for entry in history if key in entry}
