@@ -36,7 +36,9 @@ def test_every_inherited_default_is_trls_unless_listed_on_purpose(tmp_path) -> N
     # Field by field against the installed TRL: the dataclass defaults, then the values after __post_init__.
     ours = {f.name: f for f in dataclasses.fields(KTOSConfig)}
     theirs = dataclasses.fields(KTOConfig)
-    assert set(DEFAULT_CHANGES) <= {f.name for f in theirs}  # no stale entry
+    # No stale entry: each names a field TRL's KTOConfig has, except train_sampling_strategy, which ktos declares
+    # itself where the installed transformers predates it (5.0.0, the floor, has no such field and samples at random).
+    assert set(DEFAULT_CHANGES) - {f.name for f in theirs} <= {"train_sampling_strategy"} & set(ours)
     declared = {f.name for f in theirs if not same(field_default(f), field_default(ours[f.name]))}
     try:
         trl = KTOConfig(output_dir=str(tmp_path))
