@@ -83,3 +83,14 @@ def test_committed_tables_are_what_the_code_computes(tmp_path):
         pd.testing.assert_frame_equal(
             pd.read_csv(tmp_path / f"{name}.csv"), pd.read_csv(FRONTIER / "power" / f"{name}.csv")
         )
+
+
+def test_every_nth_step_keeps_the_multiples_and_the_last_step():
+    steps = np.array([10, 20, 30, 40, 50])
+    shape = (1, 1, len(steps), 2)
+    cp = power.ItemCheckpoints(["kto"], np.array([1e-5]), steps, ["b"], np.array([15, 16]), np.array([0, 0]),
+                               np.arange(np.prod(shape), dtype=float).reshape(shape),
+                               np.zeros((*shape, 3), dtype=np.float32))  # fmt: skip
+    thin = power.every_nth_step(cp, 20)
+    assert thin.steps.tolist() == [20, 40, 50]
+    assert thin.kl[0, 0, :, 1].tolist() == cp.kl[0, 0, [1, 3, 4], 1].tolist() and thin.correct.shape[2] == 3
