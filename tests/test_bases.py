@@ -20,6 +20,9 @@ COMMITTED = ROOT / "results/reference/bases"
 #: The accuracy band of docs/study.md's third amendment, and how many bases each size keeps.
 BAND = (0.55, 0.65)
 BASES_PER_SIZE = {"0.09M": 5, "0.3M": 3, "1M": 3, "2.6M": 1}
+#: Recipes other than the preset one on the default corpus: {name suffix: (the recipe, bases kept per size)}
+#: (docs/study.md, the fifth amendment as revised: 3,000 held-out items the corpus leaves out, 12 bases).
+RECIPES = {"2b347b8d": ({"heldout": 3000}, {"0.09M": 12})}
 
 
 def test_base_name_is_size_and_seed_and_a_digest_of_any_other_recipe() -> None:
@@ -71,11 +74,20 @@ def test_committed_bases_are_the_amendments_bases_and_small() -> None:
     size and seed, all of them together at most 40 MB."""
     rows = manifest(COMMITTED)
     for size, count in BASES_PER_SIZE.items():
-        seeds = [r["seed"] for r in rows if r["size"] == size]
+        seeds = [r["seed"] for r in rows if r["size"] == size and not r["recipe"]]
         assert seeds[:count] == list(range(count)), (size, seeds)
+    for digest, (_, counts) in RECIPES.items():
+        # every pretraining seed tried, in order, is recorded; the committed ones are the first in the band
+        with open(COMMITTED / f"band_r{digest}.csv", newline="") as fh:
+            tried = [(int(r["seed"]), float(r["heldout_accuracy"])) for r in csv.DictReader(fh)]
+        assert [seed for seed, _ in tried] == list(range(len(tried)))
+        for size, count in counts.items():
+            kept = [seed for seed, acc in tried if BAND[0] <= acc <= BAND[1]][:count]
+            assert len(kept) == count
+            assert [r["seed"] for r in rows if r["size"] == size and r["recipe"] == digest] == kept
     for row in rows:
         assert BAND[0] <= row["heldout_accuracy"] <= BAND[1], row["name"]
-        assert row["name"] == base_name(row["size"], row["seed"])
+        assert row["name"] == base_name(row["size"], row["seed"], RECIPES[row["recipe"]][0] if row["recipe"] else None)
         assert (row["steps"], row["batch_size"], row["device"], row["precision"]) == (3000, 64, "cpu", "fp32")
     files = [p for p in COMMITTED.rglob("*") if p.is_file()]
     assert sum(p.stat().st_size for p in files) <= 40e6, "committed bases take over 40 MB"
@@ -95,8 +107,11 @@ def test_sharded_bases_record_the_checksum_of_their_unsharded_weights(tmp_path: 
 
 
 def test_committed_bases_were_pretrained_on_the_default_corpus(tmp_path: Path) -> None:
-    corpus = synth_data(tmp_path, seed=0)["corpus_sha256"]
-    assert {r["corpus_sha256"] for r in manifest(COMMITTED)} == {corpus}
+    corpus = synth_data(tmp_path / "default", seed=0)["corpus_sha256"]
+    assert {r["corpus_sha256"] for r in manifest(COMMITTED) if not r["recipe"]} == {corpus}
+    for digest, (recipe, _) in RECIPES.items():  # and the other recipes on their own corpus
+        corpus = synth_data(tmp_path / digest, seed=0, **recipe)["corpus_sha256"]
+        assert {r["corpus_sha256"] for r in manifest(COMMITTED) if r["recipe"] == digest} == {corpus}
 
 
 @pytest.fixture(scope="module")

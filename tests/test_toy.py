@@ -10,12 +10,13 @@ import random
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 from ktos.models import load_model_and_tokenizer  # noqa: E402
 from ktos.toy.pretrain import PaddedCorpus, pretrain_base  # noqa: E402
-from ktos.toy.quality import extract_answer, load_items, task_accuracy  # noqa: E402
+from ktos.toy.quality import answer_logprobs, extract_answer, load_items, task_accuracy  # noqa: E402
 from ktos.toy.task import (  # noqa: E402
     RESPONSE_END,
     has_carry,
@@ -224,3 +225,24 @@ def test_task_accuracy_halves_are_the_even_and_odd_items(task_dir: Path, tiny_ba
     result = task_accuracy(model, tokenizer, mixed, batch_size=5)
     assert (result["value"], result["value_val"], result["value_test"]) == (0.5, 1.0, 0.0)
     assert result["correct"] == "10" * 6  # each item's outcome, in order, across the batches
+
+
+@pytest.mark.slow
+def test_answer_logprob_is_the_correct_answers_log_probability(task_dir: Path, tiny_base: tuple[Path, dict]) -> None:
+    """Batched and padded, each item's score equals the answer's log-probability computed alone by the chain rule,
+    one next-token distribution at a time; and task_accuracy reports their mean."""
+    model, tokenizer = load_model_and_tokenizer(str(tiny_base[0]))
+    items = load_items(task_dir)[:9]
+    items[0] = {"prompt": items[0]["prompt"], "answer": "1234"}  # a longer answer: rows of different widths
+    batched = answer_logprobs(model, tokenizer, items, batch_size=4)
+    for item, got in zip(items, batched.tolist(), strict=True):
+        ids = tokenizer(item["prompt"])["input_ids"]
+        answer = tokenizer(" " + item["answer"], add_special_tokens=False)["input_ids"]
+        want = 0.0
+        for token in answer:
+            with torch.no_grad():
+                logits = model(input_ids=torch.tensor([ids])).logits[0, -1]
+            want += float(logits.log_softmax(-1)[token])
+            ids = ids + [token]
+        assert got == pytest.approx(want, abs=1e-4)
+    assert task_accuracy(model, tokenizer, items)["logprob"] == pytest.approx(float(batched.mean()), abs=1e-5)

@@ -73,10 +73,12 @@ def read_run_infos(path: str) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def item_checkpoints(df: pd.DataFrame, infos: list[dict[str, Any]], regime: str) -> ItemCheckpoints | None:
+def item_checkpoints(
+    df: pd.DataFrame, infos: list[dict[str, Any]], regime: str, kl: str = "probe_kl"
+) -> ItemCheckpoints | None:
     """The checkpoints of ``regime``'s completed runs that recorded each item's outcome at their quality steps
-    (``step_quality_correct``) and at the end (``quality.correct``), with the probe KL of the trajectory table
-    ``df`` at those steps; ``None`` when no run recorded them."""
+    (``step_quality_correct``) and at the end (``quality.correct``), with the KL column ``kl`` of the trajectory
+    table ``df`` at those steps (the probe KL, or ``policy_kl``); ``None`` when no run recorded them."""
     records = []
     for info in infos:
         steps = info.get("step_quality_correct") or {}
@@ -94,9 +96,9 @@ def item_checkpoints(df: pd.DataFrame, infos: list[dict[str, Any]], regime: str)
     if not records:
         return None
     rec = pd.DataFrame(records, columns=["method", "lr", "base", "seed", "step", "correct"])
-    kl = df[df["regime"] == regime].assign(base=lambda d: d["base"].fillna(""))
-    kl = kl.dropna(subset=["probe_kl"]).drop_duplicates(["method", "lr", "base", "seed", "step"], keep="last")
-    rec = rec.merge(kl[["method", "lr", "base", "seed", "step", "probe_kl"]], how="left",
+    measured = df[df["regime"] == regime].assign(base=lambda d: d["base"].fillna(""))
+    measured = measured.dropna(subset=[kl]).drop_duplicates(["method", "lr", "base", "seed", "step"], keep="last")
+    rec = rec.merge(measured[["method", "lr", "base", "seed", "step", kl]].rename(columns={kl: "kl"}), how="left",
                     on=["method", "lr", "base", "seed", "step"])  # fmt: skip
     methods = [m for m in ("kto", "kto_s", "kto_zero") if m in set(rec["method"])]
     lrs, steps = np.sort(rec["lr"].unique()), np.sort(rec["step"].unique())
@@ -110,7 +112,7 @@ def item_checkpoints(df: pd.DataFrame, infos: list[dict[str, Any]], regime: str)
     for row in rec.itertuples(index=False):
         at = (methods.index(row.method), int(np.searchsorted(lrs, row.lr)), int(np.searchsorted(steps, row.step)),
               run_index[(row.base, row.seed)])  # fmt: skip
-        kl_arr[at] = row.probe_kl
+        kl_arr[at] = row.kl
         correct[at] = np.frombuffer(row.correct.encode(), dtype=np.uint8) - ord("0")
     return ItemCheckpoints(
         methods, lrs, steps, bases, runs["seed"].to_numpy(), np.asarray([bases.index(b) for b in runs["base"]]),

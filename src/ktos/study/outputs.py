@@ -39,18 +39,29 @@ TABLES = (
 BASE_TABLES = ("base_cells", "base_trends", "base_paired")
 #: The tables of the matched-KL frontier over item sets (:mod:`ktos.study.matched_frontier`).
 ITEM_FRONTIER_TABLES = ("best_checkpoint", "frontier")
+#: The frontier read from fitted curves, in the policy KL and the probe KL (:mod:`ktos.study.curve_frontier`).
+CURVE_FRONTIER_TABLE = "curve_frontier"
 
 
-def table_names(*, several_bases: bool, seed_sets: bool, predictions: bool, item_frontier: bool = False) -> list[str]:
+def table_names(
+    *,
+    several_bases: bool,
+    seed_sets: bool,
+    predictions: bool,
+    item_frontier: bool = False,
+    curve_frontier: bool = False,
+) -> list[str]:
     """The tables (without ``.csv``) of a study over one base or several, with or without seed sets to compare,
-    predictions to check and task accuracy along the way of KTO and another method (the matched-KL frontier):
-    what :func:`ktos.study.verdict.write_tables` writes, beside ``verdict.md``."""
+    predictions to check, task accuracy along the way of KTO and another method (the matched-KL frontier) and,
+    with it, the policy KL (the frontier read from fitted curves): what :func:`ktos.study.verdict.write_tables`
+    writes, beside ``verdict.md``."""
     return [
         *TABLES,
         *(BASE_TABLES if several_bases else ()),
         *(("seed_sets",) if seed_sets else ()),
         *(("predictions_observed",) if predictions else ()),
         *(ITEM_FRONTIER_TABLES if item_frontier else ()),
+        *((CURVE_FRONTIER_TABLE,) if item_frontier and curve_frontier else ()),
     ]
 
 
@@ -97,6 +108,7 @@ class Outputs:
             seed_sets=bool(analysis["seed_sets"]),
             predictions=bool(analysis["predictions"]),
             item_frontier=self.item_frontier(origin),
+            curve_frontier=self.policy_kl(origin),
         )
 
     def item_frontier(self, origin: str) -> bool:

@@ -277,7 +277,8 @@ def step_quality(
     measure: Callable[[], dict[str, Any]], trainer: KTOSTrainer, correct: dict[str, str]
 ) -> Callable[[], dict[str, float]]:
     """``measure`` (a quality measure) as step metrics: ``step_quality`` and, when it reports the held-out
-    halves, ``step_quality_val`` and ``step_quality_test`` (fractions). When it reports each item's outcome
+    halves, ``step_quality_val`` and ``step_quality_test`` (fractions), and its continuous score,
+    ``step_quality_logprob`` (the correct answer's mean log-probability, nats). When it reports each item's outcome
     (``correct``), that string is also kept in ``correct`` under the step number (``run_info.json``'s
     ``step_quality_correct`` after training)."""
 
@@ -285,6 +286,8 @@ def step_quality(
         quality = measure()
         out = {"step_quality": quality["value"]}
         out.update({f"step_quality_{h}": quality[f"value_{h}"] for h in HALVES if f"value_{h}" in quality})
+        if "logprob" in quality:
+            out["step_quality_logprob"] = quality["logprob"]
         if "correct" in quality:
             correct[str(trainer.state.global_step)] = quality["correct"]
         return out

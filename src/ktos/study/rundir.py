@@ -37,7 +37,7 @@ RUN_INFO_FILE = "run_info.json"
 #: the probe KL (nats per sequence), its standard error, the probe KL per token (nats per completion
 #: token), the policy KL on the policy's own samples and its standard error (:mod:`ktos.policy_kl`, nats per
 #: sequence; NaN where not measured) and the task quality (a fraction; ``_val`` and ``_test``: the held-out items'
-#: two halves).
+#: two halves; ``_logprob``: the correct answer's mean log-probability, nats).
 MEASURED_KEYS = (
     "probe_kl",
     "probe_kl_se",
@@ -47,6 +47,7 @@ MEASURED_KEYS = (
     "step_quality",
     "step_quality_val",
     "step_quality_test",
+    "step_quality_logprob",
 )
 #: Columns of the tidy trajectory table, in order: run-level fields (repeated on every row), then per step.
 COLUMNS: tuple[str, ...] = (
@@ -73,15 +74,18 @@ COLUMNS: tuple[str, ...] = (
     "quality",
     "quality_val",
     "quality_test",
+    "quality_logprob",
     "base_quality",
     "base_quality_val",
     "base_quality_test",
+    "base_quality_logprob",
     "params",
 )
 #: Columns that tables written before they existed lack (read as NaN).
 OPTIONAL_COLUMNS: tuple[str, ...] = (
     "base", "step_quality_val", "step_quality_test", "update_norm", "quality_val", "quality_test", "base_quality_val",
-    "base_quality_test", "params", "policy_kl", "policy_kl_se",
+    "base_quality_test", "params", "policy_kl", "policy_kl_se", "step_quality_logprob", "quality_logprob",
+    "base_quality_logprob",
 )  # fmt: skip
 #: Trajectory keys as logged by TRL -> table columns.
 RENAME: dict[str, str] = {
@@ -162,16 +166,19 @@ def read_run(run_dir: str | Path) -> pd.DataFrame:
             "quality": quality.get("value", math.nan),
             "quality_val": quality.get("value_val", math.nan),
             "quality_test": quality.get("value_test", math.nan),
+            "quality_logprob": quality.get("logprob", math.nan),
             "base_quality": base.get("value", math.nan),
             "base_quality_val": base.get("value_val", math.nan),
             "base_quality_test": base.get("value_test", math.nan),
+            "base_quality_logprob": base.get("logprob", math.nan),
             "params": _model_params(info),
         }
         diverged_at = info.get("diverged_at_step")
     else:
         log.warning("%s: no run_info.json; method, lr and seed read from its name", run_dir)
         run = {"regime": DEFAULT_REGIME, "base": None, **parse_run_name(run_dir.name)._asdict(), "status": NO_RUN_INFO}
-        run.update(quality_metric=None, quality=math.nan, quality_val=math.nan, quality_test=math.nan)
+        run.update(quality_metric=None, quality=math.nan, quality_val=math.nan, quality_test=math.nan,
+                   quality_logprob=math.nan)  # fmt: skip
         diverged_at = None
 
     rows = pd.DataFrame(read_trajectory(traj)).rename(columns=RENAME)

@@ -33,8 +33,9 @@ from .analysis import (
 from .base_factor import pooled_cells, pooled_paired, pooled_trends, seed_set_table
 from .checkpoint_envelope import EARLY_STOPPING_COLUMNS, ENVELOPE_COLUMNS, early_stopping_table, envelope_table
 from .checkpoint_envelope import checkpoints as trajectory_checkpoints
+from .curve_frontier import curve_frontier_table
 from .matched_frontier import frontier_tables, has_item_frontier, read_run_infos
-from .outputs import table_names
+from .outputs import CURVE_FRONTIER_TABLE, table_names
 from .rundir import read_table
 from .scale import check_predictions, drivers, scale_table, size_fit, size_predictions
 
@@ -96,9 +97,11 @@ class StudyTables(Mapping[str, pd.DataFrame]):
             seed_sets=bool(criteria.seed_sets),
             predictions=bool(criteria.predictions),
             item_frontier=regime is not None and has_item_frontier(df, self.run_infos, regime),
+            curve_frontier="policy_kl" in df
+            and bool(np.isfinite(pd.to_numeric(df["policy_kl"], errors="coerce")).any()),
         )
         unknown = set(names or ()) - set(
-            table_names(several_bases=True, seed_sets=True, predictions=True, item_frontier=True)
+            table_names(several_bases=True, seed_sets=True, predictions=True, item_frontier=True, curve_frontier=True)
         )
         if unknown:
             raise ValueError(f"unknown tables {sorted(unknown)}")
@@ -122,6 +125,9 @@ class StudyTables(Mapping[str, pd.DataFrame]):
             if name in ("best_checkpoint", "frontier"):
                 assert self.regime is not None
                 self._done.update(frontier_tables(self.df, self.run_infos, self.regime))
+            elif name == CURVE_FRONTIER_TABLE:
+                assert self.regime is not None
+                self._done[name] = curve_frontier_table(self.df, self.run_infos, self.regime)
             else:
                 self._done[name] = self._compute(name)
         return self._done[name]

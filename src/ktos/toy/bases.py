@@ -139,25 +139,27 @@ def compare_bases(rebuilt: str | Path, reference: str | Path) -> dict[str, Any]:
 
 #: Columns of :func:`manifest`.
 MANIFEST_COLUMNS: tuple[str, ...] = (
-    "name", "size", "seed", "params", "heldout_accuracy", "sha256", "steps", "batch_size", "lr", "device",
+    "name", "size", "seed", "recipe", "params", "heldout_accuracy", "sha256", "steps", "batch_size", "lr", "device",
     "precision", "threads", "seconds", "corpus_sha256",
 )  # fmt: skip
 
 
 def manifest(bases_dir: str | Path) -> list[dict[str, Any]]:
-    """One row per base directory under ``bases_dir`` (those with a ``pretrain_log.json``), by size then seed:
-    its name, size, pretraining seed, parameter count, held-out accuracy, weights SHA-256 and recipe, read from
-    its files (the rows of ``results/reference/bases/bases.csv``)."""
+    """One row per base directory under ``bases_dir`` (those with a ``pretrain_log.json``), by recipe, size, then
+    seed: its name, size, pretraining seed, recipe (the name's ``r<digest>`` suffix, :func:`base_name`; empty for
+    the preset recipe on the default corpus), parameter count, held-out accuracy, weights SHA-256 and settings, read
+    from its files (the rows of ``results/reference/bases/bases.csv``)."""
     rows = []
     for log_path in Path(bases_dir).glob(f"*/{'pretrain_log.json'}"):
         record = json.loads(log_path.read_text())
         rows.append({
             **{key: record.get(key) for key in MANIFEST_COLUMNS},
             "name": log_path.parent.name,
+            "recipe": log_path.parent.name.partition("_r")[2],
             "sha256": weights_sha256(log_path.parent),
             "seconds": round(record["seconds"], 1),
         })  # fmt: skip
-    return sorted(rows, key=lambda row: (row["params"], row["seed"]))
+    return sorted(rows, key=lambda row: (row["recipe"], row["params"], row["seed"]))
 
 
 def write_manifest(bases_dir: str | Path, out_csv: str | Path | None = None) -> Path:

@@ -2,7 +2,8 @@
 
 * :func:`task_accuracy`: greedy exact-answer accuracy on held-out ``{"prompt", "answer"}`` items (a
   JSONL file such as the embedded default's ``heldout.jsonl``): the share of prompts whose greedy
-  continuation, read by :func:`extract_answer`, equals the answer.
+  continuation, read by :func:`extract_answer`, equals the answer; beside it a continuous score, the mean
+  log-probability of the correct answer (:func:`answer_logprobs`).
 * :func:`preference_accuracy`: on held-out binary feedback, the share of examples whose implied reward
   ``r = log pi_theta(y|x) - log pi_ref(y|x)`` has the label's sign (desirable ``r > 0``, undesirable
   ``r < 0``; ties count as wrong). For data without reference answers.
@@ -57,8 +58,9 @@ def task_accuracy(
 
     Prompts are left-padded. Returns ``{"metric": "task_accuracy", "value": fraction, "n": items}`` plus the
     accuracy on each of :data:`HALVES`, ``value_val`` (even-numbered items) and ``value_test`` (odd-numbered),
-    and ``correct``, each item's outcome in order as a string of ``"1"`` (right) and ``"0"`` (wrong), from which
-    any other split of the items is read; the model's train/eval mode is restored afterwards.
+    ``correct``, each item's outcome in order as a string of ``"1"`` (right) and ``"0"`` (wrong), from which
+    any other split of the items is read, and ``logprob``, the mean over items of :func:`answer_logprobs` (nats);
+    the model's train/eval mode is restored afterwards.
     """
     if not items:
         raise ValueError("no held-out items")
@@ -88,7 +90,44 @@ def task_accuracy(
         model.train(was_training)
     halves = {f"value_{half}": _share(right[i::2]) for i, half in enumerate(HALVES)}
     correct = "".join("1" if r else "0" for r in right)
-    return {"metric": "task_accuracy", "value": sum(right) / len(items), "n": len(items), **halves, "correct": correct}
+    logprob = float(answer_logprobs(model, tokenizer, items, batch_size=batch_size).mean())
+    return {"metric": "task_accuracy", "value": sum(right) / len(items), "n": len(items), **halves, "correct": correct,
+            "logprob": logprob}  # fmt: skip
+
+
+@torch.no_grad()
+def answer_logprobs(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, items: Sequence[dict], *, batch_size: int = 256
+) -> torch.Tensor:
+    """Per item, ``log pi(" " + answer | prompt)`` in nats: the summed log-probability of the correct answer's
+    tokens (a space, then the answer, as the task's completions write it; prompt and answer tokenized apart and
+    joined, as TRL joins a prompt and its completion), read with one forward pass per batch (right-padded). A
+    continuous score beside exact match: it moves with every change of the answer's probability, not only when
+    the greedy answer flips. The model's train/eval mode is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    out: list[torch.Tensor] = []
+    try:
+        for i in range(0, len(items), batch_size):
+            chunk = items[i : i + batch_size]
+            prompts = tokenizer([item["prompt"] for item in chunk])["input_ids"]
+            answers = tokenizer([f" {str(item['answer']).strip()}" for item in chunk], add_special_tokens=False)
+            rows = [p + a for p, a in zip(prompts, answers["input_ids"], strict=True)]
+            width = max(map(len, rows))
+            ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            scored = torch.zeros((len(rows), width), dtype=torch.bool)
+            for r, (row, p) in enumerate(zip(rows, prompts, strict=True)):
+                ids[r, : len(row)], mask[r, : len(row)] = torch.tensor(row), 1
+                scored[r, len(p) : len(row)] = True
+            ids, mask, scored = ids.to(model.device), mask.to(model.device), scored.to(model.device)
+            logps = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float().log_softmax(-1)
+            token = logps.gather(-1, ids[:, 1:, None]).squeeze(-1)
+            out.append((token * scored[:, 1:]).sum(-1).cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(out)
 
 
 def _share(right: Sequence[bool]) -> float:
