@@ -189,3 +189,23 @@ def test_predictions_are_checked_against_the_cells_they_predict() -> None:
     assert len(check) == 2  # 21M was not trained
     assert check.loc[3e-5, "observed_final_probe_kl"] == 6.5 and check.loc[3e-5, "n_bases"] == 2
     assert check.loc[3e-5, "holds"] and not check.loc[2.7e-4, "holds"]
+
+
+def test_the_policy_kls_trend_is_judged_on_its_own_columns_base_by_base() -> None:
+    """The policy KL rises on bases a and b and is flat on c, while the probe KL does something else: the policy
+    table reads only the policy columns, and judges each base by the same rule on its seeds."""
+    runs = runs_table({"a": 3.0, "b": 6.0, "c": 9.0}, noise=0.3).assign(base_quality=0.5)
+    kto = runs["method"] == "kto"
+    runs["final_policy_kl"] = 2.0
+    runs["policy_late_rise"] = np.where(runs["base"] == "c", 0.0, 1.0) + 0.01 * np.arange(len(runs)) % 0.05
+    trends = pooled_trends(runs, None, threshold=0.1, kl="policy_kl").set_index("method")
+    assert "final_policy_kl" in trends and "final_probe_kl" not in trends
+    assert trends.loc["kto", "final_policy_kl"] == pytest.approx(2.0)
+    assert (trends.loc["kto", "n_bases_rising"], trends.loc["kto", "n_bases_levelling"]) == (2, 1)
+    runs.loc[kto, "policy_late_rise"] = 0.01 * np.arange(int(kto.sum())) % 0.03  # flat everywhere
+    flat = pooled_trends(runs, None, threshold=0.1, kl="policy_kl").set_index("method")
+    assert flat.loc["kto", "late_trend"] == "levels off" and flat.loc["kto", "n_bases_levelling"] == 3
+    runs.loc[kto, "quality"] = 0.2  # below half the base's: collapsed, never "levels off"
+    assert pooled_trends(runs, None, threshold=0.1, kl="policy_kl").set_index("method").loc["kto", "late_trend"] == (
+        "collapsed"
+    )

@@ -63,7 +63,7 @@ def test_no_difference_is_called_the_same_and_the_kls_are_read_apart():
     # a run whose checkpoints do not reach the bin gives no reading there
     far = cf.curve_frontier_table(*study(delta, kl_scale=0.1), "main").set_index(["kl", "kl_low"])
     assert far.loc[("policy_kl", 1.0), "runs_read"] == 0 and far.loc[("probe_kl", 1.0), "runs_read"] == 8
-    assert far.loc[("policy_kl", 1.0), "call"] == cf.UNDECIDED
+    assert far.loc[("policy_kl", 1.0), "call"] == cf.NOT_COVERED
 
 
 def test_collapsed_runs_are_counted_per_method():

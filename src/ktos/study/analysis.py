@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -165,21 +166,27 @@ def run_summary(df: pd.DataFrame, criteria: Criteria = Criteria()) -> pd.DataFra
             "phase_runaway": runs_away(phase_mid, phase_last, criteria.threshold),
         }
         row.update(_stability(row, kl[in_window], se[in_window], criteria, n_items=200))
-        row.update(_policy_kl(run, criteria.window))
+        row.update(_policy_kl(run, criteria, quality, base))
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _policy_kl(run: pd.DataFrame, window: int) -> dict[str, float]:
-    """The policy KL (nats, KL on the policy's own samples) at the end and at the window's end, where the run
-    measured it (no columns otherwise, so that tables from before it are unchanged)."""
+def _policy_kl(run: pd.DataFrame, criteria: Criteria, quality: float, base_quality: float) -> dict[str, Any]:
+    """The policy KL (nats, KL on the policy's own samples) at the end and at the window's end, and its late rise and
+    trend by the probe KL's rule (``policy_late_*``; docs/study.md, "The policy KL's trend"), where the run measured
+    it (no columns otherwise, so that tables from before it are unchanged)."""
     if "policy_kl" not in run:
         return {}
     policy = run[np.isfinite(pd.to_numeric(run["policy_kl"], errors="coerce"))]
     if policy.empty:
         return {}
     steps, values = policy["step"].to_numpy(float), policy["policy_kl"].to_numpy(float)
-    return {"final_policy_kl": float(values[-1]), "window_policy_kl": _value_at(steps, values, window)}
+    trend = run_trend(steps, values, criteria.threshold, quality, base_quality)
+    return {
+        "final_policy_kl": float(values[-1]),
+        "window_policy_kl": _value_at(steps, values, criteria.window),
+        **{f"policy_{key}": value for key, value in trend.items()},
+    }
 
 
 def _stability(row: dict, kl: np.ndarray, se: np.ndarray, criteria: Criteria, n_items: int) -> dict:

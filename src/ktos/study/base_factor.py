@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .stats import POWER, t_interval, t_quantile
-from .trend_rules import COLLAPSED, UNDECIDED, bar, classify, collapsed
+from .trend_rules import COLLAPSED, UNDECIDED, bar, cell_trend, classify, collapsed
 
 #: Resamples of the two-level bootstrap.
 N_BOOT = 2000
@@ -129,13 +129,24 @@ def pooled_cells(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(CELL_COLUMNS))
 
 
-def pooled_trends(runs: pd.DataFrame, base_cells: pd.DataFrame, threshold: float) -> pd.DataFrame:
-    """Per regime x method x learning rate: the pooled late rise with its two-level interval against the bar, the
-    pooled trend, and how many bases keep rising, level off or are undecided on their own (``base_cells``: the
-    per-base cell table with its ``late_trend``)."""
+#: The KLs whose trend is judged: KL -> (the runs table's late-rise column, its final-KL column).
+TREND_KLS: dict[str, tuple[str, str]] = {
+    "probe_kl": ("late_rise", "final_probe_kl"),
+    "policy_kl": ("policy_late_rise", "final_policy_kl"),
+}
+
+
+def pooled_trends(
+    runs: pd.DataFrame, base_cells: pd.DataFrame | None, threshold: float, kl: str = "probe_kl"
+) -> pd.DataFrame:
+    """Per regime x method x learning rate: the pooled late rise of ``kl`` (:data:`TREND_KLS`) with its two-level
+    interval against the bar, the pooled trend, and how many bases keep rising, level off or are undecided on their
+    own (the probe KL's: ``base_cells``, the per-base cell table with its ``late_trend``; another KL's: the same
+    rule, :func:`~ktos.study.trend_rules.cell_trend`, on each base's seeds)."""
+    rise_column, final_column = TREND_KLS[kl]
     rows = []
     for cell, grp in _completed(runs).groupby(CELL, sort=True):
-        rise, final = _groups(grp, "late_rise"), _groups(grp, "final_probe_kl")
+        rise, final = _groups(grp, rise_column), _groups(grp, final_column)
         if not rise:
             continue
         pooled, final_kl = spread(rise), float(np.mean([g.mean() for g in final]))
@@ -145,16 +156,23 @@ def pooled_trends(runs: pd.DataFrame, base_cells: pd.DataFrame, threshold: float
             base_quality = [g.mean() for g in _groups(grp, "base_quality")]
             if quality and base_quality and collapsed(float(np.mean(quality)), float(np.mean(base_quality))):
                 trend = COLLAPSED
-        mine = base_cells[(base_cells[CELL] == pd.Series(cell, index=CELL)).all(axis=1)]["late_trend"]
+        if base_cells is not None:
+            mine = base_cells[(base_cells[CELL] == pd.Series(cell, index=CELL)).all(axis=1)]["late_trend"]
+        else:
+            mine = pd.Series([
+                cell_trend(g[rise_column], g[final_column], threshold, float(g["quality"].mean()),
+                           float(g["base_quality"].iat[0]))["late_trend"]
+                for _, g in grp.groupby("base", sort=True)
+            ], dtype=object)  # fmt: skip
         rows.append({
             **dict(zip(CELL, cell, strict=True)), "n_bases": len(rise), "late_rise": pooled["mean"],
-            "low": pooled["low"], "high": pooled["high"], "final_probe_kl": final_kl,
+            "low": pooled["low"], "high": pooled["high"], final_column: final_kl,
             "bar": bar(final_kl, threshold), "late_trend": trend,
             "n_bases_rising": int((mine == "keeps rising").sum()),
             "n_bases_levelling": int((mine == "levels off").sum()),
             "n_bases_undecided": int((mine == UNDECIDED).sum()),
         })  # fmt: skip
-    return pd.DataFrame(rows, columns=list(TREND_COLUMNS))
+    return pd.DataFrame(rows, columns=[final_column if c == "final_probe_kl" else c for c in TREND_COLUMNS])
 
 
 def _share(x: float, of: float) -> float:

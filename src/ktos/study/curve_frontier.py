@@ -6,7 +6,8 @@ read at a bin centre ``K0`` (:func:`ktos.study.power.curve_weights`); KTO-S minu
 averaged over the base's seeds, then over the bases, each weighing the same. Its 95% interval is the Student t
 interval over the base means (``B - 1`` degrees of freedom, ``B`` the bases with a reading). The call, with the
 fourth amendment's margin ``m`` (:data:`~ktos.study.matched_frontier.MARGIN`): **the same** when the interval lies
-inside ``[-m, m]``, **differs** when it excludes 0, else **undecided**.
+inside ``[-m, m]``, **differs** when it excludes 0, else **undecided**; a bin that fewer than 2 bases' runs
+straddle is **not covered**.
 
 Read per KL: the policy KL (the verdict) and the probe KL ``z0`` (beside it). Beside each call: the realised
 detectable difference, ``(t_0.975 + t_0.80) SE`` with ``SE`` from the variance components re-estimated on these
@@ -34,12 +35,14 @@ from .power import (
     standard_error,
     variance_components,
 )
+from .stats import t_interval
 from .trend_rules import collapsed
 
 #: The KLs the frontier is read in: the policy's (the verdict) and the probe's z0 (beside it).
 CURVE_KLS: tuple[str, ...] = ("policy_kl", "probe_kl")
-#: The calls of the decision rule.
-SAME, DIFFERS, UNDECIDED = "the same", "differs", "undecided"
+#: The calls of the decision rule, and the label of a bin fewer than 2 bases' runs reach (the amendment's rule:
+#: reported as such, the probe-KL bin beside it, the grid not extended).
+SAME, DIFFERS, UNDECIDED, NOT_COVERED = "the same", "differs", "undecided", "not covered"
 
 
 def call(low: float, high: float, margin: float = MARGIN) -> str:
@@ -51,15 +54,10 @@ def call(low: float, high: float, margin: float = MARGIN) -> str:
     return DIFFERS if low > 0 or high < 0 else UNDECIDED
 
 
-def t_interval(values: np.ndarray) -> tuple[float, float, float]:
-    """Mean and 95% Student t interval of ``values`` (NaN ones left out); NaN bounds for fewer than 2."""
-    from scipy.stats import t
-
+def mean_interval(values: np.ndarray) -> tuple[float, float, float]:
+    """Mean and 95% Student t interval (:func:`ktos.study.stats.t_interval`) of the finite ``values``."""
     v = values[np.isfinite(values)]
-    if len(v) < 2:
-        return (float(v.mean()) if len(v) else math.nan), math.nan, math.nan
-    half = float(t.ppf(0.975, len(v) - 1)) * float(v.std(ddof=1)) / math.sqrt(len(v))
-    return float(v.mean()), float(v.mean()) - half, float(v.mean()) + half
+    return (float(v.mean()) if len(v) else math.nan), *t_interval(v)
 
 
 def base_means(per_run: np.ndarray) -> np.ndarray:
@@ -120,7 +118,7 @@ def curve_frontier_table(df: pd.DataFrame, infos: list[dict[str, Any]], regime: 
             k0 = (lo + hi) / 2
             e = run_item_differences(cp, k0)  # [base, seed, item]
             per_run = e.mean(2)
-            mean, low, high = t_interval(base_means(per_run))
+            mean, low, high = mean_interval(base_means(per_run))
             complete = np.isfinite(per_run).all(1)
             n_read = int(np.isfinite(base_means(per_run)).sum())
             if complete.sum() >= 2:
@@ -128,10 +126,11 @@ def curve_frontier_table(df: pd.DataFrame, infos: list[dict[str, Any]], regime: 
                 se = standard_error(vc, n_read, e.shape[1], e.shape[2])
             else:
                 se = math.nan
-            lp_mean, lp_low, lp_high = t_interval(base_means(logprob_differences(df, cp, kl, k0)))
+            lp_mean, lp_low, lp_high = mean_interval(base_means(logprob_differences(df, cp, kl, k0)))
             rows.append({
                 "kl": kl, "kl_low": lo, "kl_high": hi, "kl_read": k0, "diff": mean, "low": low, "high": high,
-                "call": call(low, high), "margin": MARGIN, "n_bases": n_read, "n_bases_planned": len(cp.bases),
+                "call": call(low, high) if n_read >= 2 else NOT_COVERED, "margin": MARGIN, "n_bases": n_read,
+                "n_bases_planned": len(cp.bases),
                 "runs_read": int(np.isfinite(per_run).sum()), "runs": int(per_run.size), "n_items": e.shape[2],
                 "se_realised": se, "detectable_realised": detectable(se, n_read) if math.isfinite(se) else math.nan,
                 "reaches_margin": bool(math.isfinite(se) and detectable(se, n_read) <= MARGIN),

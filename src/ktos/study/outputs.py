@@ -35,8 +35,10 @@ TABLES = (
     "runs", "cells", "paired", "matched_kl", "checkpoints", "kl_ratio", "envelope", "early_stopping", "scale",
     "drivers", "size_fit", "size_predictions",
 )  # fmt: skip
-#: The tables that judge each cell over several bases (:mod:`ktos.study.base_factor`).
+#: The tables that judge each cell over several bases (:mod:`ktos.study.base_factor`), and the policy KL's trend
+#: judged so where the runs measured it.
 BASE_TABLES = ("base_cells", "base_trends", "base_paired")
+POLICY_TRENDS_TABLE = "policy_trends"
 #: The tables of the matched-KL frontier over item sets (:mod:`ktos.study.matched_frontier`).
 ITEM_FRONTIER_TABLES = ("best_checkpoint", "frontier")
 #: The frontier read from fitted curves, in the policy KL and the probe KL (:mod:`ktos.study.curve_frontier`).
@@ -49,19 +51,20 @@ def table_names(
     seed_sets: bool,
     predictions: bool,
     item_frontier: bool = False,
-    curve_frontier: bool = False,
+    policy_kl: bool = False,
 ) -> list[str]:
     """The tables (without ``.csv``) of a study over one base or several, with or without seed sets to compare,
-    predictions to check, task accuracy along the way of KTO and another method (the matched-KL frontier) and,
-    with it, the policy KL (the frontier read from fitted curves): what :func:`ktos.study.verdict.write_tables`
-    writes, beside ``verdict.md``."""
+    predictions to check, task accuracy along the way of KTO and another method (the matched-KL frontier) and the
+    policy KL measured (its trend over bases; with the frontier, the frontier read from fitted curves): what
+    :func:`ktos.study.verdict.write_tables` writes, beside ``verdict.md``."""
     return [
         *TABLES,
         *(BASE_TABLES if several_bases else ()),
+        *((POLICY_TRENDS_TABLE,) if several_bases and policy_kl else ()),
         *(("seed_sets",) if seed_sets else ()),
         *(("predictions_observed",) if predictions else ()),
         *(ITEM_FRONTIER_TABLES if item_frontier else ()),
-        *((CURVE_FRONTIER_TABLE,) if item_frontier and curve_frontier else ()),
+        *((CURVE_FRONTIER_TABLE,) if item_frontier and policy_kl else ()),
     ]
 
 
@@ -108,7 +111,7 @@ class Outputs:
             seed_sets=bool(analysis["seed_sets"]),
             predictions=bool(analysis["predictions"]),
             item_frontier=self.item_frontier(origin),
-            curve_frontier=self.policy_kl(origin),
+            policy_kl=self.policy_kl(origin),
         )
 
     def item_frontier(self, origin: str) -> bool:

@@ -35,7 +35,7 @@ from .checkpoint_envelope import EARLY_STOPPING_COLUMNS, ENVELOPE_COLUMNS, early
 from .checkpoint_envelope import checkpoints as trajectory_checkpoints
 from .curve_frontier import curve_frontier_table
 from .matched_frontier import frontier_tables, has_item_frontier, read_run_infos
-from .outputs import CURVE_FRONTIER_TABLE, table_names
+from .outputs import CURVE_FRONTIER_TABLE, POLICY_TRENDS_TABLE, table_names
 from .rundir import read_table
 from .scale import check_predictions, drivers, scale_table, size_fit, size_predictions
 
@@ -97,11 +97,10 @@ class StudyTables(Mapping[str, pd.DataFrame]):
             seed_sets=bool(criteria.seed_sets),
             predictions=bool(criteria.predictions),
             item_frontier=regime is not None and has_item_frontier(df, self.run_infos, regime),
-            curve_frontier="policy_kl" in df
-            and bool(np.isfinite(pd.to_numeric(df["policy_kl"], errors="coerce")).any()),
+            policy_kl="policy_kl" in df and bool(np.isfinite(pd.to_numeric(df["policy_kl"], errors="coerce")).any()),
         )
         unknown = set(names or ()) - set(
-            table_names(several_bases=True, seed_sets=True, predictions=True, item_frontier=True, curve_frontier=True)
+            table_names(several_bases=True, seed_sets=True, predictions=True, item_frontier=True, policy_kl=True)
         )
         if unknown:
             raise ValueError(f"unknown tables {sorted(unknown)}")
@@ -182,6 +181,7 @@ class StudyTables(Mapping[str, pd.DataFrame]):
             "size_predictions": lambda: size_predictions(self["scale"]),
             "base_cells": lambda: pooled_cells(runs),
             "base_trends": lambda: pooled_trends(runs, self["cells"], criteria.threshold),
+            POLICY_TRENDS_TABLE: lambda: pooled_trends(runs, None, criteria.threshold, kl="policy_kl"),
             "base_paired": lambda: pooled_paired(runs),
             "seed_sets": lambda: seed_set_table(runs, dict(criteria.seed_sets)),
             "predictions_observed": lambda: check_predictions(self["scale"], pd.read_csv(criteria.predictions)),
