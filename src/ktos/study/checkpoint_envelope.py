@@ -27,12 +27,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .stats import t_interval
+from .stats import N_BOOT, t_interval
 
 #: KL budgets (sequence-level nats) at which the envelopes are compared.
 KL_BUDGETS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0)
-#: Bootstrap resamples of the seed set.
-N_BOOT = 2000
 #: Columns of :func:`envelope_table` and :func:`early_stopping_table` (their header when a study has neither).
 ENVELOPE_COLUMNS = ("method", "kl_budget", "envelope", "envelope_low", "envelope_high", "lr", "step", "diff_vs_kto",
                     "diff_low", "diff_high", "n_seeds")  # fmt: skip

@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .stats import N_BOOT
+
 #: Three disjoint sets of the held-out items by position ``i mod 3``: ``choose`` (items 0, 3, 6, ...: for choosing
 #: a checkpoint), ``report`` (1, 4, 7, ...: for reporting the chosen one) and ``envelope`` (2, 5, 8, ...: for
 #: reading the frontier, never used for choosing).
@@ -38,8 +40,6 @@ ITEM_SETS: tuple[str, ...] = ("choose", "report", "envelope")
 KL_BINS: tuple[tuple[float, float], ...] = ((0.5, 1.0), (1.0, 2.0), (2.0, 4.0), (4.0, 8.0))
 #: The equivalence margin (accuracy), fixed in docs/study.md before the runs.
 MARGIN = 0.02
-#: Bootstrap resamples.
-N_BOOT = 2000
 #: Multiplier of the bootstrap sd that gives the difference detected with 80% power at the 5% level.
 DETECTABLE_SD = 2.8
 _CHOOSE, _REPORT, _ENVELOPE = range(3)

@@ -25,6 +25,9 @@ from scipy import stats
 LEVEL = 0.95
 #: Power for the smallest detectable effect.
 POWER = 0.80
+#: Bootstrap resamples of the tables that re-choose a checkpoint in each resample (the envelope, early stopping, the
+#: matched-KL frontier: a Python loop per resample).
+N_BOOT = 2000
 
 
 def t_quantile(dof: int, level: float = LEVEL) -> float:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..runnames import lr_tag, method_label
-from .numbers import fmt, p_value, pct, trend_phrase
+from .numbers import fmt, interval, p_value, pct, trend_phrase
 
 
 def base_trend_sentences(trends: pd.DataFrame, cells: pd.DataFrame) -> list[str]:
@@ -22,7 +22,7 @@ def base_trend_sentences(trends: pd.DataFrame, cells: pd.DataFrame) -> list[str]
     for row in trends.itertuples(index=False):
         spread = kl.loc[(row.regime, row.method, row.lr)] if (row.regime, row.method, row.lr) in kl.index else None
         between = (
-            f"; final probe KL {fmt(spread['mean'])} [{fmt(spread['low'])}, {fmt(spread['high'])}] nats, base means "
+            f"; final probe KL {fmt(spread['mean'])} {interval(spread['low'], spread['high'])} nats, base means "
             f"{fmt(spread['base_min'])} to {fmt(spread['base_max'])} (sd {fmt(spread['sd_bases'])} between bases, "
             f"{fmt(spread['sd_seeds'])} between seeds on a base)"
             if spread is not None
@@ -30,8 +30,8 @@ def base_trend_sentences(trends: pd.DataFrame, cells: pd.DataFrame) -> list[str]
         )
         text.append(
             f"{method_label(row.method)}, {row.regime} at lr {lr_tag(row.lr)}, over {row.n_bases} bases: its KL "
-            f"{trend_phrase(row.late_trend)} (pooled last-half rise {fmt(row.late_rise)} [{fmt(row.low)}, "
-            f"{fmt(row.high)}] nats "
+            f"{trend_phrase(row.late_trend)} (pooled last-half rise {fmt(row.late_rise)} "
+            f"{interval(row.low, row.high)} nats "
             f"against a bar of {fmt(row.bar)}); on their own, {row.n_bases_rising} of {row.n_bases} bases keep rising, "
             f"{row.n_bases_levelling} level off, {row.n_bases_undecided} are undecided"
             + (
@@ -62,7 +62,7 @@ def base_paired_sentence(row: pd.Series) -> str:
         call += f" by the bootstrap, though the t-interval over the {row['n_bases']} base means includes 0"
     return (
         f"{row['regime']} at lr {lr_tag(row['lr'])}, {label}, KTO-S minus KTO over {row['n_bases']} bases "
-        f"({row['n_pairs']} paired seeds): {fmt(row['diff'])}{unit} [{fmt(row['low'])}, {fmt(row['high'])}] "
+        f"({row['n_pairs']} paired seeds): {fmt(row['diff'])}{unit} {interval(row['low'], row['high'])} "
         f"(two-level bootstrap; t over base means [{fmt(row['t_low'])}, {fmt(row['t_high'])}]), {pct(row['rel'])} of "
         f"KTO's {fmt(row['kto_mean'])}; lower on {row['n_bases_lower']} of {row['n_bases']} bases and "
         f"{row['n_pairs_lower']} of {row['n_pairs']} seeds: {call}. Between bases the difference varies with sd "
