@@ -46,6 +46,7 @@ STAGES: dict[str, tuple[str, str, str]] = {
         "write_power",
         "power analysis of the matched-KL frontier from a committed frontier study",
     ),
+    "answer": ("study.prose.answer", "write_answer", "the README's answer block from the committed studies' tables"),
 }
 
 
@@ -152,6 +153,10 @@ def _stage_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frontier", required=True, help="its committed frontier.csv (the argmax design's bootstrap)")
     p.add_argument("--output", dest="out_dir", required=True)
     p.add_argument("--regime")
+
+    p = parsers["answer"]
+    p.add_argument("--reference", required=True, help="the committed studies (results/reference)")
+    p.add_argument("--output", required=True, help="the Markdown file to write")
 
 
 def _run_stage(args: argparse.Namespace) -> Any:

@@ -74,3 +74,23 @@ for origin in ORIGINS:
         shell:
             "python -m ktos tables --table {input.table:q} --output {params.out_dir} --names {params.names} "
             "{params.analysis} {params.run_info} > {log} 2>&1"
+
+
+rule answer:
+    # The README's answer block from every committed study's tables (ktos.study.prose.answer); a test compares the
+    # README with it. Into results/redrawn/, never over a committed file.
+    input:
+        sorted((PLAN.root / "results/reference").glob("*/tables/*.csv")),
+    output:
+        "results/redrawn/answer.md",
+    log:
+        "results/logs/answer.log",
+    benchmark:
+        "results/benchmarks/answer.tsv"
+    localrule: True
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        reference=PLAN.root / "results/reference",
+    shell:
+        "python -m ktos answer --reference {params.reference:q} --output {output:q} > {log} 2>&1"
