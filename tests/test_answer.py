@@ -46,3 +46,16 @@ def test_a_study_without_its_tables_drops_its_bullet(tmp_path: Path) -> None:
     shutil.rmtree(tmp_path / "reference/scale_2.6M")
     text = answer_markdown(tmp_path / "reference")
     assert "bigger model drifts further" not in text and "KTO-S slows KTO's probe KL" in text
+
+
+def test_ktos_answer_replaces_only_the_block_of_a_file_that_has_one(tmp_path: Path) -> None:
+    from ktos.study.prose.answer import write_answer
+
+    page = tmp_path / "README.md"
+    page.write_text(f"# Title\n\nbefore\n\n{BEGIN}\n- stale\n{END}\n\nafter\n", encoding="utf-8")
+    write_answer(REFERENCE, page)
+    text = page.read_text(encoding="utf-8")
+    assert text.startswith("# Title\n\nbefore\n\n") and text.endswith(f"{END}\n\nafter\n") and "- stale" not in text
+    assert answer_markdown(REFERENCE) in text
+    fresh = write_answer(REFERENCE, tmp_path / "new/answer.md")
+    assert fresh.read_text(encoding="utf-8") == answer_markdown(REFERENCE)

@@ -82,7 +82,8 @@ def headline(t: Tables) -> str:
         f"pretrained, committed bases) KTO's probe KL (`z0`, KTO's own reference point on mismatched pairs) "
         f"{kto['late_trend']} to {fmt(final['mean'])} {interval(final['low'], final['high'])} nats (mean over bases, "
         f"two-level bootstrap over bases and seeds), on {_bases(kto['n_bases_rising'], kto['n_bases'])}. KTO-S minus "
-        f"KTO at the end: {fmt(diff['diff'])} {interval(diff['low'], diff['high'])} nats ({pct(diff['rel'])}), lower on "
+        f"KTO at the end: {fmt(diff['diff'])} {interval(diff['low'], diff['high'])} nats ({pct(diff['rel'])}), "
+        f"lower on "
         f"{_bases(diff['n_bases_lower'], diff['n_bases'])} and {int(diff['n_pairs_lower'])} of "
         f"{int(diff['n_pairs'])} seeds, with a last-half rise {pct(rise['rel'])}; but its probe KL still "
         f"{kto_s['late_trend']} ({fmt(kto_s['late_rise'])} {interval(kto_s['low'], kto_s['high'])} nats over the "
@@ -126,7 +127,8 @@ def bases(t: Tables) -> str:
         f"seeds and the headline's agree (KTO-S's last-half rise {fmt(sets['mean_a'])} against "
         f'{fmt(sets["mean_b"])} nats, Welch {p_value(sets["welch_p"])}): the earlier "does not replicate on fresh '
         f'seeds" was a second base, not new seeds. At lr {lr_tag(lr_pair["lr"])} KTO-S is {pct(lr_pair["rel"])} '
-        f"lower and {'both methods’ probe KL ' + next(iter(both)) if len(both) == 1 else 'the methods differ in trend'}."
+        f"lower and "
+        + (f"both methods' probe KL {next(iter(both))}." if len(both) == 1 else "the methods differ in trend.")
     )
 
 
@@ -252,8 +254,12 @@ def answer_markdown(reference: str | Path) -> str:
 
 
 def write_answer(reference: str | Path, output: str | Path) -> Path:
-    """``ktos answer``: write :func:`answer_markdown` of ``reference`` to ``output``."""
-    out = Path(output)
+    """``ktos answer``: write :func:`answer_markdown` of ``reference`` to ``output``; a file that already holds the
+    block between :data:`BEGIN` and :data:`END` (the README) keeps everything else, only the block is replaced."""
+    out, block = Path(output), answer_markdown(reference)
+    text = out.read_text(encoding="utf-8") if out.is_file() else ""
+    if BEGIN in text and END in text:
+        block = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) + 1 :]
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(answer_markdown(reference), encoding="utf-8")
+    out.write_text(block, encoding="utf-8")
     return out
