@@ -109,6 +109,7 @@ def test_workflow_envs_pin_the_locks_versions() -> None:
         "write_tables_reference",
     } <= set(envs)
     assert {rule for rule, env in envs.items() if env == "analysis"} == {
+        "answer",
         "extract_kl",
         "write_tables_studies",
         "write_tables_reference",

@@ -40,7 +40,7 @@ from ..provenance import (
     update_json,
     write_json,
 )
-from ..toy.quality import HALVES, PreferenceAccuracy, load_items, task_accuracy
+from ..toy.quality import STEP_METRICS, PreferenceAccuracy, load_items, task_accuracy
 from ..trainer import KTOSTrainer
 from .resume import clear_run_dir, finished_steps, last_complete_checkpoint
 from .rundir import RUN_INFO_FILE
@@ -276,18 +276,13 @@ def run_info(
 def step_quality(
     measure: Callable[[], dict[str, Any]], trainer: KTOSTrainer, correct: dict[str, str]
 ) -> Callable[[], dict[str, float]]:
-    """``measure`` (a quality measure) as step metrics: ``step_quality`` and, when it reports the held-out
-    halves, ``step_quality_val`` and ``step_quality_test`` (fractions), and its continuous score,
-    ``step_quality_logprob`` (the correct answer's mean log-probability, nats). When it reports each item's outcome
-    (``correct``), that string is also kept in ``correct`` under the step number (``run_info.json``'s
-    ``step_quality_correct`` after training)."""
+    """``measure`` (a quality measure) as step metrics (:data:`~ktos.toy.quality.STEP_METRICS`). When it reports
+    each item's outcome (``correct``), that string is also kept in ``correct`` under the step number
+    (``run_info.json``'s ``step_quality_correct`` after training)."""
 
     def metrics() -> dict[str, float]:
         quality = measure()
-        out = {"step_quality": quality["value"]}
-        out.update({f"step_quality_{h}": quality[f"value_{h}"] for h in HALVES if f"value_{h}" in quality})
-        if "logprob" in quality:
-            out["step_quality_logprob"] = quality["logprob"]
+        out = {name: quality[key] for key, name in STEP_METRICS.items() if key in quality}
         if "correct" in quality:
             correct[str(trainer.state.global_step)] = quality["correct"]
         return out

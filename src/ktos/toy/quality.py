@@ -28,6 +28,13 @@ ANSWER_END = "."
 #: The two halves of the held-out items, reported beside the whole: ``val`` (items 0, 2, 4, ...: for choosing,
 #: such as a checkpoint) and ``test`` (items 1, 3, 5, ...: for reporting what was chosen).
 HALVES: tuple[str, ...] = ("val", "test")
+#: A quality measure's keys -> the step metrics they are logged as: the value (a fraction), the held-out halves'
+#: values, and the correct answer's mean log-probability (nats).
+STEP_METRICS: dict[str, str] = {
+    "value": "step_quality",
+    **{f"value_{h}": f"step_quality_{h}" for h in HALVES},
+    "logprob": "step_quality_logprob",
+}
 
 
 def extract_answer(text: str, eos_token: str = "</s>") -> str:
