@@ -21,10 +21,11 @@ from .bases_and_sizes import (
     base_trend_sentences,
     driver_sentence,
     observed_sentences,
+    policy_trend_sentences,
     prediction_sentences,
     seed_set_sentences,
 )
-from .frontier import frontier_sentences, matched_frontier_sentences
+from .frontier import curve_frontier_sentences, frontier_sentences, matched_frontier_sentences
 from .headline import (
     claim_below_threshold,
     claim_not_learning_rate,
@@ -83,6 +84,8 @@ def base_verdict(tables: Mapping[str, pd.DataFrame]) -> list[str]:
     """The findings of a study over several bases (third amendment): each cell's pooled trend with the per-base
     verdicts, the pooled paired differences, and the size law fitted over bases."""
     text = base_trend_sentences(tables["base_trends"], tables["base_cells"])
+    if "policy_trends" in tables:
+        text += policy_trend_sentences(tables["policy_trends"])
     pairs = tables["base_paired"]
     for metric in ("final_probe_kl", "late_rise", "quality", "late_update_norm"):
         text += [base_paired_sentence(row) for _, row in pairs[pairs["metric"] == metric].iterrows()]
@@ -158,6 +161,8 @@ def findings(
         text += observed_sentences(tables["predictions_observed"])
     if "frontier" in tables and not tables["frontier"].empty:
         text += matched_frontier_sentences(tables["best_checkpoint"], tables["frontier"])
+    if "curve_frontier" in tables:
+        text += curve_frontier_sentences(tables["curve_frontier"])
     return text
 
 

@@ -44,6 +44,18 @@ def base_trend_sentences(trends: pd.DataFrame, cells: pd.DataFrame) -> list[str]
     return text
 
 
+def policy_trend_sentences(trends: pd.DataFrame) -> list[str]:
+    """Per cell, the policy KL's pooled trend over bases by the probe KL's rule (docs/study.md, "The policy KL's
+    trend"), with the per-base verdicts counted."""
+    return [
+        f"{method_label(r.method)}, {r.regime} at lr {lr_tag(r.lr)}, over {r.n_bases} bases: its policy KL (on its own "
+        f"samples) {trend_phrase(r.late_trend)} (pooled last-half rise {fmt(r.late_rise)} {interval(r.low, r.high)} "
+        f"nats against a bar of {fmt(r.bar)}, final {fmt(r.final_policy_kl)} nats); on their own, {r.n_bases_rising} "
+        f"of {r.n_bases} bases keep rising, {r.n_bases_levelling} level off, {r.n_bases_undecided} are undecided."
+        for r in trends.itertuples(index=False)
+    ]
+
+
 def base_paired_sentence(row: pd.Series) -> str:
     """KTO-S minus KTO pooled over bases, paired on each (base, seed), in words."""
     label, unit = {

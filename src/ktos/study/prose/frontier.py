@@ -124,3 +124,26 @@ def _call_words(call: str) -> str:
         "differs": "differs",
         "undecided": f"the data do not decide at ±{fmt(MARGIN)}",
     }.get(call, "no data")
+
+
+def curve_frontier_sentences(table: pd.DataFrame) -> list[str]:
+    """Per KL and bin, the fifth amendment's frontier read from fitted curves: KTO-S minus KTO in accuracy at the
+    bin centre with its t interval over bases and the call, the realised detectable difference against the margin,
+    and the log-probability difference beside it."""
+    names = {"policy_kl": "policy KL (the verdict)", "probe_kl": "probe KL (beside it)"}
+    text = []
+    for r in table.itertuples(index=False):
+        where = f"At {names.get(r.kl, r.kl)} {fmt(r.kl_read)} nats (bin {fmt(r.kl_low)}–{fmt(r.kl_high)})"
+        if r.call == "not covered":
+            text.append(f"{where}: not covered, {r.n_bases} of {r.n_bases_planned} bases' runs reach it.")
+            continue
+        power = "reaches" if r.reaches_margin else "does not reach"
+        text.append(
+            f"{where}, fitted curves over {r.n_bases} bases ({r.runs_read} of {r.runs} runs read, {r.n_items} items): "
+            f"KTO-S minus KTO in accuracy {fmt(r.diff)} [{fmt(r.low)}, {fmt(r.high)}] (t over base means), "
+            f"{r.call} at the ±{fmt(r.margin)} margin; realised detectable difference {fmt(r.detectable_realised)} "
+            f"({power} the margin); the correct answer's log-probability {fmt(r.logprob_diff)} "
+            f"[{fmt(r.logprob_low)}, {fmt(r.logprob_high)}] nats; collapsed runs: KTO {r.collapsed_kto}, KTO-S "
+            f"{r.collapsed_kto_s}."
+        )
+    return text
