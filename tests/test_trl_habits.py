@@ -225,3 +225,35 @@ def test_the_training_set_is_read_in_file_order(tiny_model_dir, tmp_path, loss_t
     trainer = make_trainer(tiny_model_dir, tmp_path, Dataset.from_list(rows), loss_type=loss_type)
     labels = [bool(v) for batch in trainer.get_train_dataloader() for v in compat.labels(batch)]
     assert labels == [row["label"] for row in rows]
+
+
+def test_every_trl_member_ktos_relies_on_is_listed_and_exists_here(tiny_model_dir, tmp_path, feedback_dataset) -> None:
+    # Each listed member exists in the installed TRL where ktos relies on it (on the class, a built trainer or its
+    # module); every KTOSTrainer method that overrides one of KTOTrainer's is listed as an override; and every
+    # private name of the listed private-names registry is in the coupling list too.
+    import importlib
+
+    from ktos.trainer import KTOSTrainer
+
+    trl_trainer = make_trainer(tiny_model_dir, tmp_path, feedback_dataset, cls=compat.KTOTrainer)
+    for name, coupling in compat.TRL_COUPLING.items():
+        if not compat.relied_on(coupling):
+            continue
+        owner, _, member = name.rpartition(".")
+        if owner == "KTOTrainer":
+            assert hasattr(compat.KTOTrainer, member) or member in vars(trl_trainer), name
+        elif owner:
+            assert hasattr(importlib.import_module(owner), member), name
+        else:
+            assert hasattr(compat, member), name
+    defined = {n for n, v in vars(KTOSTrainer).items() if callable(v) or isinstance(v, property)}
+    overrides = {n for n in defined if hasattr(compat.KTOTrainer, n)}
+    listed = {
+        n.partition(".")[2] for n, c in compat.TRL_COUPLING.items() if c.how == "overrides" and compat.relied_on(c)
+    }
+    assert overrides == listed, (sorted(overrides - listed), sorted(listed - overrides))
+    assert {f"KTOTrainer.{n}" for n in compat.PRIVATE_NAMES} <= set(compat.TRL_COUPLING)
+
+
+def test_docs_show_the_trl_coupling_list() -> None:
+    assert compat.coupling_table() in (REPO / "docs/library.md").read_text()
