@@ -145,12 +145,12 @@ def early_stopping_table(cp: Checkpoints, *, n_boot: int = N_BOOT, seed: int = 0
     val = cp.val.reshape(len(cp.methods), -1, len(cp.seeds))
     picked = test[np.arange(len(cp.methods)), chosen]  # [method, seed]
     rng = np.random.default_rng(seed)
-    boot = []
+    draws = []
     for _ in range(n_boot):
         sample = rng.choice(all_seeds, len(all_seeds))
         c = _choose(cp, sample)
-        boot.append(np.nanmean(test[np.arange(len(cp.methods)), c][:, sample], axis=-1))
-    boot = np.asarray(boot)
+        draws.append(np.nanmean(test[np.arange(len(cp.methods)), c][:, sample], axis=-1))
+    boot = np.asarray(draws)
     k = cp.methods.index("kto") if "kto" in cp.methods else None
     rows = []
     for i, method in enumerate(cp.methods):

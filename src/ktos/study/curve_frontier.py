@@ -86,7 +86,10 @@ def logprob_differences(df: pd.DataFrame, cp: ItemCheckpoints, kl: str, k0: floa
             fitted = []
             for method in ("kto_s", "kto"):
                 points = runs.get((method, base, seed))
-                h = curve_weights(points[kl].to_numpy(float), k0) if points is not None else np.array([np.nan])
+                if points is None:
+                    fitted.append(np.nan)
+                    continue
+                h = curve_weights(points[kl].to_numpy(float), k0)
                 fitted.append(float((h * points["score"].to_numpy(float)).sum()) if np.isfinite(h).all() else np.nan)
             out[b, s] = fitted[0] - fitted[1]
     return out

@@ -24,7 +24,7 @@ from .stats import t_interval
 logging.getLogger("fontTools").setLevel(logging.WARNING)  # PDF font subsetting logs every glyph table
 
 #: Matplotlib settings for every figure: paper-sized fonts, TrueType in PDF, reproducible output.
-STYLE: dict[str, Any] = {
+STYLE: dict[Any, Any] = {
     "font.size": 8,
     "axes.titlesize": 8,
     "axes.labelsize": 8,

@@ -117,8 +117,8 @@ def draw_kl_figures(
         ax.set_title(f"Figure {number}: {method}, {what} per step\n"
                      f"{regime}, lr {lr_tag(lr)}, β {beta:g}, n = {n} seeds")  # fmt: skip
         handles, labels = ax.get_legend_handles_labels()
-        if ax.get_legend() is not None:
-            ax.get_legend().remove()
+        if (legend := ax.get_legend()) is not None:
+            legend.remove()
         fig.legend(handles, labels, loc="lower center", ncols=2, bbox_to_anchor=(0.55, 0.0), columnspacing=1.0)
         figs.append(fig)
     return figs[0], figs[1]

@@ -103,7 +103,7 @@ def run_item_differences(
     lr_i = [int(np.flatnonzero(np.isclose(cp.lrs, lr))[0]) for lr in CURVE_LRS if np.isclose(cp.lrs, lr).any()]
     out, nan_run = [], np.full(cp.correct.shape[-1], np.nan)
     for r in range(len(cp.run_base)):
-        e = 0.0
+        e: np.ndarray = np.zeros(cp.correct.shape[-1])
         for sign, name in ((1.0, method), (-1.0, reference)):
             m = cp.methods.index(name)
             kl = cp.kl[m, lr_i, :, r].reshape(-1)
@@ -174,7 +174,8 @@ def quantiles(n_bases: int | None) -> tuple[float, float, float, float]:
     from scipy.stats import norm, t
 
     dist = norm() if n_bases is None else t(max(n_bases - 1, 1))
-    return tuple(float(dist.ppf(q)) for q in (0.975, 0.95, 0.80, 0.90))
+    two, one, p80, p90 = (float(dist.ppf(q)) for q in (0.975, 0.95, 0.80, 0.90))
+    return two, one, p80, p90
 
 
 def detectable(se: float, n_bases: int | None) -> float:
@@ -228,6 +229,8 @@ def power_tables(df: pd.DataFrame, infos: list[dict[str, Any]], regime: str, com
     smallest design reaching the margin with 3,000 and 10,000 items, with the point and the upper-80% base component,
     and the chosen design: the largest bin's smallest under the upper-80% base component, read in every bin)."""
     cp = item_checkpoints(df, infos, regime)
+    if cp is None:
+        raise ValueError(f"no run of regime {regime!r} recorded each held-out item's outcome")
     comp_rows, power_rows, uppers = [], [], []
     for lo, hi in POWER_BINS:
         k0 = (lo + hi) / 2
@@ -243,7 +246,7 @@ def power_tables(df: pd.DataFrame, infos: list[dict[str, Any]], regime: str, com
             _power_row(lo, hi, "argmax (committed)", "point", 3, 4, 66, old / DETECTABLE_SD, math.nan, bootstrap=True)
         )
         for label, s2 in (("point", vc), ("base upper 80%", up)):
-            b, s, i = vc["n_bases"], vc["n_seeds"], vc["n_items"]
+            b, s, i = int(vc["n_bases"]), int(vc["n_seeds"]), int(vc["n_items"])
             power_rows.append(_power_row(lo, hi, "curve (committed size)", label, b, s, i, standard_error(s2, b, s, i),
                                          run_cost_s(b, s)))  # fmt: skip
             for n_items in (DESIGN_ITEMS, 10000):
@@ -256,7 +259,7 @@ def power_tables(df: pd.DataFrame, infos: list[dict[str, Any]], regime: str, com
     chosen = [r for r in power_rows if r["design"] == "curve (smallest)" and r["base_component"] == "base upper 80%"
               and r["n_items"] == DESIGN_ITEMS and r["n_bases"] > 0]  # fmt: skip
     if len(chosen) == len(POWER_BINS):
-        b, s = max(r["n_bases"] for r in chosen), max(r["n_seeds"] for r in chosen)
+        b, s = int(max(r["n_bases"] for r in chosen)), int(max(r["n_seeds"] for r in chosen))
         for (lo, hi), vc, up in uppers:
             for label, s2 in (("point", vc), ("base upper 80%", up)):
                 se = standard_error(s2, b, s, DESIGN_ITEMS)

@@ -166,7 +166,7 @@ def quality_measure(
     given, else preference accuracy on the eval split (its reference log-probs taken now), else nothing."""
     if data_args.heldout:
         items = load_items(data_args.heldout)
-        return lambda: task_accuracy(trainer.model, trainer.processing_class, items)
+        return lambda: task_accuracy(trainer.model, trainer.processing_class, items)  # type: ignore[arg-type]
     if eval_dataset is not None:
         return PreferenceAccuracy(trainer, eval_dataset).measure
     return None
@@ -242,7 +242,7 @@ def run_info(
 ) -> dict[str, Any]:
     """The run's ``run_info.json`` at its start (status ``running``): what was asked, the versions, ktos's own
     revision and the machine (:func:`ktos.provenance.machine_info`); a resumed run keeps its base quality."""
-    info_path = Path(config.output_dir) / RUN_INFO_FILE
+    info_path = Path(str(config.output_dir)) / RUN_INFO_FILE
     earlier = json.loads(info_path.read_text()) if resume and info_path.exists() else {}
     processes = PartialState().num_processes
     return {
@@ -303,7 +303,7 @@ def attach_callbacks(
     update norm and KL probe; step quality keeps each item's outcome in ``correct``. Returns the writer and the
     run's quality measure."""
     measure = quality_measure(trainer, data_args, eval_dataset)
-    trajectory = TrajectoryCallback(trainer.args.output_dir, resume_from=resume)
+    trajectory = TrajectoryCallback(str(trainer.args.output_dir), resume_from=resume)
     if run_args.quality_steps and measure:
         extra = (run_args.quality_steps, step_quality(measure, trainer, correct))
         probes = [cb for cb in trainer.callback_handler.callbacks if isinstance(cb, ProbeCallback)]
@@ -324,7 +324,7 @@ def _finish(
 ) -> str:
     """After training: record the status (returned), final quality and ``changes`` in ``run_info.json`` and save the
     model and tokenizer in ``output_dir``."""
-    run_dir = Path(trainer.args.output_dir)
+    run_dir = Path(str(trainer.args.output_dir))
     main_process = PartialState().is_main_process
     status = "diverged" if diverged else "completed"
     quality = None if diverged or measure is None else measure()
@@ -355,7 +355,7 @@ def train(model_config: ModelConfig, run_args: RunArguments, data_args: DataArgu
     ``eval_strategy`` asks, then records the final status (``completed`` or ``diverged``), wall time and
     task quality (base model's and final).
     """
-    run_dir = Path(config.output_dir)
+    run_dir = Path(str(config.output_dir))
     if run_args.overwrite:
         clear_run_dir(run_dir)
     elif (done := finished_steps(run_dir, config)) is not None:

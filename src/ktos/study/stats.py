@@ -117,7 +117,8 @@ def paired(a: pd.Series, b: pd.Series) -> Paired:
     both = both[np.isfinite(both["a"]) & np.isfinite(both["b"])]
     n = len(both)
     if n == 0:
-        return Paired(0, *([math.nan] * 11), 0, 0, math.nan, math.nan, math.nan)
+        nan = math.nan
+        return Paired(0, nan, nan, nan, nan, nan, nan, nan, nan, nan, nan, nan, 0, 0, nan, nan, nan)
     d = (both["b"] - both["a"]).to_numpy()
     mean_a, mean_b = float(both["a"].mean()), float(both["b"].mean())
     low, high = t_interval(d)

@@ -225,7 +225,7 @@ def load_study(
     df = read_table(table_csv)
     regime, lr = headline(df, regime, lr)
     settings = Criteria(**criteria)
-    infos = read_run_infos(run_info) if run_info else None
+    infos = read_run_infos(str(run_info)) if run_info else None
     tables = StudyTables(
         df, regime=regime, lr=lr, criteria=settings, checkpoints=checkpoints, run_infos=infos, names=names
     )

@@ -228,7 +228,7 @@ def pretrain_base(
     model = build_tiny_model(tokenizer, hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads, seed=seed)
     n_params = sum(p.numel() for p in model.parameters())
     where = resolve_device(device)
-    model.to(where)
+    model.to(where)  # type: ignore[arg-type]  # transformers' to() is typed for its own wrapper
     encoded = tokenizer([line + tokenizer.eos_token for line in lines])["input_ids"]
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(num_threads or previous_threads)
@@ -252,7 +252,7 @@ def pretrain_base(
         torch.set_num_threads(previous_threads)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     accuracy = task_accuracy(model, tokenizer, load_items(heldout))["value"] if heldout else None
-    model.to("cpu")
+    model.to("cpu")  # type: ignore[arg-type]
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     write_checksums(out)

@@ -81,7 +81,7 @@ def task_accuracy(
             enc = tokenizer(
                 [item["prompt"] for item in chunk], padding=True, padding_side="left", return_tensors="pt"
             ).to(model.device)
-            out = model.generate(
+            out = model.generate(  # type: ignore[operator]  # transformers types generate as a tensor attribute
                 **enc,
                 max_new_tokens=max_new_tokens,
                 do_sample=False,

@@ -36,7 +36,7 @@ class Tables:
     """The committed tables under ``reference`` (``results/reference``), read once each."""
 
     def __init__(self, reference: str | Path) -> None:
-        self.reference, self._read = Path(reference), {}
+        self.reference, self._read = Path(reference), dict[str, pd.DataFrame]()
 
     def has(self, *names: str) -> bool:
         return all((self.reference / f"{study}/tables/{table}.csv").is_file() for study, table in map(_split, names))

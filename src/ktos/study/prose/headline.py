@@ -100,6 +100,7 @@ def contrast_sentence(cells: pd.DataFrame) -> str:
     if hits.empty:
         return f"In none of the {n_pairs} cells with both methods does KTO's KL keep rising while KTO-S's levels off."
     pick = contrast_cell(cells)
+    assert pick is not None  # there are hits
     where = ", ".join(f"{r.regime} at lr {lr_tag(r.lr)}" for r in hits.itertuples(index=False))
     return (
         f"KTO's KL keeps rising while KTO-S's levels off in {len(hits)} of {n_pairs} cells with both "
