@@ -2,7 +2,7 @@
 
 On the embedded default's inputs (the 0.09M base model, a balanced training set, the eval split and the
 held-out items, as `snakemake` writes them), the same KTO-S run is trained through ``ktos train``'s own
-code path (``ktos.study.run.train``, in this process, as a training job trains its runs) in each of
+code path (``ktos.runs.run.train``, in this process, as a training job trains its runs) in each of
 :data:`WAYS`, the order rotating every repeat, ``--repeats`` times. The settings are the default study's
 training jobs' own file (``results/train_configs/main/<job>.yaml``): 150 steps, the KL probe every 5 steps, task
 accuracy every 10, a checkpoint every 50. Prints each way's median per-run training time (``elapsed_s`` in
@@ -27,9 +27,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
-from ktos.study.driver import parse_train_args
-from ktos.study.run import train
-from ktos.study.rundir import RUN_INFO_FILE, TRAJECTORY_FILE, read_trajectory
+from ktos.runs.command import parse_train_args
+from ktos.runs.files import RUN_INFO_FILE, TRAJECTORY_FILE, read_trajectory
+from ktos.runs.run import train
+from ktos.toy.quality import TASK
 
 #: The ways to train, by name: flags added to the jobs' own settings. ``jobs`` trains as the default study's jobs
 #: do now (config/config.yaml: gradient checkpointing off, fused forward passes); ``before`` as they did until
@@ -80,7 +81,7 @@ def run_argv(root: Path, data: Path, out: Path, *, seed: int, steps: int, extra:
 def one_run(argv: list[str]) -> tuple[float, list[dict]]:
     """Train one run; its training seconds (run_info's ``elapsed_s``) and trajectory rows."""
     out = Path(parse_train_args(argv)[3].output_dir)
-    train(*parse_train_args(argv))
+    train(*parse_train_args(argv), task=TASK)
     return json.loads((out / RUN_INFO_FILE).read_text())["elapsed_s"], read_trajectory(out / TRAJECTORY_FILE)
 
 

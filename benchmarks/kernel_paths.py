@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 from ktos.provenance import ktos_revision
-from ktos.study.rundir import read_trajectory
+from ktos.runs.files import read_trajectory
 
 log = logging.getLogger("kernel_paths")
 

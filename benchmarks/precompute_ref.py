@@ -28,8 +28,8 @@ from ktos import KTOSConfig, KTOSTrainer
 from ktos.data import load_feedback
 from ktos.models import load_model_and_tokenizer
 from ktos.probe import KLProbe, ProbeCallback
-from ktos.study.rundir import read_trajectory
-from ktos.study.trajectory import TrajectoryCallback
+from ktos.runs.files import read_trajectory
+from ktos.runs.trajectory import TrajectoryCallback
 
 log = logging.getLogger("precompute_ref")
 

@@ -36,7 +36,7 @@ def write_run(path: Path, records: list[dict], info: dict | None) -> Path:
 
 
 def info(method: str, seed: int, status: str = "completed", **kw) -> dict:
-    """A run_info.json as ktos.study.run.train writes it."""
+    """A run_info.json as ktos.runs.run.train writes it."""
     return {
         "regime": "constant_s150_b0.2", "method": method, "use_kto_s": method == "kto_s", "beta": 0.2,
         "learning_rate": 1e-4, "seed": seed, "status": status, "diverged_at_step": None,
@@ -48,7 +48,7 @@ def info(method: str, seed: int, status: str = "completed", **kw) -> dict:
 
 
 def record(step: int, kl: float, **kw) -> dict:
-    """A trajectory.jsonl line as ktos.study.trajectory.TrajectoryCallback writes it (TRL's keys)."""
+    """A trajectory.jsonl line as ktos.runs.trajectory.TrajectoryCallback writes it (TRL's keys)."""
     return {
         "step": step, "epoch": step / 10, "kl": kl, "loss": 0.5, "rewards/chosen": 0.1 * step,
         "rewards/rejected": -0.1 * step, "rewards/margins": 0.2 * step, "logps/chosen": -10.0,

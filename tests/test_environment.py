@@ -380,6 +380,19 @@ def test_importing_the_whole_library_loads_neither_the_study_nor_the_toy() -> No
     assert "ktos.trainer" in library and "ktos.probe" in library
 
 
+@pytest.mark.slow
+def test_ktos_train_runs_nothing_from_the_study() -> None:
+    """``ktos train``'s code (its parser and one run, :mod:`ktos.runs`) imports nothing from ``ktos.study`` nor from
+    ``ktos.toy``: the command line hands the toy's task accuracy in when it trains (``ktos.toy.quality.TASK``)."""
+    code = (
+        "import sys, ktos.cli, ktos.runs.command, ktos.runs.run\n"
+        "ktos.cli.build_parser()\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('ktos.study', 'ktos.toy'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
+
+
 def test_the_librarys_analysis_defaults_are_the_schemas() -> None:
     from ktos.study.analysis import Criteria
 
@@ -407,7 +420,7 @@ def test_the_schemas_train_defaults_are_the_librarys() -> None:
     import dataclasses
 
     from ktos import KTOSConfig
-    from ktos.study.run import RunArguments
+    from ktos.runs.run import RunArguments
 
     library = {}
     for cls in (KTOSConfig, RunArguments):

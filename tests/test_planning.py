@@ -12,9 +12,9 @@ import pytest
 import yaml
 from snakemake.utils import update_config, validate
 
+from ktos.runnames import parse_run_name
 from ktos.study.outputs import FIGURES, Outputs
 from ktos.study.planning import ConfigError, Plan
-from ktos.study.runnames import parse_run_name
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_FILE = ROOT / "workflow/schemas/config.schema.yaml"

@@ -9,7 +9,7 @@ from datasets import Dataset
 
 from ktos.models import load_model_and_tokenizer
 from ktos.probe import KLProbe
-from ktos.toy.quality import PreferenceAccuracy
+from ktos.runs.quality import PreferenceAccuracy
 
 
 def completion_logp(model, tokenizer, prompt: str, completion: str) -> float:

@@ -16,7 +16,7 @@ from datasets import Dataset
 from ktos import KTOSConfig, KTOSTrainer
 from ktos.cli import main
 from ktos.models import load_model_and_tokenizer
-from ktos.study.rundir import read_trajectory
+from ktos.runs.files import read_trajectory
 
 PROBE_KEYS = ("probe_kl", "probe_kl_se", "probe_kl_per_token")
 

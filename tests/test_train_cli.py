@@ -19,8 +19,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ktos.cli import main
 from ktos.models import load_model_and_tokenizer
-from ktos.study.driver import parse_train_args
-from ktos.study.rundir import read_trajectory
+from ktos.runs.command import parse_train_args
+from ktos.runs.files import read_trajectory
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

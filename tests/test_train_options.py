@@ -20,7 +20,7 @@ from ktos import KTOSConfig, KTOSTrainer
 from ktos.cli import main
 from ktos.models import load_model_and_tokenizer
 from ktos.probe import KLProbe
-from ktos.study.rundir import read_trajectory
+from ktos.runs.files import read_trajectory
 
 LORA = {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
 

@@ -33,8 +33,8 @@ from ktos import KTOSConfig, KTOSTrainer, check_feedback, compat
 from ktos.compat import KTOConfig, KTOTrainer
 from ktos.data import DataValidationError
 from ktos.models import load_model_and_tokenizer
-from ktos.study.rundir import read_trajectory
-from ktos.study.trajectory import TrajectoryCallback
+from ktos.runs.files import read_trajectory
+from ktos.runs.trajectory import TrajectoryCallback
 
 #: Plain SGD without clipping or weight decay, three steps: the gradients the optimizer sees are the loss's own.
 SGD_AUDIT = dict(

@@ -20,9 +20,9 @@ from ktos import KTOSConfig, compat
 from ktos.cli import main
 from ktos.data import DataValidationError
 from ktos.data_stages import prepare, split
-from ktos.study.driver import parse_train_args
-from ktos.study.run import DataArguments, load_data
-from ktos.study.rundir import read_trajectory
+from ktos.runs.command import parse_train_args
+from ktos.runs.files import read_trajectory
+from ktos.runs.run import DataArguments, load_data
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -233,11 +233,12 @@ def test_every_trl_member_ktos_relies_on_is_listed_and_exists_here(tiny_model_di
     # private name of the listed private-names registry is in the coupling list too.
     import importlib
 
+    from ktos import trl_coupling
     from ktos.trainer import KTOSTrainer
 
     trl_trainer = make_trainer(tiny_model_dir, tmp_path, feedback_dataset, cls=compat.KTOTrainer)
-    for name, coupling in compat.TRL_COUPLING.items():
-        if not compat.relied_on(coupling):
+    for name, coupling in trl_coupling.TRL_COUPLING.items():
+        if not trl_coupling.relied_on(coupling):
             continue
         owner, _, member = name.rpartition(".")
         if owner == "KTOTrainer":
@@ -249,11 +250,15 @@ def test_every_trl_member_ktos_relies_on_is_listed_and_exists_here(tiny_model_di
     defined = {n for n, v in vars(KTOSTrainer).items() if callable(v) or isinstance(v, property)}
     overrides = {n for n in defined if hasattr(compat.KTOTrainer, n)}
     listed = {
-        n.partition(".")[2] for n, c in compat.TRL_COUPLING.items() if c.how == "overrides" and compat.relied_on(c)
+        n.partition(".")[2]
+        for n, c in trl_coupling.TRL_COUPLING.items()
+        if c.how == "overrides" and trl_coupling.relied_on(c)
     }
     assert overrides == listed, (sorted(overrides - listed), sorted(listed - overrides))
-    assert {f"KTOTrainer.{n}" for n in compat.PRIVATE_NAMES} <= set(compat.TRL_COUPLING)
+    assert {f"KTOTrainer.{n}" for n in compat.PRIVATE_NAMES} <= set(trl_coupling.TRL_COUPLING)
 
 
 def test_docs_show_the_trl_coupling_list() -> None:
-    assert compat.coupling_table() in (REPO / "docs/library.md").read_text()
+    from ktos import trl_coupling
+
+    assert trl_coupling.coupling_table() in (REPO / "docs/library.md").read_text()

@@ -283,7 +283,7 @@ def test_catalog_metadata_matches_the_workflow() -> None:
 def test_train_config_files_are_what_ktos_train_parses(repo: Path) -> None:
     """Each training job reads its settings from results/train_configs/<study>/<job>.yaml: the config's train
     settings with the regime's overrides, which `ktos train --config` (TRL's parser) accepts as they are."""
-    from ktos.study.driver import parse_train_args
+    from ktos.runs.command import parse_train_args
 
     overlay = write_yaml(
         repo / "regimes.yaml",

@@ -1,6 +1,6 @@
 """The ``ktos`` command line: one subcommand per pipeline stage, argument parsing and nothing else.
 
-``ktos train`` hands its arguments to the study's driver (:func:`ktos.study.driver.train_runs`), which parses
+``ktos train`` hands its arguments to the study's driver (:func:`ktos.runs.command.train_runs`), which parses
 them with TRL's ``TrlParser``: every ``KTOConfig`` field works from the command line and from YAML, and
 unknown keys are refused.
 """
@@ -214,10 +214,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.command == "train":
-            from .study.driver import UsageError, train_runs
+            from .runs.command import UsageError, train_runs
+            from .toy.quality import TASK  # the front end hands the toy's task accuracy to the library
 
             try:
-                return train_runs(rest)
+                return train_runs(rest, task=TASK)
             except UsageError as err:
                 print(err, file=sys.stderr)
                 return err.code if isinstance(err.code, int) else EXIT_BAD_DATA

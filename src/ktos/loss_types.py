@@ -1,6 +1,6 @@
 """The losses ktos trains, named once: TRL's ``loss_type`` strings plus ``"kto_s"``, and the study's keys for them.
 
-Standard library only: the Snakemake workflow imports it (through :mod:`ktos.study.runnames`) at parse time.
+Standard library only: the Snakemake workflow imports it (through :mod:`ktos.runnames`) at parse time.
 
 * ``"kto"``: KTO, study key ``kto``: ``w * (1 - sigmoid(beta * s * (r - z0)))``;
 * ``"kto_s"``: KTO-S, study key ``kto_s``: ``w * (1 - sigmoid(beta * s * (r + sign(r) * z0)))``;

@@ -2,9 +2,9 @@
 
 It imports the library (:mod:`ktos`) and the embedded task (:mod:`ktos.toy`); the library never imports it.
 
-* Training: :mod:`~ktos.study.driver`, :mod:`~ktos.study.run`: ``ktos train``'s arguments and runs, and one
-  training run with its run directory; :mod:`~ktos.study.runnames`, :mod:`~ktos.study.rundir`,
-  :mod:`~ktos.study.trajectory`: run names, the run-directory format, its per-step trajectory writer and the
+* Training: :mod:`~ktos.runs.command`, :mod:`~ktos.runs.run`: ``ktos train``'s arguments and runs, and one
+  training run with its run directory; :mod:`~ktos.runnames`, :mod:`~ktos.study.rundir`,
+  :mod:`~ktos.runs.trajectory`: run names, the run-directory format, its per-step trajectory writer and the
   tidy table (``ktos extract-kl``).
 * Readings: :mod:`~ktos.study.stats`, :mod:`~ktos.study.analysis` (the per-run, per-cell and paired tables),
   :mod:`~ktos.study.trend_rules` (keeps rising or levels off), :mod:`~ktos.study.base_factor` (over bases),

@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ..runnames import METHOD_LABELS, lr_tag
 from .analysis import Criteria, cell_summary, paired_table
 from .figure_style import DOUBLE, KL_LABEL, PALETTE, STEP_LABEL, seeds_and_mean, styled
 from .policy_kl_figures import kl_words, measured, policy_kl_line
 from .rundir import KEYS
-from .runnames import METHOD_LABELS, lr_tag
 from .tables import Study
 
 

@@ -46,12 +46,12 @@ import torch
 from matplotlib.figure import Figure
 
 from ..losses import gradient_weight
+from ..runnames import METHOD_LABELS, METHODS, lr_tag
 from .analysis import Criteria
 from .base_figures import draw_kl_figures_by_base, flatten_bases, paired_as_one_set, pooled_trend_cells
 from .figure_style import DOUBLE, KL_LABEL, PALETTE, SINGLE, STEP_LABEL, Z0_GRID, save, seeds_and_mean, styled, t_band
 from .outputs import FIGURES
 from .policy_kl_figures import draw_kl_relation, kl_words, measured, policy_kl_line
-from .runnames import METHOD_LABELS, METHODS, lr_tag
 from .scale import scale_table
 from .scale_and_frontier_figures import draw_scale, envelope_figure, matched_frontier_figure
 from .stats import step_stats

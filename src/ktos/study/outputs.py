@@ -19,8 +19,8 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..runnames import lr_tag
 from .planning import Plan, cli_flags
-from .runnames import lr_tag
 
 #: The figures ``ktos figures`` can draw, in drawing order (:func:`ktos.study.figures.draw_all`).
 FIGURES = (

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..runnames import lr_tag, parse_run_name, run_name
 from ..sources import looks_like_path
 from ..toy.bases import CHECKSUMS_FILE, base_name
-from .runnames import lr_tag, parse_run_name, run_name
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ class Plan:
 
     def run_dir(self, regime: str, base: str | None, method: str, lr: float, seed: int) -> str:
         """A run's directory: results/runs/<study>/<regime>/<base name>/<run name> (names:
-        :mod:`ktos.study.runnames`); with a configured model (base None) results/runs/<study>/<regime>/<run name>."""
+        :mod:`ktos.runnames`); with a configured model (base None) results/runs/<study>/<regime>/<run name>."""
         parts = [self.study, regime, *([base] if base else []), run_name(method, lr, seed)]
         return "results/runs/" + "/".join(parts)
 

@@ -14,8 +14,8 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from ..runnames import METHOD_LABELS, METHODS
 from .figure_style import PALETTE, SINGLE, styled
-from .runnames import METHOD_LABELS, METHODS
 
 
 def measured(df: pd.DataFrame) -> pd.DataFrame:

@@ -1,9 +1,9 @@
 r"""The run-directory format: file names, one trajectory row per optimizer step, and the tidy table.
 
-A run directory (named by :func:`ktos.study.runnames.run_name`) holds ``trajectory.jsonl`` (one JSON object
-per optimizer step, appended as training goes by :class:`ktos.study.trajectory.TrajectoryCallback`) and
+A run directory (named by :func:`ktos.runnames.run_name`) holds ``trajectory.jsonl`` (one JSON object
+per optimizer step, appended as training goes by :class:`ktos.runs.trajectory.TrajectoryCallback`) and
 ``run_info.json`` (config, seed, versions, git revision, status, quality; written by
-:func:`ktos.study.run.train`). :func:`extract` reads run directories into one tidy table, one row per run
+:func:`ktos.runs.run.train`). :func:`extract` reads run directories into one tidy table, one row per run
 and step, with the columns :data:`COLUMNS`.
 
 Units. ``kl`` is TRL's logged KL reference point ``z0``: the batch mean over mismatched prompt/completion
@@ -26,29 +26,11 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
-from .runnames import parse_run_name
+from ..runnames import parse_run_name
+from ..runs.files import MEASURED_KEYS, RUN_INFO_FILE, TRAJECTORY_FILE, read_trajectory
 
 log = logging.getLogger(__name__)
 
-#: Files of a run directory.
-TRAJECTORY_FILE = "trajectory.jsonl"
-RUN_INFO_FILE = "run_info.json"
-#: Measurements logged at their steps only (:class:`ktos.probe.ProbeCallback`), copied when present:
-#: the probe KL (nats per sequence), its standard error, the probe KL per token (nats per completion
-#: token), the policy KL on the policy's own samples and its standard error (:mod:`ktos.policy_kl`, nats per
-#: sequence; NaN where not measured) and the task quality (a fraction; ``_val`` and ``_test``: the held-out items'
-#: two halves; ``_logprob``: the correct answer's mean log-probability, nats).
-MEASURED_KEYS = (
-    "probe_kl",
-    "probe_kl_se",
-    "probe_kl_per_token",
-    "policy_kl",
-    "policy_kl_se",
-    "step_quality",
-    "step_quality_val",
-    "step_quality_test",
-    "step_quality_logprob",
-)
 #: Columns of the tidy trajectory table, in order: run-level fields (repeated on every row), then per step.
 COLUMNS: tuple[str, ...] = (
     "regime",
@@ -100,27 +82,6 @@ NO_RUN_INFO = "no_run_info"
 KEYS: tuple[str, ...] = ("regime", "base", "method", "lr", "seed")
 #: Regime of a run whose run_info.json names none.
 DEFAULT_REGIME = "main"
-
-
-def read_trajectory(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a ``trajectory.jsonl``, one JSON object per line (empty when the file is absent).
-
-    A truncated last line (a run still writing, or killed mid-write) is skipped with a warning; a
-    bad line anywhere else raises ``ValueError``.
-    """
-    path = Path(path)
-    if not path.exists():
-        return []
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-    records = []
-    for i, line in enumerate(lines):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i != len(lines) - 1:
-                raise ValueError(f"{path}: line {i + 1} is not valid JSON") from None
-            log.warning("%s: skipping an incomplete last line (run still writing?)", path)
-    return records
 
 
 def _model_params(info: dict[str, Any]) -> float:

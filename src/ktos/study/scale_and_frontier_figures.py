@@ -21,10 +21,10 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
+from ..runnames import METHOD_LABELS, lr_tag
 from .checkpoint_envelope import Checkpoints, envelope_table
 from .checkpoint_envelope import checkpoints as trajectory_checkpoints
 from .figure_style import DOUBLE, KL_LABEL, PALETTE, styled
-from .runnames import METHOD_LABELS, lr_tag
 from .trend_rules import LEVELS_OFF
 
 

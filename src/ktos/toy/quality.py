@@ -4,9 +4,8 @@
   JSONL file such as the embedded default's ``heldout.jsonl``): the share of prompts whose greedy
   continuation, read by :func:`extract_answer`, equals the answer; beside it a continuous score, the mean
   log-probability of the correct answer (:func:`answer_logprobs`).
-* :func:`preference_accuracy`: on held-out binary feedback, the share of examples whose implied reward
-  ``r = log pi_theta(y|x) - log pi_ref(y|x)`` has the label's sign (desirable ``r > 0``, undesirable
-  ``r < 0``; ties count as wrong). For data without reference answers.
+* :data:`TASK`: the two as ``ktos train`` takes them (:class:`ktos.runs.quality.TaskEval`), handed in by the
+  command line: the library measures a run's quality through it and never imports the toy.
 """
 
 from __future__ import annotations
@@ -14,27 +13,14 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
-from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .. import compat
-from ..probe import completion_logps, heldout_batches
+from ..runs.quality import HALVES, TaskEval
 
 #: A trailing mark a response template may add to an answer (scored as the answer without it).
 ANSWER_END = "."
-#: The two halves of the held-out items, reported beside the whole: ``val`` (items 0, 2, 4, ...: for choosing,
-#: such as a checkpoint) and ``test`` (items 1, 3, 5, ...: for reporting what was chosen).
-HALVES: tuple[str, ...] = ("val", "test")
-#: A quality measure's keys -> the step metrics they are logged as: the value (a fraction), the held-out halves'
-#: values, and the correct answer's mean log-probability (nats).
-STEP_METRICS: dict[str, str] = {
-    "value": "step_quality",
-    **{f"value_{h}": f"step_quality_{h}" for h in HALVES},
-    "logprob": "step_quality_logprob",
-}
 
 
 def extract_answer(text: str, eos_token: str = "</s>") -> str:
@@ -142,22 +128,5 @@ def _share(right: Sequence[bool]) -> float:
     return sum(right) / len(right) if right else float("nan")
 
 
-class PreferenceAccuracy:
-    """Preference accuracy on held-out feedback: reference log-probs are measured at construction (before
-    training, so that it also works when the trainer keeps no reference model), the policy's at each call."""
-
-    def __init__(self, trainer: Any, dataset: Dataset) -> None:
-        self.trainer = trainer
-        self.batches = heldout_batches(trainer, dataset, "preference_eval")
-        with compat.reference_model(trainer) as ref:
-            self.reference = [completion_logps(trainer, ref, b, "completion") for b in self.batches]
-
-    def measure(self) -> dict[str, Any]:
-        """Share of rows whose implied reward has the label's sign (ties count as wrong)."""
-        correct = total = 0
-        for batch, reference in zip(self.batches, self.reference, strict=True):
-            r = completion_logps(self.trainer, self.trainer.model, batch, "completion") - reference
-            labels = compat.labels(batch)
-            correct += int(torch.where(labels, r > 0, r < 0).sum())
-            total += len(labels)
-        return {"metric": "preference_accuracy", "value": correct / max(total, 1), "n": total}
+#: The toy task's evaluation as ``ktos train`` takes it: its held-out items and their greedy accuracy.
+TASK = TaskEval(load_items, task_accuracy)

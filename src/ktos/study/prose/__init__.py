@@ -14,8 +14,8 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from ...runnames import lr_tag, method_label
 from ..analysis import Criteria, headline_cell
-from ..runnames import lr_tag, method_label
 from .bases_and_sizes import (
     base_paired_sentence,
     base_trend_sentences,

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..runnames import lr_tag, method_label
+from ...runnames import lr_tag, method_label
 from .numbers import fmt, interval, p_value, pct
 
 #: Where the README's answer block sits: between these two lines.

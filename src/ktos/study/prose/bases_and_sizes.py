@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..runnames import lr_tag, method_label
+from ...runnames import lr_tag, method_label
 from .numbers import fmt, interval, p_value, pct, trend_phrase
 
 

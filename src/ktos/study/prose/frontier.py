@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ...runnames import lr_tag, method_label
 from ..matched_frontier import MARGIN
-from ..runnames import lr_tag, method_label
 from .numbers import fmt
 
 

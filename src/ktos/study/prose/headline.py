@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ...runnames import lr_tag, method_label
 from ..analysis import Criteria
-from ..runnames import lr_tag, method_label
 from ..trend_rules import contrast_cell, contrast_cells
 from .numbers import fmt, p_value, pct, trend_phrase
 

@@ -3,7 +3,7 @@
 A run directory is TRL's ``output_dir``: the final model and tokenizer (``--save_model``, loadable with
 ``from_pretrained(output_dir)`` as after ``trl kto``), TRL's checkpoints (as ``save_strategy`` and
 ``save_total_limit`` say) and model card, and ktos's ``trajectory.jsonl`` (one row per optimizer step, see
-:class:`~ktos.study.trajectory.TrajectoryCallback`) and ``run_info.json`` (config, seed, versions, ktos's
+:class:`~ktos.runs.trajectory.TrajectoryCallback`) and ``run_info.json`` (config, seed, versions, ktos's
 revision, the machine, status, task quality). A run that finds a checkpoint in its directory resumes from the
 last one; a directory whose ``run_info.json`` says it completed ``max_steps`` is left alone (``--overwrite true``
 trains it afresh).
@@ -11,7 +11,6 @@ trains it afresh).
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import time
@@ -40,10 +39,10 @@ from ..provenance import (
     update_json,
     write_json,
 )
-from ..toy.quality import STEP_METRICS, PreferenceAccuracy, load_items, task_accuracy
 from ..trainer import KTOSTrainer
+from .files import RUN_INFO_FILE
+from .quality import STEP_METRICS, TaskEval, base_task_accuracy, quality_measure
 from .resume import clear_run_dir, finished_steps, last_complete_checkpoint
-from .rundir import RUN_INFO_FILE
 from .trajectory import TrajectoryCallback
 
 log = logging.getLogger(__name__)
@@ -159,26 +158,6 @@ def _apply_balance_weights(config: KTOSConfig, manifest_path: str) -> None:
         )
 
 
-def quality_measure(
-    trainer: KTOSTrainer, data_args: DataArguments, eval_dataset: Dataset | None
-) -> Callable[[], dict[str, Any]] | None:
-    """What measures the run's quality, set up before training: task accuracy on the held-out items when
-    given, else preference accuracy on the eval split (its reference log-probs taken now), else nothing."""
-    if data_args.heldout:
-        items = load_items(data_args.heldout)
-        return lambda: task_accuracy(trainer.model, trainer.processing_class, items)  # type: ignore[arg-type]
-    if eval_dataset is not None:
-        return PreferenceAccuracy(trainer, eval_dataset).measure
-    return None
-
-
-@functools.cache
-def base_task_accuracy(model_name_or_path: str, heldout: str) -> dict[str, Any]:
-    """Task accuracy of the base model itself, measured once per process and (model, held-out set)."""
-    model, tokenizer = load_model_and_tokenizer(model_name_or_path)
-    return task_accuracy(model, tokenizer, load_items(heldout))
-
-
 def _process_device_map() -> dict[str, int] | None:
     """Quantised weights load straight onto this process's GPU (None without one)."""
     return {"": PartialState().local_process_index} if torch.cuda.is_available() else None
@@ -276,7 +255,7 @@ def run_info(
 def step_quality(
     measure: Callable[[], dict[str, Any]], trainer: KTOSTrainer, correct: dict[str, str]
 ) -> Callable[[], dict[str, float]]:
-    """``measure`` (a quality measure) as step metrics (:data:`~ktos.toy.quality.STEP_METRICS`). When it reports
+    """``measure`` (a quality measure) as step metrics (:data:`~ktos.runs.quality.STEP_METRICS`). When it reports
     each item's outcome (``correct``), that string is also kept in ``correct`` under the step number
     (``run_info.json``'s ``step_quality_correct`` after training)."""
 
@@ -297,12 +276,13 @@ def attach_callbacks(
     eval_dataset: Dataset | None,
     resume: str | None,
     correct: dict[str, str],
+    task: TaskEval | None = None,
 ) -> tuple[TrajectoryCallback, Callable[[], dict[str, Any]] | None]:
     """Register step quality (measured by the trainer's :class:`~ktos.probe.ProbeCallback`, or by one without a probe
     when the trainer has none, and logged through the trainer) and the trajectory writer, after the trainer's own
     update norm and KL probe; step quality keeps each item's outcome in ``correct``. Returns the writer and the
     run's quality measure."""
-    measure = quality_measure(trainer, data_args, eval_dataset)
+    measure = quality_measure(trainer, data_args.heldout, eval_dataset, task)
     trajectory = TrajectoryCallback(str(trainer.args.output_dir), resume_from=resume)
     if run_args.quality_steps and measure:
         extra = (run_args.quality_steps, step_quality(measure, trainer, correct))
@@ -346,9 +326,16 @@ def _finish(
     return status
 
 
-def train(model_config: ModelConfig, run_args: RunArguments, data_args: DataArguments, config: KTOSConfig) -> str:
+def train(
+    model_config: ModelConfig,
+    run_args: RunArguments,
+    data_args: DataArguments,
+    config: KTOSConfig,
+    task: TaskEval | None = None,
+) -> str:
     """Train one run into ``config.output_dir`` and return its status: ``completed``, ``diverged``, or ``finished``
     when the directory already held a run that completed ``max_steps`` (left alone, unless ``--overwrite``).
+    ``task`` scores ``--heldout`` items (:class:`~ktos.runs.quality.TaskEval`; ``ktos train`` hands in the toy's).
 
     Writes ``run_info.json`` first (status ``running``), then trains with the trajectory callback
     and the KL probe (when there is an eval set and ``kl_probe_size > 0``), evaluating on the eval set when
@@ -396,10 +383,11 @@ def train(model_config: ModelConfig, run_args: RunArguments, data_args: DataArgu
     )
     use_step_bar(trainer)  # the one bar: step, loss, kl, probe KL
     correct: dict[str, str] = {}  # step -> each held-out item's outcome ("1" right, "0" wrong)
-    trajectory, measure = attach_callbacks(trainer, run_args, data_args, eval_dataset, resume, correct)
+    trajectory, measure = attach_callbacks(trainer, run_args, data_args, eval_dataset, resume, correct, task)
     changes: dict[str, Any] = {"step_quality_correct": correct} if run_args.quality_steps else {}
     if data_args.heldout and not resume and main_process:
-        changes["base_quality"] = base_task_accuracy(str(model_config.model_name_or_path), data_args.heldout)
+        assert task is not None  # quality_measure refused --heldout without one
+        changes["base_quality"] = base_task_accuracy(str(model_config.model_name_or_path), data_args.heldout, task)
     started = time.monotonic()
     if resume:
         log.info("resuming from %s", resume)

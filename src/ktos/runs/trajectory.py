@@ -19,7 +19,7 @@ from typing import Any
 from transformers import TrainerCallback, TrainerControl, TrainerState
 
 from ..provenance import update_json
-from .rundir import MEASURED_KEYS, RUN_INFO_FILE, TRAJECTORY_FILE, read_trajectory
+from .files import MEASURED_KEYS, RUN_INFO_FILE, TRAJECTORY_FILE, read_trajectory
 
 log = logging.getLogger(__name__)
 

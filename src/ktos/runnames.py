@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from ..loss_types import LOSS_TYPE_NAMES, STUDY_METHODS
+from .loss_types import LOSS_TYPE_NAMES, STUDY_METHODS
 
 #: Methods (the study's keys for ``loss_type``, :data:`ktos.loss_types.STUDY_METHODS`) in display order.
 METHODS: tuple[str, ...] = tuple(STUDY_METHODS)

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 from ..config import KTOSConfig
-from .rundir import RUN_INFO_FILE, TRAJECTORY_FILE
+from .files import RUN_INFO_FILE, TRAJECTORY_FILE
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The multi-run driver behind ``ktos train``: its arguments, and its runs one after the other.
 
-:func:`parse_train_args` parses TRL's ``ModelConfig``, :class:`~ktos.study.run.RunArguments`,
-:class:`~ktos.study.run.DataArguments` and :class:`~ktos.config.KTOSConfig` with TRL's ``TrlParser``, from
+:func:`parse_train_args` parses TRL's ``ModelConfig``, :class:`~ktos.runs.run.RunArguments`,
+:class:`~ktos.runs.run.DataArguments` and :class:`~ktos.config.KTOSConfig` with TRL's ``TrlParser``, from
 ``--config FILE.yaml`` (or ``--config=FILE.yaml``) and/or flags (flags win), so every ``KTOConfig`` field works
 from the command line and from YAML, and unknown keys are refused. With ``--run_dirs D...``, :func:`run_argvs`
 makes one argument list per run from the directories' names, and :func:`train_runs` trains them in one process,
@@ -14,10 +14,13 @@ import difflib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..loss_types import STUDY_METHODS
-from .runnames import parse_run_name
+from ..runnames import parse_run_name
+
+if TYPE_CHECKING:
+    from .quality import TaskEval
 
 log = logging.getLogger("ktos")
 #: ``ktos train``'s exit status when a run diverged, unless ``--allow_divergence true``.
@@ -101,7 +104,7 @@ def parse_train_args(argv: Sequence[str]) -> tuple[Any, Any, Any, Any]:
     return parsed[0], parsed[1], parsed[2], parsed[3]
 
 
-#: What a run's name sets when ``ktos train --run_dirs`` trains several runs (:mod:`ktos.study.runnames`).
+#: What a run's name sets when ``ktos train --run_dirs`` trains several runs (:mod:`ktos.runnames`).
 SET_BY_RUN_NAME = ("--output_dir", "--loss_type", "--use_kto_s", "--learning_rate", "--seed")
 
 
@@ -158,10 +161,11 @@ def quiet_progress_bars() -> None:
         transformers.utils.logging.enable_progress_bar()
 
 
-def train_runs(argv: Sequence[str]) -> int:
+def train_runs(argv: Sequence[str], task: TaskEval | None = None) -> int:
     """``ktos train argv``: each run :func:`run_argvs` asks for, one after the other in this process. Returns the exit
     status: 0, or :data:`EXIT_DIVERGED` when a run diverged (after training the others) unless
-    ``--allow_divergence`` (the study's workflow records divergence as an outcome)."""
+    ``--allow_divergence`` (the study's workflow records divergence as an outcome). ``task`` scores ``--heldout``
+    items (:class:`~ktos.runs.quality.TaskEval`)."""
     from .run import train
 
     argv = list(argv)
@@ -172,7 +176,7 @@ def train_runs(argv: Sequence[str]) -> int:
         apply_log_level(args[3])
         if len(argvs) > 1 or "--run_dirs" in argv:
             log.info("run %d of %d: %s", i, len(argvs), args[3].output_dir)
-        if train(*args) == "diverged":
+        if train(*args, task=task) == "diverged":
             diverged.append(args[3].output_dir)
     if diverged and not args[1].allow_divergence:
         log.error(
