@@ -24,7 +24,7 @@ from transformers import TrainerCallback
 from ktos import KTOSConfig, KTOSTrainer, compat
 from ktos.compat import KTOConfig
 from ktos.models import load_model_and_tokenizer
-from ktos.study.rundir import COLUMNS
+from ktos.study.readings.rundir import COLUMNS
 from ktos.toy.tiny import save_tiny
 
 
@@ -123,7 +123,7 @@ def trajectory_table(
     quality: bool = True,
     probe_every: int = 5,
 ) -> pd.DataFrame:
-    """A synthetic tidy trajectory table with every column of :data:`ktos.study.rundir.COLUMNS`.
+    """A synthetic tidy trajectory table with every column of :data:`ktos.study.readings.rundir.COLUMNS`.
 
     Per run, with ``T`` its ``max_steps`` and ``g = 1 + 0.04 (seed - 1)`` a seed's gain:
 

@@ -1,6 +1,6 @@
 """The study's analyses on synthetic data (fast: no training, no snakemake).
 
-Run directories -> tidy table (ktos.study.rundir), run names, the runaway rule, the stability criterion, the
+Run directories -> tidy table (ktos.study.readings.rundir), run names, the runaway rule, the stability criterion, the
 paired statistics, the matched-KL comparison, the headline rule and the verdict of docs/study.md.
 """
 
@@ -16,10 +16,12 @@ import pytest
 from conftest import trajectory_table
 from scipy import stats as sps
 
-from ktos.study import analysis, rundir, runnames, stats, verdict
-from ktos.study.analysis import Criteria
-from ktos.study.prose import headline
-from ktos.study.prose.numbers import fmt as fmt_number
+from ktos import runnames
+from ktos.study.readings import analysis, rundir, stats
+from ktos.study.readings.analysis import Criteria
+from ktos.study.report import verdict
+from ktos.study.report.prose import headline
+from ktos.study.report.prose.numbers import fmt as fmt_number
 
 STUDY = Criteria()  # tau 0.1 nats, window step 20, margin 10%
 
@@ -606,8 +608,8 @@ def test_mechanism_arms_come_from_the_config(tmp_path: Path) -> None:
 def test_the_policy_kl_enters_the_tables_only_where_measured() -> None:
     """Runs that measured the policy KL get its final and window values, pooled over bases and paired; tables
     from before it keep their columns."""
-    from ktos.study.base_factor import pooled_paired
-    from ktos.study.tables import checkpoint_table
+    from ktos.study.readings.base_factor import pooled_paired
+    from ktos.study.readings.tables import checkpoint_table
 
     df = trajectory_table()
     assert "final_policy_kl" not in analysis.run_summary(df)

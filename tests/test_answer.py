@@ -1,4 +1,4 @@
-"""The README's answer block is generated from the committed tables (ktos.study.prose.answer): the README holds
+"""The README's answer block is generated from the committed tables (ktos.study.report.prose.answer): the README holds
 exactly the rendering, and a changed table digit changes the rendering."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ktos.study.prose.answer import BEGIN, END, SOURCES, answer_markdown
+from ktos.study.report.prose.answer import BEGIN, END, SOURCES, answer_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "results/reference"
@@ -49,7 +49,7 @@ def test_a_study_without_its_tables_drops_its_bullet(tmp_path: Path) -> None:
 
 
 def test_ktos_answer_replaces_only_the_block_of_a_file_that_has_one(tmp_path: Path) -> None:
-    from ktos.study.prose.answer import write_answer
+    from ktos.study.report.prose.answer import write_answer
 
     page = tmp_path / "README.md"
     page.write_text(f"# Title\n\nbefore\n\n{BEGIN}\n- stale\n{END}\n\nafter\n", encoding="utf-8")

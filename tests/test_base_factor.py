@@ -1,5 +1,5 @@
-"""The base model as a random factor (ktos.study.base_factor), the size law (ktos.study.scale) and a study's tables
-and figures over several bases."""
+"""The base model as a random factor (ktos.study.readings.base_factor), the size law (ktos.study.readings.scale) and a
+study's tables and figures over several bases."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ktos.study.base_factor import (
+from ktos.study.readings.base_factor import (
     parse_seed_set,
     pooled_cells,
     pooled_paired,
@@ -18,7 +18,7 @@ from ktos.study.base_factor import (
     spread,
     two_level_bootstrap,
 )
-from ktos.study.scale import PREDICTED_SIZES, size_fit, size_predictions
+from ktos.study.readings.scale import PREDICTED_SIZES, size_fit, size_predictions
 
 
 def runs_table(base_means: dict[str, float], *, seeds=range(15, 21), noise=0.1, kto_s_shift=-1.0, seed=0):
@@ -138,8 +138,8 @@ def test_predicted_sizes_are_the_presets_parameter_counts() -> None:
 
 
 def tidy_table(bases=("0.09M_seed0", "0.09M_seed1", "0.09M_seed2"), seeds=(15, 16), steps=range(1, 41)) -> pd.DataFrame:
-    """A tidy trajectory table (ktos.study.rundir.COLUMNS) of the headline cell on several bases."""
-    from ktos.study.rundir import COLUMNS
+    """A tidy trajectory table (ktos.study.readings.rundir.COLUMNS) of the headline cell on several bases."""
+    from ktos.study.readings.rundir import COLUMNS
 
     rows = []
     for i, base in enumerate(bases):
@@ -155,9 +155,9 @@ def tidy_table(bases=("0.09M_seed0", "0.09M_seed1", "0.09M_seed2"), seeds=(15, 1
 
 @pytest.mark.slow
 def test_figures_over_bases_draw_one_panel_per_base(tmp_path) -> None:
-    from ktos.study.analysis import Criteria
-    from ktos.study.base_figures import draw_kl_figures_by_base, flatten_bases
-    from ktos.study.figures import draw_all
+    from ktos.study.readings.analysis import Criteria
+    from ktos.study.report.base_figures import draw_kl_figures_by_base, flatten_bases
+    from ktos.study.report.figures import draw_all
 
     df = tidy_table()
     fig2, fig3 = draw_kl_figures_by_base(df, regime="r", lr=2.7e-4, criteria=Criteria(), checkpoints=(5, 10))
@@ -172,7 +172,7 @@ def test_figures_over_bases_draw_one_panel_per_base(tmp_path) -> None:
 
 
 def test_predictions_are_checked_against_the_cells_they_predict() -> None:
-    from ktos.study.scale import check_predictions
+    from ktos.study.readings.scale import check_predictions
 
     predictions = pd.DataFrame([
         {"method": "kto", "size": "2.6M", "params": 2_649_344, "lr": 3e-5, "predicted_final_probe_kl": 5.0, "low": 3.0,

@@ -1,4 +1,4 @@
-"""config/README.md's key tables are the rendering of the workflow's JSON schema (ktos.study.config_keys): each
+"""config/README.md's key tables are the rendering of the workflow's JSON schema (ktos.study.plan.config_keys): each
 key's default and meaning are written once, in the schema."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from ktos.study.config_keys import BEGIN, END, key_tables
+from ktos.study.plan.config_keys import BEGIN, END, key_tables
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA, EMBEDDED = REPO / "workflow/schemas/config.schema.yaml", REPO / "config/config.yaml"

@@ -1,4 +1,5 @@
-"""The frontier read from fitted curves at matched KL (ktos.study.curve_frontier; docs/study.md, fifth amendment)."""
+"""The frontier read from fitted curves at matched KL (ktos.study.readings.curve_frontier; docs/study.md, fifth
+amendment)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ktos.study import curve_frontier as cf
-from ktos.study.power import CURVE_LRS
+from ktos.study.readings import curve_frontier as cf
+from ktos.study.readings.power import CURVE_LRS
 
 N_ITEMS, STEPS = 600, list(range(20, 301, 20))
 

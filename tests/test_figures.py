@@ -15,8 +15,8 @@ from conftest import trajectory_table
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from ktos.study import figures as F
-from ktos.study.analysis import Criteria, cell_summary, paired_table, run_summary
+from ktos.study.readings.analysis import Criteria, cell_summary, paired_table, run_summary
+from ktos.study.report import figures as F
 
 CHECKPOINTS = (5, 10, 15, 20)
 
@@ -176,7 +176,7 @@ def test_draw_all_on_a_full_table_writes_every_figure_reproducibly(tmp_path: Pat
 def test_the_policy_kl_is_drawn_beside_the_probe_and_against_it(tmp_path: Path) -> None:
     """With a policy_kl column the relation figure exists, and Figure 2 carries a policy-KL line; without one,
     neither (so that committed tables written before the policy KL redraw as they were)."""
-    from ktos.study.policy_kl_figures import draw_kl_relation, measured
+    from ktos.study.report.policy_kl_figures import draw_kl_relation, measured
 
     df = trajectory_table()
     assert draw_kl_relation(df) is None and measured(df).empty

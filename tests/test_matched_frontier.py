@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ktos.study.matched_frontier import (
+from ktos.study.readings.matched_frontier import (
     KL_BINS,
     MARGIN,
     bootstrap,

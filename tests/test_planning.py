@@ -1,4 +1,4 @@
-"""The workflow's job planning (ktos.study.planning, ktos.study.outputs), unit by unit, on configs read and
+"""The workflow's job planning (ktos.study.plan.planning, ktos.study.plan.outputs), unit by unit, on configs read and
 validated as Snakemake reads them (config/config.yaml, then an overlay; the schema's defaults filled in)."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import yaml
 from snakemake.utils import update_config, validate
 
 from ktos.runnames import parse_run_name
-from ktos.study.outputs import FIGURES, Outputs
-from ktos.study.planning import ConfigError, Plan
+from ktos.study.plan.outputs import FIGURES, Outputs
+from ktos.study.plan.planning import ConfigError, Plan
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_FILE = ROOT / "workflow/schemas/config.schema.yaml"

@@ -1,4 +1,4 @@
-"""The frontier's power analysis (ktos.study.power; docs/study.md, fifth amendment)."""
+"""The frontier's power analysis (ktos.study.readings.power; docs/study.md, fifth amendment)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ktos.study import power
+from ktos.study.readings import power
 
 SD = {"base": 0.02, "seed": 0.01, "item": 0.05, "base_item": 0.04, "residual": 0.3}
 FRONTIER = Path(__file__).resolve().parents[1] / "results" / "reference" / "frontier"

@@ -1,6 +1,6 @@
-"""Keeps rising or levels off (ktos.study.trend_rules), the equal-window runaway increments, the whole-trajectory
-readings (ktos.study.checkpoint_envelope) and the size-against-step fit (ktos.study.scale), on trajectories whose
-answer is known."""
+"""Keeps rising or levels off (ktos.study.readings.trend_rules), the equal-window runaway increments, the
+whole-trajectory readings (ktos.study.readings.checkpoint_envelope) and the size-against-step fit
+(ktos.study.readings.scale), on trajectories whose answer is known."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ktos.study import analysis, checkpoint_envelope, scale, trend_rules
-from ktos.study.prose import bases_and_sizes
+from ktos.study.readings import analysis, checkpoint_envelope, scale, trend_rules
+from ktos.study.report.prose import bases_and_sizes
 
 STEPS = np.array([1, *range(5, 151, 5)], dtype=float)
 
@@ -80,7 +80,7 @@ def test_runaway_increments_are_per_step_rates_on_equal_thirds() -> None:
     assert analysis.runaway_increments(steps, np.sqrt(steps))[1] < analysis.runaway_increments(steps, np.sqrt(steps))[0]
 
 
-# ------------------------------------------------------ whole-trajectory readings (ktos.study.checkpoint_envelope)
+# ------------------------------------------------------ whole-trajectory readings (ktos.study.readings.checkpoint_envel
 
 
 def checkpoint_table(kto_s_shift: float = 0.0, kto_s_gain: float = 0.0, seeds: int = 6) -> pd.DataFrame:

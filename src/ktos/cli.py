@@ -34,19 +34,31 @@ STAGES: dict[str, tuple[str, str, str]] = {
     "prepare": ("data_stages", "prepare", "load and validate binary-feedback data into a dataset dir"),
     "split": ("data_stages", "split", "stratified, seeded train/eval split of a dataset dir"),
     "balance": ("balance", "balance", "order/subsample the training set and compute class weights"),
-    "extract-kl": ("study.rundir", "extract", "collect run dirs' per-step trajectories into one tidy CSV table"),
-    "figures": ("study.figures", "draw_all", "draw Figures 2, 3 and the study's other figures from a trajectory table"),
+    "extract-kl": (
+        "study.readings.rundir",
+        "extract",
+        "collect run dirs' per-step trajectories into one tidy CSV table",
+    ),
+    "figures": (
+        "study.report.figures",
+        "draw_all",
+        "draw Figures 2, 3 and the study's other figures from a trajectory table",
+    ),
     "tables": (
-        "study.verdict",
+        "study.report.verdict",
         "write_tables",
         "write the study's tables and the computed verdict from a trajectory table",
     ),
     "power": (
-        "study.power",
+        "study.readings.power",
         "write_power",
         "power analysis of the matched-KL frontier from a committed frontier study",
     ),
-    "answer": ("study.prose.answer", "write_answer", "the README's answer block from the committed studies' tables"),
+    "answer": (
+        "study.report.prose.answer",
+        "write_answer",
+        "the README's answer block from the committed studies' tables",
+    ),
 }
 
 

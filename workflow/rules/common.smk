@@ -1,4 +1,4 @@
-"""Glue of the ktos workflow: the study's plan (ktos.study.planning, where every planning decision is made and
+"""Glue of the ktos workflow: the study's plan (ktos.study.plan.planning, where every planning decision is made and
 unit tested), its config checks at parse time, and the paths the rules share.
 
 Nothing here decides what runs: these names only hand Snakemake's rules and wildcards to the plan.
@@ -10,8 +10,8 @@ import yaml
 
 from snakemake.exceptions import WorkflowError
 
-from ktos.study.outputs import Outputs
-from ktos.study.planning import ORIGINS, ConfigError, Plan
+from ktos.study.plan.outputs import Outputs
+from ktos.study.plan.planning import ORIGINS, ConfigError, Plan
 
 #: This workflow's directory (workflow/): current_basedir, not basedir, so that it is this repository's when
 #: another workflow uses it as a module.

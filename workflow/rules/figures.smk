@@ -1,4 +1,4 @@
-# Every figure and table is a declared file (ktos.study.outputs.Outputs.figure_files and table_files): deleting
+# Every figure and table is a declared file (ktos.study.plan.outputs.Outputs.figure_files and table_files): deleting
 # one makes its rule run again, and the rule hands the same names to the command, which writes exactly these.
 # One pair of rules per origin of the trajectory table: studies (this workflow's runs, written beside them) and
 # reference (the committed table, drawn into results/redrawn/<study>, never over the committed files).
@@ -29,7 +29,7 @@ for origin in ORIGINS:
         benchmark:
             f"results/benchmarks/{config['study']}/draw_figures_{origin}.tsv"
         conda:
-            # Not analysis.yaml: ktos.study.figures imports torch (ktos.losses.gradient_weight, the companion figure).
+            # Not analysis.yaml: ktos.study.report.figures imports torch (ktos.losses.gradient_weight, the companion figure).
             "../envs/train.yaml"
         params:
             out_dir=lambda wildcards, output: Path(output[0]).parent,
@@ -77,7 +77,7 @@ for origin in ORIGINS:
 
 
 rule answer:
-    # The README's answer block from every committed study's tables (ktos.study.prose.answer); a test compares the
+    # The README's answer block from every committed study's tables (ktos.study.report.prose.answer); a test compares the
     # README with it. Into results/redrawn/, never over a committed file.
     input:
         sorted((PLAN.root / "results/reference").glob("*/tables/*.csv")),

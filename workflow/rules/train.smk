@@ -1,4 +1,4 @@
-# The settings of each training job, from the config (ktos.study.planning.Plan.train_settings), as the YAML file that
+# The settings of each training job, from the config (ktos.study.plan.planning.Plan.train_settings), as the YAML file that
 # `ktos train --config` reads: TRL's parser, so an unknown key is refused.
 rule train_config:
     output:
@@ -30,7 +30,7 @@ WEIGHTS_FILE = (
 )
 
 
-# One training job per resources.runs_per_job runs of a regime (ktos.study.planning.Plan.train_jobs): one process
+# One training job per resources.runs_per_job runs of a regime (ktos.study.plan.planning.Plan.train_jobs): one process
 # trains them one after the other, paying the start-up once. Snakemake still sees each run's own files.
 for job, (regime, model, runs) in TRAIN_JOBS.items():
 

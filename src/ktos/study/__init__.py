@@ -1,19 +1,16 @@
-"""The study: what turns KTO, KTO-S and KTO-zero runs into an answer, one stage after another.
+"""The study: what turns KTO, KTO-S and KTO-zero runs into an answer, one stage per subpackage.
 
-It imports the library (:mod:`ktos`) and the embedded task (:mod:`ktos.toy`); the library never imports it.
+It imports the library (:mod:`ktos`, whose :mod:`ktos.runs` trains the runs) and the embedded task (:mod:`ktos.toy`);
+the library never imports it.
 
-* Training: :mod:`~ktos.runs.command`, :mod:`~ktos.runs.run`: ``ktos train``'s arguments and runs, and one
-  training run with its run directory; :mod:`~ktos.runnames`, :mod:`~ktos.study.rundir`,
-  :mod:`~ktos.runs.trajectory`: run names, the run-directory format, its per-step trajectory writer and the
-  tidy table (``ktos extract-kl``).
-* Readings: :mod:`~ktos.study.stats`, :mod:`~ktos.study.analysis` (the per-run, per-cell and paired tables),
-  :mod:`~ktos.study.trend_rules` (keeps rising or levels off), :mod:`~ktos.study.base_factor` (over bases),
-  :mod:`~ktos.study.checkpoint_envelope` (the envelope and early stopping over checkpoints),
-  :mod:`~ktos.study.matched_frontier` (accuracy at matched KL over item sets), :mod:`~ktos.study.scale` (the
-  size law).
-* Tables: :mod:`~ktos.study.tables`: every table of a study, computed once; both output stages read it.
-* Output: :mod:`~ktos.study.prose` (all of the verdict's text) and :mod:`~ktos.study.verdict` (``ktos
-  tables``: the table files and ``verdict.md``); :mod:`~ktos.study.figures` (``ktos figures``),
-  :mod:`~ktos.study.base_figures`, :mod:`~ktos.study.scale_and_frontier_figures`, :mod:`~ktos.study.figure_style`.
-* Planning: :mod:`~ktos.study.planning`, :mod:`~ktos.study.outputs`: the workflow's jobs and files.
+* :mod:`~ktos.study.plan`: the workflow's jobs and files, read at parse time (``planning``, ``outputs``), and the
+  configuration's key reference (``config_keys``).
+* :mod:`~ktos.study.readings`: the tidy trajectory table (``rundir``: ``ktos extract-kl``), the statistics
+  (``stats``), the per-run, per-cell and paired tables (``analysis``), keeps rising or levels off
+  (``trend_rules``), over bases (``base_factor``), the envelope and early stopping over checkpoints
+  (``checkpoint_envelope``), accuracy at matched KL over item sets (``matched_frontier``) and from fitted curves
+  (``curve_frontier``, ``power``), the size law (``scale``), and every table of a study computed once (``tables``).
+* :mod:`~ktos.study.report`: the figures (``figures``: ``ktos figures``; ``base_figures``, ``policy_kl_figures``,
+  ``scale_and_frontier_figures``, ``figure_style``), the table files and ``verdict.md`` (``verdict``: ``ktos
+  tables``) and all of the words (``prose``, the README's answer included).
 """

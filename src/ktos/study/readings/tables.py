@@ -2,8 +2,8 @@ r"""Every table of a study, computed once from the tidy trajectory table: the on
 stages.
 
 :func:`load_study` reads a trajectory table, picks the headline cell and builds every table (:class:`StudyTables`)
-into a :class:`Study`; ``ktos tables`` (:func:`ktos.study.verdict.write_tables`) writes them with
-``verdict.md``, and ``ktos figures`` (:func:`ktos.study.figures.draw_all`) draws from the same tables. The
+into a :class:`Study`; ``ktos tables`` (:func:`ktos.study.report.verdict.write_tables`) writes them with
+``verdict.md``, and ``ktos figures`` (:func:`ktos.study.report.figures.draw_all`) draws from the same tables. The
 tables: the per-run, per-cell and paired tables, checkpoints, the KL ratio, the envelope and early stopping
 (their header alone when a study has neither), the size law's tables, and the pooled tables over bases, the
 seed-set comparison, the checked predictions and the matched-KL frontier when the study has them.
@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..plan.outputs import CURVE_FRONTIER_TABLE, POLICY_TRENDS_TABLE, table_names
 from .analysis import (
     Criteria,
     cell_summary,
@@ -35,7 +36,6 @@ from .checkpoint_envelope import EARLY_STOPPING_COLUMNS, ENVELOPE_COLUMNS, early
 from .checkpoint_envelope import checkpoints as trajectory_checkpoints
 from .curve_frontier import curve_frontier_table
 from .matched_frontier import frontier_tables, has_item_frontier, read_run_infos
-from .outputs import CURVE_FRONTIER_TABLE, POLICY_TRENDS_TABLE, table_names
 from .rundir import read_table
 from .scale import check_predictions, drivers, scale_table, size_fit, size_predictions
 
@@ -71,11 +71,11 @@ class StudyTables(Mapping[str, pd.DataFrame]):
     tables`` asks for all of them, ``ktos figures`` for those its figures draw.
 
     Each per-cell table (:data:`PER_BASE`) is computed on each base's runs and has a ``base`` column; with two or
-    more bases the pooled tables of :mod:`ktos.study.base_factor` (``base_cells``, ``base_trends``,
+    more bases the pooled tables of :mod:`ktos.study.readings.base_factor` (``base_cells``, ``base_trends``,
     ``base_paired``) judge each cell over bases and seeds. The size law (``size_fit``, ``size_predictions``) is
     fitted over every base's cells. With the runs' records (``run_infos``) holding each held-out item's outcome,
-    ``best_checkpoint`` and ``frontier`` (:mod:`ktos.study.matched_frontier`) read the frontier at matched KL over
-    bases, seeds and items."""
+    ``best_checkpoint`` and ``frontier`` (:mod:`ktos.study.readings.matched_frontier`) read the frontier at matched KL
+    over bases, seeds and items."""
 
     def __init__(
         self,
@@ -104,7 +104,7 @@ class StudyTables(Mapping[str, pd.DataFrame]):
         )
         if unknown:
             raise ValueError(f"unknown tables {sorted(unknown)}")
-        #: The tables of this study: ``names`` as given (the workflow's plan, :mod:`ktos.study.outputs`), else
+        #: The tables of this study: ``names`` as given (the workflow's plan, :mod:`ktos.study.plan.outputs`), else
         #: those the trajectory table and records can make.
         self.names = list(planned if names is None else names)
         self._known = {*planned, *self.names}
@@ -219,7 +219,7 @@ def load_study(
 ) -> Study:
     """Read the tidy trajectory table, pick the headline cell (``regime``, ``lr``; default: the first regime and
     the learning rate with the most runs) and build every table; ``criteria`` are
-    :class:`~ktos.study.analysis.Criteria`'s fields (threshold, window, margin, phase_end, beta, search_steps,
+    :class:`~ktos.study.readings.analysis.Criteria`'s fields (threshold, window, margin, phase_end, beta, search_steps,
     arms). ``run_info``: the runs' records (``ktos extract-kl --run-info``), for the tables that need each
     held-out item's outcome. ``names``: the tables to make (default: every one the table and records can)."""
     df = read_table(table_csv)

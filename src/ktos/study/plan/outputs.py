@@ -6,7 +6,7 @@ hold (the trajectory table's columns, whether the runs' records kept each held-o
 workflow is parsed. The workflow declares each of these files (``workflow/rules/figures.smk``), so deleting one
 makes its rule run again, and hands the names to ``ktos figures --names`` and ``ktos tables --names``, which write
 exactly these and fail when the data cannot make one: the writers decide nothing. Standard library only, like
-:mod:`ktos.study.planning`.
+:mod:`ktos.study.plan.planning`.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..runnames import lr_tag
+from ...runnames import lr_tag
 from .planning import Plan, cli_flags
 
-#: The figures ``ktos figures`` can draw, in drawing order (:func:`ktos.study.figures.draw_all`).
+#: The figures ``ktos figures`` can draw, in drawing order (:func:`ktos.study.report.figures.draw_all`).
 FIGURES = (
     "fig2_kto_kl", "fig3_kto_s_kl", "paired", "companion", "regime_search", "regime_trajectories", "frontier",
     "paired_regimes", "scale", "envelope", "matched_frontier", "kl_relation",
@@ -35,13 +35,13 @@ TABLES = (
     "runs", "cells", "paired", "matched_kl", "checkpoints", "kl_ratio", "envelope", "early_stopping", "scale",
     "drivers", "size_fit", "size_predictions",
 )  # fmt: skip
-#: The tables that judge each cell over several bases (:mod:`ktos.study.base_factor`), and the policy KL's trend
-#: judged so where the runs measured it.
+#: The tables that judge each cell over several bases (:mod:`ktos.study.readings.base_factor`), and the policy KL's
+#: trend judged so where the runs measured it.
 BASE_TABLES = ("base_cells", "base_trends", "base_paired")
 POLICY_TRENDS_TABLE = "policy_trends"
-#: The tables of the matched-KL frontier over item sets (:mod:`ktos.study.matched_frontier`).
+#: The tables of the matched-KL frontier over item sets (:mod:`ktos.study.readings.matched_frontier`).
 ITEM_FRONTIER_TABLES = ("best_checkpoint", "frontier")
-#: The frontier read from fitted curves, in the policy KL and the probe KL (:mod:`ktos.study.curve_frontier`).
+#: The frontier read from fitted curves, in the policy KL and the probe KL (:mod:`ktos.study.readings.curve_frontier`).
 CURVE_FRONTIER_TABLE = "curve_frontier"
 
 
@@ -56,7 +56,7 @@ def table_names(
     """The tables (without ``.csv``) of a study over one base or several, with or without seed sets to compare,
     predictions to check, task accuracy along the way of KTO and another method (the matched-KL frontier) and the
     policy KL measured (its trend over bases; with the frontier, the frontier read from fitted curves): what
-    :func:`ktos.study.verdict.write_tables` writes, beside ``verdict.md``."""
+    :func:`ktos.study.report.verdict.write_tables` writes, beside ``verdict.md``."""
     return [
         *TABLES,
         *(BASE_TABLES if several_bases else ()),
@@ -70,7 +70,7 @@ def table_names(
 
 @dataclass(frozen=True)
 class Outputs:
-    """The figures, tables and analysis flags of a study's :class:`~ktos.study.planning.Plan`."""
+    """The figures, tables and analysis flags of a study's :class:`~ktos.study.plan.planning.Plan`."""
 
     plan: Plan
 
@@ -181,7 +181,7 @@ class Outputs:
         ]
 
     def figure_names(self, origin: str) -> list[str]:
-        """The figures of a trajectory table of ``origin``, by the rules of :func:`ktos.study.figures.draw_all`:
+        """The figures of a trajectory table of ``origin``, by the rules of :func:`ktos.study.report.figures.draw_all`:
         KTO-S's figures need KTO-S, the regime search's a KTO-only study over several regimes, the frontier three
         KTO learning rates, the scale figure several model sizes, the envelope one base and task accuracy measured
         along the way, the matched-KL frontier :meth:`item_frontier`, the probe KL against the policy KL

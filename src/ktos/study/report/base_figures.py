@@ -1,5 +1,5 @@
 """Figures of a study over several base models: Figures 2 and 3 with one panel per base, and the runs of every base
-as one set of paired runs for the other figures of :mod:`ktos.study.figures`.
+as one set of paired runs for the other figures of :mod:`ktos.study.report.figures`.
 
 KL is the held-out probe KL (sequence-level nats); bands are Student-t 95% intervals over a base's seeds.
 """
@@ -13,12 +13,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..runnames import METHOD_LABELS, lr_tag
-from .analysis import Criteria, cell_summary, paired_table
+from ...runnames import METHOD_LABELS, lr_tag
+from ..readings.analysis import Criteria, cell_summary, paired_table
+from ..readings.rundir import KEYS
+from ..readings.tables import Study
 from .figure_style import DOUBLE, KL_LABEL, PALETTE, STEP_LABEL, seeds_and_mean, styled
 from .policy_kl_figures import kl_words, measured, policy_kl_line
-from .rundir import KEYS
-from .tables import Study
 
 
 def _headline_rows(df: pd.DataFrame, regime: str, lr: float) -> pd.DataFrame:
@@ -107,8 +107,8 @@ def paired_as_one_set(study: Study) -> tuple[pd.DataFrame, pd.DataFrame, pd.Data
 
 def pooled_trend_cells(cells: pd.DataFrame, base_trends: pd.DataFrame) -> pd.DataFrame:
     """``cells`` (of the runs of every base as one set) with each cell's ``late_trend`` replaced by its verdict over
-    bases (the study's ``base_trends``, :func:`ktos.study.base_factor.pooled_trends`), so that a figure marks what
-    the tables say."""
+    bases (the study's ``base_trends``, :func:`ktos.study.readings.base_factor.pooled_trends`), so that a figure marks
+    what the tables say."""
     trends = base_trends.set_index(["regime", "method", "lr"])["late_trend"]
     keys = pd.MultiIndex.from_frame(cells[["regime", "method", "lr"]])
     return cells.assign(late_trend=trends.reindex(keys).fillna(cells["late_trend"]).to_numpy())

@@ -13,7 +13,7 @@ in bases: seed 15 on one base and seed 15 on another share a batch order but not
   within-base standard deviation of the seeds; ``base_share`` is the between-base variance component
   ``max(0, sd_bases^2 - sd_seeds^2 / nbar)`` over itself plus ``sd_seeds^2``.
 * **Trend**: a cell keeps rising when the interval of the pooled late rise lies above the bar ``B`` of
-  :mod:`ktos.study.trend_rules` (from the pooled final KL), levels off when it lies below, and is undecided
+  :mod:`ktos.study.readings.trend_rules` (from the pooled final KL), levels off when it lies below, and is undecided
   otherwise; the per-base verdicts (the same rule on each base's seeds) are counted beside it.
 * **Paired**: KTO-S minus KTO on each (base, seed), the pooled mean of the differences with both intervals,
   the bases and seeds on which KTO-S is lower, and the smallest difference the ``B`` bases detect with 80%
@@ -154,7 +154,7 @@ def pooled_trends(
     """Per regime x method x learning rate: the pooled late rise of ``kl`` (:data:`TREND_KLS`) with its two-level
     interval against the bar, the pooled trend, and how many bases keep rising, level off or are undecided on their
     own (the probe KL's: ``base_cells``, the per-base cell table with its ``late_trend``; another KL's: the same
-    rule, :func:`~ktos.study.trend_rules.cell_trend`, on each base's seeds)."""
+    rule, :func:`~ktos.study.readings.trend_rules.cell_trend`, on each base's seeds)."""
     rise_column, final_column = TREND_KLS[kl]
     rows = []
     for cell, grp in _completed(runs).groupby(CELL, sort=True):

@@ -26,8 +26,8 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
-from ..runnames import parse_run_name
-from ..runs.files import MEASURED_KEYS, RUN_INFO_FILE, TRAJECTORY_FILE, read_trajectory
+from ...runnames import parse_run_name
+from ...runs.files import MEASURED_KEYS, RUN_INFO_FILE, TRAJECTORY_FILE, read_trajectory
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,10 @@ unless a label says TRL's logged ``kl``. Diverged runs are left out of every mea
 * ``fig2_kto_kl`` / ``fig3_kto_s_kl`` (Figures 2 and 3): KTO's, then KTO-S's probe KL per optimizer step in
   the headline cell: each seed a thin line, the mean with its band, TRL's logged ``kl`` (mean) dashed beside
   it, the threshold, and markers at the plan note's steps. Shared y-limits; Figure 3 repeats KTO's mean. A study
-  over several bases draws one panel per base instead (:func:`ktos.study.base_figures.draw_kl_figures_by_base`),
+  over several bases draws one panel per base instead (:func:`ktos.study.report.base_figures.draw_kl_figures_by_base`),
   so that a reader sees how much the base moves the trajectories; each panel repeats the pooled mean over bases.
 * The other figures of a study over several bases pair the methods on each (base, seed): its runs are drawn as
-  one set of paired runs (:func:`ktos.study.base_figures.flatten_bases`); the tables, not the figures, judge
+  one set of paired runs (:func:`ktos.study.report.base_figures.flatten_bases`); the tables, not the figures, judge
   them over bases.
 * ``paired``: per seed, final probe KL and task accuracy of KTO and KTO-S joined by a line (seeds pair them).
 * ``companion``: rewards, loss and probe KL per token for both methods, and each method's gradient weight
@@ -21,7 +21,7 @@ unless a label says TRL's logged ``kl``. Diverged runs are left out of every mea
   intervals: KTO-S is compared with KTO at matched KL.
 * ``paired_regimes``: the paired difference (KTO-S minus KTO) of final probe KL and accuracy with its
   interval in every regime that has both methods (the mechanism arms).
-* ``scale`` and ``envelope`` (:mod:`ktos.study.scale_and_frontier_figures`): final probe KL against learning
+* ``scale`` and ``envelope`` (:mod:`ktos.study.report.scale_and_frontier_figures`): final probe KL against learning
   rate, update norm and parameter count across model sizes; accuracy against probe KL over every checkpoint,
   with each method's envelope.
 * ``matched_frontier`` (with the runs' records): per KL bin, each method's accuracy on held-out items never used
@@ -45,17 +45,17 @@ import seaborn as sns
 import torch
 from matplotlib.figure import Figure
 
-from ..losses import gradient_weight
-from ..runnames import METHOD_LABELS, METHODS, lr_tag
-from .analysis import Criteria
+from ...losses import gradient_weight
+from ...runnames import METHOD_LABELS, METHODS, lr_tag
+from ..plan.outputs import FIGURES
+from ..readings.analysis import Criteria
+from ..readings.scale import scale_table
+from ..readings.stats import step_stats
+from ..readings.tables import load_study
 from .base_figures import draw_kl_figures_by_base, flatten_bases, paired_as_one_set, pooled_trend_cells
 from .figure_style import DOUBLE, KL_LABEL, PALETTE, SINGLE, STEP_LABEL, Z0_GRID, save, seeds_and_mean, styled, t_band
-from .outputs import FIGURES
 from .policy_kl_figures import draw_kl_relation, kl_words, measured, policy_kl_line
-from .scale import scale_table
 from .scale_and_frontier_figures import draw_scale, envelope_figure, matched_frontier_figure
-from .stats import step_stats
-from .tables import load_study
 
 log = logging.getLogger(__name__)
 
@@ -344,8 +344,8 @@ def draw_all(
     ``run_info``: the runs' records, for the matched-KL frontier drawn from each held-out item's outcome.
 
     ``regime`` and ``lr`` choose the headline cell (default: the first regime, its most-run lr); ``criteria``
-    are :class:`~ktos.study.analysis.Criteria`'s fields (threshold, window, margin, phase_end, beta,
-    search_steps, arms). ``names`` (of :data:`ktos.study.outputs.FIGURES`; the workflow's plan) draws exactly
+    are :class:`~ktos.study.readings.analysis.Criteria`'s fields (threshold, window, margin, phase_end, beta,
+    search_steps, arms). ``names`` (of :data:`ktos.study.plan.outputs.FIGURES`; the workflow's plan) draws exactly
     these figures: one the table cannot support is an error (the plan and the data disagree).
     """
     unknown = set(names or ()) - set(FIGURES)

@@ -1,7 +1,7 @@
 """``ktos tables``: every table file of a study and ``verdict.md``, from the tables computed once
-(:func:`ktos.study.tables.load_study`) and the verdict's text (:mod:`ktos.study.prose`).
+(:func:`ktos.study.readings.tables.load_study`) and the verdict's text (:mod:`ktos.study.report.prose`).
 
-:func:`write_tables` writes the tables it is given (the workflow's plan, :mod:`ktos.study.outputs`), one
+:func:`write_tables` writes the tables it is given (the workflow's plan, :mod:`ktos.study.plan.outputs`), one
 ``<name>.csv`` each, and ``verdict.md``. Standard library, numpy, pandas and scipy only: it runs in the analysis
 env, without torch.
 """
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..readings.tables import load_study
 from .prose import verdict_markdown
-from .tables import load_study
 
 log = logging.getLogger(__name__)
 

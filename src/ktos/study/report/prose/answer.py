@@ -3,7 +3,7 @@
 target runs that, and a test compares the README's block with it character for character).
 
 Each bullet names the study and the table its numbers come from in :data:`SOURCES`; a bullet whose tables are not
-committed is left out. Numbers are printed as the verdict prints them (:mod:`ktos.study.prose.numbers`):
+committed is left out. Numbers are printed as the verdict prints them (:mod:`ktos.study.report.prose.numbers`):
 3 significant digits, bootstrap intervals' ends 2.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ...runnames import lr_tag, method_label
+from ....runnames import lr_tag, method_label
 from .numbers import fmt, interval, p_value, pct
 
 #: Where the README's answer block sits: between these two lines.

@@ -1,15 +1,15 @@
 r"""The findings on a study's headline cell in words, one function per kind of sentence, each built from numbers
-in the tables (:mod:`ktos.study.analysis`): the paired comparisons, the regime and its trend, the cells that show
-the contrast, stability and the notes' claims."""
+in the tables (:mod:`ktos.study.readings.analysis`): the paired comparisons, the regime and its trend, the cells that
+show the contrast, stability and the notes' claims."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from ...runnames import lr_tag, method_label
-from ..analysis import Criteria
-from ..trend_rules import contrast_cell, contrast_cells
+from ....runnames import lr_tag, method_label
+from ...readings.analysis import Criteria
+from ...readings.trend_rules import contrast_cell, contrast_cells
 from .numbers import fmt, p_value, pct, trend_phrase
 
 

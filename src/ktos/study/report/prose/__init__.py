@@ -1,10 +1,10 @@
 r"""The verdict in words: the one place ``verdict.md``'s text is assembled (:func:`verdict_markdown`).
 
-Every sentence is generated from numbers in the study's tables (:class:`ktos.study.tables.StudyTables`); none is
-written by hand. The sentences are built by kind in :mod:`~ktos.study.prose.headline` (the headline cell and the
-notes' claims), :mod:`~ktos.study.prose.bases_and_sizes` (several bases, base against seed, the size law) and
-:mod:`~ktos.study.prose.frontier` (the envelope, early stopping and the matched-KL frontier), numbers printed by
-:mod:`~ktos.study.prose.numbers`.
+Every sentence is generated from numbers in the study's tables (:class:`ktos.study.readings.tables.StudyTables`); none
+is written by hand. The sentences are built by kind in :mod:`~ktos.study.report.prose.headline` (the headline cell and
+the notes' claims), :mod:`~ktos.study.report.prose.bases_and_sizes` (several bases, base against seed, the size law) and
+:mod:`~ktos.study.report.prose.frontier` (the envelope, early stopping and the matched-KL frontier), numbers printed by
+:mod:`~ktos.study.report.prose.numbers`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from ...runnames import lr_tag, method_label
-from ..analysis import Criteria, headline_cell
+from ....runnames import lr_tag, method_label
+from ...readings.analysis import Criteria, headline_cell
 from .bases_and_sizes import (
     base_paired_sentence,
     base_trend_sentences,

@@ -3,12 +3,12 @@
 * :func:`draw_scale`: per method, the final probe KL (nats) of every size x learning rate cell against the
   learning rate (one line per size), against the measured update norm ``||dtheta||`` per step over the last
   half of training, and against the parameter count (one line per learning rate); hollow markers are cells
-  whose KL levels off, filled ones cells whose KL keeps rising (:mod:`ktos.study.trend_rules`).
+  whose KL levels off, filled ones cells whose KL keeps rising (:mod:`ktos.study.readings.trend_rules`).
 * :func:`draw_envelope`: accuracy against probe KL for every checkpoint (learning rate x step, seed means) of
   each method, faint, and each method's envelope (best accuracy within a KL budget) with its seed-bootstrap
-  band at the budgets of :data:`ktos.study.checkpoint_envelope.KL_BUDGETS`.
+  band at the budgets of :data:`ktos.study.readings.checkpoint_envelope.KL_BUDGETS`.
 * :func:`draw_matched_frontier`: per KL bin, each method's accuracy on items never used for choosing, and its
-  difference from KTO against the equivalence margin (:mod:`ktos.study.matched_frontier`).
+  difference from KTO against the equivalence margin (:mod:`ktos.study.readings.matched_frontier`).
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
-from ..runnames import METHOD_LABELS, lr_tag
-from .checkpoint_envelope import Checkpoints, envelope_table
-from .checkpoint_envelope import checkpoints as trajectory_checkpoints
+from ...runnames import METHOD_LABELS, lr_tag
+from ..readings.checkpoint_envelope import Checkpoints, envelope_table
+from ..readings.checkpoint_envelope import checkpoints as trajectory_checkpoints
+from ..readings.trend_rules import LEVELS_OFF
 from .figure_style import DOUBLE, KL_LABEL, PALETTE, styled
-from .trend_rules import LEVELS_OFF
 
 
 def _params_label(params: float) -> str:
@@ -151,7 +151,7 @@ def envelope_figure(df: pd.DataFrame, regime: str) -> Figure | None:
 
 def matched_frontier_figure(tables: Mapping[str, pd.DataFrame]) -> Figure | None:
     """The matched-KL frontier figure from the study's ``frontier`` and ``best_checkpoint`` tables
-    (:class:`ktos.study.tables.StudyTables`: the runs' records held each held-out item's outcome); ``None``
+    (:class:`ktos.study.readings.tables.StudyTables`: the runs' records held each held-out item's outcome); ``None``
     without them."""
     frontier = tables.get("frontier")
     if frontier is None or frontier.empty:

@@ -13,7 +13,7 @@ def fmt(x: float, digits: int = 3) -> str:
 
 def interval(low: float, high: float) -> str:
     """A bootstrap interval ``[low, high]``, its ends in 2 significant digits: at 20,000 resamples the third still
-    moves with the bootstrap seed (:data:`ktos.study.base_factor.N_BOOT_POOLED`)."""
+    moves with the bootstrap seed (:data:`ktos.study.readings.base_factor.N_BOOT_POOLED`)."""
     return f"[{fmt(low, 2)}, {fmt(high, 2)}]"
 
 
@@ -28,7 +28,8 @@ def p_value(p: float) -> str:
 
 
 def trend_phrase(trend: str) -> str:
-    """A KL trend of :mod:`ktos.study.trend_rules` as a predicate: a collapsed run's or cell's KL is not judged."""
+    """A KL trend of :mod:`ktos.study.readings.trend_rules` as a predicate: a collapsed run's or cell's KL is not
+    judged."""
     if trend == "collapsed":
         return "is not judged: the runs collapsed (final task accuracy below half the base's)"
     return str(trend)

@@ -1,7 +1,7 @@
 """The findings of a study over several bases (third amendment) and of the size law in words: each cell's pooled
 trend over bases, the pooled paired differences, base against seed, what drives the final KL, and the size law's
-predictions and their checks. Every number comes from the tables (:mod:`ktos.study.base_factor`,
-:mod:`ktos.study.scale`)."""
+predictions and their checks. Every number comes from the tables (:mod:`ktos.study.readings.base_factor`,
+:mod:`ktos.study.readings.scale`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ...runnames import lr_tag, method_label
+from ....runnames import lr_tag, method_label
 from .numbers import fmt, interval, p_value, pct, trend_phrase
 
 

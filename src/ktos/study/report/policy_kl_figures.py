@@ -14,7 +14,7 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ..runnames import METHOD_LABELS, METHODS
+from ...runnames import METHOD_LABELS, METHODS
 from .figure_style import PALETTE, SINGLE, styled
 
 

@@ -19,7 +19,7 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from .stats import t_interval
+from ..readings.stats import t_interval
 
 logging.getLogger("fontTools").setLevel(logging.WARNING)  # PDF font subsetting logs every glyph table
 

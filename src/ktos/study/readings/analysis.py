@@ -1,10 +1,11 @@
-r"""The study's analyses of the tidy trajectory table (:mod:`ktos.study.rundir`), as defined in docs/study.md.
+r"""The study's analyses of the tidy trajectory table (:mod:`ktos.study.readings.rundir`), as defined in docs/study.md.
 
 * :func:`run_summary`: one row per run: probe KL at the end and at the window step, the runaway test
   (``d_mid``, ``d_last``), the stability criterion and task accuracy at the window step and the end.
 * :func:`cell_summary`: one row per regime x method x learning rate: means across seeds with t-intervals,
   the runaway test on the mean trajectory, counts of runaway and stable seeds.
-* :func:`paired_table`: KTO-S against KTO per regime x learning rate, paired by seed (:func:`ktos.study.stats.paired`).
+* :func:`paired_table`: KTO-S against KTO per regime x learning rate, paired by seed
+(:func:`ktos.study.readings.stats.paired`).
 * :func:`matched_kl`: KTO-S's accuracy against KTO's at the learning rate where KTO reaches the same final
   probe KL, with a seed-bootstrap interval.
 * :func:`headline_cell`: the regime-search rule that picks the headline cell.
@@ -258,7 +259,7 @@ def cell_summary(df: pd.DataFrame, runs: pd.DataFrame, criteria: Criteria = Crit
 
 def paired_table(runs: pd.DataFrame, criteria: Criteria = Criteria()) -> pd.DataFrame:
     """KTO-S against KTO, paired by seed, for every regime x learning rate both trained and every metric
-    of :data:`PAIRED_METRICS`: :class:`ktos.study.stats.Paired` fields plus ``call`` at the margin."""
+    of :data:`PAIRED_METRICS`: :class:`ktos.study.readings.stats.Paired` fields plus ``call`` at the margin."""
     ok = runs[runs["status"] != "diverged"]
     rows = []
     for (regime, lr), grp in ok.groupby(["regime", "lr"], sort=True):

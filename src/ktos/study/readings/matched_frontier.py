@@ -293,7 +293,7 @@ FRONTIER_COLUMNS = (
 def has_item_frontier(df: pd.DataFrame, infos: list[dict[str, Any]], regime: str) -> bool:
     """Whether a study's trajectory table and runs' records make the matched-KL frontier of ``regime``: KTO and
     another method, KTO at two learning rates or more, task accuracy measured along the way, and records that kept
-    each held-out item's outcome (the rule :meth:`ktos.study.outputs.Outputs.item_frontier` plans by)."""
+    each held-out item's outcome (the rule :meth:`ktos.study.plan.outputs.Outputs.item_frontier` plans by)."""
     methods = set(df["method"].dropna())
     measured = "step_quality_val" in df and np.isfinite(pd.to_numeric(df["step_quality_val"], errors="coerce")).any()
     kto_lrs = df.loc[(df["method"] == "kto") & (df["regime"] == regime), "lr"].nunique()

@@ -1,18 +1,18 @@
 r"""The frontier read from fitted curves at matched KL (docs/study.md, fifth amendment): ``curve_frontier.csv``.
 
 For each run ``(base b, seed s)`` and method, the accuracy curve ``A(d) = a + alpha d - beta d^2``, ``d = sqrt(KL)``,
-is fitted to every checkpoint of the run's learning rates with KL up to :data:`~ktos.study.power.KL_FIT_MAX` and
-read at a bin centre ``K0`` (:func:`ktos.study.power.curve_weights`); KTO-S minus KTO is taken within the run,
-averaged over the base's seeds, then over the bases, each weighing the same. Its 95% interval is the Student t
+is fitted to every checkpoint of the run's learning rates with KL up to :data:`~ktos.study.readings.power.KL_FIT_MAX`
+and read at a bin centre ``K0`` (:func:`ktos.study.readings.power.curve_weights`); KTO-S minus KTO is taken within the
+run, averaged over the base's seeds, then over the bases, each weighing the same. Its 95% interval is the Student t
 interval over the base means (``B - 1`` degrees of freedom, ``B`` the bases with a reading). The call, with the
-fourth amendment's margin ``m`` (:data:`~ktos.study.matched_frontier.MARGIN`): **the same** when the interval lies
-inside ``[-m, m]``, **differs** when it excludes 0, else **undecided**; a bin that fewer than 2 bases' runs
+fourth amendment's margin ``m`` (:data:`~ktos.study.readings.matched_frontier.MARGIN`): **the same** when the interval
+lies inside ``[-m, m]``, **differs** when it excludes 0, else **undecided**; a bin that fewer than 2 bases' runs
 straddle is **not covered**.
 
 Read per KL: the policy KL (the verdict) and the probe KL ``z0`` (beside it). Beside each call: the realised
 detectable difference, ``(t_0.975 + t_0.80) SE`` with ``SE`` from the variance components re-estimated on these
-runs (:func:`ktos.study.power.variance_components`, bases whose every run gives a reading); the same curve fitted to
-the correct answer's mean log-probability (nats), where the runs recorded it; and per method the runs that
+runs (:func:`ktos.study.readings.power.variance_components`, bases whose every run gives a reading); the same curve
+fitted to the correct answer's mean log-probability (nats), where the runs recorded it; and per method the runs that
 collapsed (final accuracy below half the base's), kept in the fit and counted so that a difference they carry is
 visible.
 """
@@ -55,7 +55,7 @@ def call(low: float, high: float, margin: float = MARGIN) -> str:
 
 
 def mean_interval(values: np.ndarray) -> tuple[float, float, float]:
-    """Mean and 95% Student t interval (:func:`ktos.study.stats.t_interval`) of the finite ``values``."""
+    """Mean and 95% Student t interval (:func:`ktos.study.readings.stats.t_interval`) of the finite ``values``."""
     v = values[np.isfinite(values)]
     return (float(v.mean()) if len(v) else math.nan), *t_interval(v)
 
@@ -70,7 +70,7 @@ def base_means(per_run: np.ndarray) -> np.ndarray:
 def logprob_differences(df: pd.DataFrame, cp: ItemCheckpoints, kl: str, k0: float) -> np.ndarray:
     """``[base, seed]``: per run the fitted-curve KTO-S minus KTO difference of the correct answer's mean
     log-probability (``step_quality_logprob`` of ``df`` at its quality steps, ``quality_logprob`` at the last) at
-    ``kl`` = ``k0``, over the learning rates of :data:`~ktos.study.power.CURVE_LRS`; NaN where a run gives no
+    ``kl`` = ``k0``, over the learning rates of :data:`~ktos.study.readings.power.CURVE_LRS`; NaN where a run gives no
     reading, all NaN where the runs did not record it."""
     out = np.full((len(cp.bases), np.bincount(cp.run_base).min()), np.nan)
     if "step_quality_logprob" not in df or not np.isfinite(pd.to_numeric(df["step_quality_logprob"])).any():
@@ -105,10 +105,10 @@ def collapsed_runs(df: pd.DataFrame, regime: str) -> dict[str, int]:
 
 
 def curve_frontier_table(df: pd.DataFrame, infos: list[dict[str, Any]], regime: str) -> pd.DataFrame:
-    """One row per KL (:data:`CURVE_KLS`, those ``df`` measured) and bin (:data:`~ktos.study.power.POWER_BINS`):
-    the base-mean KTO-S minus KTO accuracy difference at the bin centre, its t interval and call, the bases and
-    runs read, the realised SE and detectable difference, the log-probability difference and its interval, and the
-    collapsed runs per method (module docstring)."""
+    """One row per KL (:data:`CURVE_KLS`, those ``df`` measured) and bin
+    (:data:`~ktos.study.readings.power.POWER_BINS`): the base-mean KTO-S minus KTO accuracy difference at the bin
+    centre, its t interval and call, the bases and runs read, the realised SE and detectable difference, the
+    log-probability difference and its interval, and the collapsed runs per method (module docstring)."""
     rows = []
     gone = collapsed_runs(df, regime)
     for kl in CURVE_KLS:

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..runnames import lr_tag, parse_run_name, run_name
-from ..sources import looks_like_path
-from ..toy.bases import CHECKSUMS_FILE, base_name
+from ...runnames import lr_tag, parse_run_name, run_name
+from ...sources import looks_like_path
+from ...toy.bases import CHECKSUMS_FILE, base_name
 
 log = logging.getLogger(__name__)
 

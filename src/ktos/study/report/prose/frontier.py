@@ -1,6 +1,6 @@
 """The whole-trajectory readings of "is KTO-S more than a smaller step?" in words: the step grid's envelope and
-early stopping (:mod:`ktos.study.checkpoint_envelope`), and the fourth amendment's best checkpoints and
-matched-KL frontier over item sets (:mod:`ktos.study.matched_frontier`). Every number comes from those
+early stopping (:mod:`ktos.study.readings.checkpoint_envelope`), and the fourth amendment's best checkpoints and
+matched-KL frontier over item sets (:mod:`ktos.study.readings.matched_frontier`). Every number comes from those
 tables."""
 
 from __future__ import annotations
@@ -8,13 +8,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ...runnames import lr_tag, method_label
-from ..matched_frontier import MARGIN
+from ....runnames import lr_tag, method_label
+from ...readings.matched_frontier import MARGIN
 from .numbers import fmt
 
 
 def frontier_sentences(envelope: pd.DataFrame, stopping: pd.DataFrame) -> list[str]:
-    """The two whole-trajectory readings of "more than a smaller step?" (:mod:`ktos.study.checkpoint_envelope`)."""
+    """The two whole-trajectory readings of "more than a smaller step?"
+    (:mod:`ktos.study.readings.checkpoint_envelope`)."""
     out: list[str] = []
     for method in ("kto_s", "kto_zero") if not envelope.empty else ():
         env = envelope[envelope["method"] == method]
@@ -63,8 +64,8 @@ def _interval(value: float, low: float, high: float) -> str:
 
 
 def matched_frontier_sentences(best: pd.DataFrame, frontier: pd.DataFrame) -> list[str]:
-    """The fourth amendment's readings (:mod:`ktos.study.matched_frontier`): where each method's best checkpoint
-    lies, what it reports, and the per-bin comparison at matched KL with the equivalence margin."""
+    """The fourth amendment's readings (:mod:`ktos.study.readings.matched_frontier`): where each method's best
+    checkpoint lies, what it reports, and the per-bin comparison at matched KL with the equivalence margin."""
     if best.empty:
         return []
     n = best.iloc[0]
@@ -118,7 +119,7 @@ def matched_frontier_sentences(best: pd.DataFrame, frontier: pd.DataFrame) -> li
 
 
 def _call_words(call: str) -> str:
-    """A margin call (:func:`ktos.study.matched_frontier.call`) as the verdict says it."""
+    """A margin call (:func:`ktos.study.readings.matched_frontier.call`) as the verdict says it."""
     return {
         "the same": f"the same within ±{fmt(MARGIN)}",
         "differs": "differs",
