@@ -82,7 +82,7 @@ if STABLE_KTO:
 else:  # the only import path there; TRL warns that experimental APIs may change, which the pin accounts for
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*experimental.*", category=UserWarning)
-        from trl.experimental.kto import KTOConfig, KTOTrainer  # type: ignore[assignment]
+        from trl.experimental.kto import KTOConfig, KTOTrainer  # type: ignore[assignment, unused-ignore]
 
 if not TESTED_TRL[0] <= TRL_VERSION <= TESTED_TRL[1]:
     log.warning(

@@ -15,7 +15,7 @@ import torch
 from transformers.utils import is_torch_bf16_gpu_available
 
 from . import compat
-from .loss_types import LOSS_TYPE_NAMES, study_method
+from .loss_types import KTO, KTO_S, LOSS_TYPE_NAMES, study_method
 
 #: The probe's defaults: a probe asked for with other values and no data to build it from is an error.
 KL_PROBE_SIZE, KL_PROBE_STEPS = 64, 1
@@ -233,16 +233,16 @@ class KTOSConfig(compat.KTOConfig):
 
     def _resolve_loss_type(self) -> None:
         """``loss_type`` from itself and ``use_kto_s``; ``ValueError`` when they contradict or it is unknown."""
-        if self.loss_type is not None and self.use_kto_s is not None and self.use_kto_s != (self.loss_type == "kto_s"):
+        if self.loss_type is not None and self.use_kto_s is not None and self.use_kto_s != (self.loss_type == KTO_S):
             raise ValueError(
                 f"use_kto_s={self.use_kto_s} contradicts loss_type={self.loss_type!r}: use_kto_s=True means "
                 "loss_type='kto_s'; give one of the two"
             )
         if self.loss_type is None:
-            self.loss_type = "kto_s" if self.use_kto_s else "kto"  # TRL's default unless KTO-S is asked for
+            self.loss_type = KTO_S if self.use_kto_s else KTO  # TRL's default unless KTO-S is asked for
         if self.loss_type not in LOSS_TYPE_NAMES:
             raise ValueError(f"loss_type must be one of {', '.join(LOSS_TYPE_NAMES)}; got {self.loss_type!r}")
-        self.use_kto_s = self.loss_type == "kto_s"
+        self.use_kto_s = self.loss_type == KTO_S
 
     def _default_device(self) -> None:
         """With CUDA: TRL's defaults. With Apple's MPS (no CUDA): the MPS device, bf16 only where it supports it

@@ -24,7 +24,7 @@ from . import compat, losses
 from .balance import warn_if_sorted_by_label
 from .config import KTOSConfig
 from .hooked_loss import hooked_compute_loss
-from .loss_types import LOSS_TYPE_NAMES, REFERENCE_POINTS, TRL_COMPUTED, announcement
+from .loss_types import KTO, KTO_S, LOSS_TYPE_NAMES, REFERENCE_POINTS, TRL_COMPUTED, announcement
 from .policy_kl import PolicyKL, PolicyKLCallback, heldout_prompts
 from .preparation import cached_prepare
 from .probe import KLProbe, ProbeCallback, heldout_dataset, probe_dataset
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 #: One paragraph per loss type for its model card (``r``: the policy's log-ratio to the reference on a
 #: completion, ``z0``: the batch estimate of the KL to the reference that KTO uses as its reference point).
 METHOD_DESCRIPTIONS = {
-    "kto_s": (
+    KTO_S: (
         "KTO-S is KTO with a sign-corrected reference point: each example's reward `r = log pi(y|x) - log pi_ref(y|x)` "
         "is compared with `-sign(r) * z0` instead of KTO's `z0` (the batch estimate of the KL to the reference model), "
         "so the loss is `w * (1 - sigmoid(beta * s * (r + sign(r) * z0)))` with `s = +1` for desirable and `-1` for "
@@ -49,7 +49,7 @@ METHOD_DESCRIPTIONS = {
         "for desirable and `-1` for undesirable examples (HALOs' `kto-zero`; TRL's `loss_type=\"apo_zero_unpaired\"`, "
         "which computed it)."
     ),
-    "kto": (
+    KTO: (
         "KTO as TRL computes it (reference point `z0`, the batch estimate of the KL to the reference model), trained "
         'through ktos\' `KTOSTrainer` with `loss_type="kto"`.'
     ),
@@ -66,7 +66,7 @@ def with_method_section(card: str, loss_type: str) -> str:
         "Trained with ktos (`ktos.KTOSTrainer`, TRL's `KTOTrainer` with its loss replaced). "
         f"KTO was introduced in [{kto['title']}](https://huggingface.co/papers/{kto['id']})"
     )
-    section += ".\n\n" if loss_type == "kto" else f"; cite it as:\n\n```bibtex\n{kto['citation']}\n```\n\n"
+    section += ".\n\n" if loss_type == KTO else f"; cite it as:\n\n```bibtex\n{kto['citation']}\n```\n\n"
     head, marker, tail = card.partition("## Citations")
     return head + section + marker + tail if marker else card.rstrip("\n") + "\n\n" + section
 
@@ -214,7 +214,7 @@ class KTOSTrainer(compat.KTOTrainer):
     def _paper(self) -> dict[str, str]:  # type: ignore[override]
         """TRL's KTO paper for plain KTO; none for KTO-S and KTO-zero, which have none of their own (their card
         cites KTO, on which they build)."""
-        return compat.KTOTrainer._paper if self.args.loss_type == "kto" else {}
+        return compat.KTOTrainer._paper if self.args.loss_type == KTO else {}
 
     def create_model_card(  # type: ignore[override]  # TRL's own override narrows transformers' signature
         self, model_name: str | None = None, dataset_name: str | None = None, tags: str | list[str] | None = None
@@ -240,7 +240,7 @@ class KTOSTrainer(compat.KTOTrainer):
             self._step_metrics = {}
         super().log(logs, start_time)
 
-    def kto_loss(  # type: ignore[override]  # TRL annotates torch.FloatTensor, an alias of these float tensors
+    def kto_loss(  # type: ignore[override, unused-ignore]  # TRL annotates torch.FloatTensor, an alias of these float tensors
         self,
         policy_chosen_logps: torch.Tensor,
         policy_rejected_logps: torch.Tensor,
@@ -265,7 +265,7 @@ class KTOSTrainer(compat.KTOTrainer):
             reference_KL_logps,
         )
         if self.args.loss_type in TRL_COMPUTED:
-            trl_loss: Any = super().kto_loss  # TRL annotates torch.FloatTensor
+            trl_loss: Any = super().kto_loss  # type: ignore[misc, unused-ignore]  # TRL < 1.6 only
             return trl_loss(*logps)
         z0 = (policy_KL_logps - reference_KL_logps).mean().detach()
         z0 = self.accelerator.gather_for_metrics(z0).mean().clamp(min=0)
@@ -274,7 +274,7 @@ class KTOSTrainer(compat.KTOTrainer):
             beta=self.beta,
             desirable_weight=self.desirable_weight,
             undesirable_weight=self.undesirable_weight,
-            sign_correction=self.args.loss_type == "kto_s",
+            sign_correction=self.args.loss_type == KTO_S,
             kl=z0,
         )
 
@@ -294,12 +294,12 @@ class KTOSTrainer(compat.KTOTrainer):
             )
         return hooked_compute_loss(self, model, inputs)
 
-    def forward(self, model: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+    def forward(self, model: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, ...]:  # type: ignore[override, unused-ignore]
         """TRL < 1.6's forward passes of ``model`` on a batch; one call instead of two where
         :func:`ktos.compat.fuses_call` says so (:func:`ktos.compat.fused_forward`)."""
         if compat.fuses_call(self, batch):
             return compat.fused_forward(self, model, batch)
-        return super().forward(model, batch)
+        return super().forward(model, batch)  # type: ignore[misc, unused-ignore]  # TRL < 1.6 only
 
     def prediction_step(
         self, model: Any, inputs: dict[str, Any], prediction_loss_only: bool, ignore_keys: list[str] | None = None

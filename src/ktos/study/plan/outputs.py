@@ -19,6 +19,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...loss_types import KTO, KTO_S
 from ...runnames import lr_tag
 from .planning import Plan, cli_flags
 
@@ -121,9 +122,9 @@ class Outputs:
         plan = self.plan
         methods = set(plan.config["methods"])
         return (
-            "kto" in methods
+            KTO in methods
             and len(methods) > 1
-            and len(plan.learning_rates(plan.headline_regime, "kto")) > 1
+            and len(plan.learning_rates(plan.headline_regime, KTO)) > 1
             and self.measured(origin)
             and (origin == "studies" or self._committed_item_outcomes)
         )
@@ -172,12 +173,12 @@ class Outputs:
     def _paired_regimes(self) -> list[str]:
         """The regimes in which KTO-S is trained beside KTO at a shared learning rate."""
         plan = self.plan
-        if not {"kto", "kto_s"} <= set(plan.config["methods"]):
+        if not {KTO, KTO_S} <= set(plan.config["methods"]):
             return []
         return [
             r
             for r in plan.regime_names
-            if {lr_tag(x) for x in plan.learning_rates(r, "kto")} & {lr_tag(x) for x in plan.learning_rates(r, "kto_s")}
+            if {lr_tag(x) for x in plan.learning_rates(r, KTO)} & {lr_tag(x) for x in plan.learning_rates(r, KTO_S)}
         ]
 
     def figure_names(self, origin: str) -> list[str]:
@@ -189,17 +190,17 @@ class Outputs:
         plan = self.plan
         config, regime = plan.config, plan.headline_regime
         methods = set(config["methods"])
-        kto_only = methods == {"kto"}
+        kto_only = methods == {KTO}
         at_beta = [r for r in plan.regime_names if plan.regime_train(r, "beta") == config["analysis"]["beta"]]
         sizes = {plan.regime_size(r) for r in plan.regime_names}
         shown = {
-            "fig2_kto_kl": "kto" in methods,
-            "fig3_kto_s_kl": "kto_s" in methods,
-            "paired": {"kto", "kto_s"} <= methods,
+            "fig2_kto_kl": KTO in methods,
+            "fig3_kto_s_kl": KTO_S in methods,
+            "paired": {KTO, KTO_S} <= methods,
             "companion": True,
             "regime_search": kto_only and len(plan.regime_names) > 1,
             "regime_trajectories": kto_only and len(at_beta) > 1,
-            "frontier": "kto_s" in methods and len(plan.learning_rates(regime, "kto")) >= 3,
+            "frontier": KTO_S in methods and len(plan.learning_rates(regime, KTO)) >= 3,
             "paired_regimes": len(self._paired_regimes()) > 1,
             "scale": config["model"]["name_or_path"] is None and len(sizes) > 1,
             "envelope": not self.several_bases and len(methods) > 1 and self.measured(origin),

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ...loss_types import KTO, KTO_S
 from .rundir import KEYS
 from .stats import Paired, mean_spread, paired, t_interval
 from .trend_rules import cell_trend, run_trend
@@ -264,10 +265,10 @@ def paired_table(runs: pd.DataFrame, criteria: Criteria = Criteria()) -> pd.Data
     rows = []
     for (regime, lr), grp in ok.groupby(["regime", "lr"], sort=True):
         by = {m: g.set_index("seed") for m, g in grp.groupby("method")}
-        if set(by) != {"kto", "kto_s"}:
+        if set(by) != {KTO, KTO_S}:
             continue
         for metric, label in PAIRED_METRICS.items():
-            result = paired(by["kto"][metric], by["kto_s"][metric])
+            result = paired(by[KTO][metric], by[KTO_S][metric])
             if result.n == 0:
                 continue
             rows.append({
@@ -282,9 +283,9 @@ def kl_ratio_over_time(df: pd.DataFrame, regime: str, lr: float) -> pd.DataFrame
     tightens with KL makes it fall over training; a uniformly smaller step keeps it flat)."""
     sub = df[(df["regime"] == regime) & np.isclose(df["lr"], lr) & (df["status"] != "diverged")]
     probe = _probe(sub).pivot_table(index=["step", "seed"], columns="method", values="probe_kl")
-    if not {"kto", "kto_s"} <= set(probe.columns):
+    if not {KTO, KTO_S} <= set(probe.columns):
         return pd.DataFrame(columns=["step", "median_ratio", "n"])
-    ratio = (probe["kto_s"] / probe["kto"]).replace([np.inf, -np.inf], np.nan).dropna()
+    ratio = (probe[KTO_S] / probe[KTO]).replace([np.inf, -np.inf], np.nan).dropna()
     out = ratio.groupby(level="step").agg(median_ratio="median", n="count").reset_index()
     return out
 
@@ -335,8 +336,8 @@ def matched_kl(runs: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> pd.D
     ok = runs[runs["status"] != "diverged"]
     rows = []
     for regime, grp in ok.groupby("regime", sort=True):
-        kto = grp[grp["method"] == "kto"].pivot_table(index="seed", columns="lr", values=["final_probe_kl", "quality"])
-        kto_s = grp[grp["method"] == "kto_s"]
+        kto = grp[grp["method"] == KTO].pivot_table(index="seed", columns="lr", values=["final_probe_kl", "quality"])
+        kto_s = grp[grp["method"] == KTO_S]
         if kto.empty or kto["final_probe_kl"].shape[1] < 3 or kto_s.empty:
             continue
         seeds = kto.index.to_numpy()
@@ -375,7 +376,7 @@ def regime_schedule(regime: str) -> str:
 def headline_cell(cells: pd.DataFrame, *, beta: float, steps: int) -> pd.Series | None:
     """docs/study.md's rule: among the ``steps``-step KTO cells whose mean probe KL runs away, those at the
     ``beta`` nearest ``beta`` that has one, the smallest learning rate, ties by :data:`SCHEDULE_ORDER`."""
-    cand = cells[(cells["method"] == "kto") & (cells["max_steps"] == steps) & cells["runaway"]]
+    cand = cells[(cells["method"] == KTO) & (cells["max_steps"] == steps) & cells["runaway"]]
     if cand.empty:
         return None
     nearest = cand.loc[(cand["beta"] - beta).abs() == (cand["beta"] - beta).abs().min()]

@@ -27,6 +27,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from ...loss_types import KTO, KTO_S
 from .stats import POWER, t_interval, t_quantile
 from .trend_rules import COLLAPSED, UNDECIDED, bar, cell_trend, classify, collapsed
 
@@ -192,21 +193,21 @@ def _share(x: float, of: float) -> float:
     return x / of if of != 0 and np.isfinite(of) else math.nan
 
 
-def pooled_paired(runs: pd.DataFrame, other: str = "kto_s") -> pd.DataFrame:
+def pooled_paired(runs: pd.DataFrame, other: str = KTO_S) -> pd.DataFrame:
     """``other`` (KTO-S) minus KTO per regime x learning rate x metric, paired on each (base, seed) both
     completed, pooled over bases (module docstring)."""
     rows = []
     ok = _completed(runs)
     for (regime, lr), grp in ok.groupby(["regime", "lr"], sort=True):
         wide = {m: g.set_index(["base", "seed"]) for m, g in grp.groupby("method")}
-        if not {"kto", other} <= set(wide):
+        if not {KTO, other} <= set(wide):
             continue
         for metric in _metrics(runs):
-            d = (wide[other][metric] - wide["kto"][metric]).dropna().rename("d").reset_index()
+            d = (wide[other][metric] - wide[KTO][metric]).dropna().rename("d").reset_index()
             groups = _groups(d, "d")
             if len(groups) < 2:
                 continue
-            kto = wide["kto"].loc[d.set_index(["base", "seed"]).index, metric].reset_index()
+            kto = wide[KTO].loc[d.set_index(["base", "seed"]).index, metric].reset_index()
             kto_mean = float(np.mean([g.mean() for g in _groups(kto, metric)]))
             s = spread(groups)
             base_diffs = np.array([g.mean() for g in groups])

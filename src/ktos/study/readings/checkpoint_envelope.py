@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ...loss_types import KTO, KTO_S, KTO_ZERO
 from .stats import N_BOOT, t_interval
 
 #: KL budgets (sequence-level nats) at which the envelopes are compared.
@@ -71,7 +72,7 @@ def checkpoints(df: pd.DataFrame, regime: str) -> Checkpoints | None:
         return None
     rows = pd.concat([sub[np.isfinite(sub["step_quality_val"].astype(float))], _final_rows(sub)])
     rows = rows[np.isfinite(rows["probe_kl"].astype(float))].drop_duplicates(["method", "lr", "seed", "step"])
-    methods = [m for m in ("kto", "kto_s", "kto_zero") if m in set(rows["method"])]
+    methods = [m for m in (KTO, KTO_S, KTO_ZERO) if m in set(rows["method"])]
     lrs, steps, seeds = (np.sort(rows[c].unique()) for c in ("lr", "step", "seed"))
     shape = (len(methods), len(lrs), len(steps), len(seeds))
     arrays = {name: np.full(shape, np.nan) for name in ("kl", "acc", "val", "test")}
@@ -110,7 +111,7 @@ def envelope_table(cp: Checkpoints, *, n_boot: int = N_BOOT, seed: int = 0) -> p
     env, arg = _envelopes(cp, all_seeds)
     rng = np.random.default_rng(seed)
     boots = np.stack([_envelopes(cp, rng.choice(all_seeds, len(all_seeds)))[0] for _ in range(n_boot)])
-    k = cp.methods.index("kto") if "kto" in cp.methods else None
+    k = cp.methods.index(KTO) if KTO in cp.methods else None
     rows = []
     for i, method in enumerate(cp.methods):
         for j, budget in enumerate(KL_BUDGETS):
@@ -151,7 +152,7 @@ def early_stopping_table(cp: Checkpoints, *, n_boot: int = N_BOOT, seed: int = 0
         c = _choose(cp, sample)
         draws.append(np.nanmean(test[np.arange(len(cp.methods)), c][:, sample], axis=-1))
     boot = np.asarray(draws)
-    k = cp.methods.index("kto") if "kto" in cp.methods else None
+    k = cp.methods.index(KTO) if KTO in cp.methods else None
     rows = []
     for i, method in enumerate(cp.methods):
         lr_i, step_i = divmod(int(chosen[i]), len(cp.steps))

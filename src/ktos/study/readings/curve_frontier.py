@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ...loss_types import KTO, KTO_S
 from .matched_frontier import MARGIN, ItemCheckpoints, item_checkpoints
 from .power import (
     CURVE_LRS,
@@ -84,7 +85,7 @@ def logprob_differences(df: pd.DataFrame, cp: ItemCheckpoints, kl: str, k0: floa
     for b, base in enumerate(cp.bases):
         for s, seed in enumerate(cp.seeds[cp.run_base == b][: out.shape[1]]):
             fitted = []
-            for method in ("kto_s", "kto"):
+            for method in (KTO_S, KTO):
                 points = runs.get((method, base, seed))
                 if points is None:
                     fitted.append(np.nan)
@@ -138,6 +139,6 @@ def curve_frontier_table(df: pd.DataFrame, infos: list[dict[str, Any]], regime: 
                 "se_realised": se, "detectable_realised": detectable(se, n_read) if math.isfinite(se) else math.nan,
                 "reaches_margin": bool(math.isfinite(se) and detectable(se, n_read) <= MARGIN),
                 "logprob_diff": lp_mean, "logprob_low": lp_low, "logprob_high": lp_high,
-                "collapsed_kto": gone.get("kto", 0), "collapsed_kto_s": gone.get("kto_s", 0),
+                "collapsed_kto": gone.get(KTO, 0), "collapsed_kto_s": gone.get(KTO_S, 0),
             })  # fmt: skip
     return pd.DataFrame(rows)

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ...loss_types import KTO, KTO_S, KTO_ZERO
 from .stats import N_BOOT
 
 #: Three disjoint sets of the held-out items by position ``i mod 3``: ``choose`` (items 0, 3, 6, ...: for choosing
@@ -86,7 +87,7 @@ def item_checkpoints(
         if info.get("status") != "completed" or (info.get("regime") or "main") != regime or not steps or not final:
             continue
         key = (
-            info.get("method") or "kto",
+            info.get("method") or KTO,
             float(info["learning_rate"]),
             (info.get("base") or {}).get("name") or "",
             info["seed"],
@@ -100,7 +101,7 @@ def item_checkpoints(
     measured = measured.dropna(subset=[kl]).drop_duplicates(["method", "lr", "base", "seed", "step"], keep="last")
     rec = rec.merge(measured[["method", "lr", "base", "seed", "step", kl]].rename(columns={kl: "kl"}), how="left",
                     on=["method", "lr", "base", "seed", "step"])  # fmt: skip
-    methods = [m for m in ("kto", "kto_s", "kto_zero") if m in set(rec["method"])]
+    methods = [m for m in (KTO, KTO_S, KTO_ZERO) if m in set(rec["method"])]
     lrs, steps = np.sort(rec["lr"].unique()), np.sort(rec["step"].unique())
     runs = rec[["base", "seed"]].drop_duplicates().sort_values(["base", "seed"]).reset_index(drop=True)
     bases = sorted(runs["base"].unique())
@@ -237,7 +238,7 @@ def best_checkpoint_table(cp: ItemCheckpoints, observed: dict, boot: dict) -> pd
     """Per method: the best checkpoint by choose-set accuracy, where it lies on the grid, the choose-set accuracy at
     the last step of its learning rate (to show whether it fell after the peak), its report-set accuracy with the
     bootstrap interval, and the difference from KTO's."""
-    k = cp.methods.index("kto") if "kto" in cp.methods else 0
+    k = cp.methods.index(KTO) if KTO in cp.methods else 0
     rows = []
     for i, method in enumerate(cp.methods):
         flat = int(observed["best"][i])
@@ -258,7 +259,7 @@ def best_checkpoint_table(cp: ItemCheckpoints, observed: dict, boot: dict) -> pd
 def frontier_table(cp: ItemCheckpoints, observed: dict, boot: dict) -> pd.DataFrame:
     """Per method and KL bin: the checkpoint chosen in the bin on the choose set, its KL and envelope-set accuracy
     with the bootstrap interval, and the difference from KTO's in the same bin with the margin's call."""
-    k = cp.methods.index("kto") if "kto" in cp.methods else 0
+    k = cp.methods.index(KTO) if KTO in cp.methods else 0
     rows = []
     for j, (lo, hi) in enumerate(KL_BINS):
         for i, method in enumerate(cp.methods):
@@ -296,9 +297,9 @@ def has_item_frontier(df: pd.DataFrame, infos: list[dict[str, Any]], regime: str
     each held-out item's outcome (the rule :meth:`ktos.study.plan.outputs.Outputs.item_frontier` plans by)."""
     methods = set(df["method"].dropna())
     measured = "step_quality_val" in df and np.isfinite(pd.to_numeric(df["step_quality_val"], errors="coerce")).any()
-    kto_lrs = df.loc[(df["method"] == "kto") & (df["regime"] == regime), "lr"].nunique()
+    kto_lrs = df.loc[(df["method"] == KTO) & (df["regime"] == regime), "lr"].nunique()
     outcomes = any(info.get("step_quality_correct") for info in infos)
-    return "kto" in methods and len(methods) > 1 and kto_lrs > 1 and bool(measured) and outcomes
+    return KTO in methods and len(methods) > 1 and kto_lrs > 1 and bool(measured) and outcomes
 
 
 def frontier_tables(

@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ...loss_types import KTO, KTO_S
 from .matched_frontier import DETECTABLE_SD, MARGIN, ItemCheckpoints, item_checkpoints
 
 #: Bins of the probe KL (nats) the power analysis is for, and where the curves are read (the bin centres).
@@ -95,7 +96,7 @@ def curve_weights(kl: np.ndarray, k0: float, kl_max: float | None = None) -> np.
 
 
 def run_item_differences(
-    cp: ItemCheckpoints, k0: float, method: str = "kto_s", reference: str = "kto", kl_max: float | None = None
+    cp: ItemCheckpoints, k0: float, method: str = KTO_S, reference: str = KTO, kl_max: float | None = None
 ) -> np.ndarray:
     """``e[base, seed, item]``: per run the fitted-curve difference ``method - reference`` at probe KL ``k0`` as a
     sum over items (its item mean is the run's difference; all NaN for a run whose checkpoints give either method
@@ -240,7 +241,7 @@ def power_tables(df: pd.DataFrame, infos: list[dict[str, Any]], regime: str, com
                           "var_base_upper80": up["base"], "sd_base": math.sqrt(vc["base"]),
                           "sd_seed": math.sqrt(vc["seed"]), "mean_diff": vc["mean"], "n_bases": vc["n_bases"],
                           "n_seeds": vc["n_seeds"], "n_items": vc["n_items"]})  # fmt: skip
-        row = committed_frontier[(committed_frontier["method"] == "kto_s") & (committed_frontier["kl_low"] == lo)]
+        row = committed_frontier[(committed_frontier["method"] == KTO_S) & (committed_frontier["kl_low"] == lo)]
         old = float(row["detectable"].iloc[0]) if len(row) else math.nan
         power_rows.append(
             _power_row(lo, hi, "argmax (committed)", "point", 3, 4, 66, old / DETECTABLE_SD, math.nan, bootstrap=True)
@@ -308,7 +309,7 @@ def coverage_table(cp: ItemCheckpoints, infos: list[dict[str, Any]]) -> pd.DataF
     checkpoints (all of :data:`CURVE_LRS`, KL up to :data:`KL_FIT_MAX`) lie on both sides of it."""
     lr_i = [int(np.flatnonzero(np.isclose(cp.lrs, lr))[0]) for lr in CURVE_LRS if np.isclose(cp.lrs, lr).any()]
     rows = []
-    for name in ("kto", "kto_s"):
+    for name in (KTO, KTO_S):
         m = cp.methods.index(name)
         straddle = {}
         for lo, hi in POWER_BINS:

@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
+from ...loss_types import KTO, KTO_S
 from ...runnames import parse_run_name
 from ...runs.files import MEASURED_KEYS, RUN_INFO_FILE, TRAJECTORY_FILE, read_trajectory
 
@@ -117,7 +118,7 @@ def read_run(run_dir: str | Path) -> pd.DataFrame:
         run = {
             "regime": info.get("regime") or DEFAULT_REGIME,
             "base": (info.get("base") or {}).get("name"),
-            "method": info.get("method") or ("kto_s" if info.get("use_kto_s") else "kto"),
+            "method": info.get("method") or (KTO_S if info.get("use_kto_s") else KTO),
             "lr": info.get("learning_rate", math.nan),
             "beta": info.get("beta", math.nan),
             "seed": info.get("seed", math.nan),

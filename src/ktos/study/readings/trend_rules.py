@@ -32,6 +32,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from ...loss_types import KTO, KTO_S
 from .stats import t_interval
 
 #: The share of the final probe KL that the last half of training must add, beyond noise, to count as a rise.
@@ -123,9 +124,9 @@ def cell_trend(
 def contrast_cells(cells: pd.DataFrame) -> pd.DataFrame:
     """Every regime x learning rate where KTO's cell keeps rising and KTO-S's levels off."""
     trend = cells.pivot_table(index=["regime", "lr"], columns="method", values="late_trend", aggfunc="first")
-    if not {"kto", "kto_s"} <= set(trend.columns):
+    if not {KTO, KTO_S} <= set(trend.columns):
         return pd.DataFrame(columns=["regime", "lr", "max_steps"])
-    hits = trend[(trend["kto"] == RISING) & (trend["kto_s"] == LEVELS_OFF)].reset_index()[["regime", "lr"]]
+    hits = trend[(trend[KTO] == RISING) & (trend[KTO_S] == LEVELS_OFF)].reset_index()[["regime", "lr"]]
     steps = cells.groupby(["regime", "lr"])["max_steps"].max().reset_index()
     return hits.merge(steps, on=["regime", "lr"])
 

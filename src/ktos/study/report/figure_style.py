@@ -19,6 +19,7 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from ...loss_types import LOSSES
 from ..readings.stats import t_interval
 
 logging.getLogger("fontTools").setLevel(logging.WARNING)  # PDF font subsetting logs every glyph table
@@ -42,7 +43,7 @@ STYLE: dict[Any, Any] = {
     "svg.hashsalt": "ktos",
     "savefig.dpi": 150,
 }
-PALETTE: dict[str, str] = {"KTO": "#D55E00", "KTO-S": "#0072B2", "KTO-zero": "#009E73"}  # Okabe-Ito
+PALETTE: dict[str, str] = {loss.label: loss.colour for loss in LOSSES}  # Okabe-Ito, from ktos.loss_types
 KL_LABEL = "probe KL (nats, sequence-level)"
 STEP_LABEL = "optimizer step"
 Z0_GRID: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)

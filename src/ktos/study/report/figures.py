@@ -45,6 +45,7 @@ import seaborn as sns
 import torch
 from matplotlib.figure import Figure
 
+from ...loss_types import KTO, KTO_S
 from ...losses import gradient_weight
 from ...runnames import METHOD_LABELS, METHODS, lr_tag
 from ..plan.outputs import FIGURES
@@ -128,9 +129,9 @@ def draw_kl_figures(
 def draw_paired(runs: pd.DataFrame, *, regime: str, lr: float, pairs: pd.DataFrame) -> Figure | None:
     """Per seed, KTO and KTO-S joined: final probe KL and final task accuracy of the headline cell."""
     cell = _labelled(_cell(runs, regime, lr))
-    if not {"kto", "kto_s"} <= set(cell["method"]):
+    if not {KTO, KTO_S} <= set(cell["method"]):
         return None
-    cell = cell[cell["method"].isin(["kto", "kto_s"])]
+    cell = cell[cell["method"].isin([KTO, KTO_S])]
     fig = Figure(figsize=(DOUBLE * 0.62, 2.8), layout="constrained")
     axes = fig.subplots(1, 2)
     for ax, metric, ylabel in (
@@ -204,7 +205,7 @@ def _schedule_steps(regime: str, max_steps: float) -> str:
 @styled
 def draw_regime_search(cells: pd.DataFrame) -> Figure | None:
     """Heatmaps of KTO's final probe KL: one panel per schedule and length, beta x learning rate, runaway marked."""
-    kto = cells[cells["method"] == "kto"]
+    kto = cells[cells["method"] == KTO]
     if kto["regime"].nunique() < 2:
         return None
     kto = kto.assign(panel=[_schedule_steps(r, s) for r, s in zip(kto["regime"], kto["max_steps"], strict=True)])
@@ -238,7 +239,7 @@ def draw_regime_search(cells: pd.DataFrame) -> Figure | None:
 @styled
 def draw_regime_trajectories(df: pd.DataFrame, *, beta: float) -> Figure | None:
     """Mean probe KL per step of KTO's cells at one beta: one panel per schedule and length, hue = lr."""
-    kto = _labelled(df[(df["method"] == "kto") & np.isclose(df["beta"], beta)])
+    kto = _labelled(df[(df["method"] == KTO) & np.isclose(df["beta"], beta)])
     kto = _probe_rows(kto)
     if kto["regime"].nunique() < 2:
         return None
@@ -267,7 +268,7 @@ def draw_frontier(runs: pd.DataFrame, cells: pd.DataFrame, *, regime: str) -> Fi
     """Final probe KL against accuracy in one regime: KTO's learning rates (a line), KTO-S's and KTO-zero's
     (points), means with 95% t-intervals, seeds faint. None with fewer than three KTO learning rates."""
     c = cells[(cells["regime"] == regime)]
-    if (c["method"] == "kto").sum() < 3 or "kto_s" not in set(c["method"]):
+    if (c["method"] == KTO).sum() < 3 or KTO_S not in set(c["method"]):
         return None
     fig = Figure(figsize=(SINGLE * 1.25, 3.2), layout="constrained")
     ax = fig.add_subplot()
@@ -279,7 +280,7 @@ def draw_frontier(runs: pd.DataFrame, cells: pd.DataFrame, *, regime: str) -> Fi
         if m.empty:
             continue
         ax.errorbar(m["final_probe_kl"], m["quality"], xerr=m["final_probe_kl_ci95"], yerr=m["quality_ci95"],
-                    fmt={"kto": "-o", "kto_s": "s"}.get(method, "D"), color=PALETTE[label], ms=4, lw=1.0, capsize=2,
+                    fmt={KTO: "-o", KTO_S: "s"}.get(method, "D"), color=PALETTE[label], ms=4, lw=1.0, capsize=2,
                     label=f"{label} (mean ± 95% t-interval)")  # fmt: skip
         for row in m.itertuples(index=False):
             ax.annotate(lr_tag(row.lr), (row.final_probe_kl, row.quality), fontsize=5.5, xytext=(3, 3),
@@ -356,7 +357,7 @@ def draw_all(
     several = study.several_bases
     draw_kl = draw_kl_figures_by_base if several else draw_kl_figures
     df = flatten_bases(table)
-    kto_only = set(df["method"]) == {"kto"}
+    kto_only = set(df["method"]) == {KTO}
 
     @functools.cache
     def kl_figures() -> tuple[Figure, Figure]:
@@ -375,7 +376,7 @@ def draw_all(
     # Each figure is drawn when it is saved, from tables computed once (a figure not asked for costs nothing).
     figures: dict[str, Callable[[], Figure | None]] = {
         "fig2_kto_kl": lambda: kl_figures()[0],
-        "fig3_kto_s_kl": lambda: kl_figures()[1] if "kto_s" in set(df["method"]) else None,
+        "fig3_kto_s_kl": lambda: kl_figures()[1] if KTO_S in set(df["method"]) else None,
         "paired": lambda: draw_paired(one_set()[0], regime=regime, lr=lr, pairs=one_set()[2]),
         "companion": lambda: draw_companion(df, regime=regime, lr=lr),
         # The regime search trains KTO alone across regimes; other studies' regimes are arms, not a search.

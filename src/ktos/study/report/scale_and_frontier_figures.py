@@ -21,6 +21,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
+from ...loss_types import KTO, KTO_S
 from ...runnames import METHOD_LABELS, lr_tag
 from ..readings.checkpoint_envelope import Checkpoints, envelope_table
 from ..readings.checkpoint_envelope import checkpoints as trajectory_checkpoints
@@ -37,7 +38,7 @@ def draw_scale(table: pd.DataFrame) -> Figure | None:
     """Final probe KL against learning rate, update norm and parameter count (see the module docstring)."""
     if table.empty or table["params"].nunique() < 2:
         return None
-    methods = [m for m in ("kto", "kto_s") if m in set(table["method"])]
+    methods = [m for m in (KTO, KTO_S) if m in set(table["method"])]
     fig = Figure(figsize=(DOUBLE, 2.3 * len(methods) + 0.4), layout="constrained")
     axes = fig.subplots(len(methods), 3, sharey="row", squeeze=False)
     sizes = sorted(table["params"].unique())
@@ -123,7 +124,7 @@ def draw_matched_frontier(frontier: pd.DataFrame, best: pd.DataFrame) -> Figure:
         left.errorbar(len(rows) + offsets[i], b["report_accuracy"], fmt="s", ms=3, capsize=2, lw=0.9,
                       yerr=[[b["report_accuracy"] - b["report_low"]], [b["report_high"] - b["report_accuracy"]]],
                       color=PALETTE[label])  # fmt: skip
-        if method == "kto":
+        if method == KTO:
             continue
         d, dlo, dhi = (rows[c].to_numpy(float) for c in ("diff_vs_kto", "diff_low", "diff_high"))
         right.errorbar(x, d, yerr=[d - dlo, dhi - d], fmt="o", ms=3, capsize=2, lw=0.9, color=PALETTE[label],

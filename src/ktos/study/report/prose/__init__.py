@@ -14,6 +14,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from ....loss_types import KTO
 from ....runnames import lr_tag, method_label
 from ...readings.analysis import Criteria, headline_cell
 from .bases_and_sizes import (
@@ -112,7 +113,7 @@ def seeds_per_cell(cells: pd.DataFrame) -> str:
 
 def search_verdict(cells: pd.DataFrame, criteria: Criteria) -> list[str]:
     """The regime search in words: which KTO cells run away, and the headline rule's pick."""
-    kto = cells[cells["method"] == "kto"]
+    kto = cells[cells["method"] == KTO]
     away = kto[kto["runaway"]]
     text = [
         f"KTO's mean probe KL runs away (docs/study.md) in {len(away)} of {len(kto)} cells (regime x learning rate)."
@@ -150,7 +151,7 @@ def findings(
     cell, then the seed sets, the size law's predictions and their checks, and the matched-KL frontier."""
     if "base_trends" in tables:
         text = base_verdict(tables)
-    elif methods == {"kto"}:
+    elif methods == {KTO}:
         text = search_verdict(tables["cells"], criteria)
     else:
         text = headline_verdict(tables, regime, lr, criteria)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ....loss_types import KTO, KTO_S, KTO_ZERO
 from ....runnames import lr_tag, method_label
 from .numbers import fmt, interval, p_value, pct
 
@@ -70,8 +71,8 @@ def _bases(n_lower: int, n: int) -> str:
 
 def headline(t: Tables) -> str:
     trends, pairs, cells = t["main/base_trends"], t["main/base_paired"], t["main/base_cells"]
-    kto, kto_s = _row(trends, method="kto"), _row(trends, method="kto_s")
-    final = _row(cells, method="kto", metric="final_probe_kl")
+    kto, kto_s = _row(trends, method=KTO), _row(trends, method=KTO_S)
+    final = _row(cells, method=KTO, metric="final_probe_kl")
     diff = _row(pairs, metric="final_probe_kl")
     rise = _row(pairs, metric="late_rise")
     levelling = int(kto_s["n_bases_levelling"])
@@ -95,9 +96,9 @@ def headline(t: Tables) -> str:
 
 def policy(t: Tables) -> str:
     pairs, cells, trends = t["main/base_paired"], t["main/base_cells"], t["main/policy_trends"]
-    final = _row(cells, method="kto", metric="final_policy_kl")
+    final = _row(cells, method=KTO, metric="final_policy_kl")
     diff, early = _row(pairs, metric="final_policy_kl"), _row(pairs, metric="window_policy_kl")
-    kto, kto_s = _row(trends, method="kto"), _row(trends, method="kto_s")
+    kto, kto_s = _row(trends, method=KTO), _row(trends, method=KTO_S)
     return (
         f"**On the policy's own KL the gap is smaller, and neither method levels off.** Retrained with the policy KL "
         f"measured (KL(π‖π_ref) on the policy's own samples; every other number unchanged bit for bit), KTO's ends "
@@ -115,8 +116,8 @@ def policy(t: Tables) -> str:
 
 
 def bases(t: Tables) -> str:
-    final = _row(t["main/base_cells"], method="kto", metric="final_probe_kl")
-    sets = _row(t["base_vs_seed/seed_sets"], method="kto_s", metric="late_rise")
+    final = _row(t["main/base_cells"], method=KTO, metric="final_probe_kl")
+    sets = _row(t["base_vs_seed/seed_sets"], method=KTO_S, metric="late_rise")
     lr_pair = _row(t["lr_bases/base_paired"], metric="final_probe_kl")
     lr_trends = t["lr_bases/base_trends"]
     both = set(lr_trends["late_trend"])
@@ -148,8 +149,8 @@ def frontier(t: Tables) -> str:
         if len(spots) == 1
         else "different checkpoints"
     )
-    kto_s = table[table["method"] == "kto_s"].set_index("kl_low")
-    zero = table[(table["method"] == "kto_zero") & (table["call"] != "undecided")]
+    kto_s = table[table["method"] == KTO_S].set_index("kl_low")
+    zero = table[(table["method"] == KTO_ZERO) & (table["call"] != "undecided")]
     bins = "; ".join(
         f"{fmt(r.diff_vs_kto)} {interval(r.diff_low, r.diff_high)} at {fmt(r.kl_low)}–{fmt(r.kl_high)} nats"
         for r in kto_s.reset_index().itertuples()
@@ -194,10 +195,10 @@ def curve_frontier(t: Tables) -> str:
 def size(t: Tables) -> str:
     fit, drivers = t["scale/size_fit"], t["scale/drivers"]
     observed, trends = t["scale_2.6M/predictions_observed"], t["scale_2.6M/cells"]
-    lr_term = _row(fit, method="kto", term="log_lr")
-    kto, kto_s = _row(fit, method="kto", term="log_params"), _row(fit, method="kto_s", term="log_params")
-    d_kto, d_kto_s = _row(drivers, method="kto", term="log_params"), _row(drivers, method="kto_s", term="log_params")
-    kto_obs = observed[observed["method"] == "kto"].sort_values("lr")
+    lr_term = _row(fit, method=KTO, term="log_lr")
+    kto, kto_s = _row(fit, method=KTO, term="log_params"), _row(fit, method=KTO_S, term="log_params")
+    d_kto, d_kto_s = _row(drivers, method=KTO, term="log_params"), _row(drivers, method=KTO_S, term="log_params")
+    kto_obs = observed[observed["method"] == KTO].sort_values("lr")
     null = ", ".join(fmt(x) for x in observed.sort_values(["method", "lr"])["null_final_probe_kl"])
     inside = int(observed["holds"].sum())
     collapsed = trends[trends["late_trend"] == "collapsed"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ....loss_types import KTO, KTO_S, KTO_ZERO
 from ....runnames import lr_tag, method_label
 from ...readings.matched_frontier import MARGIN
 from .numbers import fmt
@@ -17,7 +18,7 @@ def frontier_sentences(envelope: pd.DataFrame, stopping: pd.DataFrame) -> list[s
     """The two whole-trajectory readings of "more than a smaller step?"
     (:mod:`ktos.study.readings.checkpoint_envelope`)."""
     out: list[str] = []
-    for method in ("kto_s", "kto_zero") if not envelope.empty else ():
+    for method in (KTO_S, KTO_ZERO) if not envelope.empty else ():
         env = envelope[envelope["method"] == method]
         if env.empty:
             continue
@@ -37,9 +38,9 @@ def frontier_sentences(envelope: pd.DataFrame, stopping: pd.DataFrame) -> list[s
             f"task accuracy within each KL budget, seed bootstrap): {spans}. {method_label(method)}'s "
             f"envelope lies {reading}."
         )
-    if not stopping.empty and "kto" in set(stopping["method"]):
-        kto = stopping.set_index("method").loc["kto"]
-        for row in stopping[stopping["method"] != "kto"].itertuples(index=False):
+    if not stopping.empty and KTO in set(stopping["method"]):
+        kto = stopping.set_index("method").loc[KTO]
+        for row in stopping[stopping["method"] != KTO].itertuples(index=False):
             if row.diff_low > 0 and row.boot_diff_low > 0:
                 reading = "better than KTO"
             elif row.diff_high < 0 and row.boot_diff_high < 0:
@@ -79,8 +80,8 @@ def matched_frontier_sentences(best: pd.DataFrame, frontier: pd.DataFrame) -> li
         f"Best checkpoint of each method, chosen on the choose items ({int(n.n_bases)} bases, {int(n.n_runs)} runs "
         f"a checkpoint, {int(n.n_items)} held-out items in three sets): {where}."
     ]
-    kto = best.set_index("method").loc["kto"] if "kto" in set(best["method"]) else None
-    for r in best[best["method"] != "kto"].itertuples(index=False):
+    kto = best.set_index("method").loc[KTO] if KTO in set(best["method"]) else None
+    for r in best[best["method"] != KTO].itertuples(index=False):
         if kto is None:
             break
         out.append(
@@ -91,11 +92,11 @@ def matched_frontier_sentences(best: pd.DataFrame, frontier: pd.DataFrame) -> li
         )
     for (lo, hi), grp in frontier.groupby(["kl_low", "kl_high"], sort=True):
         rows = grp.set_index("method")
-        if "kto" not in rows.index or not np.isfinite(rows.loc["kto", "envelope_accuracy"]):
+        if KTO not in rows.index or not np.isfinite(rows.loc[KTO, "envelope_accuracy"]):
             out.append(f"At matched KL {fmt(lo)}–{fmt(hi)} nats KTO has no checkpoint: no comparison.")
             continue
         parts = []
-        for method, r in rows.drop(index="kto").iterrows():
+        for method, r in rows.drop(index=KTO).iterrows():
             if not np.isfinite(r["envelope_accuracy"]):
                 parts.append(f"{method_label(str(method))} has no checkpoint in the bin")
                 continue
@@ -110,7 +111,7 @@ def matched_frontier_sentences(best: pd.DataFrame, frontier: pd.DataFrame) -> li
                     else ""
                 )
             )
-        k = rows.loc["kto"]
+        k = rows.loc[KTO]
         out.append(
             f"At matched KL {fmt(lo)}–{fmt(hi)} nats, on the envelope items (never used for choosing): KTO "
             f"{fmt(k['envelope_accuracy'])} (lr {lr_tag(k['lr'])}, step {int(k['step'])}); " + "; ".join(parts) + "."

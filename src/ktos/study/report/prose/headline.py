@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ....loss_types import KTO, KTO_S, KTO_ZERO
 from ....runnames import lr_tag, method_label
 from ...readings.analysis import Criteria
 from ...readings.trend_rules import contrast_cell, contrast_cells
@@ -44,7 +45,7 @@ def _cell(cells: pd.DataFrame, regime: str, method: str, lr: float) -> pd.Series
 
 def regime_sentence(cells: pd.DataFrame, regime: str, lr: float, phase_end: int | None = None) -> str:
     """Whether KTO's mean probe KL runs away in a cell (over the runaway phase too), with its increments."""
-    kto = _cell(cells, regime, "kto", lr)
+    kto = _cell(cells, regime, KTO, lr)
     if kto is None:
         return f"The table has no KTO runs in regime {regime} at lr {lr_tag(lr)}."
     phase = ""
@@ -56,7 +57,7 @@ def regime_sentence(cells: pd.DataFrame, regime: str, lr: float, phase_end: int 
             f"over the last, to {fmt(kto['phase_probe_kl'])} nats at step {phase_end}. "
         )
     parts = [phase]
-    for method in ("kto", "kto_s"):
+    for method in (KTO, KTO_S):
         cell = _cell(cells, regime, method, lr)
         if cell is None:
             continue
@@ -75,7 +76,7 @@ def regime_sentence(cells: pd.DataFrame, regime: str, lr: float, phase_end: int 
 def trend_sentence(cells: pd.DataFrame, regime: str, lr: float) -> str:
     """Whether each method's KL keeps rising or levels off over the last half of training (docs/study.md)."""
     parts = []
-    for method in ("kto", "kto_s", "kto_zero"):
+    for method in (KTO, KTO_S, KTO_ZERO):
         cell = _cell(cells, regime, method, lr)
         if cell is None or "late_trend" not in cell:
             continue
@@ -93,7 +94,7 @@ def trend_sentence(cells: pd.DataFrame, regime: str, lr: float) -> str:
 def contrast_sentence(cells: pd.DataFrame) -> str:
     """Which cells show the contrast (KTO keeps rising, KTO-S levels off) and which one the headline rule picks."""
     hits = contrast_cells(cells)
-    pair = cells[cells["method"].isin(["kto", "kto_s"])].groupby(["regime", "lr"])["method"].nunique()
+    pair = cells[cells["method"].isin([KTO, KTO_S])].groupby(["regime", "lr"])["method"].nunique()
     n_pairs = int((pair == 2).sum())
     if n_pairs == 0:
         return ""
@@ -111,7 +112,7 @@ def contrast_sentence(cells: pd.DataFrame) -> str:
 def stability_sentence(runs: pd.DataFrame, regime: str, lr: float, criteria: Criteria) -> str:
     """How many runs of each method are stable by docs/study.md's criterion, and why the others are not."""
     parts = []
-    for method in ("kto_s", "kto"):
+    for method in (KTO_S, KTO):
         sub = runs[(runs["regime"] == regime) & (runs["method"] == method) & np.isclose(runs["lr"], lr)]
         if sub.empty:
             continue
@@ -138,7 +139,7 @@ def claim_below_threshold(runs: pd.DataFrame, criteria: Criteria) -> str:
     on the table's runs at that β."""
     beta = criteria.beta
     sub = runs[np.isclose(runs["beta"], beta) & (runs["status"] != "diverged")]
-    if sub.empty or "kto_s" not in set(sub["method"]):
+    if sub.empty or KTO_S not in set(sub["method"]):
         return (
             f"The claim that KTO-S keeps KL below {fmt(criteria.threshold)} through step {criteria.window} at "
             f"β {beta:g} is not tested here (no KTO-S runs at β {beta:g})."
@@ -147,14 +148,14 @@ def claim_below_threshold(runs: pd.DataFrame, criteria: Criteria) -> str:
         m: (int((g["max_window_probe_kl"] < criteria.threshold).sum()), len(g), g["window_probe_kl"].mean())
         for m, g in sub.groupby("method")
     }
-    s_ok, s_n, s_kl = counts["kto_s"]
+    s_ok, s_n, s_kl = counts[KTO_S]
     text = (
         f"The plan note's claim \"KTO-S keeps KL below {fmt(criteria.threshold)} through step {criteria.window} at "
         f'β {beta:g}": {s_ok} of {s_n} KTO-S runs at β {beta:g} keep their probe KL below it through step '
         f"{criteria.window} (mean probe KL at step {criteria.window}: {fmt(s_kl)} nats)"
     )
-    if "kto" in counts:
-        k_ok, k_n, k_kl = counts["kto"]
+    if KTO in counts:
+        k_ok, k_n, k_kl = counts[KTO]
         text += f", against {k_ok} of {k_n} KTO runs ({fmt(k_kl)} nats)"
     verdict = "holds" if s_ok == s_n else ("fails" if s_ok == 0 else "holds for some runs only")
     return text + f": it {verdict} here."
