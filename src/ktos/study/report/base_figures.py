@@ -6,6 +6,7 @@ KL is the held-out probe KL (sequence-level nats); bands are Student-t 95% inter
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import matplotlib as mpl
@@ -19,6 +20,14 @@ from ..readings.rundir import KEYS
 from ..readings.tables import Study
 from .figure_style import DOUBLE, KL_LABEL, PALETTE, STEP_LABEL, seeds_and_mean, styled
 from .policy_kl_figures import kl_words, measured, policy_kl_line
+
+#: Panels per row of Figures 2 and 3 over bases, and the height (inches) each further row adds.
+MAX_COLUMNS, ROW_HEIGHT = 6, 1.6
+
+
+def _natural(name: str) -> tuple:
+    """Sort key that orders ``..._seed2`` before ``..._seed11``."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
 
 
 def _headline_rows(df: pd.DataFrame, regime: str, lr: float) -> pd.DataFrame:
@@ -36,7 +45,7 @@ def draw_kl_figures_by_base(
     its mean with a 95% t-band over its seeds; in Figure 3 KTO's mean on the same base), the pooled mean over bases
     (mean of base means) dashed in every panel, the threshold; all panels of both figures share the y-limits."""
     cell = _headline_rows(df, regime, lr)
-    bases = sorted(cell["base"].dropna().unique())
+    bases = sorted(cell["base"].dropna().unique(), key=_natural)
     policy = [float(measured(cell)["policy_kl"].max())] if len(measured(cell)) else []
     top = max([float(cell["probe_kl"].max()) if len(cell) else 0.0, criteria.threshold, *policy]) * 1.05
     bottom = min(float(cell["probe_kl"].min()) if len(cell) else 0.0, 0.0)
@@ -47,9 +56,17 @@ def draw_kl_figures_by_base(
     for number, method in ((2, "KTO"), (3, "KTO-S")):
         mine = cell[cell["Method"] == method]
         pooled = mine.groupby(["base", "step"])["probe_kl"].mean().groupby("step").mean()
-        fig = Figure(figsize=(DOUBLE, 2.6))
-        axes = fig.subplots(1, max(1, len(bases)), sharey=True, squeeze=False)[0]
-        fig.subplots_adjust(left=0.08, right=0.99, bottom=0.3, top=0.78, wspace=0.08)
+        columns = min(max(1, len(bases)), MAX_COLUMNS)
+        rows = -(-max(1, len(bases)) // columns)
+        extra = ROW_HEIGHT * (rows - 1)  # inches: each further row of panels
+        fig = Figure(figsize=(DOUBLE, 2.6 + extra))
+        grid = fig.subplots(rows, columns, sharey=True, squeeze=False)
+        axes = list(grid.flat)
+        for ax in axes[len(bases) :]:
+            ax.set_visible(False)
+        height = 2.6 + extra
+        fig.subplots_adjust(left=0.08, right=0.99, bottom=0.3 * 2.6 / height, top=1 - 0.22 * 2.6 / height, wspace=0.08,
+                            hspace=0.55 if rows > 1 else None)  # fmt: skip
         for ax, base in zip(axes, bases, strict=False):
             here = mine[mine["base"] == base]
             if here.empty:
@@ -65,8 +82,11 @@ def draw_kl_figures_by_base(
             ax.plot(pooled.index, pooled.values, ls="--", color="black", lw=0.9, label="mean over bases")
             ax.axhline(criteria.threshold, ls=":", color="grey", lw=0.8, label=f"threshold {criteria.threshold:g}")
             accuracy = here["base_quality"].dropna()
-            ax.set_title(base + (f"\nbase accuracy {accuracy.iat[0]:.3g}" if len(accuracy) else ""), fontsize=7)
-            ax.set(xlim=(0, steps * 1.02), ylim=(bottom, top), xlabel=STEP_LABEL, ylabel=ylabel)
+            name = base.partition("_r")[0]  # the recipe's digest, the same on every panel, is in the title
+            ax.set_title(name + (f"\nbase accuracy {accuracy.iat[0]:.3g}" if len(accuracy) else ""),
+                         fontsize=7 if columns < MAX_COLUMNS else 6.5)  # fmt: skip
+            last_row = axes.index(ax) + columns >= len(bases)
+            ax.set(xlim=(0, steps * 1.02), ylim=(bottom, top), xlabel=STEP_LABEL if last_row else "", ylabel=ylabel)
             ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(3))
         handles, labels = axes[0].get_legend_handles_labels()
         for ax in axes:
@@ -77,9 +97,11 @@ def draw_kl_figures_by_base(
         runs = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()} to {seeds.max()}"
         two_lines = what != "held-out probe KL"  # both KLs: the title on two lines, the panels lower
         if two_lines:
-            fig.subplots_adjust(top=0.72)
+            fig.subplots_adjust(top=1 - 0.28 * 2.6 / height)
+        recipes = sorted({b.partition("_r")[2] for b in bases} - {""})
+        recipe = f" (recipe r{recipes[0]})" if len(recipes) == 1 else ""
         fig.suptitle(f"Figure {number}: {method}, {what} per step{chr(10) if two_lines else ' '}on each of "
-                     f"{len(bases)} bases ({runs} seeds each): {regime}, lr {lr_tag(lr)}, β {beta:g}",
+                     f"{len(bases)} bases{recipe} ({runs} seeds each): {regime}, lr {lr_tag(lr)}, β {beta:g}",
                      fontsize=8.5)  # fmt: skip
         figs.append(fig)
     return figs[0], figs[1]
