@@ -59,3 +59,13 @@ def test_ktos_answer_replaces_only_the_block_of_a_file_that_has_one(tmp_path: Pa
     assert answer_markdown(REFERENCE) in text
     fresh = write_answer(REFERENCE, tmp_path / "new/answer.md")
     assert fresh.read_text(encoding="utf-8") == answer_markdown(REFERENCE)
+
+
+def test_docs_results_verdict_blocks_are_the_committed_verdicts() -> None:
+    from ktos.study.report.prose.answer import render_page
+
+    text = (REPO / "docs/results.md").read_text(encoding="utf-8")
+    assert text.count("<!-- verdict: end -->") >= 4  # main, base_vs_seed, lr_bases, frontier_curve
+    assert render_page(REFERENCE, text) == text, "docs/results.md's verdict blocks are stale: run `ktos answer`"
+    edited = text.replace("<!-- verdict: end -->", "- a finding made up by hand\n<!-- verdict: end -->", 1)
+    assert render_page(REFERENCE, edited) == text  # a hand-made line is rendered away: the test above would fail

@@ -9,6 +9,7 @@ committed is left out. Numbers are printed as the verdict prints them (:mod:`kto
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,7 +29,8 @@ SOURCES: dict[str, tuple[str, ...]] = {
     "bases": ("main/base_cells", "base_vs_seed/seed_sets", "lr_bases/base_paired", "lr_bases/base_trends"),
     "accuracy": ("main/base_paired",),
     "frontier": ("frontier/best_checkpoint", "frontier/frontier"),
-    "curve_frontier": ("frontier_curve/curve_frontier",),
+    "drift": ("lr_bases/base_paired", "frontier_curve/base_paired", "frontier_curve/policy_trends"),
+    "curve_frontier": ("frontier_curve/curve_frontier", "frontier_curve/frontier"),
     "size": ("scale/size_fit", "scale/drivers", "scale_2.6M/predictions_observed", "scale_2.6M/cells"),
 }
 
@@ -86,7 +88,7 @@ def headline(t: Tables) -> str:
         f"KTO at the end: {fmt(diff['diff'])} {interval(diff['low'], diff['high'])} nats ({pct(diff['rel'])}), "
         f"lower on "
         f"{_bases(diff['n_bases_lower'], diff['n_bases'])} and {int(diff['n_pairs_lower'])} of "
-        f"{int(diff['n_pairs'])} seeds, with a last-half rise {pct(rise['rel'])}; but its probe KL still "
+        f"{int(diff['n_pairs'])} seeds, its last-half rise {pct(rise['rel'])} of KTO's; but its probe KL still "
         f"{kto_s['late_trend']} ({fmt(kto_s['late_rise'])} {interval(kto_s['low'], kto_s['high'])} nats over the "
         f"last half, against a bar of {fmt(kto_s['bar'])}) and levels off on {levelling or 'none'} of the "
         f"{int(kto_s['n_bases'])} bases ({int(kto_s['n_bases_rising'])} keep rising, "
@@ -169,6 +171,36 @@ def frontier(t: Tables) -> str:
     )
 
 
+def _signed_range(values: list[float]) -> str:
+    low, high = min(values), max(values)
+    return pct(low) if np.isclose(low, high) else f"{pct(low)} to {pct(high)}"
+
+
+def drift(t: Tables) -> str:
+    lr_pairs, curve_pairs = t["lr_bases/base_paired"], t["frontier_curve/base_paired"]
+    probe9, policy9 = _row(lr_pairs, metric="final_probe_kl"), _row(lr_pairs, metric="final_policy_kl")
+    probe = curve_pairs[curve_pairs["metric"] == "final_probe_kl"].sort_values("lr")
+    policy = curve_pairs[curve_pairs["metric"] == "final_policy_kl"].sort_values("lr")
+    above = policy[policy["low"] > 0]
+    trends = t["frontier_curve/policy_trends"]
+    kto = trends[trends["method"] == KTO]
+    rising = int((kto["late_trend"] == "keeps rising").sum())
+    return (
+        f"**KTO-S lowers its own reference point, not the policy's drift.** Below the headline's learning rate the "
+        f"probe KL (`z0`, the input of KTO-S's loss) and the policy KL part ways: at lr {lr_tag(probe9['lr'])} over "
+        f"{int(probe9['n_bases'])} bases KTO-S minus KTO is {fmt(probe9['diff'])} "
+        f"{interval(probe9['low'], probe9['high'])} nats of probe KL ({pct(probe9['rel'])}) but {fmt(policy9['diff'])} "
+        f"{interval(policy9['low'], policy9['high'])} of policy KL ({pct(policy9['rel'])}, higher on "
+        f"{int(policy9['n_bases']) - int(policy9['n_bases_lower'])} of {int(policy9['n_bases'])} bases); on the "
+        f"powered frontier's {len(probe)} learning rates ({int(probe['n_bases'].iat[0])} bases, 300 steps) KTO-S's "
+        f"final probe KL is {_signed_range(list(probe['rel']))} KTO's while its policy KL is "
+        f"{_signed_range(list(policy['rel']))} KTO's, above it at {len(above)} of {len(policy)} rates (interval above "
+        f"0). The prediction that KTO-S would end below KTO on the policy KL at the two larger rates is refuted; "
+        f"the prediction that KTO's policy KL keeps rising over the last half holds at {rising} of {len(kto)} rates "
+        f"(the no-drift null says it levels off)."
+    )
+
+
 def curve_frontier(t: Tables) -> str:
     table = t["frontier_curve/curve_frontier"]
     parts = []
@@ -184,11 +216,14 @@ def curve_frontier(t: Tables) -> str:
                     f"{fmt(r.detectable_realised)}, {int(r.n_bases)} bases)"
                 )
     n_bases = int(table["n_bases_planned"].max())
+    upper = table[(table["kl"] == "policy_kl") & (table["kl_low"] == 1.0)]
+    second = "holds" if len(upper) and upper["high"].iat[0] < 0 else "is refuted"
     return (
-        f"**The powered frontier.** Read from a curve fitted to every checkpoint of each run ({n_bases} new bases, "
-        f"3,000 held-out items, KTO-S minus KTO in accuracy at matched KL, t interval over bases): "
-        + "; ".join(parts)
-        + "."
+        f"**The powered frontier: the same where it was powered, undecided above.** Read from a curve fitted to every "
+        f"checkpoint of each run ({n_bases} new bases, 3,000 held-out items, KTO-S minus KTO in accuracy at matched "
+        f"KL, t interval over bases, ±0.02 margin): " + "; ".join(parts) + f". The prediction that KTO-S is lower at "
+        f"1–2 nats of policy KL {second}; the same at 0.5–1 nats is also what the null predicts, so it counts for the "
+        f"design's power, not for KTO-S."
     )
 
 
@@ -240,6 +275,7 @@ BULLETS: tuple[tuple[str, Callable[[Tables], str]], ...] = (
     ("policy", policy),
     ("bases", bases),
     ("accuracy", accuracy),
+    ("drift", drift),
     ("frontier", frontier),
     ("curve_frontier", curve_frontier),
     ("size", size),
@@ -254,13 +290,40 @@ def answer_markdown(reference: str | Path) -> str:
     return "\n".join([BEGIN, *(f"- {b}" for b in bullets), END]) + "\n"
 
 
-def write_answer(reference: str | Path, output: str | Path) -> Path:
-    """``ktos answer``: write :func:`answer_markdown` of ``reference`` to ``output``; a file that already holds the
-    block between :data:`BEGIN` and :data:`END` (the README) keeps everything else, only the block is replaced."""
-    out, block = Path(output), answer_markdown(reference)
-    text = out.read_text(encoding="utf-8") if out.is_file() else ""
+#: A page's block holding a study's findings, as its ``verdict.md`` lists them: ``<!-- verdict: <study> -->`` ...
+#: :data:`VERDICT_END`.
+VERDICT_BEGIN, VERDICT_END = (
+    "<!-- verdict: {study}; generated by `ktos answer` from its verdict.md -->",
+    "<!-- verdict: end -->",
+)
+_VERDICT_BLOCK = re.compile(
+    r"<!-- verdict: (?P<study>[\w.-]+); generated by `ktos answer` from its verdict\.md -->\n"
+    r".*?<!-- verdict: end -->\n",
+    re.S,
+)
+
+
+def verdict_block(reference: str | Path, study: str) -> str:
+    """The findings of ``reference/<study>/tables/verdict.md`` (its ``- `` lines) between the verdict markers."""
+    lines = (Path(reference) / study / "tables/verdict.md").read_text(encoding="utf-8").splitlines()
+    return "\n".join([VERDICT_BEGIN.format(study=study), *(x for x in lines if x.startswith("- ")), VERDICT_END]) + "\n"
+
+
+def render_page(reference: str | Path, text: str) -> str:
+    """``text`` with its answer block (:data:`BEGIN` ... :data:`END`) and every verdict block re-rendered."""
     if BEGIN in text and END in text:
-        block = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) + 1 :]
+        text = text[: text.index(BEGIN)] + answer_markdown(reference) + text[text.index(END) + len(END) + 1 :]
+    return _VERDICT_BLOCK.sub(lambda m: verdict_block(reference, m.group("study")), text)
+
+
+def write_answer(reference: str | Path, output: str | Path) -> Path:
+    """``ktos answer``: write :func:`answer_markdown` of ``reference`` to ``output``; a page that already holds
+    the answer block or verdict blocks (the README, docs/results.md) keeps everything else, only those are
+    re-rendered (:func:`render_page`)."""
+    out = Path(output)
+    text = out.read_text(encoding="utf-8") if out.is_file() else ""
+    page = render_page(reference, text)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(block, encoding="utf-8")
+    has_blocks = BEGIN in text or bool(_VERDICT_BLOCK.search(text))
+    out.write_text(page if has_blocks else answer_markdown(reference), encoding="utf-8")
     return out
