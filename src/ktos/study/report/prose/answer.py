@@ -102,8 +102,8 @@ def policy(t: Tables) -> str:
     diff, early = _row(pairs, metric="final_policy_kl"), _row(pairs, metric="window_policy_kl")
     kto, kto_s = _row(trends, method=KTO), _row(trends, method=KTO_S)
     return (
-        f"**On the policy's own KL the gap is smaller, and neither method levels off.** Retrained with the policy KL "
-        f"measured (KL(π‖π_ref) on the policy's own samples; every other number unchanged bit for bit), KTO's ends "
+        f"**On the policy's own KL the gap is smaller, and neither method levels off.** With the policy KL "
+        f"measured in the same runs (KL(π‖π_ref) on the policy's own samples), KTO's ends "
         f"at {fmt(final['mean'])} {interval(final['low'], final['high'])} nats and KTO-S minus KTO is "
         f"{fmt(diff['diff'])} {interval(diff['low'], diff['high'])} ({pct(diff['rel'])}, lower on "
         f"{_bases(diff['n_bases_lower'], diff['n_bases'])} and {int(diff['n_pairs_lower'])} of "
