@@ -191,6 +191,8 @@ def test_the_matched_frontier_is_planned_only_where_the_data_can_make_it(tmp_pat
     assert "best_checkpoint" in lr_grid.table_names("studies")
     assert "best_checkpoint" not in lr_grid.table_names("reference")
     assert Outputs(study_plan("frontier")).item_frontier("reference")
+    assert "curve_frontier" in Outputs(study_plan("frontier_curve")).table_names("reference")
+    assert "curve_frontier" not in Outputs(study_plan("frontier")).table_names("reference")
     moved = Outputs(plan_of(two, {"study": "elsewhere"}, root=tmp_path))  # no committed table: nothing from it
     assert not moved.item_frontier("reference") and moved.run_info("reference") is None
 
@@ -210,7 +212,9 @@ def test_figure_names_follow_the_config() -> None:
                                                               "envelope", "kl_relation"]  # fmt: skip
     assert "kl_relation" not in Outputs(plan_of(base, {"train": {"policy_kl_size": 0}})).figure_names("studies")
     two = Outputs(plan_of(base, {"learning_rates": [1.0e-4, 2.7e-4]})).figure_names("studies")
-    assert two[-3:] == ["envelope", "matched_frontier", "kl_relation"]
+    assert two[-4:] == ["envelope", "matched_frontier", "curve_frontier", "kl_relation"]  # the policy KL is measured
+    assert "curve_frontier" in Outputs(study_plan("frontier_curve")).figure_names("reference")
+    assert "curve_frontier" not in Outputs(study_plan("frontier")).figure_names("reference")  # no policy KL there
     assert "envelope" not in Outputs(plan_of()).figure_names("studies")  # several bases: an envelope per base
     search = Outputs(study_plan("regime_search")).figure_names("studies")
     assert search == ["fig2_kto_kl", "companion", "regime_search", "regime_trajectories", "kl_relation"]

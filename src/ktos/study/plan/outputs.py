@@ -26,7 +26,7 @@ from .planning import Plan, cli_flags
 #: The figures ``ktos figures`` can draw, in drawing order (:func:`ktos.study.report.figures.draw_all`).
 FIGURES = (
     "fig2_kto_kl", "fig3_kto_s_kl", "paired", "companion", "regime_search", "regime_trajectories", "frontier",
-    "paired_regimes", "scale", "envelope", "matched_frontier", "kl_relation",
+    "paired_regimes", "scale", "envelope", "matched_frontier", "curve_frontier", "kl_relation",
 )  # fmt: skip
 #: The file types each figure is saved as.
 FIGURE_SUFFIXES = (".png", ".pdf")
@@ -205,6 +205,7 @@ class Outputs:
             "scale": config["model"]["name_or_path"] is None and len(sizes) > 1,
             "envelope": not self.several_bases and len(methods) > 1 and self.measured(origin),
             "matched_frontier": self.item_frontier(origin),
+            "curve_frontier": self.item_frontier(origin) and self.policy_kl(origin),
             "kl_relation": self.policy_kl(origin),
         }
         return [name for name in FIGURES if shown[name]]

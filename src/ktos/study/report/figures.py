@@ -26,6 +26,8 @@ unless a label says TRL's logged ``kl``. Diverged runs are left out of every mea
   with each method's envelope.
 * ``matched_frontier`` (with the runs' records): per KL bin, each method's accuracy on held-out items never used
   for choosing, and its difference from KTO against the equivalence margin (docs/study.md, fourth amendment).
+* ``curve_frontier`` (with the runs' records and the policy KL): KTO-S minus KTO read from fitted curves at the KL
+  bins' centres, in the policy KL and the probe KL, with the margin (docs/study.md, fifth amendment).
 
 Output bytes are reproducible: no timestamps or software tags are written and ``svg.hashsalt`` is fixed.
 """
@@ -56,7 +58,7 @@ from ..readings.tables import load_study
 from .base_figures import draw_kl_figures_by_base, flatten_bases, paired_as_one_set, pooled_trend_cells
 from .figure_style import DOUBLE, KL_LABEL, PALETTE, SINGLE, STEP_LABEL, Z0_GRID, save, seeds_and_mean, styled, t_band
 from .policy_kl_figures import draw_kl_relation, kl_words, measured, policy_kl_line
-from .scale_and_frontier_figures import draw_scale, envelope_figure, matched_frontier_figure
+from .scale_and_frontier_figures import draw_curve_frontier, draw_scale, envelope_figure, matched_frontier_figure
 
 log = logging.getLogger(__name__)
 
@@ -388,6 +390,7 @@ def draw_all(
         # over several bases an envelope of (base, seed) means mixes starting points; the tables give one per base
         "envelope": lambda: None if several else envelope_figure(df, regime),
         "matched_frontier": lambda: matched_frontier_figure(tables),
+        "curve_frontier": lambda: draw_curve_frontier(tables["curve_frontier"]),
         "kl_relation": lambda: draw_kl_relation(table),
     }
     paths: list[Path] = []

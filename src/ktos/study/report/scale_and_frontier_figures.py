@@ -158,3 +158,35 @@ def matched_frontier_figure(tables: Mapping[str, pd.DataFrame]) -> Figure | None
     if frontier is None or frontier.empty:
         return None
     return draw_matched_frontier(frontier, tables["best_checkpoint"])
+
+
+@styled
+def draw_curve_frontier(table: pd.DataFrame) -> Figure:
+    """The fifth amendment's frontier (``curve_frontier.csv``): per KL bin, KTO-S minus KTO read from the fitted
+    curves at the bin centre, in the policy KL (the verdict) and the probe KL (beside it), with 95% t intervals over
+    the bases and the ±margin shaded (left); the correct answer's log-probability read the same way (right). Each
+    bin's tick names how many bases reach it in each KL."""
+    fig = Figure(figsize=(DOUBLE, 2.8), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    bins = table[["kl_low", "kl_high"]].drop_duplicates().sort_values("kl_low")
+    kinds = (("policy_kl", "policy KL (the verdict)", "o", PALETTE["KTO-S"]), ("probe_kl", "probe KL z0", "s", "0.45"))
+    reach = {kl: table[table["kl"] == kl].set_index("kl_low")["n_bases"] for kl, *_ in kinds}
+    names = [f"{lo:g}–{hi:g} nats\n{reach['policy_kl'].get(lo, 0)} | {reach['probe_kl'].get(lo, 0)} bases"
+             for lo, hi in bins.itertuples(index=False)]  # fmt: skip
+    for k, (kl, label, marker, colour) in enumerate(kinds):
+        rows = table[table["kl"] == kl].sort_values("kl_low")
+        x = np.arange(len(rows)) + (k - 0.5) * 0.2
+        for ax, (mid, low, high) in ((left, ("diff", "low", "high")), (right, ("logprob_diff", "logprob_low",
+                                                                                  "logprob_high"))):  # fmt: skip
+            y, lo, hi = (rows[c].to_numpy(float) for c in (mid, low, high))
+            ax.errorbar(x, y, yerr=[y - lo, hi - y], fmt=marker, ms=3.5, capsize=2, lw=0.9, color=colour, label=label)
+    margin = float(table["margin"].iat[0])
+    left.axhspan(-margin, margin, color="0.88", lw=0, label=f"equivalence margin ±{margin:g}")
+    for ax, xlabel in ((left, "KL bin, read at its centre (bases reaching it: policy | probe)"), (right, "KL bin")):
+        ax.axhline(0, color="black", lw=0.6)
+        ax.set_xticks(range(len(names)), names)
+        ax.set_xlabel(xlabel)
+    left.set(ylabel="accuracy, KTO-S − KTO", title="Task accuracy at matched KL (fitted curves)")
+    right.set(ylabel="KTO-S − KTO (nats)", title="The correct answer's log-probability")
+    left.legend(loc="lower left")
+    return fig
