@@ -21,6 +21,7 @@ with the equivalence margin ``±MARGIN`` (:func:`call`).
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import math
@@ -59,6 +60,12 @@ class ItemCheckpoints:
     run_base: np.ndarray
     kl: np.ndarray
     correct: np.ndarray
+
+    @functools.cached_property
+    def filled(self) -> np.ndarray:
+        """``correct`` with missing outcomes as 0, in float64 (what every resample's weighted means multiply): made
+        once, not in each of the bootstrap's resamples."""
+        return np.nan_to_num(self.correct).astype(np.float64)
 
     @property
     def item_sets(self) -> np.ndarray:
@@ -132,7 +139,7 @@ class _Means:
 def _means(cp: ItemCheckpoints, run_w: np.ndarray, item_w: np.ndarray) -> _Means:
     """Weighted checkpoint means: runs weighted by ``run_w`` (counts), the items of each set by ``item_w[set]``."""
     present = np.isfinite(cp.correct[..., 0])
-    per_run = np.nan_to_num(cp.correct) @ (item_w / item_w.sum(-1, keepdims=True)).T  # [m, l, s, r, set]
+    per_run = cp.filled @ (item_w / item_w.sum(-1, keepdims=True)).T  # [m, l, s, r, set]
     w = run_w * present
     with np.errstate(invalid="ignore", divide="ignore"):
         acc = np.einsum("mlsr,mlsrk->mlsk", w, per_run) / w.sum(-1)[..., None]
