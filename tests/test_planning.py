@@ -212,7 +212,9 @@ def test_figure_names_follow_the_config() -> None:
                                                               "envelope", "kl_relation"]  # fmt: skip
     assert "kl_relation" not in Outputs(plan_of(base, {"train": {"policy_kl_size": 0}})).figure_names("studies")
     two = Outputs(plan_of(base, {"learning_rates": [1.0e-4, 2.7e-4]})).figure_names("studies")
-    assert two[-4:] == ["envelope", "matched_frontier", "curve_frontier", "kl_relation"]  # the policy KL is measured
+    assert two[-3:] == ["envelope", "matched_frontier", "kl_relation"]  # one base: no interval over bases to read
+    several = Outputs(plan_of({"learning_rates": [1.0e-4, 2.7e-4]})).figure_names("studies")
+    assert "curve_frontier" in several and "envelope" not in several
     assert "curve_frontier" in Outputs(study_plan("frontier_curve")).figure_names("reference")
     assert "curve_frontier" not in Outputs(study_plan("frontier")).figure_names("reference")  # no policy KL there
     assert "envelope" not in Outputs(plan_of()).figure_names("studies")  # several bases: an envelope per base

@@ -56,7 +56,8 @@ def table_names(
 ) -> list[str]:
     """The tables (without ``.csv``) of a study over one base or several, with or without seed sets to compare,
     predictions to check, task accuracy along the way of KTO and another method (the matched-KL frontier) and the
-    policy KL measured (its trend over bases; with the frontier, the frontier read from fitted curves): what
+    policy KL measured (over several bases: its trend, and with the frontier, the frontier read from fitted curves,
+    whose interval is over bases): what
     :func:`ktos.study.report.verdict.write_tables` writes, beside ``verdict.md``."""
     return [
         *TABLES,
@@ -65,7 +66,7 @@ def table_names(
         *(("seed_sets",) if seed_sets else ()),
         *(("predictions_observed",) if predictions else ()),
         *(ITEM_FRONTIER_TABLES if item_frontier else ()),
-        *((CURVE_FRONTIER_TABLE,) if item_frontier and policy_kl else ()),
+        *((CURVE_FRONTIER_TABLE,) if item_frontier and policy_kl and several_bases else ()),
     ]
 
 
@@ -205,7 +206,7 @@ class Outputs:
             "scale": config["model"]["name_or_path"] is None and len(sizes) > 1,
             "envelope": not self.several_bases and len(methods) > 1 and self.measured(origin),
             "matched_frontier": self.item_frontier(origin),
-            "curve_frontier": self.item_frontier(origin) and self.policy_kl(origin),
+            "curve_frontier": self.item_frontier(origin) and self.policy_kl(origin) and self.several_bases,
             "kl_relation": self.policy_kl(origin),
         }
         return [name for name in FIGURES if shown[name]]
