@@ -101,19 +101,19 @@ class KTOSConfig(compat.KTOConfig):
     r"""Configuration for [`KTOSTrainer`]: every field of TRL's `KTOConfig`, plus:
 
     Parameters:
-        loss_type (`str`, defaults to `"kto"`, TRL's default, unless `use_kto_s=True`, then `"kto_s"`):
+        loss_type (`str`, defaults to `"kto"`, TRL's default; KTO-S's `"kto_s"` with `use_kto_s=True`):
             TRL's field, with TRL's values and one more. `"kto"`: TRL's KTO (reference point `z0`), the default
-            so that swapping `KTOConfig` for `KTOSConfig` trains what TRL trains: the study found KTO-S equal to
-            KTO through step 20 in 515 of 516 paired runs, and whether it is more than a smaller step is
-            undecided (docs/results.md), so ktos does not switch the algorithm silently. `"kto_s"` (or
-            `use_kto_s=True`), the opt-in: KTO-S, the sign-corrected loss, whose per-example reference point is
-            `-sign(r) * z0`.
+            so that swapping `KTOConfig` for `KTOSConfig` trains what TRL trains: in the study KTO-S lowers its
+            own reference point more than the policy's drift (below the headline's learning rate its policy KL
+            ends as high as KTO's or higher), and at matched policy KL of 0.5 to 1 nats both reach the same
+            accuracy (docs/results.md), so ktos does not switch the algorithm silently. KTO-S (the opt-in, also
+            `use_kto_s=True`): the sign-corrected loss, whose per-example reference point is `-sign(r) * z0`.
             `"apo_zero_unpaired"`: KTO-zero, reference point 0, computed by TRL's own code (TRL then builds no
             mismatched pairs and logs `kl` as 0; the probe still measures the KL). Names: `ktos.loss_types`.
         use_kto_s (`bool`, *optional*):
-            The notes' toggle: `True` means `loss_type="kto_s"`, `False` a loss type other than `"kto_s"` (`"kto"`
-            when `loss_type` is not given, as when neither is). Given with a `loss_type` it contradicts, it is an
-            error. After construction it is `loss_type == "kto_s"`.
+            The notes' toggle: `True` means KTO-S's loss type, `False` any other (`"kto"` when `loss_type` is not
+            given, as when neither is). Given with a `loss_type` it contradicts, it is an error. After
+            construction it says whether the loss type is KTO-S's.
         desirable_weight, undesirable_weight (`float`, TRL's defaults `1.0`):
             Must be finite and > 0 (else `ValueError`).
         kl_probe_size (`int`, defaults to `64`):
@@ -259,5 +259,5 @@ class KTOSConfig(compat.KTOConfig):
 
     @property
     def method(self) -> str:
-        """The study's key for ``loss_type`` (``"kto"``, ``"kto_s"`` or ``"kto_zero"``), as run directories name it."""
+        """The study's key for ``loss_type`` (a key of :data:`ktos.loss_types.LOSSES`), as run directories name it."""
         return study_method(str(self.loss_type))

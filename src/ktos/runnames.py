@@ -30,7 +30,7 @@ class RunKey(NamedTuple):
 
 
 def method_label(method: str) -> str:
-    """``"kto_s"`` -> ``"KTO-S"``; an unknown method raises ``ValueError``."""
+    """``method_label(KTO_S)`` is ``"KTO-S"``; an unknown method raises ``ValueError``."""
     try:
         return METHOD_LABELS[method]
     except KeyError:
@@ -44,7 +44,7 @@ def lr_tag(lr: float) -> str:
 
 
 def run_name(method: str, lr: float, seed: int) -> str:
-    """``run_name("kto_s", 1e-4, 3)`` -> ``"kto_s_lr0.0001_seed3"``."""
+    """``run_name(KTO_S, 1e-4, 3)`` -> ``kto_s_lr0.0001_seed3``."""
     method_label(method)
     return RUN_NAME_PATTERN.format(method=method, lr=lr_tag(lr), seed=int(seed))
 

@@ -1,11 +1,11 @@
 """KTO-S on TRL: ``KTOSTrainer``, configured by :class:`ktos.config.KTOSConfig`.
 
 ``KTOSTrainer`` is TRL's ``KTOTrainer`` (TRL 1.5.1 to 1.16.0) whose loss is :func:`ktos.losses.kto_loss`:
-KTO-S with ``loss_type="kto_s"``, exactly TRL's KTO loss with ``"kto"``; ``"apo_zero_unpaired"`` (KTO-zero) is
-TRL's own code. On TRL < 1.6 TRL's own forward passes call the overridden ``kto_loss``; from 1.6 on, where TRL
-inlines its loss, :mod:`ktos.hooked_loss` computes the same log-probabilities and calls it. Configurations whose
-training loss would not go through ``kto_loss`` are refused at construction, and the first training step checks
-that it did. With ``kl_probe_size > 0`` the trainer builds the KL probe (:mod:`ktos.probe`) itself, and it logs
+KTO-S with KTO-S's ``loss_type`` (:data:`ktos.loss_types.KTO_S`), exactly TRL's KTO loss with ``"kto"``;
+``"apo_zero_unpaired"`` (KTO-zero) is TRL's own code. On TRL < 1.6 TRL's own forward passes call the overridden
+``kto_loss``; from 1.6 on, where TRL inlines its loss, :mod:`ktos.hooked_loss` computes the same
+log-probabilities and calls it. Configurations whose training loss would not go through ``kto_loss`` are refused
+at construction, and the first training step checks that it did. With ``kl_probe_size > 0`` the trainer builds the KL probe (:mod:`ktos.probe`) itself, and it logs
 the update norm (:mod:`ktos.update_norm`) unless ``log_update_norm=False``.
 """
 
@@ -122,7 +122,8 @@ def warn_if_truncated(dataset: Any, max_length: int | None, given: int, name: st
 
 
 class KTOSTrainer(compat.KTOTrainer):
-    """TRL's ``KTOTrainer`` whose loss is KTO-S (``args.loss_type="kto_s"``), plain KTO or KTO-zero.
+    """TRL's ``KTOTrainer`` whose loss is KTO-S (``args.loss_type`` :data:`~ktos.loss_types.KTO_S`), plain KTO or
+    KTO-zero.
 
     Before TRL sees the data it is checked as ``ktos train`` checks it (:func:`ktos.validation.check_feedback`: columns,
     texts, labels; train set: both labels required), and a train set whose order puts many one-label batches
