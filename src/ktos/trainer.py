@@ -5,8 +5,9 @@ KTO-S with KTO-S's ``loss_type`` (:data:`ktos.loss_types.KTO_S`), exactly TRL's 
 ``"apo_zero_unpaired"`` (KTO-zero) is TRL's own code. On TRL < 1.6 TRL's own forward passes call the overridden
 ``kto_loss``; from 1.6 on, where TRL inlines its loss, :mod:`ktos.hooked_loss` computes the same
 log-probabilities and calls it. Configurations whose training loss would not go through ``kto_loss`` are refused
-at construction, and the first training step checks that it did. With ``kl_probe_size > 0`` the trainer builds the KL probe (:mod:`ktos.probe`) itself, and it logs
-the update norm (:mod:`ktos.update_norm`) unless ``log_update_norm=False``.
+at construction, and the first training step checks that it did. With ``kl_probe_size > 0`` the trainer builds the
+KL probe (:mod:`ktos.probe`) itself, and it logs the update norm (:mod:`ktos.update_norm`) unless
+``log_update_norm=False``.
 """
 
 from __future__ import annotations
