@@ -93,9 +93,13 @@ def draw_kl_figures(
     beta = cell["beta"].iloc[0] if len(cell) else float("nan")
     steps = int(cell["max_steps"].max()) if len(cell) else 1
     figs = []
+    # With the policy KL the title takes three lines and the legend a row more: a taller figure, the axes as large.
+    extra = 0.45 if policy else 0.0
+    height = 3.2 + extra
+    rect = (0.17, 0.29, 0.79, 0.57) if not extra else (0.17, (0.928 + 0.27) / height, 0.79, 1.824 / height)
     for number, method in ((2, "KTO"), (3, "KTO-S")):
-        fig = Figure(figsize=(SINGLE, 3.2))
-        ax = fig.add_axes((0.17, 0.29, 0.79, 0.57))
+        fig = Figure(figsize=(SINGLE, height))
+        ax = fig.add_axes(rect)
         mine = probe[probe["Method"] == method]
         if method == "KTO-S":
             kto = probe[probe["Method"] == "KTO"].groupby("step")["probe_kl"].mean()
@@ -117,8 +121,8 @@ def draw_kl_figures(
         ylabel, what = kl_words(cell, KL_LABEL, "held-out probe KL")
         ax.set(xlim=(0, steps * 1.02), ylim=(bottom, top), xlabel=STEP_LABEL, ylabel=ylabel)
         n = mine["seed"].nunique()
-        ax.set_title(f"Figure {number}: {method}, {what} per step\n"
-                     f"{regime}, lr {lr_tag(lr)}, β {beta:g}, n = {n} seeds")  # fmt: skip
+        head = f"Figure {number}: {method}, {what} per step".replace(" and policy KL", "\nand policy KL")  # fits
+        ax.set_title(f"{head}\n{regime}, lr {lr_tag(lr)}, β {beta:g}, n = {n} seeds")
         handles, labels = ax.get_legend_handles_labels()
         if (legend := ax.get_legend()) is not None:
             legend.remove()
@@ -390,7 +394,7 @@ def draw_all(
         # over several bases an envelope of (base, seed) means mixes starting points; the tables give one per base
         "envelope": lambda: None if several else envelope_figure(df, regime),
         "matched_frontier": lambda: matched_frontier_figure(tables),
-        "curve_frontier": lambda: draw_curve_frontier(tables["curve_frontier"]),
+        "curve_frontier": lambda: draw_curve_frontier(tables["curve_frontier"]) if "curve_frontier" in tables else None,
         "kl_relation": lambda: draw_kl_relation(table),
     }
     paths: list[Path] = []
